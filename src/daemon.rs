@@ -1,0 +1,249 @@
+//! Running a mount: stale-mount recovery, daemonizing (fork before any thread exists), logging,
+//! signal handling and a clean unmount.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fuser::{Config, MountOption, SessionACL};
+use tracing::{error, info, warn};
+
+use crate::err;
+use crate::error::Result;
+use crate::fs::RegFs;
+use crate::fuse::FuseAdapter;
+use crate::identity::Identity;
+use crate::store::StoreOptions;
+
+pub struct MountOptions {
+    pub mountpoint: PathBuf,
+    pub data_dir: PathBuf,
+    pub foreground: bool,
+    pub log_level: String,
+    pub log_file: Option<PathBuf>,
+    /// Let the kernel check POSIX mode bits and ownership (`default_permissions`).
+    pub posix_permissions: bool,
+    pub threads: usize,
+}
+
+/// Whether `mountpoint` is listed in /proc/mounts as a FUSE mount.
+pub fn is_fuse_mount(mountpoint: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return false;
+    };
+    let want = mountpoint.to_string_lossy();
+    mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (_, target, fstype) = (f.next(), f.next(), f.next().unwrap_or(""));
+        target.map(unescape_mount_field).as_deref() == Some(&*want) && fstype.starts_with("fuse")
+    })
+}
+
+fn unescape_mount_field(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// A crashed regfs leaves its mount point answering "Transport endpoint is not connected".
+/// Detach such a stale FUSE mount so the new mount can take its place.
+fn recover_stale_mount(mountpoint: &Path) -> Result<()> {
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(err!(
+            ENOTDIR,
+            "mount point {} is not a directory",
+            mountpoint.display()
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            if !is_fuse_mount(mountpoint) {
+                return Err(err!(
+                    ENOTCONN,
+                    "{} is not reachable (transport endpoint is not connected) and is not a FUSE mount",
+                    mountpoint.display()
+                ));
+            }
+            eprintln!(
+                "regfs: {} holds a stale FUSE mount left by a crashed process; detaching it",
+                mountpoint.display()
+            );
+            nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+                err!(
+                    EBUSY,
+                    "cannot detach the stale mount at {}: {e}; run `umount -l {}` as root",
+                    mountpoint.display(),
+                    mountpoint.display()
+                )
+            })?;
+            Ok(())
+        }
+        Err(e) => Err(err!(
+            ENOENT,
+            "mount point {} is not usable: {e}",
+            mountpoint.display()
+        )),
+    }
+}
+
+fn init_logging(level: &str, file: Option<&Path>) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .map_err(|e| err!(EINVAL, "bad log level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| err!(EIO, "cannot open log file {}: {e}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+/// Mounts and serves until unmounted. In the background mode the calling process returns once
+/// the mount is up (or fails with the reason); the served process detaches from the terminal.
+pub fn run(opts: MountOptions) -> Result<()> {
+    recover_stale_mount(&opts.mountpoint)?;
+    let mountpoint = std::fs::canonicalize(&opts.mountpoint)
+        .map_err(|e| err!(ENOENT, "mount point {}: {e}", opts.mountpoint.display()))?;
+    if opts.foreground {
+        init_logging(&opts.log_level, opts.log_file.as_deref())?;
+        return serve(&opts, &mountpoint, None);
+    }
+    // Fork before any thread exists (no runtime, no pools yet).
+    let (read_end, write_end) = nix::unistd::pipe().map_err(|e| err!(EIO, "pipe: {e}"))?;
+    match unsafe { nix::unistd::fork() }.map_err(|e| err!(EIO, "fork: {e}"))? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(write_end);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(read_end).read_to_string(&mut msg);
+            if msg.trim() == "ok" {
+                Ok(())
+            } else if msg.is_empty() {
+                Err(err!(EIO, "regfs exited before the mount was ready; see its log"))
+            } else {
+                Err(err!(EIO, "{}", msg.trim()))
+            }
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(read_end);
+            let _ = nix::unistd::setsid();
+            let log_file = opts
+                .log_file
+                .clone()
+                .unwrap_or_else(|| opts.data_dir.join("regfs.log"));
+            let _ = std::fs::create_dir_all(&opts.data_dir);
+            let mut status = std::fs::File::from(write_end);
+            if let Err(e) = init_logging(&opts.log_level, Some(&log_file)) {
+                let _ = write!(status, "{e}");
+                std::process::exit(1);
+            }
+            detach_stdio();
+            let result = serve(&opts, &mountpoint, Some(&mut status));
+            if let Err(e) = &result {
+                let _ = write!(status, "{e}");
+                error!("{e}");
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
+    }
+}
+
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let fd: OwnedFd = null.into();
+        for target in 0..=2 {
+            // SAFETY: plain dup2 of an fd we own onto the standard descriptors.
+            unsafe { libc::dup2(fd.as_raw_fd(), target) };
+        }
+    }
+}
+
+fn serve(
+    opts: &MountOptions,
+    mountpoint: &Path,
+    ready: Option<&mut std::fs::File>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.threads.max(1))
+        .thread_name("regfs-worker")
+        .enable_all()
+        .build()
+        .map_err(|e| err!(EIO, "cannot start the runtime: {e}"))?;
+    let registry = runtime.block_on(crate::config::embedded_registry(
+        &opts.data_dir,
+        StoreOptions::default(),
+    ))?;
+    info!(
+        data_dir = %opts.data_dir.display(),
+        mountpoint = %mountpoint.display(),
+        "registry ready"
+    );
+    let identity = Identity::new("admin", HashMap::new());
+    let fs = Arc::new(RegFs::new(Arc::new(registry), identity));
+    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("regfs".into()),
+        MountOption::Subtype("regfs".into()),
+    ];
+    if opts.posix_permissions {
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
+    if nix::unistd::geteuid().is_root() {
+        // Every local user can reach the mount; regfs maps each caller to a registry user.
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+
+    let mut session = fuser::Session::new(adapter, mountpoint, &config)
+        .map_err(|e| err!(EIO, "cannot mount at {}: {e}", mountpoint.display()))?;
+    info!(mountpoint = %mountpoint.display(), "mounted");
+    if let Some(ready) = ready {
+        let _ = ready.write_all(b"ok");
+    }
+
+    let mut unmounter = session.unmount_callable();
+    let mp = mountpoint.to_path_buf();
+    runtime.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            warn!("cannot install signal handlers; unmount with umount");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: unmounting"),
+            _ = int.recv() => info!("SIGINT: unmounting"),
+        }
+        if let Err(e) = unmounter.unmount() {
+            warn!("unmount of {} failed ({e}); detaching it lazily", mp.display());
+            let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
+        }
+    });
+    session
+        .run()
+        .map_err(|e| err!(EIO, "FUSE session ended with an error: {e}"))?;
+    info!(mountpoint = %mountpoint.display(), "unmounted");
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    Ok(())
+}

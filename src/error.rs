@@ -1,0 +1,100 @@
+//! One error type for the whole crate: every error carries the errno a FUSE caller will see and a
+//! message that says why, so the adapter can log the reason next to the errno it returns.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    errno: i32,
+    message: String,
+    /// A database conflict that a retry of the whole transaction may get past.
+    transient: bool,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(errno: i32, message: impl Into<String>) -> Self {
+        Self {
+            errno,
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    pub fn errno(&self) -> i32 {
+        self.errno
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Adds context in front of the message, keeping the errno.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({})",
+            self.message,
+            std::io::Error::from_raw_os_error(self.errno)
+        )
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// `err!(ENOENT, "no such thing: {}", path)` builds an [`Error`] with an errno from `libc`.
+#[macro_export]
+macro_rules! err {
+    ($errno:ident, $($arg:tt)*) => {
+        $crate::error::Error::new(libc::$errno, format!($($arg)*))
+    };
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        let transient = is_retryable(&e);
+        let mut err = Error::new(libc::EIO, format!("database error: {e}"));
+        err.transient = transient;
+        err
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::new(e.raw_os_error().unwrap_or(libc::EIO), e.to_string())
+    }
+}
+
+/// Whether a database error is worth retrying: lock contention, serialization failures,
+/// deadlocks and duplicate-key races between concurrent writers (SQLite busy/locked,
+/// PostgreSQL 40001/40P01/23505, MySQL 1213/1205/1062).
+pub fn is_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            matches!(
+                code.as_str(),
+                // SQLite: BUSY, LOCKED, BUSY_RECOVERY, BUSY_SNAPSHOT, LOCKED_SHAREDCACHE
+                "5" | "6" | "261" | "517" | "262"
+                // PostgreSQL
+                | "40001" | "40P01" | "23505"
+                // MySQL / MariaDB
+                | "1213" | "1205" | "1062" | "23000"
+            )
+        }
+        sqlx::Error::PoolTimedOut => true,
+        _ => false,
+    }
+}

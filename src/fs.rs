@@ -1,0 +1,817 @@
+//! The filesystem layer below the FUSE adapter: inode numbers, open files and directory handles,
+//! close-to-open write-back of content. No kernel types here, so all of it is testable without a
+//! mount; `fuse.rs` only translates requests and replies.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use tracing::debug;
+
+use crate::err;
+use crate::error::Result;
+use crate::identity::Identity;
+use crate::path;
+use crate::registry::Registry;
+use crate::store::{AttrChange, Entry, Kind, NewEntry, RenameMode};
+
+pub const ROOT_INO: u64 = 1;
+
+/// A caller, as the kernel reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+/// An entry with its inode number, ready for a reply.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub ino: u64,
+    pub entry: Entry,
+    pub nlink: u32,
+}
+
+/// A listing item handed to the adapter.
+#[derive(Debug, Clone)]
+pub struct DirItem {
+    pub ino: u64,
+    /// The cookie the kernel passes back to continue after this item.
+    pub next_offset: u64,
+    pub name: String,
+    pub attr: Attr,
+    /// `.` and `..` are not counted as lookups by the kernel.
+    pub is_dot: bool,
+}
+
+struct Node {
+    parent: u64,
+    name: String,
+    kind: Kind,
+    /// Kernel references (lookups minus forgets).
+    lookups: u64,
+    /// Nodes in the table whose parent is this node.
+    children: u64,
+    /// Removed from the tree while still referenced (open or looked up).
+    unlinked: bool,
+    last: Option<Entry>,
+}
+
+struct InodeTable {
+    nodes: HashMap<u64, Node>,
+    by_name: HashMap<(u64, String), u64>,
+    next_ino: u64,
+}
+
+impl InodeTable {
+    fn new() -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT_INO,
+            Node {
+                parent: ROOT_INO,
+                name: String::new(),
+                kind: Kind::Directory,
+                lookups: 1,
+                children: 0,
+                unlinked: false,
+                last: None,
+            },
+        );
+        Self {
+            nodes,
+            by_name: HashMap::new(),
+            next_ino: ROOT_INO + 1,
+        }
+    }
+
+    fn path(&self, ino: u64) -> Result<String> {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT_INO {
+            let node = self
+                .nodes
+                .get(&cur)
+                .ok_or_else(|| err!(ESTALE, "inode {ino} is not known (forgotten)"))?;
+            if node.unlinked {
+                return Err(err!(ENOENT, "inode {ino} was removed"));
+            }
+            parts.push(node.name.as_str());
+            cur = node.parent;
+        }
+        parts.reverse();
+        Ok(format!("/{}", parts.join("/")))
+    }
+
+    /// The inode for `parent/name`, allocated if new. A node of another kind at the same name
+    /// (replaced behind our back) is detached and a new inode allocated.
+    fn get_or_insert(&mut self, parent: u64, name: &str, kind: Kind) -> u64 {
+        if let Some(&ino) = self.by_name.get(&(parent, name.to_string())) {
+            if self.nodes.get(&ino).is_some_and(|n| n.kind == kind) {
+                return ino;
+            }
+            self.detach(parent, name);
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.nodes.insert(
+            ino,
+            Node {
+                parent,
+                name: name.to_string(),
+                kind,
+                lookups: 0,
+                children: 0,
+                unlinked: false,
+                last: None,
+            },
+        );
+        self.by_name.insert((parent, name.to_string()), ino);
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children += 1;
+        }
+        ino
+    }
+
+    /// Removes `parent/name` from the tree; the node lives on while referenced.
+    fn detach(&mut self, parent: u64, name: &str) -> Option<u64> {
+        let ino = self.by_name.remove(&(parent, name.to_string()))?;
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.unlinked = true;
+        }
+        self.maybe_drop(ino);
+        Some(ino)
+    }
+
+    fn rename(&mut self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
+        self.detach(new_parent, new_name);
+        let Some(ino) = self.by_name.remove(&(parent, name.to_string())) else {
+            return;
+        };
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.parent = new_parent;
+            n.name = new_name.to_string();
+        }
+        if parent != new_parent {
+            if let Some(p) = self.nodes.get_mut(&parent) {
+                p.children -= 1;
+            }
+            if let Some(p) = self.nodes.get_mut(&new_parent) {
+                p.children += 1;
+            }
+            self.maybe_drop(parent);
+        }
+        self.by_name.insert((new_parent, new_name.to_string()), ino);
+    }
+
+    fn forget(&mut self, ino: u64, n: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+        }
+        self.maybe_drop(ino);
+    }
+
+    /// Drops a node nobody references any more (no kernel lookups, no children in the table),
+    /// then its parent if that became unreferenced too. Open files hold a lookup of their own.
+    fn maybe_drop(&mut self, ino: u64) {
+        let mut cur = ino;
+        while cur != ROOT_INO {
+            let Some(node) = self.nodes.get(&cur) else {
+                return;
+            };
+            if node.lookups > 0 || node.children > 0 {
+                return;
+            }
+            let (parent, name, unlinked) = (node.parent, node.name.clone(), node.unlinked);
+            self.nodes.remove(&cur);
+            if !unlinked {
+                self.by_name.remove(&(parent, name));
+            }
+            match self.nodes.get_mut(&parent) {
+                Some(p) => p.children = p.children.saturating_sub(1),
+                None => return,
+            }
+            cur = parent;
+        }
+    }
+}
+
+/// Content of an open file, shared by every handle on the inode so that local readers see local
+/// writes at once; committed to the database on flush, fsync and close.
+struct OpenFile {
+    state: Mutex<OpenState>,
+    /// Serializes commits so an older snapshot never lands after a newer one.
+    commit: tokio::sync::Mutex<()>,
+}
+
+struct OpenState {
+    data: Option<Vec<u8>>,
+    dirty: bool,
+    /// Bumped on every change, so a commit only clears `dirty` if nothing changed meanwhile.
+    generation: u64,
+    handles: u32,
+}
+
+struct FileHandle {
+    ino: u64,
+    append: bool,
+    user: String,
+}
+
+struct DirHandle {
+    ino: u64,
+    entries: Vec<(String, Entry)>,
+    complete: bool,
+}
+
+pub struct RegFs {
+    registry: Arc<Registry>,
+    identity: Identity,
+    inodes: Mutex<InodeTable>,
+    open_files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    files: Mutex<HashMap<u64, FileHandle>>,
+    dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
+    next_fh: AtomicU64,
+    list_page: u32,
+}
+
+fn nlink(kind: Kind) -> u32 {
+    if kind == Kind::Directory { 2 } else { 1 }
+}
+
+impl RegFs {
+    pub fn new(registry: Arc<Registry>, identity: Identity) -> Self {
+        Self {
+            registry,
+            identity,
+            inodes: Mutex::new(InodeTable::new()),
+            open_files: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            list_page: 512,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn path(&self, ino: u64) -> Result<String> {
+        self.inodes.lock().path(ino)
+    }
+
+    fn child_path(&self, parent: u64, name: &OsStr) -> Result<(String, String)> {
+        let name = path::check_name(name)?;
+        let dir = self.path(parent)?;
+        Ok((path::join(&dir, name), name.to_string()))
+    }
+
+    /// Overlays what local open files know (unflushed size, times) on a stored entry.
+    fn attr(&self, ino: u64, mut entry: Entry) -> Attr {
+        if let Some(of) = self.open_files.lock().get(&ino) {
+            let st = of.state.lock();
+            if st.dirty
+                && let Some(data) = &st.data
+            {
+                entry.size = data.len() as u64;
+            }
+        }
+        let mut inodes = self.inodes.lock();
+        let node = inodes.nodes.get_mut(&ino);
+        let unlinked = node.as_ref().is_some_and(|n| n.unlinked);
+        if let Some(n) = node {
+            n.last = Some(entry.clone());
+        }
+        let nlink = if unlinked { 0 } else { nlink(entry.kind) };
+        Attr { ino, entry, nlink }
+    }
+
+    fn remember(&self, parent: u64, name: &str, entry: Entry, lookup: bool) -> Attr {
+        let ino = {
+            let mut inodes = self.inodes.lock();
+            let ino = inodes.get_or_insert(parent, name, entry.kind);
+            if lookup && let Some(n) = inodes.nodes.get_mut(&ino) {
+                n.lookups += 1;
+            }
+            ino
+        };
+        self.attr(ino, entry)
+    }
+
+    pub async fn lookup(&self, _c: Caller, parent: u64, name: &OsStr) -> Result<Attr> {
+        let (p, name) = self.child_path(parent, name)?;
+        match self.registry.stat(&p).await? {
+            Some(entry) => Ok(self.remember(parent, &name, entry, true)),
+            None => {
+                self.inodes.lock().detach(parent, &name);
+                Err(err!(ENOENT, "{p} does not exist"))
+            }
+        }
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.lock().forget(ino, n);
+    }
+
+    pub async fn getattr(&self, _c: Caller, ino: u64) -> Result<Attr> {
+        let p = match self.path(ino) {
+            Ok(p) => p,
+            Err(e) => {
+                // Unlinked but still open: answer from what we last knew.
+                let last = self.inodes.lock().nodes.get(&ino).and_then(|n| n.last.clone());
+                return match last {
+                    Some(entry) => Ok(self.attr(ino, entry)),
+                    None => Err(e),
+                };
+            }
+        };
+        match self.registry.stat(&p).await? {
+            Some(entry) => Ok(self.attr(ino, entry)),
+            None => Err(err!(ENOENT, "{p} no longer exists (removed elsewhere)")),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn setattr(
+        &self,
+        c: Caller,
+        ino: u64,
+        size: Option<u64>,
+        change: AttrChange,
+    ) -> Result<Attr> {
+        let p = self.path(ino)?;
+        if let Some(size) = size {
+            let user = self.identity.registry_user(c.uid);
+            let of = self.open_files.lock().get(&ino).cloned();
+            match of {
+                Some(of) => {
+                    self.ensure_loaded(&of, &p).await?;
+                    {
+                        let mut st = of.state.lock();
+                        let data = st.data.get_or_insert_with(Vec::new);
+                        data.resize(size as usize, 0);
+                        st.dirty = true;
+                        st.generation += 1;
+                    }
+                    self.commit(ino, &of, &user).await?;
+                }
+                None => {
+                    let mut data = self.registry.read(&p).await?;
+                    data.resize(size as usize, 0);
+                    self.registry.write(&p, &data, &user).await?;
+                }
+            }
+        }
+        let entry = if change.is_empty() {
+            self.registry
+                .stat(&p)
+                .await?
+                .ok_or_else(|| err!(ENOENT, "{p} no longer exists"))?
+        } else {
+            self.registry.set_attr(&p, change).await?
+        };
+        Ok(self.attr(ino, entry))
+    }
+
+    pub async fn readlink(&self, _c: Caller, ino: u64) -> Result<Vec<u8>> {
+        let p = self.path(ino)?;
+        self.registry.read(&p).await
+    }
+
+    async fn make(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &OsStr,
+        kind: Kind,
+        perm: u32,
+        rdev: u32,
+        content: Vec<u8>,
+    ) -> Result<Attr> {
+        let (p, name) = self.child_path(parent, name)?;
+        let user = self.identity.registry_user(c.uid);
+        let entry = self
+            .registry
+            .create(
+                &p,
+                NewEntry {
+                    kind,
+                    perm,
+                    uid: c.uid,
+                    gid: self.new_gid(parent, c.gid),
+                    rdev,
+                    content,
+                },
+                &user,
+            )
+            .await?;
+        Ok(self.remember(parent, &name, entry, true))
+    }
+
+    /// BSD/setgid semantics: a new entry in a setgid directory takes the directory's group.
+    fn new_gid(&self, parent: u64, gid: u32) -> u32 {
+        let inodes = self.inodes.lock();
+        match inodes.nodes.get(&parent).and_then(|n| n.last.as_ref()) {
+            Some(e) if e.perm & libc::S_ISGID != 0 => e.gid,
+            _ => gid,
+        }
+    }
+
+    pub async fn mkdir(&self, c: Caller, parent: u64, name: &OsStr, mode: u32) -> Result<Attr> {
+        let mut perm = mode & 0o7777;
+        // A subdirectory of a setgid directory is setgid too.
+        if self.new_gid(parent, u32::MAX) != u32::MAX {
+            perm |= libc::S_ISGID;
+        }
+        self.make(c, parent, name, Kind::Directory, perm, 0, Vec::new())
+            .await
+    }
+
+    pub async fn mknod(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> Result<Attr> {
+        let kind = Kind::from_mode(mode);
+        if kind == Kind::Directory {
+            return Err(err!(EINVAL, "mknod cannot make a directory; use mkdir"));
+        }
+        self.make(c, parent, name, kind, mode & 0o7777, rdev, Vec::new())
+            .await
+    }
+
+    pub async fn symlink(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &OsStr,
+        target: &std::path::Path,
+    ) -> Result<Attr> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = target.as_os_str().as_bytes().to_vec();
+        if bytes.len() > 4095 {
+            return Err(err!(ENAMETOOLONG, "symlink target is longer than PATH_MAX"));
+        }
+        self.make(c, parent, name, Kind::Symlink, 0o777, 0, bytes)
+            .await
+    }
+
+    pub async fn create(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(Attr, u64)> {
+        let attr = self
+            .make(c, parent, name, Kind::File, mode & 0o7777, 0, Vec::new())
+            .await?;
+        let fh = self.open_handle(attr.ino, flags, c, Some(Vec::new()));
+        Ok((attr, fh))
+    }
+
+    pub async fn unlink(&self, c: Caller, parent: u64, name: &OsStr) -> Result<()> {
+        self.remove(c, parent, name, false).await
+    }
+
+    pub async fn rmdir(&self, c: Caller, parent: u64, name: &OsStr) -> Result<()> {
+        self.remove(c, parent, name, true).await
+    }
+
+    async fn remove(&self, c: Caller, parent: u64, name: &OsStr, dir: bool) -> Result<()> {
+        let (p, name) = self.child_path(parent, name)?;
+        self.preserve_open_content(parent, &name, &p).await?;
+        let user = self.identity.registry_user(c.uid);
+        self.registry.remove(&p, dir, &user).await?;
+        self.inodes.lock().detach(parent, &name);
+        Ok(())
+    }
+
+    /// An open handle keeps working after its file is unlinked or replaced: load its content
+    /// before the row goes away.
+    async fn preserve_open_content(&self, parent: u64, name: &str, p: &str) -> Result<()> {
+        let ino = self.inodes.lock().by_name.get(&(parent, name.to_string())).copied();
+        let Some(ino) = ino else { return Ok(()) };
+        let of = self.open_files.lock().get(&ino).cloned();
+        if let Some(of) = of {
+            self.ensure_loaded(&of, p).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn rename(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        mode: RenameMode,
+    ) -> Result<()> {
+        let (from, name) = self.child_path(parent, name)?;
+        let (to, new_name) = self.child_path(new_parent, new_name)?;
+        if from == to {
+            return Ok(());
+        }
+        self.preserve_open_content(new_parent, &new_name, &to).await?;
+        // Unflushed local writes go with the file to its new name.
+        let moving = self.inodes.lock().by_name.get(&(parent, name.clone())).copied();
+        if let Some(ino) = moving {
+            let of = self.open_files.lock().get(&ino).cloned();
+            if let Some(of) = of {
+                let user = self.identity.registry_user(c.uid);
+                self.commit(ino, &of, &user).await?;
+            }
+        }
+        let user = self.identity.registry_user(c.uid);
+        self.registry.rename(&from, &to, mode, &user).await?;
+        self.inodes
+            .lock()
+            .rename(parent, &name, new_parent, &new_name);
+        Ok(())
+    }
+
+    fn open_handle(&self, ino: u64, flags: i32, c: Caller, initial: Option<Vec<u8>>) -> u64 {
+        let of = {
+            let mut open = self.open_files.lock();
+            open.entry(ino)
+                .or_insert_with(|| {
+                    Arc::new(OpenFile {
+                        state: Mutex::new(OpenState {
+                            data: None,
+                            dirty: false,
+                            generation: 0,
+                            handles: 0,
+                        }),
+                        commit: tokio::sync::Mutex::new(()),
+                    })
+                })
+                .clone()
+        };
+        {
+            let mut st = of.state.lock();
+            if st.handles == 0 {
+                // Close-to-open: a fresh open reads what the database has now.
+                st.data = initial;
+                st.dirty = false;
+                // The open file keeps the inode alive.
+                if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
+                    n.lookups += 1;
+                }
+            }
+            st.handles += 1;
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files.lock().insert(
+            fh,
+            FileHandle {
+                ino,
+                append: flags & libc::O_APPEND != 0,
+                user: self.identity.registry_user(c.uid),
+            },
+        );
+        fh
+    }
+
+    pub async fn open(&self, c: Caller, ino: u64, flags: i32) -> Result<u64> {
+        let p = self.path(ino)?;
+        let kind = self.inodes.lock().nodes.get(&ino).map(|n| n.kind);
+        if kind == Some(Kind::Directory) {
+            return Err(err!(EISDIR, "{p} is a collection"));
+        }
+        Ok(self.open_handle(ino, flags, c, None))
+    }
+
+    fn handle(&self, fh: u64) -> Result<(u64, bool, String, Arc<OpenFile>)> {
+        let files = self.files.lock();
+        let h = files
+            .get(&fh)
+            .ok_or_else(|| err!(EBADF, "file handle {fh} is not open"))?;
+        let of = self
+            .open_files
+            .lock()
+            .get(&h.ino)
+            .cloned()
+            .ok_or_else(|| err!(EBADF, "inode {} has no open state", h.ino))?;
+        Ok((h.ino, h.append, h.user.clone(), of))
+    }
+
+    async fn ensure_loaded(&self, of: &OpenFile, p: &str) -> Result<()> {
+        if of.state.lock().data.is_some() {
+            return Ok(());
+        }
+        let data = self.registry.read(p).await?;
+        let mut st = of.state.lock();
+        if st.data.is_none() {
+            st.data = Some(data);
+        }
+        Ok(())
+    }
+
+    async fn loaded(&self, ino: u64, of: &OpenFile) -> Result<()> {
+        if of.state.lock().data.is_some() {
+            return Ok(());
+        }
+        let p = self.path(ino)?;
+        self.ensure_loaded(of, &p).await
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let (ino, _, _, of) = self.handle(fh)?;
+        self.loaded(ino, &of).await?;
+        let st = of.state.lock();
+        let data = st.data.as_deref().unwrap_or_default();
+        let start = (offset as usize).min(data.len());
+        let end = start.saturating_add(size as usize).min(data.len());
+        Ok(data[start..end].to_vec())
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, buf: &[u8]) -> Result<u32> {
+        let (ino, append, _, of) = self.handle(fh)?;
+        self.loaded(ino, &of).await?;
+        let mut st = of.state.lock();
+        let data = st.data.get_or_insert_with(Vec::new);
+        let start = if append { data.len() } else { offset as usize };
+        let end = start
+            .checked_add(buf.len())
+            .ok_or_else(|| err!(EFBIG, "write past the largest offset"))?;
+        if end > data.len() {
+            data.resize(end, 0);
+        }
+        data[start..end].copy_from_slice(buf);
+        st.dirty = true;
+        st.generation += 1;
+        Ok(buf.len() as u32)
+    }
+
+    /// Writes the open file's content to the database in one transaction, if it changed.
+    async fn commit(&self, ino: u64, of: &OpenFile, user: &str) -> Result<()> {
+        let _guard = of.commit.lock().await;
+        let (data, generation) = {
+            let st = of.state.lock();
+            if !st.dirty {
+                return Ok(());
+            }
+            (st.data.clone().unwrap_or_default(), st.generation)
+        };
+        let p = match self.path(ino) {
+            Ok(p) => p,
+            Err(_) => {
+                debug!(ino, "dropping writes to a file that was unlinked while open");
+                of.state.lock().dirty = false;
+                return Ok(());
+            }
+        };
+        let entry = self.registry.write(&p, &data, user).await?;
+        {
+            let mut st = of.state.lock();
+            if st.generation == generation {
+                st.dirty = false;
+            }
+        }
+        if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
+            n.last = Some(entry);
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&self, fh: u64) -> Result<()> {
+        let (ino, _, user, of) = self.handle(fh)?;
+        self.commit(ino, &of, &user).await
+    }
+
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let (ino, _, user, of) = self.handle(fh)?;
+        let result = self.commit(ino, &of, &user).await;
+        self.files.lock().remove(&fh);
+        let last = {
+            let mut st = of.state.lock();
+            st.handles -= 1;
+            st.handles == 0
+        };
+        if last {
+            self.open_files.lock().remove(&ino);
+            self.inodes.lock().forget(ino, 1);
+        }
+        result
+    }
+
+    pub async fn opendir(&self, _c: Caller, ino: u64) -> Result<u64> {
+        self.path(ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().insert(
+            fh,
+            Arc::new(tokio::sync::Mutex::new(DirHandle {
+                ino,
+                entries: Vec::new(),
+                complete: false,
+            })),
+        );
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().remove(&fh);
+    }
+
+    /// Listing items from `offset` on (up to about `max` of them). Offsets 0 and 1 are `.` and
+    /// `..`; offset `n + 2` is the n-th child. Pages are fetched from the database by name
+    /// (never OFFSET) as the kernel reads further; offset 0 starts a fresh listing.
+    pub async fn readdir(&self, fh: u64, offset: u64, max: usize) -> Result<Vec<DirItem>> {
+        let dh = self
+            .dirs
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| err!(EBADF, "directory handle {fh} is not open"))?;
+        let mut dh = dh.lock().await;
+        let dir_path = self.path(dh.ino)?;
+        if offset == 0 {
+            dh.entries.clear();
+            dh.complete = false;
+        }
+        let mut items = Vec::new();
+        if offset < 2 {
+            let dir_entry = self
+                .registry
+                .stat(&dir_path)
+                .await?
+                .ok_or_else(|| err!(ENOENT, "{dir_path} no longer exists"))?;
+            let parent_ino = self
+                .inodes
+                .lock()
+                .nodes
+                .get(&dh.ino)
+                .map(|n| n.parent)
+                .unwrap_or(ROOT_INO);
+            for (i, name) in [".", ".."].into_iter().enumerate().skip(offset as usize) {
+                let ino = if i == 0 { dh.ino } else { parent_ino };
+                items.push(DirItem {
+                    ino,
+                    next_offset: i as u64 + 1,
+                    name: name.to_string(),
+                    attr: Attr {
+                        ino,
+                        entry: dir_entry.clone(),
+                        nlink: 2,
+                    },
+                    is_dot: true,
+                });
+            }
+        }
+        let mut index = offset.saturating_sub(2) as usize;
+        while items.len() < max {
+            if index >= dh.entries.len() {
+                if dh.complete {
+                    break;
+                }
+                let after = dh.entries.last().map(|(n, _)| n.clone());
+                let page = self
+                    .registry
+                    .list(&dir_path, after.as_deref(), self.list_page)
+                    .await?;
+                if (page.len() as u32) < self.list_page {
+                    dh.complete = true;
+                }
+                dh.entries
+                    .extend(page.into_iter().map(|d| (d.name, d.entry)));
+                continue;
+            }
+            let (name, entry) = dh.entries[index].clone();
+            let attr = self.remember(dh.ino, &name, entry, false);
+            items.push(DirItem {
+                ino: attr.ino,
+                next_offset: index as u64 + 3,
+                name,
+                attr,
+                is_dot: false,
+            });
+            index += 1;
+        }
+        Ok(items)
+    }
+
+    /// Counts a readdirplus entry the kernel accepted as a lookup.
+    pub fn count_lookup(&self, ino: u64) {
+        if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
+            n.lookups += 1;
+        }
+    }
+
+    pub async fn statfs(&self) -> Result<crate::store::SpaceInfo> {
+        self.registry.space().await
+    }
+
+    pub fn now() -> SystemTime {
+        SystemTime::now()
+    }
+}

@@ -1,0 +1,573 @@
+//! The FUSE adapter: translates kernel requests into [`RegFs`] calls and results into replies.
+//! Each request runs as a task on the tokio runtime, so slow database work never blocks fuser's
+//! reader threads and requests proceed concurrently. Every error reply is logged with its reason.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use tracing::{debug, info, warn};
+
+use crate::error::Error;
+use crate::fs::{Attr, Caller, RegFs};
+use crate::store::{AttrChange, Kind, RenameMode};
+
+/// Kernel entry/attribute cache lifetime. Never zero: zero makes the kernel look everything up
+/// again on every access.
+pub const TTL: Duration = Duration::from_secs(1);
+
+pub struct FuseAdapter {
+    fs: Arc<RegFs>,
+    rt: tokio::runtime::Handle,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<RegFs>, rt: tokio::runtime::Handle) -> Self {
+        Self { fs, rt }
+    }
+
+    fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(f);
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Directory => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let e = &a.entry;
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: e.size,
+        blocks: e.size.div_ceil(512),
+        atime: e.atime,
+        mtime: e.mtime,
+        ctime: e.ctime,
+        crtime: e.crtime,
+        kind: file_type(e.kind),
+        perm: e.perm as u16,
+        nlink: a.nlink,
+        uid: e.uid,
+        gid: e.gid,
+        rdev: e.rdev,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// Logs why an errno goes back to the caller: ENOENT is routine (debug), EIO is an error in
+/// regfs or its database (warn), the rest are refusals worth an info line.
+fn log_error(op: &str, e: &Error) {
+    match e.errno() {
+        libc::ENOENT => debug!(op, errno = e.errno(), "{}", e.message()),
+        libc::EIO => warn!(op, errno = e.errno(), "{}", e.message()),
+        _ => info!(op, errno = e.errno(), "{}", e.message()),
+    }
+}
+
+fn errno(op: &str, e: &Error) -> Errno {
+    log_error(op, e);
+    Errno::from_i32(e.errno())
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Listings with attributes in one round trip; parallel lookups in one directory.
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_PARALLEL_DIROPS;
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        self.spawn(async move {
+            match fs.lookup(c, parent.0, &name).await {
+                Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno("lookup", &e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let (fs, c) = (self.fs.clone(), caller(req));
+        self.spawn(async move {
+            match fs.getattr(c, ino.0).await {
+                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                Err(e) => reply.error(errno("getattr", &e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let (fs, c) = (self.fs.clone(), caller(req));
+        let change = AttrChange {
+            perm: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+            ctime,
+        };
+        self.spawn(async move {
+            match fs.setattr(c, ino.0, size, change).await {
+                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                Err(e) => reply.error(errno("setattr", &e)),
+            }
+        });
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let (fs, c) = (self.fs.clone(), caller(req));
+        self.spawn(async move {
+            match fs.readlink(c, ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(errno("readlink", &e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        self.spawn(async move {
+            match fs.mknod(c, parent.0, &name, mode, rdev).await {
+                Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno("mknod", &e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        self.spawn(async move {
+            match fs.mkdir(c, parent.0, &name, mode).await {
+                Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno("mkdir", &e)),
+            }
+        });
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        self.spawn(async move {
+            match fs.unlink(c, parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("unlink", &e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        self.spawn(async move {
+            match fs.rmdir(c, parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rmdir", &e)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let (fs, c) = (self.fs.clone(), caller(req));
+        let (name, target) = (link_name.to_owned(), target.to_owned());
+        self.spawn(async move {
+            match fs.symlink(c, parent.0, &name, &target).await {
+                Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno("symlink", &e)),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            let e = crate::err!(EINVAL, "rename flags {flags} are not supported (only RENAME_NOREPLACE)");
+            reply.error(errno("rename", &e));
+            return;
+        }
+        let mode = if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else {
+            RenameMode::Replace
+        };
+        let (fs, c) = (self.fs.clone(), caller(req));
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.spawn(async move {
+            match fs
+                .rename(c, parent.0, &name, newparent.0, &newname, mode)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rename", &e)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let e = crate::err!(
+            EPERM,
+            "hard links are not supported by the registry (inode {}, new name {newname:?}); copy instead",
+            ino.0
+        );
+        reply.error(errno("link", &e));
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (fs, c) = (self.fs.clone(), caller(req));
+        self.spawn(async move {
+            match fs.open(c, ino.0, flags.0).await {
+                // No FOPEN_KEEP_CACHE: every open revalidates the page cache (close-to-open).
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("open", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno("read", &e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let fs = self.fs.clone();
+        let data = data.to_vec();
+        self.spawn(async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno("write", &e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("flush", &e)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.release(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("release", &e)),
+            }
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("fsync", &e)),
+            }
+        });
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let (fs, c) = (self.fs.clone(), caller(req));
+        self.spawn(async move {
+            match fs.opendir(c, ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("opendir", &e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.readdir(fh.0, offset, 256).await {
+                Ok(items) => {
+                    for item in items {
+                        if reply.add(
+                            INodeNo(item.ino),
+                            item.next_offset,
+                            file_type(item.attr.entry.kind),
+                            &item.name,
+                        ) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(errno("readdir", &e)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.readdir(fh.0, offset, 128).await {
+                Ok(items) => {
+                    for item in items {
+                        if reply.add(
+                            INodeNo(item.ino),
+                            item.next_offset,
+                            &item.name,
+                            &TTL,
+                            &file_attr(&item.attr),
+                            Generation(0),
+                        ) {
+                            break;
+                        }
+                        if !item.is_dot {
+                            fs.count_lookup(item.ino);
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(errno("readdirplus", &e)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are committed when they are made.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.statfs().await {
+                Ok(space) => {
+                    const BSIZE: u64 = 4096;
+                    let used = space.bytes_used.div_ceil(BSIZE);
+                    // The databases grow as needed; report room as the used size plus a
+                    // generous margin so tools that check free space proceed.
+                    let total = used + (1u64 << 28);
+                    let files = space.entries + (1u64 << 32);
+                    reply.statfs(
+                        total,
+                        total - used,
+                        total - used,
+                        files,
+                        files - space.entries,
+                        BSIZE as u32,
+                        crate::path::NAME_MAX as u32,
+                        BSIZE as u32,
+                    );
+                }
+                Err(e) => reply.error(errno("statfs", &e)),
+            }
+        });
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let (fs, c) = (self.fs.clone(), caller(req));
+        self.spawn(async move {
+            match fs.getattr(c, ino.0).await {
+                Ok(_) => reply.ok(),
+                Err(e) => reply.error(errno("access", &e)),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        self.spawn(async move {
+            match fs.create(c, parent.0, &name, mode, flags).await {
+                Ok((a, fh)) => reply.created(
+                    &TTL,
+                    &file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno("create", &e)),
+            }
+        });
+    }
+}

@@ -1,0 +1,69 @@
+//! Who is calling: the kernel gives a uid; the registry knows users by name. A local account maps
+//! to the registry user of the same name unless the configured map says otherwise; root maps to
+//! the admin user. A uid with no local account maps to `uid-<n>`, a name no registry user has,
+//! so it gets only what `Internal/everyone` may do (see SEMANTICS.md).
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+#[derive(Debug, Default)]
+pub struct Identity {
+    /// Explicit local-account → registry-user overrides.
+    map: HashMap<String, String>,
+    admin: String,
+    cache: Mutex<HashMap<u32, String>>,
+}
+
+impl Identity {
+    pub fn new(admin: impl Into<String>, map: HashMap<String, String>) -> Self {
+        Self {
+            map,
+            admin: admin.into(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The registry user name for a local uid.
+    pub fn registry_user(&self, uid: u32) -> String {
+        if let Some(name) = self.cache.lock().get(&uid) {
+            return name.clone();
+        }
+        let account = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        let name = match account {
+            Some(account) => match self.map.get(&account) {
+                Some(mapped) => mapped.clone(),
+                None if uid == 0 => self.admin.clone(),
+                None => account,
+            },
+            None if uid == 0 => self.admin.clone(),
+            None => format!("uid-{uid}"),
+        };
+        self.cache.lock().insert(uid, name.clone());
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_admin_and_unknown_uids_get_a_placeholder() {
+        let id = Identity::new("admin", HashMap::new());
+        assert_eq!(id.registry_user(0), "admin");
+        assert_eq!(id.registry_user(4_000_000), "uid-4000000");
+    }
+
+    #[test]
+    fn the_map_overrides_account_names() {
+        let id = Identity::new(
+            "admin",
+            HashMap::from([("root".to_string(), "ops".to_string())]),
+        );
+        assert_eq!(id.registry_user(0), "ops");
+    }
+}

@@ -1,0 +1,18 @@
+//! regfs: a FUSE filesystem over a WSO2 Carbon registry stored in WSO2's own SQL schema.
+//!
+//! Layers, top to bottom: [`fuse`] (thin kernel adapter) → [`fs`] (inodes, handles, open files)
+//! → [`registry`] (path operations) → [`mount_table`] → [`store`] (one per database).
+//! [`config`] builds the mount table and stores; [`daemon`] runs a mount.
+
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod fs;
+pub mod fuse;
+pub mod identity;
+pub mod mount_table;
+pub mod path;
+pub mod registry;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,82 @@
+//! The mount table: registry path → (store, target path), longest prefix wins, as `registry.xml`
+//! mounts do in Carbon. The root entry (`/`) is the node's own database.
+
+use std::sync::Arc;
+
+use crate::path;
+use crate::store::Store;
+
+/// One mount: everything at or below `path` lives in `store` under `target`.
+#[derive(Clone)]
+pub struct Mount {
+    pub path: String,
+    pub target: String,
+    /// `remoteInstance` id (Carbon's `instanceId`), recorded in the mount bookkeeping rows.
+    pub instance_id: String,
+    pub store: Arc<dyn Store>,
+    /// Index of the store in [`MountTable::stores`]; equal ids mean one database.
+    pub store_id: usize,
+    pub read_only: bool,
+}
+
+/// Where a registry path lives.
+pub struct Resolved<'a> {
+    pub mount: &'a Mount,
+    /// The path inside the mount's database.
+    pub target: String,
+}
+
+pub struct MountTable {
+    /// Sorted longest path first, the root entry last.
+    mounts: Vec<Mount>,
+}
+
+impl MountTable {
+    /// `root` is the node's own database; `mounts` are the `registry.xml`-style mounts.
+    pub fn new(root: Mount, mut mounts: Vec<Mount>) -> Self {
+        mounts.push(root);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.path.len()));
+        Self { mounts }
+    }
+
+    pub fn resolve(&self, p: &str) -> Resolved<'_> {
+        let mount = self
+            .mounts
+            .iter()
+            .find(|m| path::is_within(p, &m.path))
+            .expect("the root mount covers every path");
+        let rest = if mount.path == "/" {
+            if p == "/" { "" } else { p }
+        } else {
+            &p[mount.path.len()..]
+        };
+        let target = match (mount.target.as_str(), rest) {
+            ("/", "") => "/".to_string(),
+            ("/", rest) => rest.to_string(),
+            (t, rest) => format!("{t}{rest}"),
+        };
+        Resolved { mount, target }
+    }
+
+    /// Mounts whose mount point is a direct child of `dir`, with that child's name.
+    pub fn child_mounts<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a str, &'a Mount)> {
+        self.mounts
+            .iter()
+            .filter(move |m| m.path != "/" && path::parent(&m.path) == Some(dir))
+            .map(|m| (path::name(&m.path), m))
+    }
+
+    /// Whether `p` is a mount point (other than the root).
+    pub fn is_mount_point(&self, p: &str) -> bool {
+        p != "/" && self.mounts.iter().any(|m| m.path == p)
+    }
+
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// The root entry: the node's own database.
+    pub fn root(&self) -> &Mount {
+        self.mounts.last().expect("the root mount is always present")
+    }
+}

@@ -1,0 +1,150 @@
+//! Registry paths: absolute, `/`-separated, no trailing slash, root is `/`.
+//! Also the naming rules regfs enforces on top of POSIX (see SEMANTICS.md, "Names").
+
+use crate::err;
+use crate::error::Result;
+
+/// Longest name a registry column holds (`REG_NAME VARCHAR(256)`), kept to the POSIX NAME_MAX.
+pub const NAME_MAX: usize = 255;
+/// Longest collection path `REG_PATH.REG_PATH_VALUE VARCHAR(2000)` holds.
+pub const PATH_MAX: usize = 2000;
+
+/// Joins a collection path and a child name.
+pub fn join(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// The parent collection of a path; `None` for the root.
+pub fn parent(path: &str) -> Option<&str> {
+    if path == "/" {
+        return None;
+    }
+    match path.rfind('/') {
+        Some(0) => Some("/"),
+        Some(i) => Some(&path[..i]),
+        None => None,
+    }
+}
+
+/// The last segment of a path (empty for the root).
+pub fn name(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// Whether `path` is `ancestor` or lies below it.
+pub fn is_within(path: &str, ancestor: &str) -> bool {
+    ancestor == "/"
+        || path == ancestor
+        || (path.starts_with(ancestor) && path.as_bytes().get(ancestor.len()) == Some(&b'/'))
+}
+
+/// Normalizes a user-supplied registry path: leading `/`, no trailing `/`, `//` collapsed.
+pub fn normalize(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{}", parts.join("/"))
+    }
+}
+
+/// Checks a new entry name against the rules in SEMANTICS.md ("Names"):
+/// valid UTF-8 (the columns are text), at most 255 bytes, no `;` (WSO2's parameter separator,
+/// as in `file;version:3`), and not `.meta` (reserved by Carbon).
+pub fn check_name(name: &std::ffi::OsStr) -> Result<&str> {
+    use std::os::unix::ffi::OsStrExt;
+    if name.as_bytes().len() > NAME_MAX {
+        return Err(err!(
+            ENAMETOOLONG,
+            "name is {} bytes, the registry holds at most {NAME_MAX}",
+            name.as_bytes().len()
+        ));
+    }
+    let s = name.to_str().ok_or_else(|| {
+        err!(
+            EILSEQ,
+            "name {:?} is not valid UTF-8; registry columns hold text only",
+            name
+        )
+    })?;
+    if s.contains(';') {
+        return Err(err!(
+            EINVAL,
+            "name {s:?} contains ';', which the registry reserves for parameters like ';version:N'"
+        ));
+    }
+    if s == ".meta" {
+        return Err(err!(EINVAL, "name '.meta' is reserved by the WSO2 registry"));
+    }
+    Ok(s)
+}
+
+/// Checks that a collection path fits `REG_PATH_VALUE`.
+pub fn check_path_len(path: &str) -> Result<()> {
+    if path.len() > PATH_MAX {
+        return Err(err!(
+            ENAMETOOLONG,
+            "path is {} bytes, the registry holds collection paths of at most {PATH_MAX}",
+            path.len()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn joins_and_splits() {
+        assert_eq!(join("/", "a"), "/a");
+        assert_eq!(join("/a", "b"), "/a/b");
+        assert_eq!(parent("/a/b"), Some("/a"));
+        assert_eq!(parent("/a"), Some("/"));
+        assert_eq!(parent("/"), None);
+        assert_eq!(name("/a/b"), "b");
+        assert_eq!(name("/"), "");
+    }
+
+    #[test]
+    fn within() {
+        assert!(is_within("/a/b", "/a"));
+        assert!(is_within("/a", "/a"));
+        assert!(!is_within("/ab", "/a"));
+        assert!(is_within("/x", "/"));
+    }
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(normalize("//a//b/"), "/a/b");
+        assert_eq!(normalize(""), "/");
+        assert_eq!(normalize("a"), "/a");
+    }
+
+    #[test]
+    fn name_rules() {
+        assert!(check_name(OsStr::new("file~")).is_ok());
+        assert!(check_name(OsStr::new(".#file")).is_ok());
+        assert!(check_name(OsStr::new("a b@c#d")).is_ok());
+        assert_eq!(check_name(OsStr::new("a;b")).unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(check_name(OsStr::new(".meta")).unwrap_err().errno(), libc::EINVAL);
+        let long = "x".repeat(256);
+        assert_eq!(
+            check_name(OsStr::new(&long)).unwrap_err().errno(),
+            libc::ENAMETOOLONG
+        );
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(
+            check_name(OsStr::from_bytes(b"\xff")).unwrap_err().errno(),
+            libc::EILSEQ
+        );
+    }
+}

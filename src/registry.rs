@@ -1,0 +1,174 @@
+//! The registry service: path operations on *registry* paths. It resolves each path through the
+//! mount table to a store and a target path, refuses what crosses databases (EXDEV) or writes to
+//! read-only mounts (EROFS), and shows mount points with the mounted collection's attributes.
+
+use crate::err;
+use crate::error::Result;
+use crate::mount_table::MountTable;
+use crate::path;
+use crate::store::{AttrChange, DirEntry, Entry, NewEntry, RenameMode, SpaceInfo};
+
+pub struct Registry {
+    table: MountTable,
+}
+
+impl Registry {
+    pub fn new(table: MountTable) -> Self {
+        Self { table }
+    }
+
+    pub fn mount_table(&self) -> &MountTable {
+        &self.table
+    }
+
+    /// Writes the mount bookkeeping rows (link collections, mount records) for every mount
+    /// into the node's own database, as Carbon does at start-up.
+    pub async fn record_mounts(&self) -> Result<()> {
+        let root = self.table.root();
+        for m in self.table.mounts() {
+            if m.path == "/" {
+                continue;
+            }
+            // Only mounts whose parent lies in the node's own database are recorded there.
+            let parent = path::parent(&m.path).unwrap_or("/");
+            if self.table.resolve(parent).mount.store_id != root.store_id {
+                continue;
+            }
+            root.store
+                .ensure_mount_link(&m.path, &m.instance_id, &m.target)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn writable(&self, p: &str) -> Result<crate::mount_table::Resolved<'_>> {
+        let r = self.table.resolve(p);
+        if r.mount.read_only {
+            return Err(err!(
+                EROFS,
+                "{p} is under the read-only mount {}",
+                r.mount.path
+            ));
+        }
+        Ok(r)
+    }
+
+    pub async fn stat(&self, p: &str) -> Result<Option<Entry>> {
+        let r = self.table.resolve(p);
+        r.mount.store.stat(&r.target).await
+    }
+
+    /// One page of `dir`'s children sorted by name, after `after`. Mount points among them show
+    /// the mounted collection (and appear even if the local database has no row for them).
+    pub async fn list(&self, dir: &str, after: Option<&str>, limit: u32) -> Result<Vec<DirEntry>> {
+        let r = self.table.resolve(dir);
+        let mut page = r.mount.store.list(&r.target, after, limit).await?;
+        let full = page.len() as u32 >= limit;
+        let mut changed = false;
+        for (name, m) in self.table.child_mounts(dir) {
+            if after.is_some_and(|a| name <= a) {
+                continue;
+            }
+            if full && page.last().is_some_and(|last| name > last.name.as_str()) {
+                continue;
+            }
+            let Some(entry) = m.store.stat(&m.target).await? else {
+                page.retain(|e| e.name != name);
+                continue;
+            };
+            match page.iter_mut().find(|e| e.name == name) {
+                Some(e) => e.entry = entry,
+                None => {
+                    page.push(DirEntry {
+                        name: name.to_string(),
+                        entry,
+                    });
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            page.sort_by(|a, b| a.name.cmp(&b.name));
+            page.truncate(limit as usize);
+        }
+        Ok(page)
+    }
+
+    pub async fn read(&self, p: &str) -> Result<Vec<u8>> {
+        let r = self.table.resolve(p);
+        r.mount.store.read(&r.target).await
+    }
+
+    pub async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
+        if self.table.is_mount_point(p) {
+            return Err(err!(EEXIST, "{p} is a mount point"));
+        }
+        let r = self.writable(p)?;
+        r.mount.store.create(&r.target, new, user).await
+    }
+
+    pub async fn write(&self, p: &str, data: &[u8], user: &str) -> Result<Entry> {
+        let r = self.writable(p)?;
+        r.mount.store.write(&r.target, data, user).await
+    }
+
+    pub async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<()> {
+        if self.table.is_mount_point(p) {
+            return Err(err!(EBUSY, "{p} is a mount point"));
+        }
+        let r = self.writable(p)?;
+        r.mount.store.remove(&r.target, dir, user).await
+    }
+
+    pub async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()> {
+        for p in [from, to] {
+            if self.table.is_mount_point(p) {
+                return Err(err!(EBUSY, "{p} is a mount point"));
+            }
+        }
+        // A subtree holding a mount point cannot move: the mount would be left behind.
+        if let Some(m) = self
+            .table
+            .mounts()
+            .iter()
+            .find(|m| m.path != "/" && path::is_within(&m.path, from))
+        {
+            return Err(err!(EBUSY, "{from} contains the mount point {}", m.path));
+        }
+        let src = self.writable(from)?;
+        let dst = self.writable(to)?;
+        if src.mount.store_id != dst.mount.store_id {
+            return Err(err!(
+                EXDEV,
+                "{from} and {to} live in different databases ({} and {})",
+                src.mount.store.name(),
+                dst.mount.store.name()
+            ));
+        }
+        src.mount
+            .store
+            .rename(&src.target, &dst.target, mode, user)
+            .await
+    }
+
+    pub async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
+        let r = self.writable(p)?;
+        r.mount.store.set_attr(&r.target, change).await
+    }
+
+    /// Space used over every distinct database.
+    pub async fn space(&self) -> Result<SpaceInfo> {
+        let mut seen = Vec::new();
+        let mut total = SpaceInfo::default();
+        for m in self.table.mounts() {
+            if seen.contains(&m.store_id) {
+                continue;
+            }
+            seen.push(m.store_id);
+            let s = m.store.space().await?;
+            total.bytes_used += s.bytes_used;
+            total.entries += s.entries;
+        }
+        Ok(total)
+    }
+}

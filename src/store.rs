@@ -1,0 +1,229 @@
+//! The storage layer: one [`Store`] per database, speaking WSO2's `REG_*` schema plus regfs's own
+//! `REGFS_*` table for what the WSO2 tables have no column for (POSIX mode, owner, precise times).
+//!
+//! Paths given to a store are *target* paths inside that database (the mount table has already
+//! translated them). Every mutating method is one transaction, retried a bounded number of times on
+//! lock/serialization conflicts.
+
+pub mod sqlite;
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// The super tenant's id, which every row regfs writes carries.
+pub const SUPER_TENANT_ID: i64 = -1234;
+/// The user Carbon writes the base collections as.
+pub const SYSTEM_USER: &str = "wso2.system.user";
+/// Media type of a mount link collection in the node's local database.
+pub const LINK_MEDIA_TYPE: &str = "application/vnd.wso2-link";
+/// Media type of a mount record under the mount bookkeeping collection.
+pub const MOUNT_MEDIA_TYPE: &str = "application/vnd.wso2.mount";
+/// Where Carbon keeps one record per mount, in the node's local database.
+pub const MOUNT_RECORDS_PATH: &str =
+    "/_system/local/repository/components/org.wso2.carbon.registry/mount";
+
+/// `REG_LOG.REG_ACTION` codes (Carbon's `Activity` constants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum LogAction {
+    Add = 0,
+    Update = 1,
+    DeleteResource = 7,
+    Rename = 9,
+    Move = 10,
+    CreateRemoteLink = 12,
+}
+
+/// What kind of file an entry is. Collections are directories; everything else is a resource,
+/// with the POSIX type kept in `REGFS_ATTR.MODE` (a resource Carbon wrote is a regular file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Directory,
+    File,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Kind {
+    pub fn from_mode(mode: u32) -> Kind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Directory,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDevice,
+            libc::S_IFBLK => Kind::BlockDevice,
+            _ => Kind::File,
+        }
+    }
+
+    pub fn type_bits(self) -> u32 {
+        match self {
+            Kind::Directory => libc::S_IFDIR,
+            Kind::File => libc::S_IFREG,
+            Kind::Symlink => libc::S_IFLNK,
+            Kind::Fifo => libc::S_IFIFO,
+            Kind::Socket => libc::S_IFSOCK,
+            Kind::CharDevice => libc::S_IFCHR,
+            Kind::BlockDevice => libc::S_IFBLK,
+        }
+    }
+}
+
+/// Default permission bits for entries that have no `REGFS_ATTR` row (written by Carbon): wide
+/// open, so that the registry's own permissions decide (see SEMANTICS.md).
+pub const DEFAULT_DIR_PERM: u32 = 0o777;
+pub const DEFAULT_FILE_PERM: u32 = 0o666;
+
+/// One collection or resource as the filesystem sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: Kind,
+    /// Permission bits only (no type bits).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub size: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub crtime: SystemTime,
+    /// `REG_RESOURCE.REG_VERSION` of the live row: changes on every content update.
+    pub version: i64,
+    pub uuid: String,
+    pub media_type: Option<String>,
+}
+
+/// A directory listing item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub entry: Entry,
+}
+
+/// What a new entry is made of.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub kind: Kind,
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    /// Initial content (symlink target, or a file's bytes).
+    pub content: Vec<u8>,
+}
+
+/// Attribute changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AttrChange {
+    pub perm: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<SystemTime>,
+    pub mtime: Option<SystemTime>,
+    /// Set ctime explicitly; otherwise any change bumps it to now.
+    pub ctime: Option<SystemTime>,
+}
+
+impl AttrChange {
+    pub fn is_empty(&self) -> bool {
+        self.perm.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
+            && self.ctime.is_none()
+    }
+}
+
+/// How a rename treats an existing destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace a compatible destination atomically (POSIX `rename`).
+    Replace,
+    /// Fail with EEXIST if the destination exists (`RENAME_NOREPLACE`).
+    NoReplace,
+}
+
+/// Space figures for `statfs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpaceInfo {
+    pub bytes_used: u64,
+    pub entries: u64,
+}
+
+/// Store-level configuration.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub tenant_id: i64,
+    /// How long one statement may wait for a lock or a connection before the operation fails.
+    pub busy_timeout: Duration,
+    /// How many times a transaction is retried on a conflict before EIO.
+    pub max_retries: u32,
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            tenant_id: SUPER_TENANT_ID,
+            busy_timeout: Duration::from_secs(10),
+            max_retries: 5,
+            max_connections: 4,
+        }
+    }
+}
+
+/// A registry database. One implementation per SQL dialect.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs: the data source's name or file.
+    fn name(&self) -> &str;
+
+    /// Creates the schema if it is missing and the base collections Carbon creates on first start
+    /// (`/`, `/_system`, `/_system/{local,config,governance}` and their `repository` children).
+    async fn init(&self) -> Result<()>;
+
+    /// The entry at `path`, or `None`.
+    async fn stat(&self, path: &str) -> Result<Option<Entry>>;
+
+    /// Up to `limit` children of the collection `dir` whose names sort after `after` (byte order).
+    async fn list(&self, dir: &str, after: Option<&str>, limit: u32) -> Result<Vec<DirEntry>>;
+
+    /// The content of a resource.
+    async fn read(&self, path: &str) -> Result<Vec<u8>>;
+
+    /// Creates a new collection or resource; its parent must exist. EEXIST if `path` exists.
+    async fn create(&self, path: &str, new: NewEntry, user: &str) -> Result<Entry>;
+
+    /// Replaces a resource's content: a new `REG_RESOURCE` row with a new `REG_VERSION`.
+    async fn write(&self, path: &str, data: &[u8], user: &str) -> Result<Entry>;
+
+    /// Removes a resource (`dir == false`) or an empty collection (`dir == true`).
+    async fn remove(&self, path: &str, dir: bool, user: &str) -> Result<()>;
+
+    /// Moves `from` to `to` inside this database, with its subtree for a collection.
+    async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()>;
+
+    /// Changes POSIX attributes kept in `REGFS_ATTR`.
+    async fn set_attr(&self, path: &str, change: AttrChange) -> Result<Entry>;
+
+    /// Makes `mount_path` a mount link in this (local) database, as Carbon does when it sets up a
+    /// `registry.xml` mount with overwrite=true, and records it under [`MOUNT_RECORDS_PATH`].
+    async fn ensure_mount_link(
+        &self,
+        mount_path: &str,
+        instance_id: &str,
+        target_path: &str,
+    ) -> Result<()>;
+
+    /// Space used, for `statfs`.
+    async fn space(&self) -> Result<SpaceInfo>;
+}

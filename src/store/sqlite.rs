@@ -1,0 +1,1304 @@
+//! The SQLite store: regfs's embedded default. WAL mode, one writer connection (so writers queue
+//! in-process instead of failing with SQLITE_BUSY), a small pool of readers, a busy timeout for
+//! other processes sharing the file, and `BEGIN IMMEDIATE` for every mutation.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chrono::{Local, NaiveDateTime, TimeZone};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use tracing::{debug, warn};
+
+use super::*;
+use crate::err;
+use crate::error::{Error, Result};
+use crate::path;
+
+const SCHEMA: &str = include_str!("sqlite_schema.sql");
+
+pub struct SqliteStore {
+    name: String,
+    read: SqlitePool,
+    write: SqlitePool,
+    opts: StoreOptions,
+}
+
+/// One row of the stat/list queries: a live REG_RESOURCE row with its REGFS_ATTR row, if any.
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    name: Option<String>,
+    is_dir: i64,
+    version: i64,
+    uuid: String,
+    media_type: Option<String>,
+    created: NaiveDateTime,
+    updated: NaiveDateTime,
+    size: i64,
+    mode: Option<i64>,
+    uid: Option<i64>,
+    gid: Option<i64>,
+    rdev: Option<i64>,
+    atime_ns: Option<i64>,
+    mtime_ns: Option<i64>,
+    ctime_ns: Option<i64>,
+    attr_version: Option<i64>,
+}
+
+/// The columns of a live REG_RESOURCE row a mutation needs.
+#[derive(sqlx::FromRow, Clone)]
+struct ResourceRow {
+    path_id: i64,
+    name: Option<String>,
+    version: i64,
+    content_id: Option<i64>,
+    creator: String,
+    created: NaiveDateTime,
+    media_type: Option<String>,
+    description: Option<String>,
+    uuid: String,
+}
+
+/// A REGFS_ATTR row.
+#[derive(sqlx::FromRow, Clone, Copy)]
+struct AttrRow {
+    mode: i64,
+    uid: i64,
+    gid: i64,
+    rdev: i64,
+    atime_ns: i64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    version: i64,
+}
+
+fn now_naive() -> NaiveDateTime {
+    Local::now().naive_local()
+}
+
+fn now_ns() -> i64 {
+    to_ns(SystemTime::now())
+}
+
+fn to_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+fn from_ns(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// Carbon writes JVM-local wall time into TIMESTAMP columns.
+fn naive_to_system(t: NaiveDateTime) -> SystemTime {
+    match Local.from_local_datetime(&t).earliest() {
+        Some(dt) => SystemTime::from(dt),
+        None => SystemTime::from(t.and_utc()),
+    }
+}
+
+impl EntryRow {
+    fn into_entry(self) -> Entry {
+        let created = naive_to_system(self.created);
+        let updated = naive_to_system(self.updated);
+        let kind = if self.is_dir != 0 {
+            Kind::Directory
+        } else {
+            match self.mode.map(|m| Kind::from_mode(m as u32)) {
+                Some(Kind::Directory) | None => Kind::File,
+                Some(k) => k,
+            }
+        };
+        let perm = match self.mode {
+            Some(m) => (m as u32) & 0o7777,
+            None if kind == Kind::Directory => DEFAULT_DIR_PERM,
+            None => DEFAULT_FILE_PERM,
+        };
+        // Our precise times hold while the row is the version we wrote them for; a newer
+        // version written by Carbon brings its own REG_LAST_UPDATED_TIME.
+        let ours = self.attr_version == Some(self.version);
+        let mtime = match (ours, self.mtime_ns) {
+            (true, Some(ns)) => from_ns(ns),
+            _ => updated,
+        };
+        let ctime = match (ours, self.ctime_ns) {
+            (true, Some(ns)) => from_ns(ns),
+            _ => mtime,
+        };
+        let atime = self.atime_ns.map(from_ns).unwrap_or(mtime);
+        Entry {
+            kind,
+            perm,
+            uid: self.uid.unwrap_or(0) as u32,
+            gid: self.gid.unwrap_or(0) as u32,
+            rdev: self.rdev.unwrap_or(0) as u32,
+            size: self.size.max(0) as u64,
+            atime,
+            mtime,
+            ctime,
+            crtime: created,
+            version: self.version,
+            uuid: self.uuid,
+            media_type: self.media_type,
+        }
+    }
+}
+
+macro_rules! entry_sql {
+    ($($part:expr),* $(,)?) => {
+        concat!($($part),*)
+    };
+}
+
+/// stat: ?1 path, ?2 tenant, ?3 parent path, ?4 leaf name.
+const STAT_SQL: &str = entry_sql!(
+    "SELECT NULL AS name, 1 AS is_dir, r.REG_VERSION AS version, r.REG_UUID AS uuid, ",
+    "r.REG_MEDIA_TYPE AS media_type, r.REG_CREATED_TIME AS created, ",
+    "r.REG_LAST_UPDATED_TIME AS updated, 0 AS size, a.MODE AS mode, a.UID AS uid, a.GID AS gid, ",
+    "a.RDEV AS rdev, a.ATIME_NS AS atime_ns, a.MTIME_NS AS mtime_ns, a.CTIME_NS AS ctime_ns, ",
+    "a.REG_VERSION AS attr_version ",
+    "FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID ",
+    "AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL ",
+    "LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID ",
+    "WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 ",
+    "UNION ALL ",
+    "SELECT r.REG_NAME AS name, 0 AS is_dir, r.REG_VERSION AS version, r.REG_UUID AS uuid, ",
+    "r.REG_MEDIA_TYPE AS media_type, r.REG_CREATED_TIME AS created, ",
+    "r.REG_LAST_UPDATED_TIME AS updated, COALESCE(length(c.REG_CONTENT_DATA), 0) AS size, ",
+    "a.MODE AS mode, a.UID AS uid, a.GID AS gid, ",
+    "a.RDEV AS rdev, a.ATIME_NS AS atime_ns, a.MTIME_NS AS mtime_ns, a.CTIME_NS AS ctime_ns, ",
+    "a.REG_VERSION AS attr_version ",
+    "FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID ",
+    "AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME = ?4 ",
+    "LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID ",
+    "LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID ",
+    "WHERE p.REG_PATH_VALUE = ?3 AND p.REG_TENANT_ID = ?2 ",
+    "LIMIT 1"
+);
+
+/// One listing page, paged by name: ?1 dir path, ?2 tenant, ?3 name to start after ('' for the
+/// first page), ?4 first character of the child name in a child collection's path,
+/// ?5 dir prefix + ?3 (children collections' paths sort the same as their names), ?6 limit.
+const LIST_SQL: &str = entry_sql!(
+    "SELECT * FROM (",
+    "SELECT r.REG_NAME AS name, 0 AS is_dir, r.REG_VERSION AS version, r.REG_UUID AS uuid, ",
+    "r.REG_MEDIA_TYPE AS media_type, r.REG_CREATED_TIME AS created, ",
+    "r.REG_LAST_UPDATED_TIME AS updated, COALESCE(length(c.REG_CONTENT_DATA), 0) AS size, ",
+    "a.MODE AS mode, a.UID AS uid, a.GID AS gid, ",
+    "a.RDEV AS rdev, a.ATIME_NS AS atime_ns, a.MTIME_NS AS mtime_ns, a.CTIME_NS AS ctime_ns, ",
+    "a.REG_VERSION AS attr_version ",
+    "FROM REG_RESOURCE r ",
+    "LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID ",
+    "LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID ",
+    "WHERE r.REG_PATH_ID = (SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = ?1 AND REG_TENANT_ID = ?2) ",
+    "AND r.REG_TENANT_ID = ?2 AND r.REG_NAME IS NOT NULL AND r.REG_NAME > ?3 ",
+    "UNION ALL ",
+    "SELECT substr(p.REG_PATH_VALUE, ?4) AS name, 1 AS is_dir, r.REG_VERSION AS version, r.REG_UUID AS uuid, ",
+    "r.REG_MEDIA_TYPE AS media_type, r.REG_CREATED_TIME AS created, ",
+    "r.REG_LAST_UPDATED_TIME AS updated, 0 AS size, a.MODE AS mode, a.UID AS uid, a.GID AS gid, ",
+    "a.RDEV AS rdev, a.ATIME_NS AS atime_ns, a.MTIME_NS AS mtime_ns, a.CTIME_NS AS ctime_ns, ",
+    "a.REG_VERSION AS attr_version ",
+    "FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID ",
+    "AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL ",
+    "LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID ",
+    "WHERE p.REG_PATH_PARENT_ID = (SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = ?1 AND REG_TENANT_ID = ?2) ",
+    "AND p.REG_TENANT_ID = ?2 AND p.REG_PATH_VALUE > ?5 ",
+    ") ORDER BY name LIMIT ?6"
+);
+
+const RESOURCE_COLUMNS: &str = "r.REG_PATH_ID AS path_id, r.REG_NAME AS name, \
+     r.REG_VERSION AS version, r.REG_CONTENT_ID AS content_id, r.REG_CREATOR AS creator, \
+     r.REG_CREATED_TIME AS created, r.REG_MEDIA_TYPE AS media_type, \
+     r.REG_DESCRIPTION AS description, r.REG_UUID AS uuid";
+
+/// Runs `$body` (which uses `$conn: &mut SqliteConnection`) in one `BEGIN IMMEDIATE`
+/// transaction, retrying a bounded number of times when the database reports a transient
+/// conflict; then EIO with a log line.
+macro_rules! transaction {
+    ($self:ident, $what:expr, |$conn:ident| $body:block) => {{
+        let mut attempt: u32 = 0;
+        loop {
+            let result: Result<_> = async {
+                let mut tx = $self.write.begin_with("BEGIN IMMEDIATE").await.map_err(Error::from)?;
+                let value = {
+                    let $conn: &mut SqliteConnection = &mut *tx;
+                    $body
+                };
+                tx.commit().await.map_err(Error::from)?;
+                Ok(value)
+            }
+            .await;
+            match result {
+                Err(e) if e.is_transient() && attempt < $self.opts.max_retries => {
+                    attempt += 1;
+                    debug!(store = %$self.name, op = $what, attempt, "retrying after conflict: {e}");
+                    tokio::time::sleep(Duration::from_millis(5u64 << attempt.min(6))).await;
+                }
+                Err(e) if e.is_transient() => {
+                    warn!(store = %$self.name, op = $what, "giving up after {attempt} retries: {e}");
+                    break Err(err!(EIO, "{}: gave up after {attempt} retries: {}", $what, e.message()));
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the SQLite database at `file`.
+    pub async fn open(file: &Path, opts: StoreOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::new()
+            .filename(file)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(opts.busy_timeout)
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(opts.busy_timeout)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| err!(EIO, "cannot open SQLite database {}: {e}", file.display()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(opts.busy_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| err!(EIO, "cannot open SQLite database {}: {e}", file.display()))?;
+        Ok(Self {
+            name: file.display().to_string(),
+            read,
+            write,
+            opts,
+        })
+    }
+
+    fn t(&self) -> i64 {
+        self.opts.tenant_id
+    }
+
+    /// The pool the tests use to read tables back with plain SQL.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.read
+    }
+}
+
+fn stat_params(p: &str) -> (&str, &str) {
+    match path::parent(p) {
+        Some(parent) => (parent, path::name(p)),
+        None => ("", ""),
+    }
+}
+
+async fn stat_on(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<Option<Entry>> {
+    let (parent, name) = stat_params(p);
+    let row: Option<EntryRow> = sqlx::query_as(STAT_SQL)
+        .bind(p)
+        .bind(t)
+        .bind(parent)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(EntryRow::into_entry))
+}
+
+/// The live collection row at `p`, if `p` is a collection.
+async fn collection_row(
+    conn: &mut SqliteConnection,
+    t: i64,
+    p: &str,
+) -> Result<Option<ResourceRow>> {
+    let sql = format!(
+        "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME IS NULL WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(p)
+        .bind(t)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// The live non-collection row at `p`.
+async fn file_row(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<Option<ResourceRow>> {
+    let Some(parent) = path::parent(p) else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME = ?3 WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(parent)
+        .bind(t)
+        .bind(path::name(p))
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// The live row at `p`, collection or not.
+async fn any_row(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<Option<ResourceRow>> {
+    if let Some(row) = collection_row(conn, t, p).await? {
+        return Ok(Some(row));
+    }
+    file_row(conn, t, p).await
+}
+
+/// The live collection at `p`, or ENOENT/ENOTDIR.
+async fn require_dir(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<ResourceRow> {
+    if let Some(row) = collection_row(conn, t, p).await? {
+        return Ok(row);
+    }
+    if file_row(conn, t, p).await?.is_some() {
+        return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
+    }
+    Err(err!(ENOENT, "collection {p} does not exist"))
+}
+
+/// The REG_PATH row for `p`, created if missing. REG_PATH rows are never deleted (Carbon keeps
+/// them), so a path used before reuses its old row.
+async fn ensure_path_row(
+    conn: &mut SqliteConnection,
+    t: i64,
+    p: &str,
+    parent_id: i64,
+) -> Result<i64> {
+    path::check_path_len(p)?;
+    let existing: Option<i64> = sqlx::query_scalar(
+        "SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = ?1 AND REG_TENANT_ID = ?2",
+    )
+    .bind(p)
+    .bind(t)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO REG_PATH (REG_PATH_VALUE, REG_PATH_PARENT_ID, REG_TENANT_ID) \
+         VALUES (?1, ?2, ?3) RETURNING REG_PATH_ID",
+    )
+    .bind(p)
+    .bind(parent_id)
+    .bind(t)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+async fn insert_log(
+    conn: &mut SqliteConnection,
+    t: i64,
+    p: &str,
+    user: &str,
+    action: LogAction,
+    data: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
+         REG_ACTION_DATA, REG_TENANT_ID) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(p)
+    .bind(user)
+    .bind(now_naive())
+    .bind(action as i32)
+    .bind(data)
+    .bind(t)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_content(conn: &mut SqliteConnection, t: i64, data: &[u8]) -> Result<Option<i64>> {
+    // Carbon stores no content row for a resource without content.
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) VALUES (?1, ?2) \
+         RETURNING REG_CONTENT_ID",
+    )
+    .bind(data)
+    .bind(t)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(id))
+}
+
+struct NewResourceRow<'a> {
+    path_id: i64,
+    name: Option<&'a str>,
+    media_type: Option<&'a str>,
+    creator: &'a str,
+    created: NaiveDateTime,
+    updator: &'a str,
+    description: Option<&'a str>,
+    content_id: Option<i64>,
+    uuid: &'a str,
+}
+
+async fn insert_resource(
+    conn: &mut SqliteConnection,
+    t: i64,
+    row: NewResourceRow<'_>,
+) -> Result<i64> {
+    let version: i64 = sqlx::query_scalar(
+        "INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, \
+         REG_CREATED_TIME, REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, \
+         REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING REG_VERSION",
+    )
+    .bind(row.path_id)
+    .bind(row.name)
+    .bind(row.media_type)
+    .bind(row.creator)
+    .bind(row.created)
+    .bind(row.updator)
+    .bind(now_naive())
+    .bind(row.description)
+    .bind(row.content_id)
+    .bind(t)
+    .bind(row.uuid)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(version)
+}
+
+async fn attr_row(conn: &mut SqliteConnection, t: i64, uuid: &str) -> Result<Option<AttrRow>> {
+    Ok(sqlx::query_as(
+        "SELECT MODE AS mode, UID AS uid, GID AS gid, RDEV AS rdev, ATIME_NS AS atime_ns, \
+         MTIME_NS AS mtime_ns, CTIME_NS AS ctime_ns, REG_VERSION AS version \
+         FROM REGFS_ATTR WHERE REG_UUID = ?1 AND REG_TENANT_ID = ?2",
+    )
+    .bind(uuid)
+    .bind(t)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+async fn put_attr(conn: &mut SqliteConnection, t: i64, uuid: &str, a: AttrRow) -> Result<()> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, \
+         ATIME_NS, MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .bind(uuid)
+    .bind(t)
+    .bind(a.mode)
+    .bind(a.uid)
+    .bind(a.gid)
+    .bind(a.rdev)
+    .bind(a.atime_ns)
+    .bind(a.mtime_ns)
+    .bind(a.ctime_ns)
+    .bind(a.version)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The attributes of `row`, from REGFS_ATTR or the documented defaults.
+async fn attrs_or_default(
+    conn: &mut SqliteConnection,
+    t: i64,
+    row: &ResourceRow,
+) -> Result<AttrRow> {
+    if let Some(a) = attr_row(conn, t, &row.uuid).await? {
+        return Ok(a);
+    }
+    let is_dir = row.name.is_none();
+    let mode = if is_dir {
+        libc::S_IFDIR | DEFAULT_DIR_PERM
+    } else {
+        libc::S_IFREG | DEFAULT_FILE_PERM
+    };
+    let ns = to_ns(naive_to_system(row.created));
+    Ok(AttrRow {
+        mode: mode as i64,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        atime_ns: ns,
+        mtime_ns: ns,
+        ctime_ns: ns,
+        version: row.version,
+    })
+}
+
+/// A directory's mtime and ctime move when entries are added, removed or renamed in it. Carbon
+/// does not touch the parent's REG_RESOURCE row (to avoid deadlocks); neither do we.
+async fn touch_dir(conn: &mut SqliteConnection, t: i64, dir: &ResourceRow) -> Result<()> {
+    let mut a = attrs_or_default(conn, t, dir).await?;
+    let now = now_ns();
+    a.mtime_ns = now;
+    a.ctime_ns = now;
+    a.version = dir.version;
+    put_attr(conn, t, &dir.uuid, a).await
+}
+
+async fn touch_ctime(conn: &mut SqliteConnection, t: i64, row: &ResourceRow) -> Result<()> {
+    let mut a = attrs_or_default(conn, t, row).await?;
+    if a.version != row.version {
+        // Carbon rewrote the row: start from its times.
+        let updated = to_ns(naive_to_system(row.created));
+        a.mtime_ns = updated;
+        a.version = row.version;
+    }
+    a.ctime_ns = now_ns();
+    put_attr(conn, t, &row.uuid, a).await
+}
+
+/// Deletes the property rows of one resource or collection (unversioned mode: keyed by path id
+/// and resource name).
+async fn delete_properties(
+    conn: &mut SqliteConnection,
+    t: i64,
+    path_id: i64,
+    name: Option<&str>,
+) -> Result<()> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT REG_PROPERTY_ID FROM REG_RESOURCE_PROPERTY WHERE REG_PATH_ID = ?1 \
+         AND REG_RESOURCE_NAME IS ?2 AND REG_TENANT_ID = ?3",
+    )
+    .bind(path_id)
+    .bind(name)
+    .bind(t)
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM REG_RESOURCE_PROPERTY WHERE REG_PATH_ID = ?1 \
+         AND REG_RESOURCE_NAME IS ?2 AND REG_TENANT_ID = ?3",
+    )
+    .bind(path_id)
+    .bind(name)
+    .bind(t)
+    .execute(&mut *conn)
+    .await?;
+    for id in ids {
+        sqlx::query("DELETE FROM REG_PROPERTY WHERE REG_ID = ?1 AND REG_TENANT_ID = ?2")
+            .bind(id)
+            .bind(t)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_property(
+    conn: &mut SqliteConnection,
+    t: i64,
+    path_id: i64,
+    resource_name: Option<&str>,
+    name: &str,
+    value: &str,
+) -> Result<()> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) VALUES (?1, ?2, ?3) \
+         RETURNING REG_ID",
+    )
+    .bind(name)
+    .bind(value)
+    .bind(t)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_PATH_ID, REG_RESOURCE_NAME, \
+         REG_TENANT_ID) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .bind(id)
+    .bind(path_id)
+    .bind(resource_name)
+    .bind(t)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Tables whose rows hang off a path id and resource name (unversioned mode).
+const PATH_KEYED_TABLES: [&str; 4] = [
+    "REG_RESOURCE_PROPERTY",
+    "REG_RESOURCE_TAG",
+    "REG_RESOURCE_COMMENT",
+    "REG_RESOURCE_RATING",
+];
+
+/// Deletes one live row and what hangs off it (content, properties, tag/comment/rating
+/// mappings, regfs attributes). REG_PATH rows stay, as in Carbon.
+async fn delete_row(conn: &mut SqliteConnection, t: i64, row: &ResourceRow) -> Result<()> {
+    sqlx::query("DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2")
+        .bind(row.version)
+        .bind(t)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(cid) = row.content_id {
+        sqlx::query("DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?1 AND REG_TENANT_ID = ?2")
+            .bind(cid)
+            .bind(t)
+            .execute(&mut *conn)
+            .await?;
+    }
+    delete_properties(conn, t, row.path_id, row.name.as_deref()).await?;
+    for table in &PATH_KEYED_TABLES[1..] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE REG_PATH_ID = ?1 AND REG_RESOURCE_NAME IS ?2 \
+             AND REG_TENANT_ID = ?3"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(row.path_id)
+            .bind(row.name.as_deref())
+            .bind(t)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("DELETE FROM REGFS_ATTR WHERE REG_UUID = ?1 AND REG_TENANT_ID = ?2")
+        .bind(&row.uuid)
+        .bind(t)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether the collection with path id `path_id` has live children.
+async fn has_children(conn: &mut SqliteConnection, t: i64, path_id: i64) -> Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = ?1 AND REG_TENANT_ID = ?2 \
+         AND REG_NAME IS NOT NULL \
+         UNION ALL SELECT 1 FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
+         WHERE p.REG_PATH_PARENT_ID = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1",
+    )
+    .bind(path_id)
+    .bind(t)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// Live collections at or below `p`, parents before children: (path id, path).
+async fn subtree_collections(
+    conn: &mut SqliteConnection,
+    t: i64,
+    p: &str,
+) -> Result<Vec<(i64, String)>> {
+    let prefix = if p == "/" {
+        "/".to_string()
+    } else {
+        format!("{p}/")
+    };
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT p.REG_PATH_ID, p.REG_PATH_VALUE FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME IS NULL WHERE p.REG_TENANT_ID = ?1 \
+         AND (p.REG_PATH_VALUE = ?2 OR substr(p.REG_PATH_VALUE, 1, ?3) = ?4) \
+         ORDER BY length(p.REG_PATH_VALUE), p.REG_PATH_VALUE",
+    )
+    .bind(t)
+    .bind(p)
+    .bind(prefix.chars().count() as i64)
+    .bind(&prefix)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows)
+}
+
+/// Deletes everything at and below `p` (used when a mount overwrites a local path).
+async fn delete_subtree(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<()> {
+    if let Some(row) = file_row(conn, t, p).await? {
+        return delete_row(conn, t, &row).await;
+    }
+    let colls = subtree_collections(conn, t, p).await?;
+    for (id, _) in colls.iter().rev() {
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM REG_RESOURCE r WHERE r.REG_PATH_ID = ?1 \
+             AND r.REG_TENANT_ID = ?2"
+        );
+        let rows: Vec<ResourceRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(t)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in &rows {
+            delete_row(conn, t, row).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the collection `p` (its parent must exist) as `user`, Carbon style.
+async fn create_collection(
+    conn: &mut SqliteConnection,
+    t: i64,
+    p: &str,
+    parent_id: i64,
+    user: &str,
+    media_type: Option<&str>,
+    description: Option<&str>,
+) -> Result<(i64, i64, String)> {
+    let path_id = ensure_path_row(conn, t, p, parent_id).await?;
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let version = insert_resource(
+        conn,
+        t,
+        NewResourceRow {
+            path_id,
+            name: None,
+            media_type,
+            creator: user,
+            created: now_naive(),
+            updator: user,
+            description,
+            content_id: None,
+            uuid: &uuid,
+        },
+    )
+    .await?;
+    insert_log(conn, t, p, user, LogAction::Add, None).await?;
+    Ok((path_id, version, uuid))
+}
+
+/// Creates every missing collection from the root down to `p`, as Carbon's
+/// `addEmptyCollection` does; returns the REG_PATH_ID of `p`.
+async fn ensure_collections(conn: &mut SqliteConnection, t: i64, p: &str, user: &str) -> Result<i64> {
+    if let Some(row) = collection_row(conn, t, p).await? {
+        return Ok(row.path_id);
+    }
+    let parent_id = match path::parent(p) {
+        Some(parent) => Box::pin(ensure_collections(conn, t, parent, user)).await?,
+        None => -1,
+    };
+    if path::parent(p).is_some() && file_row(conn, t, p).await?.is_some() {
+        return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
+    }
+    let (id, _, _) = create_collection(conn, t, p, parent_id, user, None, None).await?;
+    Ok(id)
+}
+
+/// Base collections Carbon creates on a tenant's first start, with their descriptions.
+const BASE_COLLECTIONS: [(&str, Option<&str>); 8] = [
+    ("/", None),
+    (
+        "/_system",
+        Some("System collection of the Registry. Do not delete or modify."),
+    ),
+    ("/_system/local", Some("Local data repository.")),
+    ("/_system/config", Some("Configuration registry.")),
+    ("/_system/governance", Some("Governance registry.")),
+    ("/_system/local/repository", None),
+    ("/_system/governance/repository", None),
+    ("/_system/config/repository", None),
+];
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn init(&self) -> Result<()> {
+        sqlx::raw_sql(SCHEMA)
+            .execute(&self.write)
+            .await
+            .map_err(|e| err!(EIO, "cannot create the schema in {}: {e}", self.name))?;
+        let t = self.t();
+        transaction!(self, "init", |conn| {
+            if collection_row(conn, t, "/").await?.is_none() {
+                for (p, description) in BASE_COLLECTIONS {
+                    let parent_id = match path::parent(p) {
+                        Some(parent) => require_dir(conn, t, parent).await?.path_id,
+                        None => -1,
+                    };
+                    create_collection(conn, t, p, parent_id, SYSTEM_USER, None, description)
+                        .await?;
+                }
+            }
+            sqlx::query(
+                "INSERT OR IGNORE INTO REG_CLUSTER_LOCK (REG_LOCK_NAME, REG_LOCK_STATUS) \
+                 VALUES ('INITIALIZE', 'UNLOCKED')",
+            )
+            .execute(&mut *conn)
+            .await?;
+        })
+    }
+
+    async fn stat(&self, p: &str) -> Result<Option<Entry>> {
+        let mut conn = self.read.acquire().await?;
+        stat_on(&mut conn, self.t(), p).await
+    }
+
+    async fn list(&self, dir: &str, after: Option<&str>, limit: u32) -> Result<Vec<DirEntry>> {
+        let after = after.unwrap_or("");
+        let prefix = if dir == "/" {
+            "/".to_string()
+        } else {
+            format!("{dir}/")
+        };
+        let rows: Vec<EntryRow> = sqlx::query_as(LIST_SQL)
+            .bind(dir)
+            .bind(self.t())
+            .bind(after)
+            .bind(prefix.chars().count() as i64 + 1)
+            .bind(format!("{prefix}{after}"))
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let name = r.name.clone()?;
+                Some(DirEntry {
+                    name,
+                    entry: r.into_entry(),
+                })
+            })
+            .collect())
+    }
+
+    async fn read(&self, p: &str) -> Result<Vec<u8>> {
+        let Some(parent) = path::parent(p) else {
+            return Err(err!(EISDIR, "the root is a collection"));
+        };
+        let row = sqlx::query(
+            "SELECT c.REG_CONTENT_DATA FROM REG_PATH p JOIN REG_RESOURCE r \
+             ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+             AND r.REG_NAME = ?3 LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
+             AND c.REG_TENANT_ID = r.REG_TENANT_ID \
+             WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1",
+        )
+        .bind(parent)
+        .bind(self.t())
+        .bind(path::name(p))
+        .fetch_optional(&self.read)
+        .await?;
+        match row {
+            Some(row) => Ok(row.try_get::<Option<Vec<u8>>, _>(0)?.unwrap_or_default()),
+            None => Err(err!(ENOENT, "resource {p} does not exist")),
+        }
+    }
+
+    async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
+        let t = self.t();
+        let Some(parent) = path::parent(p) else {
+            return Err(err!(EEXIST, "the root always exists"));
+        };
+        let name = path::name(p);
+        transaction!(self, "create", |conn| {
+            let dir = require_dir(conn, t, parent).await?;
+            if any_row(conn, t, p).await?.is_some() {
+                return Err(err!(EEXIST, "{p} already exists"));
+            }
+            let now = now_ns();
+            let (version, uuid) = if new.kind == Kind::Directory {
+                let (_, version, uuid) =
+                    create_collection(conn, t, p, dir.path_id, user, None, None).await?;
+                (version, uuid)
+            } else {
+                let content_id = insert_content(conn, t, &new.content).await?;
+                let media_type = if new.kind == Kind::File {
+                    mime_guess::from_path(name).first_raw()
+                } else {
+                    None
+                };
+                let uuid = uuid::Uuid::new_v4().to_string();
+                let version = insert_resource(
+                    conn,
+                    t,
+                    NewResourceRow {
+                        path_id: dir.path_id,
+                        name: Some(name),
+                        media_type,
+                        creator: user,
+                        created: now_naive(),
+                        updator: user,
+                        description: None,
+                        content_id,
+                        uuid: &uuid,
+                    },
+                )
+                .await?;
+                insert_log(conn, t, p, user, LogAction::Add, None).await?;
+                (version, uuid)
+            };
+            put_attr(
+                conn,
+                t,
+                &uuid,
+                AttrRow {
+                    mode: (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
+                    uid: new.uid as i64,
+                    gid: new.gid as i64,
+                    rdev: new.rdev as i64,
+                    atime_ns: now,
+                    mtime_ns: now,
+                    ctime_ns: now,
+                    version,
+                },
+            )
+            .await?;
+            touch_dir(conn, t, &dir).await?;
+            stat_on(conn, t, p)
+                .await?
+                .ok_or_else(|| err!(EIO, "{p} vanished inside its own transaction"))?
+        })
+    }
+
+    async fn write(&self, p: &str, data: &[u8], user: &str) -> Result<Entry> {
+        let t = self.t();
+        transaction!(self, "write", |conn| {
+            let Some(old) = file_row(conn, t, p).await? else {
+                if collection_row(conn, t, p).await?.is_some() {
+                    return Err(err!(EISDIR, "{p} is a collection"));
+                }
+                return Err(err!(ENOENT, "resource {p} does not exist"));
+            };
+            let mut attrs = attrs_or_default(conn, t, &old).await?;
+            // Carbon's update: delete the old row and its content, insert a new row (new
+            // REG_VERSION) that keeps creator, creation time and UUID.
+            sqlx::query("DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2")
+                .bind(old.version)
+                .bind(t)
+                .execute(&mut *conn)
+                .await?;
+            if let Some(cid) = old.content_id {
+                sqlx::query(
+                    "DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?1 AND REG_TENANT_ID = ?2",
+                )
+                .bind(cid)
+                .bind(t)
+                .execute(&mut *conn)
+                .await?;
+            }
+            let content_id = insert_content(conn, t, data).await?;
+            let version = insert_resource(
+                conn,
+                t,
+                NewResourceRow {
+                    path_id: old.path_id,
+                    name: old.name.as_deref(),
+                    media_type: old.media_type.as_deref(),
+                    creator: &old.creator,
+                    created: old.created,
+                    updator: user,
+                    description: old.description.as_deref(),
+                    content_id,
+                    uuid: &old.uuid,
+                },
+            )
+            .await?;
+            let now = now_ns();
+            attrs.mtime_ns = now;
+            attrs.ctime_ns = now;
+            attrs.version = version;
+            put_attr(conn, t, &old.uuid, attrs).await?;
+            insert_log(conn, t, p, user, LogAction::Update, None).await?;
+            stat_on(conn, t, p)
+                .await?
+                .ok_or_else(|| err!(EIO, "{p} vanished inside its own transaction"))?
+        })
+    }
+
+    async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<()> {
+        let t = self.t();
+        let Some(parent) = path::parent(p) else {
+            return Err(err!(EBUSY, "the root cannot be removed"));
+        };
+        transaction!(self, if dir { "rmdir" } else { "unlink" }, |conn| {
+            let parent_row = require_dir(conn, t, parent).await?;
+            let row = if dir {
+                let Some(row) = collection_row(conn, t, p).await? else {
+                    if file_row(conn, t, p).await?.is_some() {
+                        return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
+                    }
+                    return Err(err!(ENOENT, "{p} does not exist"));
+                };
+                if has_children(conn, t, row.path_id).await? {
+                    return Err(err!(ENOTEMPTY, "collection {p} is not empty"));
+                }
+                row
+            } else {
+                let Some(row) = file_row(conn, t, p).await? else {
+                    if collection_row(conn, t, p).await?.is_some() {
+                        return Err(err!(EISDIR, "{p} is a collection"));
+                    }
+                    return Err(err!(ENOENT, "{p} does not exist"));
+                };
+                row
+            };
+            delete_row(conn, t, &row).await?;
+            touch_dir(conn, t, &parent_row).await?;
+            insert_log(conn, t, p, user, LogAction::DeleteResource, None).await?;
+        })
+    }
+
+    async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()> {
+        let t = self.t();
+        let (Some(from_parent), Some(to_parent)) = (path::parent(from), path::parent(to)) else {
+            return Err(err!(EBUSY, "the root cannot be renamed"));
+        };
+        transaction!(self, "rename", |conn| {
+            let Some(src) = any_row(conn, t, from).await? else {
+                return Err(err!(ENOENT, "{from} does not exist"));
+            };
+            let src_is_dir = src.name.is_none();
+            let src_parent = require_dir(conn, t, from_parent).await?;
+            let dst_parent = require_dir(conn, t, to_parent).await?;
+            if src_is_dir && path::is_within(to, from) {
+                if to == from {
+                    return Ok(());
+                }
+                return Err(err!(EINVAL, "cannot move {from} into its own subtree {to}"));
+            }
+            if let Some(dst) = any_row(conn, t, to).await? {
+                if dst.uuid == src.uuid {
+                    return Ok(());
+                }
+                if mode == RenameMode::NoReplace {
+                    return Err(err!(EEXIST, "{to} exists (RENAME_NOREPLACE)"));
+                }
+                let dst_is_dir = dst.name.is_none();
+                match (src_is_dir, dst_is_dir) {
+                    (true, false) => return Err(err!(ENOTDIR, "{to} is not a collection")),
+                    (false, true) => return Err(err!(EISDIR, "{to} is a collection")),
+                    (true, true) if has_children(conn, t, dst.path_id).await? => {
+                        return Err(err!(ENOTEMPTY, "collection {to} is not empty"));
+                    }
+                    _ => {}
+                }
+                delete_row(conn, t, &dst).await?;
+            }
+            if src_is_dir {
+                let colls = subtree_collections(conn, t, from).await?;
+                let mut new_ids: std::collections::HashMap<String, i64> = Default::default();
+                for (old_id, old_path) in colls {
+                    let new_path = format!("{to}{}", &old_path[from.len()..]);
+                    let parent_id = if old_path == from {
+                        dst_parent.path_id
+                    } else {
+                        let np = path::parent(&new_path).unwrap_or("/");
+                        *new_ids
+                            .get(np)
+                            .ok_or_else(|| err!(EIO, "rename: parent of {new_path} not moved"))?
+                    };
+                    let new_id = ensure_path_row(conn, t, &new_path, parent_id).await?;
+                    new_ids.insert(new_path, new_id);
+                    sqlx::query(
+                        "UPDATE REG_RESOURCE SET REG_PATH_ID = ?1 WHERE REG_PATH_ID = ?2 \
+                         AND REG_TENANT_ID = ?3",
+                    )
+                    .bind(new_id)
+                    .bind(old_id)
+                    .bind(t)
+                    .execute(&mut *conn)
+                    .await?;
+                    for table in PATH_KEYED_TABLES {
+                        let sql = format!(
+                            "UPDATE {table} SET REG_PATH_ID = ?1 WHERE REG_PATH_ID = ?2 \
+                             AND REG_TENANT_ID = ?3"
+                        );
+                        sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(new_id)
+                            .bind(old_id)
+                            .bind(t)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+            } else {
+                let new_name = path::name(to);
+                sqlx::query(
+                    "UPDATE REG_RESOURCE SET REG_PATH_ID = ?1, REG_NAME = ?2 \
+                     WHERE REG_VERSION = ?3 AND REG_TENANT_ID = ?4",
+                )
+                .bind(dst_parent.path_id)
+                .bind(new_name)
+                .bind(src.version)
+                .bind(t)
+                .execute(&mut *conn)
+                .await?;
+                for table in PATH_KEYED_TABLES {
+                    let sql = format!(
+                        "UPDATE {table} SET REG_PATH_ID = ?1, REG_RESOURCE_NAME = ?2 \
+                         WHERE REG_PATH_ID = ?3 AND REG_RESOURCE_NAME = ?4 AND REG_TENANT_ID = ?5"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(dst_parent.path_id)
+                        .bind(new_name)
+                        .bind(src.path_id)
+                        .bind(src.name.as_deref())
+                        .bind(t)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+            touch_ctime(conn, t, &src).await?;
+            touch_dir(conn, t, &src_parent).await?;
+            if dst_parent.uuid != src_parent.uuid {
+                touch_dir(conn, t, &dst_parent).await?;
+            }
+            let action = if from_parent == to_parent {
+                LogAction::Rename
+            } else {
+                LogAction::Move
+            };
+            insert_log(conn, t, to, user, action, Some(from)).await?;
+        })
+    }
+
+    async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
+        let t = self.t();
+        transaction!(self, "setattr", |conn| {
+            let Some(row) = any_row(conn, t, p).await? else {
+                return Err(err!(ENOENT, "{p} does not exist"));
+            };
+            let mut a = attrs_or_default(conn, t, &row).await?;
+            if a.version != row.version {
+                a.mtime_ns = to_ns(naive_to_system(row.created));
+                a.version = row.version;
+            }
+            if let Some(perm) = change.perm {
+                a.mode = ((a.mode as u32 & libc::S_IFMT) | (perm & 0o7777)) as i64;
+            }
+            if let Some(uid) = change.uid {
+                a.uid = uid as i64;
+            }
+            if let Some(gid) = change.gid {
+                a.gid = gid as i64;
+            }
+            if let Some(at) = change.atime {
+                a.atime_ns = to_ns(at);
+            }
+            if let Some(mt) = change.mtime {
+                a.mtime_ns = to_ns(mt);
+            }
+            a.ctime_ns = change.ctime.map(to_ns).unwrap_or_else(now_ns);
+            put_attr(conn, t, &row.uuid, a).await?;
+            stat_on(conn, t, p)
+                .await?
+                .ok_or_else(|| err!(EIO, "{p} vanished inside its own transaction"))?
+        })
+    }
+
+    async fn ensure_mount_link(
+        &self,
+        mount_path: &str,
+        instance_id: &str,
+        target_path: &str,
+    ) -> Result<()> {
+        let t = self.t();
+        let restoration = format!("{mount_path};{instance_id};{target_path};{SYSTEM_USER}");
+        let record = path::join(MOUNT_RECORDS_PATH, &mount_path.replace('/', "-"));
+        let Some(parent) = path::parent(mount_path) else {
+            return Err(err!(EINVAL, "cannot mount over the registry root"));
+        };
+        transaction!(self, "mount link", |conn| {
+            let current = collection_row(conn, t, mount_path).await?;
+            let already = match &current {
+                Some(row) if row.media_type.as_deref() == Some(LINK_MEDIA_TYPE) => {
+                    let value: Option<String> = sqlx::query_scalar(
+                        "SELECT pr.REG_VALUE FROM REG_RESOURCE_PROPERTY rp JOIN REG_PROPERTY pr \
+                         ON pr.REG_ID = rp.REG_PROPERTY_ID AND pr.REG_TENANT_ID = rp.REG_TENANT_ID \
+                         WHERE rp.REG_PATH_ID = ?1 AND rp.REG_RESOURCE_NAME IS NULL \
+                         AND rp.REG_TENANT_ID = ?2 AND pr.REG_NAME = 'registry.linkrestoration'",
+                    )
+                    .bind(row.path_id)
+                    .bind(t)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    value.as_deref() == Some(restoration.as_str())
+                }
+                _ => false,
+            };
+            if !already {
+                // overwrite="true": whatever the local database had at the mount path goes.
+                delete_subtree(conn, t, mount_path).await?;
+                let parent_id = ensure_collections(conn, t, parent, SYSTEM_USER).await?;
+                let (path_id, _, _) = create_collection(
+                    conn,
+                    t,
+                    mount_path,
+                    parent_id,
+                    SYSTEM_USER,
+                    Some(LINK_MEDIA_TYPE),
+                    None,
+                )
+                .await?;
+                insert_property(conn, t, path_id, None, "registry.nonrecursive", "true").await?;
+                insert_property(conn, t, path_id, None, "registry.linkrestoration", &restoration)
+                    .await?;
+                insert_log(
+                    conn,
+                    t,
+                    mount_path,
+                    SYSTEM_USER,
+                    LogAction::CreateRemoteLink,
+                    Some(&format!("{instance_id};{target_path}")),
+                )
+                .await?;
+                if let Some(old) = file_row(conn, t, &record).await? {
+                    delete_row(conn, t, &old).await?;
+                }
+                let records_id =
+                    ensure_collections(conn, t, MOUNT_RECORDS_PATH, SYSTEM_USER).await?;
+                let record_name = path::name(&record);
+                let uuid = uuid::Uuid::new_v4().to_string();
+                insert_resource(
+                    conn,
+                    t,
+                    NewResourceRow {
+                        path_id: records_id,
+                        name: Some(record_name),
+                        media_type: Some(MOUNT_MEDIA_TYPE),
+                        creator: SYSTEM_USER,
+                        created: now_naive(),
+                        updator: SYSTEM_USER,
+                        description: None,
+                        content_id: None,
+                        uuid: &uuid,
+                    },
+                )
+                .await?;
+                for (k, v) in [
+                    ("path", mount_path),
+                    ("target", instance_id),
+                    ("subPath", target_path),
+                    ("author", SYSTEM_USER),
+                    ("registry.fixedmount", "true"),
+                ] {
+                    insert_property(conn, t, records_id, Some(record_name), k, v).await?;
+                }
+                insert_log(conn, t, &record, SYSTEM_USER, LogAction::Add, None).await?;
+            }
+        })
+    }
+
+    async fn space(&self) -> Result<SpaceInfo> {
+        let (bytes, entries): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(SUM(length(REG_CONTENT_DATA)), 0) FROM REG_CONTENT \
+             WHERE REG_TENANT_ID = ?1), (SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_TENANT_ID = ?1)",
+        )
+        .bind(self.t())
+        .fetch_one(&self.read)
+        .await?;
+        Ok(SpaceInfo {
+            bytes_used: bytes.max(0) as u64,
+            entries: entries.max(0) as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
