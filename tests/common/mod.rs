@@ -1,0 +1,174 @@
+//! Test harness: mounts the real `regfs` binary on a fresh temp dir and always unmounts it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Mounted {
+    pub dir: tempfile::TempDir,
+    pub mnt: PathBuf,
+    pub data: PathBuf,
+    child: Option<Child>,
+}
+
+pub fn is_mounted(mnt: &Path) -> bool {
+    let want = mnt.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 2 && f[1] == want && f[2].starts_with("fuse")
+        })
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+pub fn regfs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_regfs")
+}
+
+fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: the FUSE tests need a kernel with FUSE (run as root on a machine with /dev/fuse)"
+    );
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the FUSE tests mount for real and must run as root"
+    );
+}
+
+impl Mounted {
+    /// Mounts the embedded default with a fresh data directory.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("regfs-test-").tempdir().unwrap();
+        let data = dir.path().join("data");
+        Self::with_data(dir, data, &[])
+    }
+
+    pub fn with_args(args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("regfs-test-").tempdir().unwrap();
+        let data = dir.path().join("data");
+        Self::with_data(dir, data, args)
+    }
+
+    pub fn with_data(dir: tempfile::TempDir, data: PathBuf, args: &[&str]) -> Self {
+        require_fuse();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let log = std::fs::File::create(dir.path().join("regfs.log")).unwrap();
+        let child = Command::new(regfs_bin())
+            .arg("mount")
+            .arg("--foreground")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .arg(&mnt)
+            .env("RUST_LOG", "regfs=debug,fuser=error")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn regfs");
+        let mut m = Mounted {
+            dir,
+            mnt,
+            data,
+            child: Some(child),
+        };
+        let up = wait_until(Duration::from_secs(30), || {
+            is_mounted(&m.mnt)
+                || m.child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+        });
+        assert!(
+            up && is_mounted(&m.mnt),
+            "regfs did not mount within 30 s; log:\n{}",
+            m.log()
+        );
+        m
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("regfs.log")).unwrap_or_default()
+    }
+
+    /// `MOUNT/rel`.
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel.trim_start_matches('/'))
+    }
+
+    /// A scratch directory outside the mount.
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.dir.path().join("scratch");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// Runs `sh -c script` in `cwd` and asserts success; returns stdout.
+    pub fn sh(&self, cwd: &Path, script: &str) -> String {
+        let out = sh_output(cwd, script);
+        assert!(
+            out.status.success(),
+            "script failed ({}):\n{script}\nstdout:\n{}\nstderr:\n{}\nregfs log tail:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 40)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops regfs with SIGTERM and waits for the unmount (bounded).
+    pub fn unmount(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let exited = wait_until(Duration::from_secs(20), || {
+                child.try_wait().ok().flatten().is_some()
+            });
+            if !exited {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+pub fn sh_output(cwd: &Path, script: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh")
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

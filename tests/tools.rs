@@ -1,0 +1,180 @@
+//! Real tools on a real mount: what operators run against the registry every day.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::Mounted;
+
+#[test]
+fn ls_cat_cp_mv_rm_mkdir_touch_append() {
+    let m = Mounted::new();
+    let gov = m.p("_system/governance");
+    m.sh(
+        &gov,
+        "mkdir -p a/b/c && echo one > a/b/c/f.txt && echo two >> a/b/c/f.txt && touch a/empty \
+         && test \"$(cat a/b/c/f.txt)\" = \"$(printf 'one\\ntwo')\" && test ! -s a/empty",
+    );
+    let listing = m.sh(&gov, "ls -lR a");
+    assert!(listing.contains("f.txt"), "{listing}");
+    assert!(listing.contains("empty"), "{listing}");
+    m.sh(&gov, "mv a/b/c/f.txt a/g.txt && test -f a/g.txt && test ! -e a/b/c/f.txt");
+    m.sh(&gov, "mv a/b a/bb && test -d a/bb/c && test ! -e a/b");
+    // cp -r in and out.
+    let scratch = m.scratch();
+    m.sh(
+        &scratch,
+        "mkdir -p src/d1/d2 && seq 1 5000 > src/d1/numbers && printf 'x' > src/d1/d2/x \
+         && head -c 300000 /dev/urandom > src/blob",
+    );
+    m.sh(
+        &gov,
+        &format!("cp -r {}/src in && diff -r {}/src in", scratch.display(), scratch.display()),
+    );
+    m.sh(
+        &gov,
+        &format!("cp -r in {}/out && diff -r in {}/out", scratch.display(), scratch.display()),
+    );
+    m.sh(&gov, "rm -r in a && test ! -e in && test ! -e a");
+    let left = m.sh(&gov, "ls");
+    assert_eq!(left.trim(), "repository");
+}
+
+#[test]
+fn sed_in_place_keeps_mode_and_content() {
+    let m = Mounted::new();
+    let dir = m.p("_system/config");
+    m.sh(
+        &dir,
+        "printf 'alpha\\nbeta\\n' > conf.xml && chmod 640 conf.xml && sed -i 's/beta/gamma/' conf.xml",
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("conf.xml")).unwrap(),
+        "alpha\ngamma\n"
+    );
+    let mode = std::fs::metadata(dir.join("conf.xml")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o640);
+}
+
+#[test]
+fn editor_style_save_keeps_mode() {
+    use std::io::Write;
+    let m = Mounted::new();
+    let target = m.p("_system/config/settings.conf");
+    std::fs::write(&target, "v1\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // What vim/emacs/VS Code do: write a temp file, fsync, copy the mode, rename over.
+    let tmp = m.p("_system/config/.settings.conf.swp");
+    {
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        f.write_all(b"v2\n").unwrap();
+        f.sync_all().unwrap();
+    }
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::rename(&tmp, &target).unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "v2\n");
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    assert!(!tmp.exists());
+}
+
+#[test]
+fn vim_backup_names_work() {
+    let m = Mounted::new();
+    let dir = m.p("_system/config");
+    // vim writes FILE~ as a backup; emacs creates .#FILE lock links (symlinks).
+    m.sh(
+        &dir,
+        "echo a > f && cp f 'f~' && ln -s 'user@host.1234' '.#f' && ls -a | grep -q 'f~' \
+         && test \"$(readlink .#f)\" = 'user@host.1234' && rm 'f~' '.#f'",
+    );
+}
+
+#[test]
+fn tar_both_ways_find_grep_diff() {
+    let m = Mounted::new();
+    let scratch = m.scratch();
+    m.sh(
+        &scratch,
+        "mkdir -p tree/x/y && for i in $(seq 1 40); do echo \"line $i needle$i\" > tree/x/f$i.txt; done \
+         && echo deep > tree/x/y/deep.txt && tar -C tree -cf tree.tar .",
+    );
+    let gov = m.p("_system/governance");
+    m.sh(
+        &gov,
+        &format!("mkdir t && tar -C t -xf {}/tree.tar && diff -r {}/tree t", scratch.display(), scratch.display()),
+    );
+    let found = m.sh(&gov, "find t -name '*.txt' | wc -l");
+    assert_eq!(found.trim(), "41");
+    let grep = m.sh(&gov, "grep -rl needle17 t");
+    assert_eq!(grep.trim(), "t/x/f17.txt");
+    m.sh(
+        &gov,
+        &format!(
+            "tar -C t -cf {}/back.tar . && mkdir -p {}/back && tar -C {}/back -xf {}/back.tar && diff -r {}/tree {}/back",
+            scratch.display(),
+            scratch.display(),
+            scratch.display(),
+            scratch.display(),
+            scratch.display(),
+            scratch.display()
+        ),
+    );
+}
+
+#[test]
+fn git_init_add_commit_inside_the_mount() {
+    let m = Mounted::new();
+    let dir = m.p("_system/governance");
+    let out = m.sh(
+        &dir,
+        "mkdir repo && cd repo && git init -q . && git config user.email t@example.com \
+         && git config user.name tester && echo hello > README && mkdir src && echo 'fn main(){}' > src/main.rs \
+         && git add . && git commit -qm first && echo more >> README && git commit -qam second \
+         && git log --oneline | wc -l && git status --porcelain && git fsck --no-progress 2>&1",
+    );
+    assert!(out.trim_start().starts_with('2'), "{out}");
+}
+
+#[test]
+fn python_tempfile_and_os_replace() {
+    let m = Mounted::new();
+    let dir = m.p("_system/config");
+    let script = r#"
+import os, tempfile
+target = "app.json"
+with open(target, "w") as f:
+    f.write("{}")
+os.chmod(target, 0o644)
+fd, tmp = tempfile.mkstemp(dir=".", prefix=".app.", suffix=".tmp")
+with os.fdopen(fd, "w") as f:
+    f.write('{"a": 1}')
+    f.flush()
+    os.fsync(f.fileno())
+os.chmod(tmp, 0o644)
+os.replace(tmp, target)
+assert open(target).read() == '{"a": 1}'
+assert [n for n in os.listdir(".") if n.endswith(".tmp")] == []
+print("ok")
+"#;
+    let out = m.sh(&dir, &format!("python3 - <<'EOF'\n{script}\nEOF"));
+    assert_eq!(out.trim(), "ok");
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let mut m = Mounted::new();
+    std::fs::write(m.p("_system/local/keep"), "kept").unwrap();
+    m.unmount();
+    assert!(!common::is_mounted(&m.mnt));
+    // Remount the same data: what was written is there.
+    let dir = tempfile::Builder::new().prefix("regfs-test-").tempdir().unwrap();
+    let again = Mounted::with_data(dir, m.data.clone(), &[]);
+    assert_eq!(
+        std::fs::read_to_string(again.p("_system/local/keep")).unwrap(),
+        "kept"
+    );
+}
