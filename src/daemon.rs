@@ -118,7 +118,7 @@ pub fn run(opts: MountOptions) -> Result<()> {
         .map_err(|e| err!(ENOENT, "mount point {}: {e}", opts.mountpoint.display()))?;
     if opts.foreground {
         init_logging(&opts.log_level, opts.log_file.as_deref())?;
-        return serve(&opts, &mountpoint, None);
+        return serve(&opts, &mountpoint, &mut None);
     }
     // Fork before any thread exists (no runtime, no pools yet).
     let (read_end, write_end) = nix::unistd::pipe().map_err(|e| err!(EIO, "pipe: {e}"))?;
@@ -143,20 +143,26 @@ pub fn run(opts: MountOptions) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| opts.data_dir.join("regfs.log"));
             let _ = std::fs::create_dir_all(&opts.data_dir);
-            let mut status = std::fs::File::from(write_end);
+            let mut status = Some(std::fs::File::from(write_end));
             if let Err(e) = init_logging(&opts.log_level, Some(&log_file)) {
-                let _ = write!(status, "{e}");
+                report(&mut status, &e.to_string());
                 std::process::exit(1);
             }
             detach_stdio();
-            let result = serve(&opts, &mountpoint, Some(&mut status));
-            if let Err(e) = &result {
-                let _ = write!(status, "{e}");
+            if let Err(e) = serve(&opts, &mountpoint, &mut status) {
+                report(&mut status, &e.to_string());
                 error!("{e}");
                 std::process::exit(1);
             }
             std::process::exit(0);
         }
+    }
+}
+
+/// Tells the waiting parent how the start went, once; closing the pipe lets it exit.
+fn report(status: &mut Option<std::fs::File>, msg: &str) {
+    if let Some(mut f) = status.take() {
+        let _ = f.write_all(msg.as_bytes());
     }
 }
 
@@ -177,7 +183,7 @@ fn detach_stdio() {
 fn serve(
     opts: &MountOptions,
     mountpoint: &Path,
-    ready: Option<&mut std::fs::File>,
+    ready: &mut Option<std::fs::File>,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads.max(1))
@@ -216,9 +222,7 @@ fn serve(
     let mut session = fuser::Session::new(adapter, mountpoint, &config)
         .map_err(|e| err!(EIO, "cannot mount at {}: {e}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
-    if let Some(ready) = ready {
-        let _ = ready.write_all(b"ok");
-    }
+    report(ready, "ok");
 
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.to_path_buf();

@@ -43,12 +43,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({})",
-            self.message,
-            std::io::Error::from_raw_os_error(self.errno)
-        )
+        f.write_str(&self.message)
     }
 }
 

@@ -1,0 +1,259 @@
+//! File semantics checked through the kernel with std::fs and libc on a real mount.
+
+mod common;
+
+use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::Mounted;
+
+fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn renameat2(from: &Path, to: &Path, flags: u32) -> i32 {
+    let (a, b) = (cstr(from), cstr(to));
+    let r = unsafe {
+        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), flags)
+    };
+    if r == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+#[test]
+fn three_partitions_at_their_registry_paths() {
+    let m = Mounted::new();
+    let mut names: Vec<String> = std::fs::read_dir(m.p("_system"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["config", "governance", "local"]);
+    for p in ["_system/local", "_system/config", "_system/governance"] {
+        assert!(m.p(p).join("repository").is_dir(), "{p}/repository");
+    }
+}
+
+#[test]
+fn open_handle_survives_unlink() {
+    let m = Mounted::new();
+    let f = m.p("_system/local/ghost");
+    std::fs::write(&f, "still here").unwrap();
+    let mut h = std::fs::OpenOptions::new().read(true).write(true).open(&f).unwrap();
+    std::fs::remove_file(&f).unwrap();
+    assert!(!f.exists());
+    let mut s = String::new();
+    h.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "still here");
+    h.write_all(b" and more").unwrap();
+    h.seek(SeekFrom::Start(0)).unwrap();
+    s.clear();
+    h.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "still here and more");
+    assert_eq!(h.metadata().unwrap().nlink(), 0);
+    drop(h);
+    assert!(!f.exists());
+}
+
+#[test]
+fn hard_links_are_refused_with_eperm() {
+    let m = Mounted::new();
+    let f = m.p("_system/local/a");
+    std::fs::write(&f, "x").unwrap();
+    assert_eq!(errno_of(std::fs::hard_link(&f, m.p("_system/local/b"))), libc::EPERM);
+    assert!(m.log().contains("hard links are not supported"));
+}
+
+#[test]
+fn rename_replaces_noreplace_and_exdev() {
+    let m = Mounted::new();
+    let a = m.p("_system/config/a");
+    let b = m.p("_system/config/b");
+    std::fs::write(&a, "A").unwrap();
+    std::fs::write(&b, "B").unwrap();
+    assert_eq!(renameat2(&a, &b, libc::RENAME_NOREPLACE), libc::EEXIST);
+    std::fs::rename(&a, &b).unwrap();
+    assert_eq!(std::fs::read_to_string(&b).unwrap(), "A");
+    assert!(!a.exists());
+    // config and governance share a database: rename works between them.
+    std::fs::rename(&b, m.p("_system/governance/b")).unwrap();
+    // local is another database: EXDEV, so mv falls back to copy + delete.
+    assert_eq!(
+        errno_of(std::fs::rename(m.p("_system/governance/b"), m.p("_system/local/b"))),
+        libc::EXDEV
+    );
+    m.sh(&m.mnt, "mv _system/governance/b _system/local/b");
+    assert_eq!(std::fs::read_to_string(m.p("_system/local/b")).unwrap(), "A");
+    // Directories move with their subtree.
+    std::fs::create_dir_all(m.p("_system/local/d1/d2/d3")).unwrap();
+    std::fs::write(m.p("_system/local/d1/d2/d3/f"), "deep").unwrap();
+    std::fs::rename(m.p("_system/local/d1"), m.p("_system/local/repository/moved")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(m.p("_system/local/repository/moved/d2/d3/f")).unwrap(),
+        "deep"
+    );
+    assert_eq!(
+        errno_of(std::fs::rename(m.p("_system/local/repository"), m.p("_system/local/repository/moved/x"))),
+        libc::EINVAL
+    );
+    // Mount points stay where they are.
+    assert_eq!(
+        errno_of(std::fs::rename(m.p("_system/config"), m.p("_system/cfg"))),
+        libc::EBUSY
+    );
+}
+
+#[test]
+fn rmdir_and_unlink_errors() {
+    let m = Mounted::new();
+    let d = m.p("_system/local/dir");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("f"), "x").unwrap();
+    assert_eq!(errno_of(std::fs::remove_dir(&d)), libc::ENOTEMPTY);
+    assert_eq!(errno_of(std::fs::remove_file(&d)), libc::EISDIR);
+    assert_eq!(errno_of(std::fs::remove_dir(d.join("f"))), libc::ENOTDIR);
+    assert_eq!(errno_of(std::fs::create_dir(&d)), libc::EEXIST);
+    std::fs::remove_file(d.join("f")).unwrap();
+    std::fs::remove_dir(&d).unwrap();
+    assert_eq!(errno_of(std::fs::metadata(&d)), libc::ENOENT);
+}
+
+#[test]
+fn names_the_registry_cannot_store() {
+    let m = Mounted::new();
+    let dir = m.p("_system/local");
+    assert_eq!(errno_of(std::fs::write(dir.join("a;version:3"), "x")), libc::EINVAL);
+    assert_eq!(errno_of(std::fs::write(dir.join("x".repeat(256)), "x")), libc::ENAMETOOLONG);
+    let bad = std::ffi::OsStr::from_bytes(b"bad\xffname");
+    assert_eq!(errno_of(std::fs::write(dir.join(bad), "x")), libc::EILSEQ);
+    assert!(std::fs::read_dir(&dir).unwrap().all(|e| {
+        let n = e.unwrap().file_name();
+        n == "repository"
+    }));
+    // WSO2's "illegal" characters other than ';' are allowed.
+    for name in ["file~", ".#file", "a b", "x@y#z!%^*+={}|<>\",'"] {
+        std::fs::write(dir.join(name), name).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), name);
+    }
+}
+
+#[test]
+fn attributes_mode_owner_times_truncate() {
+    let m = Mounted::new();
+    let f = m.p("_system/local/attrs");
+    std::fs::write(&f, "0123456789").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o751)).unwrap();
+    std::os::unix::fs::chown(&f, Some(1234), Some(5678)).unwrap();
+    let md = std::fs::metadata(&f).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o751);
+    assert_eq!((md.uid(), md.gid()), (1234, 5678));
+    let when = SystemTime::UNIX_EPOCH + Duration::new(1_500_000_000, 123_456_789);
+    let file = std::fs::File::options().write(true).open(&f).unwrap();
+    file.set_times(std::fs::FileTimes::new().set_modified(when).set_accessed(when))
+        .unwrap();
+    drop(file);
+    let md = std::fs::metadata(&f).unwrap();
+    assert_eq!(md.modified().unwrap(), when);
+    assert_eq!(md.accessed().unwrap(), when);
+    let file = std::fs::File::options().write(true).open(&f).unwrap();
+    file.set_len(4).unwrap();
+    drop(file);
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "0123");
+    let file = std::fs::File::options().write(true).open(&f).unwrap();
+    file.set_len(6).unwrap();
+    drop(file);
+    assert_eq!(std::fs::read(&f).unwrap(), b"0123\0\0");
+    // A directory's mtime moves when an entry is added.
+    let d = m.p("_system/local");
+    let before = std::fs::metadata(&d).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(d.join("new"), "n").unwrap();
+    // The kernel may serve the directory's attributes from its cache for up to the TTL.
+    assert!(common::wait_until(Duration::from_secs(3), || {
+        std::fs::metadata(&d).unwrap().modified().unwrap() > before
+    }));
+}
+
+#[test]
+fn close_to_open_and_large_file() {
+    let m = Mounted::new();
+    let f = m.p("_system/governance/big.bin");
+    let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i.wrapping_mul(2654435761u32) >> 13) as u8).collect();
+    {
+        let mut h = std::fs::File::create(&f).unwrap();
+        for chunk in data.chunks(100_000) {
+            h.write_all(chunk).unwrap();
+        }
+        // Another opener sees local unflushed writes on this node (shared open state)...
+        assert_eq!(std::fs::metadata(&f).unwrap().len(), data.len() as u64);
+    }
+    // ...and the whole content after close.
+    assert_eq!(std::fs::read(&f).unwrap(), data);
+    // Appends and sparse writes.
+    let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+    h.write_all(b"tail").unwrap();
+    drop(h);
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), data.len() as u64 + 4);
+}
+
+#[test]
+fn statfs_and_symlinks_and_fifos() {
+    let m = Mounted::new();
+    let st = nix::sys::statvfs::statvfs(&m.mnt).unwrap();
+    assert!(st.blocks() > 0);
+    assert_eq!(st.name_max(), 255);
+    let dir = m.p("_system/local");
+    std::os::unix::fs::symlink("../target/x", dir.join("link")).unwrap();
+    assert_eq!(
+        std::fs::read_link(dir.join("link")).unwrap().to_str().unwrap(),
+        "../target/x"
+    );
+    assert!(std::fs::symlink_metadata(dir.join("link")).unwrap().file_type().is_symlink());
+    nix::unistd::mkfifo(&dir.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(dir.join("fifo")).unwrap().file_type().is_fifo());
+}
+
+#[test]
+fn stale_mount_after_kill_9_is_recovered() {
+    let m = Mounted::new();
+    std::fs::write(m.p("_system/local/survivor"), "yes").unwrap();
+    // Kill regfs hard: the mount point is left "Transport endpoint is not connected".
+    let pid = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("pgrep -f -- '--data-dir {}'", m.data.display()))
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&pid.stdout).trim().lines().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        errno_of(std::fs::metadata(&m.mnt)) == libc::ENOTCONN
+    }));
+    // A new regfs on the same mount point recovers it.
+    let out = std::process::Command::new(common::regfs_bin())
+        .args(["mount", "--data-dir"])
+        .arg(&m.data)
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stale FUSE mount"));
+    assert_eq!(std::fs::read_to_string(m.p("_system/local/survivor")).unwrap(), "yes");
+    // Stop the background regfs this test started (the harness only knows the killed one).
+    let _ = std::process::Command::new("umount").arg(&m.mnt).status();
+    assert!(common::wait_until(Duration::from_secs(10), || !common::is_mounted(&m.mnt)));
+}
