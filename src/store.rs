@@ -37,6 +37,24 @@ pub enum LogAction {
     CreateRemoteLink = 12,
 }
 
+/// The media type Carbon gives a new resource from its file extension: its own mappings for
+/// the artifacts the registry governs first, then the common MIME table.
+pub fn media_type_for(name: &str) -> Option<&'static str> {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase())?;
+    let carbon = match ext.as_str() {
+        "xml" => Some("application/xml"),
+        "wsdl" => Some("application/wsdl+xml"),
+        "xsd" => Some("application/x-xsd+xml"),
+        "wadl" => Some("application/wadl+xml"),
+        "policy" => Some("application/policy+xml"),
+        "json" => Some("application/json"),
+        "rxt" => Some("application/vnd.wso2.registry-ext-type+xml"),
+        "properties" => Some("text/plain"),
+        _ => None,
+    };
+    carbon.or_else(|| mime_guess::from_ext(&ext).first_raw())
+}
+
 /// What kind of file an entry is. Collections are directories; everything else is a resource,
 /// with the POSIX type kept in `REGFS_ATTR.MODE` (a resource Carbon wrote is a regular file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -909,7 +909,7 @@ impl Store for SqliteStore {
             } else {
                 let content_id = insert_content(conn, t, &new.content).await?;
                 let media_type = if new.kind == Kind::File {
-                    mime_guess::from_path(name).first_raw()
+                    media_type_for(name)
                 } else {
                     None
                 };
