@@ -130,7 +130,10 @@ pub fn run(opts: MountOptions) -> Result<()> {
             if msg.trim() == "ok" {
                 Ok(())
             } else if msg.is_empty() {
-                Err(err!(EIO, "regfs exited before the mount was ready; see its log"))
+                Err(err!(
+                    EIO,
+                    "regfs exited before the mount was ready; see its log"
+                ))
             } else {
                 Err(err!(EIO, "{}", msg.trim()))
             }
@@ -180,11 +183,7 @@ fn detach_stdio() {
     }
 }
 
-fn serve(
-    opts: &MountOptions,
-    mountpoint: &Path,
-    ready: &mut Option<std::fs::File>,
-) -> Result<()> {
+fn serve(opts: &MountOptions, mountpoint: &Path, ready: &mut Option<std::fs::File>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads.max(1))
         .thread_name("regfs-worker")
@@ -240,7 +239,10 @@ fn serve(
             _ = int.recv() => info!("SIGINT: unmounting"),
         }
         if let Err(e) = unmounter.unmount() {
-            warn!("unmount of {} failed ({e}); detaching it lazily", mp.display());
+            warn!(
+                "unmount of {} failed ({e}); detaching it lazily",
+                mp.display()
+            );
             let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
         }
     });

@@ -239,6 +239,18 @@ pub struct RegFs {
     list_page: u32,
 }
 
+/// A new entry's shape; `make` fills in the owner.
+fn spec(kind: Kind, perm: u32, rdev: u32, content: Vec<u8>) -> NewEntry {
+    NewEntry {
+        kind,
+        perm,
+        uid: 0,
+        gid: 0,
+        rdev,
+        content,
+    }
+}
+
 fn nlink(kind: Kind) -> u32 {
     if kind == Kind::Directory { 2 } else { 1 }
 }
@@ -323,7 +335,12 @@ impl RegFs {
             Ok(p) => p,
             Err(e) => {
                 // Unlinked but still open: answer from what we last knew.
-                let last = self.inodes.lock().nodes.get(&ino).and_then(|n| n.last.clone());
+                let last = self
+                    .inodes
+                    .lock()
+                    .nodes
+                    .get(&ino)
+                    .and_then(|n| n.last.clone());
                 return match last {
                     Some(entry) => Ok(self.attr(ino, entry)),
                     None => Err(e),
@@ -336,7 +353,6 @@ impl RegFs {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub async fn setattr(
         &self,
         c: Caller,
@@ -383,33 +399,16 @@ impl RegFs {
         self.registry.read(&p).await
     }
 
-    async fn make(
-        &self,
-        c: Caller,
-        parent: u64,
-        name: &OsStr,
-        kind: Kind,
-        perm: u32,
-        rdev: u32,
-        content: Vec<u8>,
-    ) -> Result<Attr> {
+    /// Creates `parent/name` owned by the caller (group from a setgid parent).
+    async fn make(&self, c: Caller, parent: u64, name: &OsStr, new: NewEntry) -> Result<Attr> {
         let (p, name) = self.child_path(parent, name)?;
         let user = self.identity.registry_user(c.uid);
-        let entry = self
-            .registry
-            .create(
-                &p,
-                NewEntry {
-                    kind,
-                    perm,
-                    uid: c.uid,
-                    gid: self.new_gid(parent, c.gid),
-                    rdev,
-                    content,
-                },
-                &user,
-            )
-            .await?;
+        let new = NewEntry {
+            uid: c.uid,
+            gid: self.new_gid(parent, c.gid),
+            ..new
+        };
+        let entry = self.registry.create(&p, new, &user).await?;
         Ok(self.remember(parent, &name, entry, true))
     }
 
@@ -428,7 +427,7 @@ impl RegFs {
         if self.new_gid(parent, u32::MAX) != u32::MAX {
             perm |= libc::S_ISGID;
         }
-        self.make(c, parent, name, Kind::Directory, perm, 0, Vec::new())
+        self.make(c, parent, name, spec(Kind::Directory, perm, 0, Vec::new()))
             .await
     }
 
@@ -444,7 +443,7 @@ impl RegFs {
         if kind == Kind::Directory {
             return Err(err!(EINVAL, "mknod cannot make a directory; use mkdir"));
         }
-        self.make(c, parent, name, kind, mode & 0o7777, rdev, Vec::new())
+        self.make(c, parent, name, spec(kind, mode & 0o7777, rdev, Vec::new()))
             .await
     }
 
@@ -460,7 +459,7 @@ impl RegFs {
         if bytes.len() > 4095 {
             return Err(err!(ENAMETOOLONG, "symlink target is longer than PATH_MAX"));
         }
-        self.make(c, parent, name, Kind::Symlink, 0o777, 0, bytes)
+        self.make(c, parent, name, spec(Kind::Symlink, 0o777, 0, bytes))
             .await
     }
 
@@ -473,7 +472,12 @@ impl RegFs {
         flags: i32,
     ) -> Result<(Attr, u64)> {
         let attr = self
-            .make(c, parent, name, Kind::File, mode & 0o7777, 0, Vec::new())
+            .make(
+                c,
+                parent,
+                name,
+                spec(Kind::File, mode & 0o7777, 0, Vec::new()),
+            )
             .await?;
         let fh = self.open_handle(attr.ino, flags, c, Some(Vec::new()));
         Ok((attr, fh))
@@ -499,7 +503,12 @@ impl RegFs {
     /// An open handle keeps working after its file is unlinked or replaced: load its content
     /// before the row goes away.
     async fn preserve_open_content(&self, parent: u64, name: &str, p: &str) -> Result<()> {
-        let ino = self.inodes.lock().by_name.get(&(parent, name.to_string())).copied();
+        let ino = self
+            .inodes
+            .lock()
+            .by_name
+            .get(&(parent, name.to_string()))
+            .copied();
         let Some(ino) = ino else { return Ok(()) };
         let of = self.open_files.lock().get(&ino).cloned();
         if let Some(of) = of {
@@ -522,9 +531,15 @@ impl RegFs {
         if from == to {
             return Ok(());
         }
-        self.preserve_open_content(new_parent, &new_name, &to).await?;
+        self.preserve_open_content(new_parent, &new_name, &to)
+            .await?;
         // Unflushed local writes go with the file to its new name.
-        let moving = self.inodes.lock().by_name.get(&(parent, name.clone())).copied();
+        let moving = self
+            .inodes
+            .lock()
+            .by_name
+            .get(&(parent, name.clone()))
+            .copied();
         if let Some(ino) = moving {
             let of = self.open_files.lock().get(&ino).cloned();
             if let Some(of) = of {
@@ -666,7 +681,10 @@ impl RegFs {
         let p = match self.path(ino) {
             Ok(p) => p,
             Err(_) => {
-                debug!(ino, "dropping writes to a file that was unlinked while open");
+                debug!(
+                    ino,
+                    "dropping writes to a file that was unlinked while open"
+                );
                 of.state.lock().dirty = false;
                 return Ok(());
             }

@@ -75,7 +75,10 @@ fn main() -> ExitCode {
                 .build()
                 .map_err(regfs::Error::from)
                 .and_then(|rt| {
-                    rt.block_on(config::embedded_registry(&data_dir, StoreOptions::default()))
+                    rt.block_on(config::embedded_registry(
+                        &data_dir,
+                        StoreOptions::default(),
+                    ))
                 })
                 .map(|_| {
                     println!(

@@ -77,6 +77,8 @@ impl MountTable {
 
     /// The root entry: the node's own database.
     pub fn root(&self) -> &Mount {
-        self.mounts.last().expect("the root mount is always present")
+        self.mounts
+            .last()
+            .expect("the root mount is always present")
     }
 }

@@ -81,7 +81,10 @@ pub fn check_name(name: &std::ffi::OsStr) -> Result<&str> {
         ));
     }
     if s == ".meta" {
-        return Err(err!(EINVAL, "name '.meta' is reserved by the WSO2 registry"));
+        return Err(err!(
+            EINVAL,
+            "name '.meta' is reserved by the WSO2 registry"
+        ));
     }
     Ok(s)
 }
@@ -134,8 +137,14 @@ mod tests {
         assert!(check_name(OsStr::new("file~")).is_ok());
         assert!(check_name(OsStr::new(".#file")).is_ok());
         assert!(check_name(OsStr::new("a b@c#d")).is_ok());
-        assert_eq!(check_name(OsStr::new("a;b")).unwrap_err().errno(), libc::EINVAL);
-        assert_eq!(check_name(OsStr::new(".meta")).unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(
+            check_name(OsStr::new("a;b")).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        assert_eq!(
+            check_name(OsStr::new(".meta")).unwrap_err().errno(),
+            libc::EINVAL
+        );
         let long = "x".repeat(256);
         assert_eq!(
             check_name(OsStr::new(&long)).unwrap_err().errno(),

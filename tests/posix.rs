@@ -25,7 +25,13 @@ fn cstr(p: &Path) -> CString {
 fn renameat2(from: &Path, to: &Path, flags: u32) -> i32 {
     let (a, b) = (cstr(from), cstr(to));
     let r = unsafe {
-        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), flags)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
     };
     if r == 0 {
         0
@@ -53,7 +59,11 @@ fn open_handle_survives_unlink() {
     let m = Mounted::new();
     let f = m.p("_system/local/ghost");
     std::fs::write(&f, "still here").unwrap();
-    let mut h = std::fs::OpenOptions::new().read(true).write(true).open(&f).unwrap();
+    let mut h = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&f)
+        .unwrap();
     std::fs::remove_file(&f).unwrap();
     assert!(!f.exists());
     let mut s = String::new();
@@ -74,7 +84,10 @@ fn hard_links_are_refused_with_eperm() {
     let m = Mounted::new();
     let f = m.p("_system/local/a");
     std::fs::write(&f, "x").unwrap();
-    assert_eq!(errno_of(std::fs::hard_link(&f, m.p("_system/local/b"))), libc::EPERM);
+    assert_eq!(
+        errno_of(std::fs::hard_link(&f, m.p("_system/local/b"))),
+        libc::EPERM
+    );
     assert!(m.log().contains("hard links are not supported"));
 }
 
@@ -93,21 +106,34 @@ fn rename_replaces_noreplace_and_exdev() {
     std::fs::rename(&b, m.p("_system/governance/b")).unwrap();
     // local is another database: EXDEV, so mv falls back to copy + delete.
     assert_eq!(
-        errno_of(std::fs::rename(m.p("_system/governance/b"), m.p("_system/local/b"))),
+        errno_of(std::fs::rename(
+            m.p("_system/governance/b"),
+            m.p("_system/local/b")
+        )),
         libc::EXDEV
     );
     m.sh(&m.mnt, "mv _system/governance/b _system/local/b");
-    assert_eq!(std::fs::read_to_string(m.p("_system/local/b")).unwrap(), "A");
+    assert_eq!(
+        std::fs::read_to_string(m.p("_system/local/b")).unwrap(),
+        "A"
+    );
     // Directories move with their subtree.
     std::fs::create_dir_all(m.p("_system/local/d1/d2/d3")).unwrap();
     std::fs::write(m.p("_system/local/d1/d2/d3/f"), "deep").unwrap();
-    std::fs::rename(m.p("_system/local/d1"), m.p("_system/local/repository/moved")).unwrap();
+    std::fs::rename(
+        m.p("_system/local/d1"),
+        m.p("_system/local/repository/moved"),
+    )
+    .unwrap();
     assert_eq!(
         std::fs::read_to_string(m.p("_system/local/repository/moved/d2/d3/f")).unwrap(),
         "deep"
     );
     assert_eq!(
-        errno_of(std::fs::rename(m.p("_system/local/repository"), m.p("_system/local/repository/moved/x"))),
+        errno_of(std::fs::rename(
+            m.p("_system/local/repository"),
+            m.p("_system/local/repository/moved/x")
+        )),
         libc::EINVAL
     );
     // Mount points stay where they are.
@@ -136,8 +162,14 @@ fn rmdir_and_unlink_errors() {
 fn names_the_registry_cannot_store() {
     let m = Mounted::new();
     let dir = m.p("_system/local");
-    assert_eq!(errno_of(std::fs::write(dir.join("a;version:3"), "x")), libc::EINVAL);
-    assert_eq!(errno_of(std::fs::write(dir.join("x".repeat(256)), "x")), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno_of(std::fs::write(dir.join("a;version:3"), "x")),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno_of(std::fs::write(dir.join("x".repeat(256)), "x")),
+        libc::ENAMETOOLONG
+    );
     let bad = std::ffi::OsStr::from_bytes(b"bad\xffname");
     assert_eq!(errno_of(std::fs::write(dir.join(bad), "x")), libc::EILSEQ);
     assert!(std::fs::read_dir(&dir).unwrap().all(|e| {
@@ -163,8 +195,12 @@ fn attributes_mode_owner_times_truncate() {
     assert_eq!((md.uid(), md.gid()), (1234, 5678));
     let when = SystemTime::UNIX_EPOCH + Duration::new(1_500_000_000, 123_456_789);
     let file = std::fs::File::options().write(true).open(&f).unwrap();
-    file.set_times(std::fs::FileTimes::new().set_modified(when).set_accessed(when))
-        .unwrap();
+    file.set_times(
+        std::fs::FileTimes::new()
+            .set_modified(when)
+            .set_accessed(when),
+    )
+    .unwrap();
     drop(file);
     let md = std::fs::metadata(&f).unwrap();
     assert_eq!(md.modified().unwrap(), when);
@@ -192,7 +228,9 @@ fn attributes_mode_owner_times_truncate() {
 fn close_to_open_and_large_file() {
     let m = Mounted::new();
     let f = m.p("_system/governance/big.bin");
-    let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i.wrapping_mul(2654435761u32) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..(8u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761u32) >> 13) as u8)
+        .collect();
     {
         let mut h = std::fs::File::create(&f).unwrap();
         for chunk in data.chunks(100_000) {
@@ -219,13 +257,30 @@ fn statfs_and_symlinks_and_fifos() {
     let dir = m.p("_system/local");
     std::os::unix::fs::symlink("../target/x", dir.join("link")).unwrap();
     assert_eq!(
-        std::fs::read_link(dir.join("link")).unwrap().to_str().unwrap(),
+        std::fs::read_link(dir.join("link"))
+            .unwrap()
+            .to_str()
+            .unwrap(),
         "../target/x"
     );
-    assert!(std::fs::symlink_metadata(dir.join("link")).unwrap().file_type().is_symlink());
-    nix::unistd::mkfifo(&dir.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    assert!(
+        std::fs::symlink_metadata(dir.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    nix::unistd::mkfifo(
+        &dir.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     use std::os::unix::fs::FileTypeExt;
-    assert!(std::fs::symlink_metadata(dir.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::symlink_metadata(dir.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
 }
 
 #[test]
@@ -238,8 +293,18 @@ fn stale_mount_after_kill_9_is_recovered() {
         .arg(format!("pgrep -f -- '--data-dir {}'", m.data.display()))
         .output()
         .unwrap();
-    let pid: i32 = String::from_utf8_lossy(&pid.stdout).trim().lines().next().unwrap().parse().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let pid: i32 = String::from_utf8_lossy(&pid.stdout)
+        .trim()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     assert!(common::wait_until(Duration::from_secs(10), || {
         errno_of(std::fs::metadata(&m.mnt)) == libc::ENOTCONN
     }));
@@ -250,10 +315,19 @@ fn stale_mount_after_kill_9_is_recovered() {
         .arg(&m.mnt)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("stale FUSE mount"));
-    assert_eq!(std::fs::read_to_string(m.p("_system/local/survivor")).unwrap(), "yes");
+    assert_eq!(
+        std::fs::read_to_string(m.p("_system/local/survivor")).unwrap(),
+        "yes"
+    );
     // Stop the background regfs this test started (the harness only knows the killed one).
     let _ = std::process::Command::new("umount").arg(&m.mnt).status();
-    assert!(common::wait_until(Duration::from_secs(10), || !common::is_mounted(&m.mnt)));
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        !common::is_mounted(&m.mnt)
+    }));
 }

@@ -15,11 +15,13 @@ async fn open(path: &std::path::Path) -> SqlitePool {
 }
 
 async fn path_id(db: &SqlitePool, p: &str) -> i64 {
-    sqlx::query_scalar("SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = ? AND REG_TENANT_ID = -1234")
-        .bind(p)
-        .fetch_one(db)
-        .await
-        .unwrap_or_else(|e| panic!("REG_PATH row for {p}: {e}"))
+    sqlx::query_scalar(
+        "SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = ? AND REG_TENANT_ID = -1234",
+    )
+    .bind(p)
+    .fetch_one(db)
+    .await
+    .unwrap_or_else(|e| panic!("REG_PATH row for {p}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,22 +54,25 @@ async fn rows_are_laid_out_as_carbon_lays_them_out() {
     let parent_of = |id: i64| {
         let shared = shared.clone();
         async move {
-            sqlx::query_scalar::<_, i64>("SELECT REG_PATH_PARENT_ID FROM REG_PATH WHERE REG_PATH_ID = ?")
-                .bind(id)
-                .fetch_one(&shared)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, i64>(
+                "SELECT REG_PATH_PARENT_ID FROM REG_PATH WHERE REG_PATH_ID = ?",
+            )
+            .bind(id)
+            .fetch_one(&shared)
+            .await
+            .unwrap()
         }
     };
     assert_eq!(parent_of(trunk_id).await, gov_id);
     assert_eq!(parent_of(services_id).await, trunk_id);
     // The removed collection keeps its REG_PATH row but has no REG_RESOURCE row.
     let gone_id = path_id(&shared, "/_system/governance/gone").await;
-    let gone_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_PATH_ID = ?")
-        .bind(gone_id)
-        .fetch_one(&shared)
-        .await
-        .unwrap();
+    let gone_rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_PATH_ID = ?")
+            .bind(gone_id)
+            .fetch_one(&shared)
+            .await
+            .unwrap();
     assert_eq!(gone_rows, 0);
 
     // Collections: REG_NAME NULL, no content, no media type.
@@ -102,10 +107,11 @@ async fn rows_are_laid_out_as_carbon_lays_them_out() {
     assert!(!res[0].get::<String, _>(5).is_empty());
     // No row is left for the old name, and an update replaced the version row: the live
     // version is newer than the first one written for this path.
-    let old: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_NAME = 'echo.wsdl'")
-        .fetch_one(&shared)
-        .await
-        .unwrap();
+    let old: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_NAME = 'echo.wsdl'")
+            .fetch_one(&shared)
+            .await
+            .unwrap();
     assert_eq!(old, 0);
     // Only the live content row remains (the replaced one was deleted with its version).
     let contents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM REG_CONTENT")
@@ -130,7 +136,14 @@ async fn rows_are_laid_out_as_carbon_lays_them_out() {
     assert!(has("/_system/governance/trunk", 0, None), "{log:?}");
     assert!(has(&format!("{svc}/echo.wsdl"), 0, None), "{log:?}");
     assert!(has(&format!("{svc}/echo.wsdl"), 1, None), "{log:?}");
-    assert!(has(&format!("{svc}/echo2.wsdl"), 9, Some(&format!("{svc}/echo.wsdl"))), "{log:?}");
+    assert!(
+        has(
+            &format!("{svc}/echo2.wsdl"),
+            9,
+            Some(&format!("{svc}/echo.wsdl"))
+        ),
+        "{log:?}"
+    );
     assert!(has("/_system/governance/gone", 7, None), "{log:?}");
     assert!(has("/_system/governance/trunk/tmp.txt", 7, None), "{log:?}");
 

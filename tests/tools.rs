@@ -18,7 +18,10 @@ fn ls_cat_cp_mv_rm_mkdir_touch_append() {
     let listing = m.sh(&gov, "ls -lR a");
     assert!(listing.contains("f.txt"), "{listing}");
     assert!(listing.contains("empty"), "{listing}");
-    m.sh(&gov, "mv a/b/c/f.txt a/g.txt && test -f a/g.txt && test ! -e a/b/c/f.txt");
+    m.sh(
+        &gov,
+        "mv a/b/c/f.txt a/g.txt && test -f a/g.txt && test ! -e a/b/c/f.txt",
+    );
     m.sh(&gov, "mv a/b a/bb && test -d a/bb/c && test ! -e a/b");
     // cp -r in and out.
     let scratch = m.scratch();
@@ -29,11 +32,19 @@ fn ls_cat_cp_mv_rm_mkdir_touch_append() {
     );
     m.sh(
         &gov,
-        &format!("cp -r {}/src in && diff -r {}/src in", scratch.display(), scratch.display()),
+        &format!(
+            "cp -r {}/src in && diff -r {}/src in",
+            scratch.display(),
+            scratch.display()
+        ),
     );
     m.sh(
         &gov,
-        &format!("cp -r in {}/out && diff -r in {}/out", scratch.display(), scratch.display()),
+        &format!(
+            "cp -r in {}/out && diff -r in {}/out",
+            scratch.display(),
+            scratch.display()
+        ),
     );
     m.sh(&gov, "rm -r in a && test ! -e in && test ! -e a");
     let left = m.sh(&gov, "ls");
@@ -52,7 +63,10 @@ fn sed_in_place_keeps_mode_and_content() {
         std::fs::read_to_string(dir.join("conf.xml")).unwrap(),
         "alpha\ngamma\n"
     );
-    let mode = std::fs::metadata(dir.join("conf.xml")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.join("conf.xml"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o7777, 0o640);
 }
 
@@ -105,7 +119,11 @@ fn tar_both_ways_find_grep_diff() {
     let gov = m.p("_system/governance");
     m.sh(
         &gov,
-        &format!("mkdir t && tar -C t -xf {}/tree.tar && diff -r {}/tree t", scratch.display(), scratch.display()),
+        &format!(
+            "mkdir t && tar -C t -xf {}/tree.tar && diff -r {}/tree t",
+            scratch.display(),
+            scratch.display()
+        ),
     );
     let found = m.sh(&gov, "find t -name '*.txt' | wc -l");
     assert_eq!(found.trim(), "41");
@@ -171,7 +189,10 @@ fn sigterm_unmounts_cleanly() {
     m.unmount();
     assert!(!common::is_mounted(&m.mnt));
     // Remount the same data: what was written is there.
-    let dir = tempfile::Builder::new().prefix("regfs-test-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
     let again = Mounted::with_data(dir, m.data.clone(), &[]);
     assert_eq!(
         std::fs::read_to_string(again.p("_system/local/keep")).unwrap(),

@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use chrono::{Local, NaiveDateTime, TimeZone};
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::Row;
 use tracing::{debug, warn};
 
 use super::*;
@@ -773,7 +773,12 @@ async fn create_collection(
 
 /// Creates every missing collection from the root down to `p`, as Carbon's
 /// `addEmptyCollection` does; returns the REG_PATH_ID of `p`.
-async fn ensure_collections(conn: &mut SqliteConnection, t: i64, p: &str, user: &str) -> Result<i64> {
+async fn ensure_collections(
+    conn: &mut SqliteConnection,
+    t: i64,
+    p: &str,
+    user: &str,
+) -> Result<i64> {
     if let Some(row) = collection_row(conn, t, p).await? {
         return Ok(row.path_id);
     }
@@ -1237,8 +1242,15 @@ impl Store for SqliteStore {
                 )
                 .await?;
                 insert_property(conn, t, path_id, None, "registry.nonrecursive", "true").await?;
-                insert_property(conn, t, path_id, None, "registry.linkrestoration", &restoration)
-                    .await?;
+                insert_property(
+                    conn,
+                    t,
+                    path_id,
+                    None,
+                    "registry.linkrestoration",
+                    &restoration,
+                )
+                .await?;
                 insert_log(
                     conn,
                     t,

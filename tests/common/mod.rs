@@ -53,13 +53,19 @@ fn require_fuse() {
 impl Mounted {
     /// Mounts the embedded default with a fresh data directory.
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("regfs-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("regfs-test-")
+            .tempdir()
+            .unwrap();
         let data = dir.path().join("data");
         Self::with_data(dir, data, &[])
     }
 
     pub fn with_args(args: &[&str]) -> Self {
-        let dir = tempfile::Builder::new().prefix("regfs-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("regfs-test-")
+            .tempdir()
+            .unwrap();
         let data = dir.path().join("data");
         Self::with_data(dir, data, args)
     }
