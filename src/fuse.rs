@@ -540,6 +540,9 @@ impl Filesystem for FuseAdapter {
         });
     }
 
+    // Extended attributes are not mapped to registry properties yet. Answering ENOSYS makes the
+    // kernel remember that and answer EOPNOTSUPP itself from then on: `ls -l` asks for two
+    // attributes per file, and a round trip each would cost more than the listing itself.
     fn getxattr(
         &self,
         _req: &Request,
@@ -551,17 +554,17 @@ impl Filesystem for FuseAdapter {
         debug!(
             ino = ino.0,
             ?name,
-            "getxattr: registry properties are not mapped to xattrs yet"
+            "getxattr: extended attributes are not supported (ENOSYS, cached by the kernel)"
         );
-        reply.error(Errno::from_i32(libc::ENODATA));
+        reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
-        }
+    fn listxattr(&self, _req: &Request, ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        debug!(
+            ino = ino.0,
+            "listxattr: extended attributes are not supported"
+        );
+        reply.error(Errno::ENOSYS);
     }
 
     fn setxattr(
@@ -574,17 +577,21 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let e = crate::err!(
-            ENOTSUP,
-            "setxattr {name:?} on inode {}: extended attributes are not stored yet",
-            ino.0
+        info!(
+            ino = ino.0,
+            ?name,
+            "setxattr: extended attributes are not supported (EOPNOTSUPP)"
         );
-        reply.error(errno("setxattr", &e));
+        reply.error(Errno::ENOSYS);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        debug!(ino = ino.0, ?name, "removexattr: no such attribute");
-        reply.error(Errno::from_i32(libc::ENODATA));
+        debug!(
+            ino = ino.0,
+            ?name,
+            "removexattr: extended attributes are not supported"
+        );
+        reply.error(Errno::ENOSYS);
     }
 
     fn access(&self, req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
