@@ -107,6 +107,12 @@ fn init_logging(level: &str, file: Option<&Path>) -> Result<()> {
         }
         None => builder.with_writer(std::io::stderr).init(),
     }
+    // A daemon's stderr is /dev/null: make panics reach the log.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        error!("panic: {info}");
+        default_hook(info);
+    }));
     Ok(())
 }
 

@@ -20,6 +20,20 @@ use crate::store::{AttrChange, Entry, Kind, NewEntry, RenameMode};
 
 pub const ROOT_INO: u64 = 1;
 
+/// Largest resource regfs stores: a resource is one blob (SQLite's default limit is 10^9 bytes
+/// per value) and an open file is held in memory.
+pub const MAX_FILE_SIZE: u64 = 999_000_000;
+
+fn check_size(size: u64) -> Result<()> {
+    if size > MAX_FILE_SIZE {
+        return Err(err!(
+            EFBIG,
+            "{size} bytes is more than the {MAX_FILE_SIZE} a registry resource can hold"
+        ));
+    }
+    Ok(())
+}
+
 /// A caller, as the kernel reports it.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
@@ -362,6 +376,7 @@ impl RegFs {
     ) -> Result<Attr> {
         let p = self.path(ino)?;
         if let Some(size) = size {
+            check_size(size)?;
             let user = self.identity.registry_user(c.uid);
             let of = self.open_files.lock().get(&ino).cloned();
             match of {
@@ -656,9 +671,8 @@ impl RegFs {
         let mut st = of.state.lock();
         let data = st.data.get_or_insert_with(Vec::new);
         let start = if append { data.len() } else { offset as usize };
-        let end = start
-            .checked_add(buf.len())
-            .ok_or_else(|| err!(EFBIG, "write past the largest offset"))?;
+        let end = start.saturating_add(buf.len());
+        check_size(end as u64)?;
         if end > data.len() {
             data.resize(end, 0);
         }

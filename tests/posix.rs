@@ -213,6 +213,11 @@ fn attributes_mode_owner_times_truncate() {
     file.set_len(6).unwrap();
     drop(file);
     assert_eq!(std::fs::read(&f).unwrap(), b"0123\0\0");
+    // Beyond what one registry blob holds: EFBIG, and nothing changes.
+    let file = std::fs::File::options().write(true).open(&f).unwrap();
+    assert_eq!(errno_of(file.set_len(999_999_999_999_999)), libc::EFBIG);
+    drop(file);
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), 6);
     // A directory's mtime moves when an entry is added.
     let d = m.p("_system/local");
     let before = std::fs::metadata(&d).unwrap().modified().unwrap();
