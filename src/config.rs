@@ -6,12 +6,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::authz::Authorizer;
 use crate::err;
 use crate::error::Result;
 use crate::mount_table::{Mount, MountTable};
 use crate::registry::Registry;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreOptions};
+use crate::store::{SUPER_TENANT_ID, Store, StoreOptions};
+use crate::um::{ADMIN_USER, UmDb};
+
+/// How often a running mount checks the user-management tables for changes.
+pub const PERMISSION_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// File names of the embedded default's databases inside the data directory.
 pub const LOCAL_DB: &str = "local.db";
@@ -34,6 +39,18 @@ pub fn default_data_dir() -> PathBuf {
         Some(home) => PathBuf::from(home).join(".local/share/regfs"),
         None => PathBuf::from("/var/lib/regfs"),
     }
+}
+
+/// The user-management database of the embedded default.
+pub async fn embedded_um(data_dir: &Path) -> Result<UmDb> {
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        err!(
+            EIO,
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        )
+    })?;
+    UmDb::open(&data_dir.join(SHARED_DB), SUPER_TENANT_ID).await
 }
 
 /// Opens (creating and initializing as needed) the embedded default's databases and returns the
@@ -71,7 +88,13 @@ pub async fn embedded_registry(data_dir: &Path, opts: StoreOptions) -> Result<Re
             read_only: false,
         })
         .collect();
-    let registry = Registry::new(MountTable::new(root, mounts));
+    // The embedded default keeps the user-management tables in the shared database, as a
+    // Carbon cluster keeps them in the shared UM database.
+    let um = Arc::new(UmDb::open(&data_dir.join(SHARED_DB), SUPER_TENANT_ID).await?);
+    let authz = Arc::new(Authorizer::new(um, ADMIN_USER));
+    authz.refresh().await?;
+    authz.spawn_refresher(PERMISSION_REFRESH);
+    let registry = Registry::new(MountTable::new(root, mounts), Some(authz));
     registry.record_mounts().await?;
     Ok(registry)
 }

@@ -26,6 +26,8 @@ pub struct MountOptions {
     /// Let the kernel check POSIX mode bits and ownership (`default_permissions`).
     pub posix_permissions: bool,
     pub threads: usize,
+    /// Local account name or uid → registry user.
+    pub user_map: HashMap<String, String>,
 }
 
 /// Whether `mountpoint` is listed in /proc/mounts as a FUSE mount.
@@ -205,7 +207,7 @@ fn serve(opts: &MountOptions, mountpoint: &Path, ready: &mut Option<std::fs::Fil
         mountpoint = %mountpoint.display(),
         "registry ready"
     );
-    let identity = Identity::new("admin", HashMap::new());
+    let identity = Identity::new(crate::um::ADMIN_USER, opts.user_map.clone());
     let fs = Arc::new(RegFs::new(Arc::new(registry), identity));
     let adapter = FuseAdapter::new(fs, runtime.handle().clone());
 

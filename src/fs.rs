@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 use tracing::debug;
 
+use crate::authz::{Action, SYSTEM_USER};
 use crate::err;
 use crate::error::Result;
 use crate::identity::Identity;
@@ -238,7 +239,10 @@ struct FileHandle {
 
 struct DirHandle {
     ino: u64,
+    /// The registry user who opened the listing: children are filtered for them.
+    user: String,
     entries: Vec<(String, Entry)>,
+    cursor: Option<String>,
     complete: bool,
 }
 
@@ -329,9 +333,10 @@ impl RegFs {
         self.attr(ino, entry)
     }
 
-    pub async fn lookup(&self, _c: Caller, parent: u64, name: &OsStr) -> Result<Attr> {
+    pub async fn lookup(&self, c: Caller, parent: u64, name: &OsStr) -> Result<Attr> {
         let (p, name) = self.child_path(parent, name)?;
-        match self.registry.stat(&p).await? {
+        let user = self.identity.registry_user(c.uid);
+        match self.registry.stat(&user, &p).await? {
             Some(entry) => Ok(self.remember(parent, &name, entry, true)),
             None => {
                 self.inodes.lock().detach(parent, &name);
@@ -344,7 +349,7 @@ impl RegFs {
         self.inodes.lock().forget(ino, n);
     }
 
-    pub async fn getattr(&self, _c: Caller, ino: u64) -> Result<Attr> {
+    pub async fn getattr(&self, c: Caller, ino: u64) -> Result<Attr> {
         let p = match self.path(ino) {
             Ok(p) => p,
             Err(e) => {
@@ -361,7 +366,8 @@ impl RegFs {
                 };
             }
         };
-        match self.registry.stat(&p).await? {
+        let user = self.identity.registry_user(c.uid);
+        match self.registry.stat(&user, &p).await? {
             Some(entry) => Ok(self.attr(ino, entry)),
             None => Err(err!(ENOENT, "{p} no longer exists (removed elsewhere)")),
         }
@@ -375,9 +381,9 @@ impl RegFs {
         change: AttrChange,
     ) -> Result<Attr> {
         let p = self.path(ino)?;
+        let user = self.identity.registry_user(c.uid);
         if let Some(size) = size {
             check_size(size)?;
-            let user = self.identity.registry_user(c.uid);
             let of = self.open_files.lock().get(&ino).cloned();
             match of {
                 Some(of) => {
@@ -392,7 +398,8 @@ impl RegFs {
                     self.commit(ino, &of, &user).await?;
                 }
                 None => {
-                    let mut data = self.registry.read(&p).await?;
+                    self.registry.authorize(&user, &p, Action::Add).await?;
+                    let mut data = self.registry.read(SYSTEM_USER, &p).await?;
                     data.resize(size as usize, 0);
                     self.registry.write(&p, &data, &user).await?;
                 }
@@ -400,18 +407,19 @@ impl RegFs {
         }
         let entry = if change.is_empty() {
             self.registry
-                .stat(&p)
+                .stat(&user, &p)
                 .await?
                 .ok_or_else(|| err!(ENOENT, "{p} no longer exists"))?
         } else {
-            self.registry.set_attr(&p, change).await?
+            self.registry.set_attr(&user, &p, change).await?
         };
         Ok(self.attr(ino, entry))
     }
 
-    pub async fn readlink(&self, _c: Caller, ino: u64) -> Result<Vec<u8>> {
+    pub async fn readlink(&self, c: Caller, ino: u64) -> Result<Vec<u8>> {
         let p = self.path(ino)?;
-        self.registry.read(&p).await
+        let user = self.identity.registry_user(c.uid);
+        self.registry.read(&user, &p).await
     }
 
     /// Creates `parent/name` owned by the caller (group from a setgid parent).
@@ -618,6 +626,10 @@ impl RegFs {
         if kind == Some(Kind::Directory) {
             return Err(err!(EISDIR, "{p} is a collection"));
         }
+        let user = self.identity.registry_user(c.uid);
+        let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let action = if writing { Action::Add } else { Action::Get };
+        self.registry.authorize(&user, &p, action).await?;
         Ok(self.open_handle(ino, flags, c, None))
     }
 
@@ -639,7 +651,8 @@ impl RegFs {
         if of.state.lock().data.is_some() {
             return Ok(());
         }
-        let data = self.registry.read(p).await?;
+        // The handle was authorized when it was opened; loading its content is regfs's own read.
+        let data = self.registry.read(SYSTEM_USER, p).await?;
         let mut st = of.state.lock();
         if st.data.is_none() {
             st.data = Some(data);
@@ -737,14 +750,18 @@ impl RegFs {
         result
     }
 
-    pub async fn opendir(&self, _c: Caller, ino: u64) -> Result<u64> {
-        self.path(ino)?;
+    pub async fn opendir(&self, c: Caller, ino: u64) -> Result<u64> {
+        let p = self.path(ino)?;
+        let user = self.identity.registry_user(c.uid);
+        self.registry.authorize(&user, &p, Action::Get).await?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs.lock().insert(
             fh,
             Arc::new(tokio::sync::Mutex::new(DirHandle {
                 ino,
+                user,
                 entries: Vec::new(),
+                cursor: None,
                 complete: false,
             })),
         );
@@ -769,13 +786,14 @@ impl RegFs {
         let dir_path = self.path(dh.ino)?;
         if offset == 0 {
             dh.entries.clear();
+            dh.cursor = None;
             dh.complete = false;
         }
         let mut items = Vec::new();
         if offset < 2 {
             let dir_entry = self
                 .registry
-                .stat(&dir_path)
+                .stat(&dh.user, &dir_path)
                 .await?
                 .ok_or_else(|| err!(ENOENT, "{dir_path} no longer exists"))?;
             let parent_ino = self
@@ -806,16 +824,18 @@ impl RegFs {
                 if dh.complete {
                     break;
                 }
-                let after = dh.entries.last().map(|(n, _)| n.clone());
                 let page = self
                     .registry
-                    .list(&dir_path, after.as_deref(), self.list_page)
+                    .list_page(&dh.user, &dir_path, dh.cursor.as_deref(), self.list_page)
                     .await?;
-                if (page.len() as u32) < self.list_page {
+                if !page.more {
                     dh.complete = true;
                 }
+                if page.cursor.is_some() {
+                    dh.cursor = page.cursor;
+                }
                 dh.entries
-                    .extend(page.into_iter().map(|d| (d.name, d.entry)));
+                    .extend(page.entries.into_iter().map(|d| (d.name, d.entry)));
                 continue;
             }
             let (name, entry) = dh.entries[index].clone();

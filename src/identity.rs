@@ -1,7 +1,8 @@
 //! Who is calling: the kernel gives a uid; the registry knows users by name. A local account maps
 //! to the registry user of the same name unless the configured map says otherwise; root maps to
-//! the admin user. A uid with no local account maps to `uid-<n>`, a name no registry user has,
-//! so it gets only what `Internal/everyone` may do (see SEMANTICS.md).
+//! the admin user. A uid with no local account maps to `uid-<n>`,
+//! which no registry user has, so it is the anonymous user: it gets only what
+//! `system/wso2.anonymous.role` is granted (nothing, by default). See SEMANTICS.md.
 
 use std::collections::HashMap;
 
@@ -9,7 +10,7 @@ use parking_lot::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Identity {
-    /// Explicit local-account → registry-user overrides.
+    /// Explicit overrides: local account name, or numeric uid, → registry user.
     map: HashMap<String, String>,
     admin: String,
     cache: Mutex<HashMap<u32, String>>,
@@ -28,6 +29,10 @@ impl Identity {
     pub fn registry_user(&self, uid: u32) -> String {
         if let Some(name) = self.cache.lock().get(&uid) {
             return name.clone();
+        }
+        if let Some(mapped) = self.map.get(&uid.to_string()) {
+            self.cache.lock().insert(uid, mapped.clone());
+            return mapped.clone();
         }
         let account = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .ok()
@@ -56,6 +61,15 @@ mod tests {
         let id = Identity::new("admin", HashMap::new());
         assert_eq!(id.registry_user(0), "admin");
         assert_eq!(id.registry_user(4_000_000), "uid-4000000");
+    }
+
+    #[test]
+    fn uids_without_accounts_can_be_mapped() {
+        let id = Identity::new(
+            "admin",
+            HashMap::from([("4000001".to_string(), "alice".to_string())]),
+        );
+        assert_eq!(id.registry_user(4_000_001), "alice");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! → [`registry`] (path operations) → [`mount_table`] → [`store`] (one per database).
 //! [`config`] builds the mount table and stores; [`daemon`] runs a mount.
 
+pub mod authz;
 pub mod config;
 pub mod daemon;
 pub mod error;
@@ -14,5 +15,6 @@ pub mod mount_table;
 pub mod path;
 pub mod registry;
 pub mod store;
+pub mod um;
 
 pub use error::{Error, Result};

@@ -1,11 +1,16 @@
+use std::collections::HashMap;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
+use regfs::authz::{Action, Authorizer};
 use regfs::config;
 use regfs::daemon::{self, MountOptions};
+use regfs::err;
 use regfs::store::StoreOptions;
+use regfs::um::Grantee;
 
 /// regfs: mount a WSO2 Carbon registry as a directory tree.
 #[derive(Parser)]
@@ -15,15 +20,29 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Args, Clone)]
+struct DataDir {
+    /// Data directory of the embedded default (SQLite files and, in the background, the log).
+    /// Default: /var/lib/regfs as root, else $XDG_DATA_HOME/regfs or ~/.local/share/regfs.
+    #[arg(long, env = "REGFS_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn path(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(config::default_data_dir)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Mount the registry at MOUNTPOINT (backgrounds itself unless --foreground).
     Mount {
         mountpoint: PathBuf,
-        /// Data directory of the embedded default (SQLite files and, in the background, the log).
-        /// Default: /var/lib/regfs as root, else $XDG_DATA_HOME/regfs or ~/.local/share/regfs.
-        #[arg(long, env = "REGFS_DATA_DIR")]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataDir,
         /// Stay attached to the terminal and log to stderr.
         #[arg(long, short = 'f')]
         foreground: bool,
@@ -40,12 +59,269 @@ enum Command {
         /// Runtime worker threads serving requests.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Map a local account name or numeric uid to a registry user: --map deploy=ops
+        /// (repeatable). Without a map entry an account acts as the registry user of its own
+        /// name, root as admin.
+        #[arg(long = "map", value_name = "ACCOUNT=USER", value_parser = parse_map)]
+        map: Vec<(String, String)>,
     },
-    /// Create the schema and base collections in the embedded default's databases.
+    /// Create the schema, base collections and the seeded realm in the data directory.
     Init {
-        #[arg(long, env = "REGFS_DATA_DIR")]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataDir,
     },
+    /// Registry users (UM_USER) in the configured user-management database.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Roles (UM_ROLE; Internal/NAME for hybrid roles) and their members.
+    Role {
+        #[command(subcommand)]
+        cmd: RoleCmd,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Permission grants on registry paths (UM_PERMISSION, UM_ROLE_PERMISSION,
+    /// UM_USER_PERMISSION).
+    Perm {
+        #[command(subcommand)]
+        cmd: PermCmd,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user; the password is read from standard input (first line).
+    Add { name: String },
+    /// Delete a user and its role memberships and user-level grants.
+    Delete { name: String },
+    /// Set a user's password, read from standard input (first line).
+    Passwd { name: String },
+    /// List users.
+    List,
+}
+
+#[derive(Subcommand)]
+enum RoleCmd {
+    /// Add a role: NAME (PRIMARY) or Internal/NAME (hybrid).
+    Add { role: String },
+    /// Delete a role with its memberships and grants.
+    Delete { role: String },
+    /// Give USER the role.
+    Assign { role: String, user: String },
+    /// Take the role from USER.
+    Revoke { role: String, user: String },
+    /// List roles with their members.
+    List,
+}
+
+#[derive(Args)]
+struct Rule {
+    /// A role (NAME, Internal/NAME), or a user with --user.
+    grantee: String,
+    /// Registry path, e.g. /_system/config/app.
+    path: String,
+    /// get, add, delete or authorize (read/write accepted).
+    action: String,
+    /// GRANTEE is a user (a user-level rule) rather than a role.
+    #[arg(long)]
+    user: bool,
+}
+
+#[derive(Subcommand)]
+enum PermCmd {
+    /// Allow the action on PATH and below.
+    Grant(Rule),
+    /// Deny the action on PATH and below (deny wins over allow at one path).
+    Deny(Rule),
+    /// Remove the rule for GRANTEE at PATH.
+    Revoke(Rule),
+    /// The rules stored at PATH.
+    Show { path: String },
+    /// Decide whether USER may do ACTION on PATH and explain how; exit status 0 if allowed, 1 if
+    /// denied.
+    Check {
+        user: String,
+        path: String,
+        action: String,
+    },
+}
+
+fn parse_map(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, u)) if !a.is_empty() && !u.is_empty() => Ok((a.to_string(), u.to_string())),
+        _ => Err(format!("expected ACCOUNT=USER, got {s:?}")),
+    }
+}
+
+fn action(s: &str) -> regfs::Result<Action> {
+    Action::parse(s).ok_or_else(|| {
+        err!(
+            EINVAL,
+            "unknown action {s:?}: use get, add, delete or authorize"
+        )
+    })
+}
+
+fn read_password() -> regfs::Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s)?;
+    let pw = s.lines().next().unwrap_or("").to_string();
+    // user-mgt.xml's default PasswordJavaRegEx: ^[\S]{5,30}$
+    if pw.chars().count() < 5 || pw.chars().count() > 30 || pw.chars().any(char::is_whitespace) {
+        return Err(err!(
+            EINVAL,
+            "the password (first line of standard input) must be 5 to 30 characters without spaces"
+        ));
+    }
+    Ok(pw)
+}
+
+fn runtime() -> regfs::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Exit status 1 for a denied `perm check`, without an error message.
+struct Denied;
+
+async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
+    match command {
+        Command::Mount { .. } => unreachable!("handled before"),
+        Command::Init { data } => {
+            let dir = data.path();
+            config::embedded_registry(&dir, StoreOptions::default()).await?;
+            println!(
+                "regfs: initialized {} ({} and {})",
+                dir.display(),
+                config::LOCAL_DB,
+                config::SHARED_DB
+            );
+        }
+        Command::User { cmd, data } => {
+            let um = config::embedded_um(&data.path()).await?;
+            match cmd {
+                UserCmd::Add { name } => {
+                    um.user_add(&name, &read_password()?).await?;
+                    println!("added user {name}");
+                }
+                UserCmd::Delete { name } => {
+                    um.user_delete(&name).await?;
+                    println!("deleted user {name}");
+                }
+                UserCmd::Passwd { name } => {
+                    um.user_passwd(&name, &read_password()?).await?;
+                    println!("changed the password of {name}");
+                }
+                UserCmd::List => {
+                    for u in um.user_list().await? {
+                        println!("{u}");
+                    }
+                }
+            }
+        }
+        Command::Role { cmd, data } => {
+            let um = config::embedded_um(&data.path()).await?;
+            match cmd {
+                RoleCmd::Add { role } => {
+                    um.role_add(&role).await?;
+                    println!("added role {role}");
+                }
+                RoleCmd::Delete { role } => {
+                    um.role_delete(&role).await?;
+                    println!("deleted role {role}");
+                }
+                RoleCmd::Assign { role, user } => {
+                    um.role_membership(&role, &user, true).await?;
+                    println!("{user} now has role {role}");
+                }
+                RoleCmd::Revoke { role, user } => {
+                    um.role_membership(&role, &user, false).await?;
+                    println!("{user} no longer has role {role}");
+                }
+                RoleCmd::List => {
+                    for (role, members) in um.role_list().await? {
+                        println!("{role}: {}", members.join(", "));
+                    }
+                }
+            }
+        }
+        Command::Perm { cmd, data } => {
+            let dir = data.path();
+            // Grants are stored on the mount's target path, as Carbon stores them.
+            let registry = config::embedded_registry(&dir, StoreOptions::default()).await?;
+            let target = |p: &str| {
+                registry
+                    .mount_table()
+                    .resolve(&regfs::path::normalize(p))
+                    .target
+            };
+            let um = config::embedded_um(&dir).await?;
+            let set = |rule: &Rule| -> regfs::Result<(String, Action, Grantee)> {
+                let grantee = if rule.user {
+                    Grantee::User(rule.grantee.clone())
+                } else {
+                    Grantee::Role(rule.grantee.clone())
+                };
+                Ok((target(&rule.path), action(&rule.action)?, grantee))
+            };
+            match cmd {
+                PermCmd::Grant(rule) => {
+                    let (p, a, g) = set(&rule)?;
+                    um.set_permission(&p, a, &g, Some(true)).await?;
+                    println!("granted {a} on {} to {}", rule.path, rule.grantee);
+                }
+                PermCmd::Deny(rule) => {
+                    let (p, a, g) = set(&rule)?;
+                    um.set_permission(&p, a, &g, Some(false)).await?;
+                    println!("denied {a} on {} to {}", rule.path, rule.grantee);
+                }
+                PermCmd::Revoke(rule) => {
+                    let (p, a, g) = set(&rule)?;
+                    um.set_permission(&p, a, &g, None).await?;
+                    println!("revoked the {a} rule on {} for {}", rule.path, rule.grantee);
+                }
+                PermCmd::Show { path } => {
+                    let rules = um.rules_at(&target(&path)).await?;
+                    if rules.is_empty() {
+                        println!("no rules at {path} (it inherits from its parents)");
+                    }
+                    for r in rules {
+                        println!(
+                            "{:<9} {:<6} {}",
+                            r.action,
+                            if r.allowed { "allow" } else { "deny" },
+                            r.grantee
+                        );
+                    }
+                }
+                PermCmd::Check {
+                    user,
+                    path,
+                    action: a,
+                } => {
+                    let a = action(&a)?;
+                    let authz = Authorizer::new(std::sync::Arc::new(um), regfs::um::ADMIN_USER);
+                    let d = authz.explain(&user, &target(&path), a).await?;
+                    println!("{user} {a} {path}");
+                    for step in &d.steps {
+                        println!("  {step}");
+                    }
+                    println!("{}", if d.allowed { "ALLOW" } else { "DENY" });
+                    if !d.allowed {
+                        return Ok(Err(Denied));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Ok(()))
 }
 
 fn main() -> ExitCode {
@@ -53,45 +329,29 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Mount {
             mountpoint,
-            data_dir,
+            data,
             foreground,
             log_level,
             log_file,
             no_posix_permissions,
             threads,
+            map,
         } => daemon::run(MountOptions {
             mountpoint,
-            data_dir: data_dir.unwrap_or_else(config::default_data_dir),
+            data_dir: data.path(),
             foreground,
             log_level,
             log_file,
             posix_permissions: !no_posix_permissions,
             threads,
-        }),
-        Command::Init { data_dir } => {
-            let data_dir = data_dir.unwrap_or_else(config::default_data_dir);
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(regfs::Error::from)
-                .and_then(|rt| {
-                    rt.block_on(config::embedded_registry(
-                        &data_dir,
-                        StoreOptions::default(),
-                    ))
-                })
-                .map(|_| {
-                    println!(
-                        "regfs: initialized {} ({} and {})",
-                        data_dir.display(),
-                        config::LOCAL_DB,
-                        config::SHARED_DB
-                    )
-                })
-        }
+            user_map: map.into_iter().collect::<HashMap<_, _>>(),
+        })
+        .map(Ok),
+        other => runtime().and_then(|rt| rt.block_on(admin(other))),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(Denied)) => ExitCode::from(1),
         Err(e) => {
             eprintln!("regfs: {e}");
             ExitCode::FAILURE

@@ -2,19 +2,49 @@
 //! mount table to a store and a target path, refuses what crosses databases (EXDEV) or writes to
 //! read-only mounts (EROFS), and shows mount points with the mounted collection's attributes.
 
+use std::sync::Arc;
+
+use tracing::warn;
+
+use crate::authz::{Action, Authorizer};
 use crate::err;
 use crate::error::Result;
 use crate::mount_table::MountTable;
 use crate::path;
 use crate::store::{AttrChange, DirEntry, Entry, NewEntry, RenameMode, SpaceInfo};
 
+/// One page of a listing.
+pub struct Page {
+    pub entries: Vec<DirEntry>,
+    /// The last name fetched (visible or not): the next page starts after it.
+    pub cursor: Option<String>,
+    /// Whether more children may follow.
+    pub more: bool,
+}
+
 pub struct Registry {
     table: MountTable,
+    /// `None` leaves every decision to POSIX modes (tests of the layers below use this).
+    authz: Option<Arc<Authorizer>>,
 }
 
 impl Registry {
-    pub fn new(table: MountTable) -> Self {
-        Self { table }
+    pub fn new(table: MountTable, authz: Option<Arc<Authorizer>>) -> Self {
+        Self { table, authz }
+    }
+
+    pub fn authorizer(&self) -> Option<&Arc<Authorizer>> {
+        self.authz.as_ref()
+    }
+
+    /// EACCES (with a log line naming user, path and action) unless the registry's permissions
+    /// let `user` do `action` on `p`. Permissions are kept on the mount's *target* path.
+    pub async fn authorize(&self, user: &str, p: &str, action: Action) -> Result<()> {
+        let Some(authz) = &self.authz else {
+            return Ok(());
+        };
+        let target = self.table.resolve(p).target;
+        authz.check(user, &target, p, action).await
     }
 
     pub fn mount_table(&self) -> &MountTable {
@@ -53,14 +83,24 @@ impl Registry {
         Ok(r)
     }
 
-    pub async fn stat(&self, p: &str) -> Result<Option<Entry>> {
+    pub async fn stat(&self, user: &str, p: &str) -> Result<Option<Entry>> {
+        self.authorize(user, p, Action::Get).await?;
         let r = self.table.resolve(p);
         r.mount.store.stat(&r.target).await
     }
 
     /// One page of `dir`'s children sorted by name, after `after`. Mount points among them show
     /// the mounted collection (and appear even if the local database has no row for them).
-    pub async fn list(&self, dir: &str, after: Option<&str>, limit: u32) -> Result<Vec<DirEntry>> {
+    /// Children the caller may not get are left out, as Carbon's getChildren does; the page's
+    /// cursor is the last name fetched, hidden or not.
+    pub async fn list_page(
+        &self,
+        user: &str,
+        dir: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page> {
+        self.authorize(user, dir, Action::Get).await?;
         let r = self.table.resolve(dir);
         let mut page = r.mount.store.list(&r.target, after, limit).await?;
         let full = page.len() as u32 >= limit;
@@ -91,10 +131,28 @@ impl Registry {
             page.sort_by(|a, b| a.name.cmp(&b.name));
             page.truncate(limit as usize);
         }
-        Ok(page)
+        let cursor = page.last().map(|d| d.name.clone());
+        let more = full;
+        if let Some(authz) = &self.authz {
+            let mut visible = Vec::with_capacity(page.len());
+            for d in page {
+                let child = path::join(dir, &d.name);
+                let target = self.table.resolve(&child).target;
+                if authz.can(user, &target, Action::Get).await? {
+                    visible.push(d);
+                }
+            }
+            page = visible;
+        }
+        Ok(Page {
+            entries: page,
+            cursor,
+            more,
+        })
     }
 
-    pub async fn read(&self, p: &str) -> Result<Vec<u8>> {
+    pub async fn read(&self, user: &str, p: &str) -> Result<Vec<u8>> {
+        self.authorize(user, p, Action::Get).await?;
         let r = self.table.resolve(p);
         r.mount.store.read(&r.target).await
     }
@@ -104,11 +162,16 @@ impl Registry {
             return Err(err!(EEXIST, "{p} is a mount point"));
         }
         let r = self.writable(p)?;
+        if let Some(parent) = path::parent(p) {
+            self.authorize(user, parent, Action::Add).await?;
+        }
+        self.authorize(user, p, Action::Add).await?;
         r.mount.store.create(&r.target, new, user).await
     }
 
     pub async fn write(&self, p: &str, data: &[u8], user: &str) -> Result<Entry> {
         let r = self.writable(p)?;
+        self.authorize(user, p, Action::Add).await?;
         r.mount.store.write(&r.target, data, user).await
     }
 
@@ -117,7 +180,15 @@ impl Registry {
             return Err(err!(EBUSY, "{p} is a mount point"));
         }
         let r = self.writable(p)?;
-        r.mount.store.remove(&r.target, dir, user).await
+        self.authorize(user, p, Action::Delete).await?;
+        r.mount.store.remove(&r.target, dir, user).await?;
+        // Carbon clears a deleted path's grants (AuthorizationUtils.clearAuthorizations).
+        if let Some(authz) = &self.authz
+            && let Err(e) = authz.clear_path(&r.target).await
+        {
+            warn!("{p} was removed but its permission rows were not: {e}");
+        }
+        Ok(())
     }
 
     pub async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()> {
@@ -137,6 +208,11 @@ impl Registry {
         }
         let src = self.writable(from)?;
         let dst = self.writable(to)?;
+        self.authorize(user, from, Action::Delete).await?;
+        if let Some(parent) = path::parent(to) {
+            self.authorize(user, parent, Action::Add).await?;
+        }
+        self.authorize(user, to, Action::Add).await?;
         if src.mount.store_id != dst.mount.store_id {
             return Err(err!(
                 EXDEV,
@@ -151,8 +227,9 @@ impl Registry {
             .await
     }
 
-    pub async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
+    pub async fn set_attr(&self, user: &str, p: &str, change: AttrChange) -> Result<Entry> {
         let r = self.writable(p)?;
+        self.authorize(user, p, Action::Add).await?;
         r.mount.store.set_attr(&r.target, change).await
     }
 
