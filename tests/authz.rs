@@ -1,0 +1,389 @@
+//! Registry permissions on a real mount, exercised by processes running as other local users
+//! (uids mapped to registry users with --map), and the grants read back with plain SQL.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Mounted;
+
+const ALICE: u32 = 3001; // devs
+const BOB: u32 = 3002; // ops
+const CAROL: u32 = 3003; // Internal/auditors
+const DAVE: u32 = 3004; // no roles: only Internal/everyone
+const STRANGER: u32 = 3005; // unmapped: anonymous
+
+/// Runs `regfs ARGS` against the mount's data directory; stdin feeds passwords.
+fn regfs(m: &Mounted, args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(common::regfs_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(&m.data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret-pw\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn admin(m: &Mounted, args: &[&str]) {
+    let (ok, out) = regfs(m, args);
+    assert!(ok, "regfs {args:?} failed: {out}");
+}
+
+/// Runs `sh -c script` as `uid` in `cwd`; returns (exit code, combined output).
+fn as_user(uid: u32, cwd: &Path, script: &str) -> (i32, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .env("LC_ALL", "C")
+        .uid(uid)
+        .gid(uid)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[track_caller]
+fn allowed(uid: u32, cwd: &Path, script: &str) -> String {
+    let (code, out) = as_user(uid, cwd, script);
+    assert_eq!(code, 0, "uid {uid} should be allowed: {script}\n{out}");
+    out
+}
+
+#[track_caller]
+fn denied(uid: u32, cwd: &Path, script: &str) {
+    let (code, out) = as_user(uid, cwd, script);
+    assert_ne!(code, 0, "uid {uid} should be denied: {script}\n{out}");
+    assert!(
+        out.contains("Permission denied"),
+        "uid {uid}: expected EACCES from {script}, got:\n{out}"
+    );
+}
+
+#[test]
+fn permission_matrix_for_several_local_users() {
+    let dir = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
+    // Other users must be able to reach the mount point.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    let map = [
+        format!("{ALICE}=alice"),
+        format!("{BOB}=bob"),
+        format!("{CAROL}=carol"),
+        format!("{DAVE}=dave"),
+    ];
+    let mut args = Vec::new();
+    for m in &map {
+        args.push("--map");
+        args.push(m.as_str());
+    }
+    let m = Mounted::with_data(dir, data, &args);
+
+    // Users and roles, made while the mount runs.
+    for u in ["alice", "bob", "carol", "dave"] {
+        admin(&m, &["user", "add", u]);
+    }
+    admin(&m, &["role", "add", "devs"]);
+    admin(&m, &["role", "add", "ops"]);
+    admin(&m, &["role", "add", "Internal/auditors"]);
+    admin(&m, &["role", "assign", "devs", "alice"]);
+    admin(&m, &["role", "assign", "ops", "bob"]);
+    admin(&m, &["role", "assign", "Internal/auditors", "carol"]);
+    let (ok, out) = regfs(&m, &["user", "add", "alice"]);
+    assert!(!ok && out.contains("already exists"), "{out}");
+
+    // The tree, made by root (admin), open at the POSIX level so the registry decides.
+    let proj = m.p("_system/governance/proj");
+    m.sh(
+        &m.mnt,
+        "cd _system/governance && mkdir -p proj/secret/open proj/trash proj/carol-only \
+         && echo public > proj/pub.txt && echo hidden > proj/secret/s.txt \
+         && echo visible > proj/secret/open/o.txt && echo junk > proj/trash/t.txt \
+         && chmod -R a+rwX proj",
+    );
+    let g = "/_system/governance/proj";
+    admin(&m, &["perm", "grant", "devs", g, "add"]);
+    admin(
+        &m,
+        &["perm", "grant", "devs", &format!("{g}/trash"), "delete"],
+    );
+    admin(
+        &m,
+        &[
+            "perm",
+            "deny",
+            "Internal/everyone",
+            &format!("{g}/secret"),
+            "get",
+        ],
+    );
+    admin(&m, &["perm", "grant", "ops", &format!("{g}/secret"), "get"]);
+    admin(
+        &m,
+        &[
+            "perm",
+            "grant",
+            "Internal/everyone",
+            &format!("{g}/secret/open"),
+            "get",
+        ],
+    );
+    admin(
+        &m,
+        &[
+            "perm",
+            "grant",
+            "--user",
+            "carol",
+            &format!("{g}/carol-only"),
+            "add",
+        ],
+    );
+    admin(
+        &m,
+        &[
+            "perm",
+            "deny",
+            "--user",
+            "bob",
+            &format!("{g}/pub.txt"),
+            "get",
+        ],
+    );
+
+    // `perm check` explains, and its exit status is the decision.
+    let (ok, out) = regfs(
+        &m,
+        &[
+            "perm",
+            "check",
+            "alice",
+            &format!("{g}/secret/s.txt"),
+            "get",
+        ],
+    );
+    assert!(
+        !ok && out.contains("DENY") && out.contains("denies internal/everyone"),
+        "{out}"
+    );
+    let (ok, out) = regfs(
+        &m,
+        &["perm", "check", "bob", &format!("{g}/secret/s.txt"), "get"],
+    );
+    assert!(
+        ok && out.contains("ALLOW") && out.contains("primary/ops"),
+        "{out}"
+    );
+
+    // The mount picks the changes up without a remount (bounded wait).
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            as_user(ALICE, &proj, "echo a > by-alice.txt").0 == 0
+        }),
+        "the grant to devs never reached the running mount\n{}",
+        common::tail(&m.log(), 30)
+    );
+
+    // Inheritance: everyone's get on / reaches the project; devs' add on proj reaches below.
+    assert_eq!(allowed(ALICE, &proj, "cat pub.txt").trim(), "public");
+    allowed(
+        ALICE,
+        &proj,
+        "mkdir newdir && echo x > newdir/f && cat newdir/f",
+    );
+    allowed(
+        ALICE,
+        &proj,
+        "echo more >> by-alice.txt && touch by-alice.txt && chmod 640 by-alice.txt",
+    );
+    // Deny over allow: everyone is denied get on secret; alice has nothing else there.
+    denied(ALICE, &proj, "cat secret/s.txt");
+    denied(ALICE, &proj, "ls secret");
+    // Listings leave out what the caller cannot get.
+    let listing = allowed(ALICE, &proj, "ls");
+    assert!(!listing.contains("secret"), "{listing}");
+    assert!(listing.contains("pub.txt"), "{listing}");
+    // A deeper rule overrides a shallower one.
+    assert_eq!(
+        allowed(ALICE, &proj, "cat secret/open/o.txt").trim(),
+        "visible"
+    );
+    // Delete needs delete: not granted on proj, granted on trash.
+    denied(ALICE, &proj, "rm pub.txt");
+    denied(ALICE, &proj, "rmdir newdir/../carol-only");
+    denied(ALICE, &proj, "mv by-alice.txt renamed.txt");
+    allowed(
+        ALICE,
+        &proj,
+        "rm trash/t.txt && echo y > trash/u && mv trash/u trash/v",
+    );
+
+    // A role allowed at the same node wins for its members, even with everyone denied.
+    assert_eq!(allowed(BOB, &proj, "cat secret/s.txt").trim(), "hidden");
+    assert!(allowed(BOB, &proj, "ls").contains("secret"));
+    // User-level rules come first: bob is denied pub.txt although everyone may get it.
+    denied(BOB, &proj, "cat pub.txt");
+    // No add for ops.
+    denied(BOB, &proj, "echo b > by-bob.txt");
+    denied(BOB, &proj, "mkdir bobdir");
+    denied(BOB, &proj, "echo b >> by-alice.txt");
+    denied(BOB, &proj, "touch -m -d 2001-01-01 by-alice.txt");
+
+    // A user-level grant lets carol write in carol-only, and nowhere else.
+    allowed(CAROL, &proj, "echo c > carol-only/c.txt");
+    denied(CAROL, &proj, "echo c > c.txt");
+
+    // dave has only Internal/everyone: read, no write.
+    assert_eq!(allowed(DAVE, &proj, "cat pub.txt").trim(), "public");
+    denied(DAVE, &proj, "echo d > d.txt");
+
+    // An unmapped uid is the anonymous user: nothing by default.
+    denied(STRANGER, &m.mnt, "ls _system");
+    denied(STRANGER, &m.mnt, "cat _system/governance/proj/pub.txt");
+
+    // The admin (root) may do everything.
+    m.sh(
+        &proj,
+        "cat secret/s.txt && rm pub.txt && echo again > pub.txt",
+    );
+
+    // Changes apply to a running mount, and a revoked grant stops working.
+    admin(&m, &["perm", "grant", "ops", g, "add"]);
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        as_user(BOB, &proj, "echo b > by-bob.txt").0 == 0
+    }));
+    admin(&m, &["perm", "revoke", "ops", g, "add"]);
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        as_user(BOB, &proj, "echo b2 > by-bob2.txt").0 != 0
+    }));
+    denied(BOB, &proj, "echo b3 > by-bob3.txt");
+    admin(&m, &["role", "revoke", "devs", "alice"]);
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        as_user(ALICE, &proj, "echo a2 > by-alice2.txt").0 != 0
+    }));
+
+    // Every denial has a log line naming user, path and action.
+    let log = m.log();
+    assert!(
+        log.contains("registry denies get on /_system/governance/proj/secret/s.txt to user alice"),
+        "{}",
+        common::tail(&log, 40)
+    );
+    assert!(
+        log.contains("to user uid-3005"),
+        "{}",
+        common::tail(&log, 40)
+    );
+
+    check_grants_layout(&m.data.join("shared.db"));
+}
+
+/// The grants as Carbon lays them out: one UM_PERMISSION row per (path, action URI), role rows
+/// without a domain prefix and with the role's domain id, user rows in UM_USER_PERMISSION.
+fn check_grants_layout(db: &Path) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true),
+        )
+        .await
+        .unwrap();
+        let rows: Vec<(String, String, String, i64, String, i64)> = sqlx::query_as(
+            "SELECT p.UM_RESOURCE_ID, p.UM_ACTION, rp.UM_ROLE_NAME, rp.UM_IS_ALLOWED, d.UM_DOMAIN_NAME, \
+             rp.UM_TENANT_ID FROM UM_ROLE_PERMISSION rp JOIN UM_PERMISSION p ON p.UM_ID = rp.UM_PERMISSION_ID \
+             JOIN UM_DOMAIN d ON d.UM_DOMAIN_ID = rp.UM_DOMAIN_ID ORDER BY p.UM_RESOURCE_ID, rp.UM_ROLE_NAME",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let get = "http://www.wso2.org/projects/registry/actions/get";
+        let has = |path: &str, action: &str, role: &str, allowed: i64, domain: &str| {
+            rows.iter().any(|r| {
+                r.0 == path && r.1 == action && r.2 == role && r.3 == allowed && r.4 == domain && r.5 == -1234
+            })
+        };
+        // Seeded root grants.
+        assert!(has("/", get, "admin", 1, "PRIMARY"), "{rows:#?}");
+        assert!(has("/", get, "everyone", 1, "INTERNAL"), "{rows:#?}");
+        assert!(has("/", "authorize", "admin", 1, "PRIMARY"), "{rows:#?}");
+        assert!(has("/permission", "ui.execute", "admin", 1, "PRIMARY"), "{rows:#?}");
+        // The test's grants.
+        let secret = "/_system/governance/proj/secret";
+        assert!(has(secret, get, "everyone", 0, "INTERNAL"), "{rows:#?}");
+        assert!(has(secret, get, "ops", 1, "PRIMARY"), "{rows:#?}");
+        assert!(has(
+            "/_system/governance/proj/trash",
+            "http://www.wso2.org/projects/registry/actions/delete",
+            "devs",
+            1,
+            "PRIMARY"
+        ));
+        // Revoked: no row left for ops' add on proj.
+        assert!(!rows.iter().any(|r| r.0 == "/_system/governance/proj" && r.2 == "ops"));
+        let users: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT p.UM_RESOURCE_ID, p.UM_ACTION, up.UM_USER_NAME, up.UM_IS_ALLOWED FROM UM_USER_PERMISSION up \
+             JOIN UM_PERMISSION p ON p.UM_ID = up.UM_PERMISSION_ID ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(users.contains(&(
+            "/_system/governance/proj/carol-only".into(),
+            "http://www.wso2.org/projects/registry/actions/add".into(),
+            "carol".into(),
+            1
+        )));
+        // bob's rule on pub.txt went when root deleted pub.txt: Carbon clears a deleted
+        // path's grants.
+        assert!(!users.iter().any(|u| u.0 == "/_system/governance/proj/pub.txt"), "{users:?}");
+        // Domains as Carbon numbers them for the super tenant.
+        let domains: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT UM_DOMAIN_ID, UM_DOMAIN_NAME FROM UM_DOMAIN WHERE UM_TENANT_ID = -1234 ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let names: Vec<&str> = domains.iter().map(|d| d.1.as_str()).collect();
+        assert_eq!(names, ["PRIMARY", "SYSTEM", "INTERNAL", "APPLICATION", "WORKFLOW"]);
+        // Users: salted SHA-256, Base64, 24-character salts; roles stored without a domain prefix.
+        let (hash, salt): (String, String) = sqlx::query_as(
+            "SELECT UM_USER_PASSWORD, UM_SALT_VALUE FROM UM_USER WHERE UM_USER_NAME = 'alice'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(salt.len(), 24);
+        assert_eq!(hash, regfs::um::hash_password("s3cret-pw", &salt));
+        let hybrid: Vec<String> = sqlx::query_scalar("SELECT UM_ROLE_NAME FROM UM_HYBRID_ROLE ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(hybrid, ["auditors", "everyone"]);
+    });
+}
