@@ -352,8 +352,11 @@ impl Authorizer {
         ))
     }
 
-    /// Removes the grants of a deleted target path.
+    /// Removes the grants of a deleted target path (a database write only if it has any).
     pub async fn clear_path(&self, target: &str) -> Result<()> {
+        if !self.tree().await?.nodes.contains_key(target) {
+            return Ok(());
+        }
         self.um.clear_path(target).await
     }
 

@@ -74,6 +74,9 @@ struct Node {
     /// Removed from the tree while still referenced (open or looked up).
     unlinked: bool,
     last: Option<Entry>,
+    /// The `REG_VERSION` whose content the kernel's page cache holds for this inode, if known:
+    /// an open of the same version keeps the cache.
+    cached_version: Option<i64>,
 }
 
 struct InodeTable {
@@ -95,6 +98,7 @@ impl InodeTable {
                 children: 0,
                 unlinked: false,
                 last: None,
+                cached_version: None,
             },
         );
         Self {
@@ -143,6 +147,7 @@ impl InodeTable {
                 children: 0,
                 unlinked: false,
                 last: None,
+                cached_version: None,
             },
         );
         self.by_name.insert((parent, name.to_string()), ino);
@@ -224,8 +229,10 @@ struct OpenFile {
 }
 
 struct OpenState {
-    data: Option<Vec<u8>>,
+    data: Option<Arc<Vec<u8>>>,
     dirty: bool,
+    /// The version `data` was loaded as.
+    loaded_version: Option<i64>,
     /// Bumped on every change, so a commit only clears `dirty` if nothing changed meanwhile.
     generation: u64,
     handles: u32,
@@ -390,7 +397,7 @@ impl RegFs {
                     self.ensure_loaded(&of, &p).await?;
                     {
                         let mut st = of.state.lock();
-                        let data = st.data.get_or_insert_with(Vec::new);
+                        let data = Arc::make_mut(st.data.get_or_insert_with(Default::default));
                         data.resize(size as usize, 0);
                         st.dirty = true;
                         st.generation += 1;
@@ -402,6 +409,9 @@ impl RegFs {
                     let mut data = self.registry.read(SYSTEM_USER, &p).await?;
                     data.resize(size as usize, 0);
                     self.registry.write(&p, &data, &user).await?;
+                    if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
+                        n.cached_version = None;
+                    }
                 }
             }
         }
@@ -587,6 +597,7 @@ impl RegFs {
                         state: Mutex::new(OpenState {
                             data: None,
                             dirty: false,
+                            loaded_version: None,
                             generation: 0,
                             handles: 0,
                         }),
@@ -599,8 +610,9 @@ impl RegFs {
             let mut st = of.state.lock();
             if st.handles == 0 {
                 // Close-to-open: a fresh open reads what the database has now.
-                st.data = initial;
+                st.data = initial.map(Arc::new);
                 st.dirty = false;
+                st.loaded_version = None;
                 // The open file keeps the inode alive.
                 if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
                     n.lookups += 1;
@@ -620,7 +632,9 @@ impl RegFs {
         fh
     }
 
-    pub async fn open(&self, c: Caller, ino: u64, flags: i32) -> Result<u64> {
+    /// Opens a file; the flag says whether the kernel may keep its page cache (the content
+    /// version it cached is still the live one).
+    pub async fn open(&self, c: Caller, ino: u64, flags: i32) -> Result<(u64, bool)> {
         let p = self.path(ino)?;
         let kind = self.inodes.lock().nodes.get(&ino).map(|n| n.kind);
         if kind == Some(Kind::Directory) {
@@ -630,7 +644,29 @@ impl RegFs {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
         let action = if writing { Action::Add } else { Action::Get };
         self.registry.authorize(&user, &p, action).await?;
-        Ok(self.open_handle(ino, flags, c, None))
+        let cached = self
+            .inodes
+            .lock()
+            .nodes
+            .get(&ino)
+            .and_then(|n| n.cached_version);
+        let keep = match cached {
+            Some(v) if flags & libc::O_TRUNC == 0 => {
+                let live = self
+                    .registry
+                    .stat(SYSTEM_USER, &p)
+                    .await?
+                    .map(|e| e.version);
+                live == Some(v)
+            }
+            _ => false,
+        };
+        let fh = self.open_handle(ino, flags, c, None);
+        if !keep && let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
+            // The kernel drops this inode's pages now; they refill from what we load next.
+            n.cached_version = None;
+        }
+        Ok((fh, keep))
     }
 
     fn handle(&self, fh: u64) -> Result<(u64, bool, String, Arc<OpenFile>)> {
@@ -652,10 +688,11 @@ impl RegFs {
             return Ok(());
         }
         // The handle was authorized when it was opened; loading its content is regfs's own read.
-        let data = self.registry.read(SYSTEM_USER, p).await?;
+        let (version, data) = self.registry.read_versioned(SYSTEM_USER, p).await?;
         let mut st = of.state.lock();
         if st.data.is_none() {
-            st.data = Some(data);
+            st.data = Some(Arc::new(data));
+            st.loaded_version = Some(version);
         }
         Ok(())
     }
@@ -672,7 +709,13 @@ impl RegFs {
         let (ino, _, _, of) = self.handle(fh)?;
         self.loaded(ino, &of).await?;
         let st = of.state.lock();
-        let data = st.data.as_deref().unwrap_or_default();
+        if !st.dirty
+            && let Some(v) = st.loaded_version
+            && let Some(n) = self.inodes.lock().nodes.get_mut(&ino)
+        {
+            n.cached_version = Some(v);
+        }
+        let data: &[u8] = st.data.as_deref().map(Vec::as_slice).unwrap_or_default();
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(size as usize).min(data.len());
         Ok(data[start..end].to_vec())
@@ -682,7 +725,8 @@ impl RegFs {
         let (ino, append, _, of) = self.handle(fh)?;
         self.loaded(ino, &of).await?;
         let mut st = of.state.lock();
-        let data = st.data.get_or_insert_with(Vec::new);
+        // Copy-on-write: only copies while a commit is writing the previous snapshot out.
+        let data = Arc::make_mut(st.data.get_or_insert_with(Default::default));
         let start = if append { data.len() } else { offset as usize };
         let end = start.saturating_add(buf.len());
         check_size(end as u64)?;
@@ -724,6 +768,8 @@ impl RegFs {
             }
         }
         if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
+            // The page cache holds what was just written: this version's content.
+            n.cached_version = Some(entry.version);
             n.last = Some(entry);
         }
         Ok(())

@@ -314,8 +314,16 @@ impl Filesystem for FuseAdapter {
         let (fs, c) = (self.fs.clone(), caller(req));
         self.spawn(async move {
             match fs.open(c, ino.0, flags.0).await {
-                // No FOPEN_KEEP_CACHE: every open revalidates the page cache (close-to-open).
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                // Close-to-open: the page cache is kept only while the content version the
+                // kernel cached is still the live one.
+                Ok((fh, keep)) => {
+                    let flags = if keep {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(fh), flags)
+                }
                 Err(e) => reply.error(errno("open", &e)),
             }
         });

@@ -152,9 +152,14 @@ impl Registry {
     }
 
     pub async fn read(&self, user: &str, p: &str) -> Result<Vec<u8>> {
+        Ok(self.read_versioned(user, p).await?.1)
+    }
+
+    /// The content with the `REG_VERSION` it belongs to.
+    pub async fn read_versioned(&self, user: &str, p: &str) -> Result<(i64, Vec<u8>)> {
         self.authorize(user, p, Action::Get).await?;
         let r = self.table.resolve(p);
-        r.mount.store.read(&r.target).await
+        r.mount.store.read_versioned(&r.target).await
     }
 
     pub async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {

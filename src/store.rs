@@ -215,8 +215,13 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` children of the collection `dir` whose names sort after `after` (byte order).
     async fn list(&self, dir: &str, after: Option<&str>, limit: u32) -> Result<Vec<DirEntry>>;
 
+    /// The content of a resource with the `REG_VERSION` it belongs to.
+    async fn read_versioned(&self, path: &str) -> Result<(i64, Vec<u8>)>;
+
     /// The content of a resource.
-    async fn read(&self, path: &str) -> Result<Vec<u8>>;
+    async fn read(&self, path: &str) -> Result<Vec<u8>> {
+        Ok(self.read_versioned(path).await?.1)
+    }
 
     /// Creates a new collection or resource; its parent must exist. EEXIST if `path` exists.
     async fn create(&self, path: &str, new: NewEntry, user: &str) -> Result<Entry>;

@@ -130,6 +130,7 @@ impl UmDb {
             .filename(file)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10))
             .foreign_keys(true);
         let mut conn = SqliteConnection::connect_with(&opts).await.map_err(|e| {

@@ -336,3 +336,29 @@ fn stale_mount_after_kill_9_is_recovered() {
         !common::is_mounted(&m.mnt)
     }));
 }
+
+#[test]
+fn another_node_writes_are_seen_at_the_next_open() {
+    // Two regfs processes on one data directory stand in for two nodes sharing a database.
+    let a = Mounted::new();
+    let dir = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
+    let b = Mounted::with_data(dir, a.data.clone(), &[]);
+    let fa = a.p("_system/config/shared.txt");
+    let fb = b.p("_system/config/shared.txt");
+    std::fs::write(&fa, "version-1").unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&fb).ok().as_deref() == Some("version-1")
+    }));
+    // Read twice on b: the second open may keep b's page cache (same version).
+    assert_eq!(std::fs::read_to_string(&fb).unwrap(), "version-1");
+    // a rewrites it (same length, so no size change hides a stale page cache).
+    std::fs::write(&fa, "version-2").unwrap();
+    assert_eq!(std::fs::read_to_string(&fb).unwrap(), "version-2");
+    assert_eq!(std::fs::read_to_string(&fb).unwrap(), "version-2");
+    // And back the other way.
+    std::fs::write(&fb, "version-3").unwrap();
+    assert_eq!(std::fs::read_to_string(&fa).unwrap(), "version-3");
+}

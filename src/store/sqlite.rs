@@ -109,7 +109,41 @@ fn naive_to_system(t: NaiveDateTime) -> SystemTime {
     }
 }
 
+fn naive_from_ns(ns: i64) -> NaiveDateTime {
+    chrono::DateTime::<Local>::from(from_ns(ns)).naive_local()
+}
+
 impl EntryRow {
+    /// The row a stat would return right after a mutation, built without asking the database.
+    fn from_parts(
+        is_dir: bool,
+        version: i64,
+        uuid: String,
+        media_type: Option<String>,
+        created: NaiveDateTime,
+        size: u64,
+        a: AttrRow,
+    ) -> EntryRow {
+        EntryRow {
+            name: None,
+            is_dir: is_dir as i64,
+            version,
+            uuid,
+            media_type,
+            created,
+            updated: naive_from_ns(a.mtime_ns),
+            size: size as i64,
+            mode: Some(a.mode),
+            uid: Some(a.uid),
+            gid: Some(a.gid),
+            rdev: Some(a.rdev),
+            atime_ns: Some(a.atime_ns),
+            mtime_ns: Some(a.mtime_ns),
+            ctime_ns: Some(a.ctime_ns),
+            attr_version: Some(a.version),
+        }
+    }
+
     fn into_entry(self) -> Entry {
         let created = naive_to_system(self.created);
         let updated = naive_to_system(self.updated);
@@ -373,6 +407,24 @@ async fn any_row(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<Option<
     file_row(conn, t, p).await
 }
 
+/// Whether anything live is at `p`, whose parent collection has path id `parent_id`.
+async fn exists_in(conn: &mut SqliteConnection, t: i64, p: &str, parent_id: i64) -> Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
+         WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 \
+         UNION ALL SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = ?3 AND REG_NAME = ?4 \
+         AND REG_TENANT_ID = ?2 LIMIT 1",
+    )
+    .bind(p)
+    .bind(t)
+    .bind(parent_id)
+    .bind(path::name(p))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// The live collection at `p`, or ENOENT/ENOTDIR.
 async fn require_dir(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<ResourceRow> {
     if let Some(row) = collection_row(conn, t, p).await? {
@@ -556,12 +608,22 @@ async fn attrs_or_default(
 /// A directory's mtime and ctime move when entries are added, removed or renamed in it. Carbon
 /// does not touch the parent's REG_RESOURCE row (to avoid deadlocks); neither do we.
 async fn touch_dir(conn: &mut SqliteConnection, t: i64, dir: &ResourceRow) -> Result<()> {
-    let mut a = attrs_or_default(conn, t, dir).await?;
-    let now = now_ns();
-    a.mtime_ns = now;
-    a.ctime_ns = now;
-    a.version = dir.version;
-    put_attr(conn, t, &dir.uuid, a).await
+    // One statement: a Carbon-made collection gets its row with the defaults on the way.
+    sqlx::query(
+        "INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
+         MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?1, ?2, ?3, 0, 0, 0, ?4, ?5, ?5, ?6) \
+         ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
+         CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION",
+    )
+    .bind(&dir.uuid)
+    .bind(t)
+    .bind((libc::S_IFDIR | DEFAULT_DIR_PERM) as i64)
+    .bind(to_ns(naive_to_system(dir.created)))
+    .bind(now_ns())
+    .bind(dir.version)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn touch_ctime(conn: &mut SqliteConnection, t: i64, row: &ResourceRow) -> Result<()> {
@@ -585,25 +647,13 @@ async fn delete_properties(
     name: Option<&str>,
 ) -> Result<()> {
     let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT REG_PROPERTY_ID FROM REG_RESOURCE_PROPERTY WHERE REG_PATH_ID = ?1 \
-         AND REG_RESOURCE_NAME IS ?2 AND REG_TENANT_ID = ?3",
+        "DELETE FROM REG_RESOURCE_PROPERTY WHERE REG_PATH_ID = ?1 \
+         AND REG_RESOURCE_NAME IS ?2 AND REG_TENANT_ID = ?3 RETURNING REG_PROPERTY_ID",
     )
     .bind(path_id)
     .bind(name)
     .bind(t)
     .fetch_all(&mut *conn)
-    .await?;
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "DELETE FROM REG_RESOURCE_PROPERTY WHERE REG_PATH_ID = ?1 \
-         AND REG_RESOURCE_NAME IS ?2 AND REG_TENANT_ID = ?3",
-    )
-    .bind(path_id)
-    .bind(name)
-    .bind(t)
-    .execute(&mut *conn)
     .await?;
     for id in ids {
         sqlx::query("DELETE FROM REG_PROPERTY WHERE REG_ID = ?1 AND REG_TENANT_ID = ?2")
@@ -669,7 +719,19 @@ async fn delete_row(conn: &mut SqliteConnection, t: i64, row: &ResourceRow) -> R
             .await?;
     }
     delete_properties(conn, t, row.path_id, row.name.as_deref()).await?;
-    for table in &PATH_KEYED_TABLES[1..] {
+    // Tags, comments and ratings are rare: one look before three deletes.
+    let social: i64 = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM REG_RESOURCE_TAG WHERE REG_PATH_ID = ?1 AND REG_RESOURCE_NAME IS ?2 \
+         AND REG_TENANT_ID = ?3) OR EXISTS (SELECT 1 FROM REG_RESOURCE_COMMENT WHERE REG_PATH_ID = ?1 \
+         AND REG_RESOURCE_NAME IS ?2 AND REG_TENANT_ID = ?3) OR EXISTS (SELECT 1 FROM REG_RESOURCE_RATING \
+         WHERE REG_PATH_ID = ?1 AND REG_RESOURCE_NAME IS ?2 AND REG_TENANT_ID = ?3)",
+    )
+    .bind(row.path_id)
+    .bind(row.name.as_deref())
+    .bind(t)
+    .fetch_one(&mut *conn)
+    .await?;
+    for table in PATH_KEYED_TABLES[1..].iter().filter(|_| social != 0) {
         let sql = format!(
             "DELETE FROM {table} WHERE REG_PATH_ID = ?1 AND REG_RESOURCE_NAME IS ?2 \
              AND REG_TENANT_ID = ?3"
@@ -765,6 +827,30 @@ async fn create_collection(
     media_type: Option<&str>,
     description: Option<&str>,
 ) -> Result<(i64, i64, String)> {
+    create_collection_at(
+        conn,
+        t,
+        p,
+        parent_id,
+        user,
+        media_type,
+        description,
+        now_naive(),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn create_collection_at(
+    conn: &mut SqliteConnection,
+    t: i64,
+    p: &str,
+    parent_id: i64,
+    user: &str,
+    media_type: Option<&str>,
+    description: Option<&str>,
+    created: NaiveDateTime,
+) -> Result<(i64, i64, String)> {
     let path_id = ensure_path_row(conn, t, p, parent_id).await?;
     let uuid = uuid::Uuid::new_v4().to_string();
     let version = insert_resource(
@@ -775,7 +861,7 @@ async fn create_collection(
             name: None,
             media_type,
             creator: user,
-            created: now_naive(),
+            created,
             updator: user,
             description,
             content_id: None,
@@ -889,12 +975,12 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn read(&self, p: &str) -> Result<Vec<u8>> {
+    async fn read_versioned(&self, p: &str) -> Result<(i64, Vec<u8>)> {
         let Some(parent) = path::parent(p) else {
             return Err(err!(EISDIR, "the root is a collection"));
         };
         let row = sqlx::query(
-            "SELECT c.REG_CONTENT_DATA FROM REG_PATH p JOIN REG_RESOURCE r \
+            "SELECT c.REG_CONTENT_DATA, r.REG_VERSION FROM REG_PATH p JOIN REG_RESOURCE r \
              ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
              AND r.REG_NAME = ?3 LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
              AND c.REG_TENANT_ID = r.REG_TENANT_ID \
@@ -906,7 +992,10 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *self.reader().await)
         .await?;
         match row {
-            Some(row) => Ok(row.try_get::<Option<Vec<u8>>, _>(0)?.unwrap_or_default()),
+            Some(row) => Ok((
+                row.try_get::<i64, _>(1)?,
+                row.try_get::<Option<Vec<u8>>, _>(0)?.unwrap_or_default(),
+            )),
             None => Err(err!(ENOENT, "resource {p} does not exist")),
         }
     }
@@ -919,13 +1008,16 @@ impl Store for SqliteStore {
         let name = path::name(p);
         transaction!(self, "create", |conn| {
             let dir = require_dir(conn, t, parent).await?;
-            if any_row(conn, t, p).await?.is_some() {
+            if exists_in(conn, t, p, dir.path_id).await? {
                 return Err(err!(EEXIST, "{p} already exists"));
             }
             let now = now_ns();
+            let created = naive_from_ns(now);
+            let mut media = None;
             let (version, uuid) = if new.kind == Kind::Directory {
                 let (_, version, uuid) =
-                    create_collection(conn, t, p, dir.path_id, user, None, None).await?;
+                    create_collection_at(conn, t, p, dir.path_id, user, None, None, created)
+                        .await?;
                 (version, uuid)
             } else {
                 let content_id = insert_content(conn, t, &new.content).await?;
@@ -934,6 +1026,7 @@ impl Store for SqliteStore {
                 } else {
                     None
                 };
+                media = media_type;
                 let uuid = uuid::Uuid::new_v4().to_string();
                 let version = insert_resource(
                     conn,
@@ -943,7 +1036,7 @@ impl Store for SqliteStore {
                         name: Some(name),
                         media_type,
                         creator: user,
-                        created: now_naive(),
+                        created,
                         updator: user,
                         description: None,
                         content_id,
@@ -954,26 +1047,28 @@ impl Store for SqliteStore {
                 insert_log(conn, t, p, user, LogAction::Add, None).await?;
                 (version, uuid)
             };
-            put_attr(
-                conn,
-                t,
-                &uuid,
-                AttrRow {
-                    mode: (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
-                    uid: new.uid as i64,
-                    gid: new.gid as i64,
-                    rdev: new.rdev as i64,
-                    atime_ns: now,
-                    mtime_ns: now,
-                    ctime_ns: now,
-                    version,
-                },
-            )
-            .await?;
+            let attrs = AttrRow {
+                mode: (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
+                uid: new.uid as i64,
+                gid: new.gid as i64,
+                rdev: new.rdev as i64,
+                atime_ns: now,
+                mtime_ns: now,
+                ctime_ns: now,
+                version,
+            };
+            put_attr(conn, t, &uuid, attrs).await?;
             touch_dir(conn, t, &dir).await?;
-            stat_on(conn, t, p)
-                .await?
-                .ok_or_else(|| err!(EIO, "{p} vanished inside its own transaction"))?
+            EntryRow::from_parts(
+                new.kind == Kind::Directory,
+                version,
+                uuid,
+                media.map(str::to_string),
+                created,
+                new.content.len() as u64,
+                attrs,
+            )
+            .into_entry()
         })
     }
 
@@ -1004,7 +1099,7 @@ impl Store for SqliteStore {
                 .await?;
             }
             let content_id = insert_content(conn, t, data).await?;
-            let version = insert_resource(
+            let version: i64 = insert_resource(
                 conn,
                 t,
                 NewResourceRow {
@@ -1026,9 +1121,16 @@ impl Store for SqliteStore {
             attrs.version = version;
             put_attr(conn, t, &old.uuid, attrs).await?;
             insert_log(conn, t, p, user, LogAction::Update, None).await?;
-            stat_on(conn, t, p)
-                .await?
-                .ok_or_else(|| err!(EIO, "{p} vanished inside its own transaction"))?
+            EntryRow::from_parts(
+                false,
+                version,
+                old.uuid.clone(),
+                old.media_type.clone(),
+                old.created,
+                data.len() as u64,
+                attrs,
+            )
+            .into_entry()
         })
     }
 
