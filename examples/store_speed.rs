@@ -8,9 +8,19 @@ use regfs::store::{Kind, NewEntry, Store, StoreOptions};
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("t.db"), StoreOptions::default())
-        .await
-        .unwrap();
+    let readers: u32 = std::env::var("READERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let s = SqliteStore::open(
+        &dir.path().join("t.db"),
+        StoreOptions {
+            max_connections: readers,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     s.init().await.unwrap();
     let n = 2000;
     let pool = sqlx::SqlitePool::connect_with(
@@ -85,4 +95,9 @@ async fn main() {
         after = Some(page.last().unwrap().name.clone());
     }
     println!("list {total}: {:?}", t.elapsed());
+    let t = Instant::now();
+    for i in 0..n {
+        s.remove(&format!("/d/f{i}"), false, "u").await.unwrap();
+    }
+    println!("remove: {:?}/op", t.elapsed() / n);
 }
