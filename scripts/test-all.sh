@@ -13,7 +13,7 @@ die() { printf 'test-all: %s\n' "$*" >&2; exit 1; }
 
 # Tools the real-tool scenarios drive.
 need=()
-for tool in git python3 tar sed find grep diff; do
+for tool in git python3 tar sed find grep diff fusermount3; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -23,6 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
         case "$t" in
             find) pkgs+=(findutils) ;;
             diff) pkgs+=(diffutils) ;;
+            fusermount3) pkgs+=(fuse3) ;;
             *) pkgs+=("$t") ;;
         esac
     done

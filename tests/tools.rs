@@ -199,3 +199,118 @@ fn sigterm_unmounts_cleanly() {
         "kept"
     );
 }
+
+#[test]
+fn sigint_and_fusermount_unmount_cleanly() {
+    // SIGINT, like Ctrl-C on a foreground mount.
+    let m = Mounted::new();
+    std::fs::write(m.p("_system/local/a"), "a").unwrap();
+    let pid = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("pgrep -f -- '--data-dir {}'", m.data.display()))
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&pid.stdout)
+        .trim()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || !common::is_mounted(&m.mnt)
+    ));
+    assert!(m.log().contains("SIGINT: unmounting"), "{}", m.log());
+
+    // fusermount -u, as an unprivileged user would unmount.
+    let m = Mounted::new();
+    let helper = ["fusermount3", "fusermount"]
+        .into_iter()
+        .find(|h| std::process::Command::new(h).arg("-V").output().is_ok())
+        .expect("fusermount3 or fusermount is needed (Debian package fuse3)");
+    let st = std::process::Command::new(helper)
+        .arg("-u")
+        .arg(&m.mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || !common::is_mounted(&m.mnt)
+    ));
+    // The process notices and exits on its own.
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(20), || m
+            .log()
+            .contains("unmounted")),
+        "{}",
+        m.log()
+    );
+}
+
+#[test]
+fn init_creates_the_schema_in_empty_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fresh");
+    let out = std::process::Command::new(common::regfs_bin())
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for db in ["local.db", "shared.db"] {
+        let out = m_sql(
+            &data.join(db),
+            "SELECT COUNT(*) FROM REG_PATH WHERE REG_PATH_VALUE = '/_system/config/repository'",
+        );
+        assert_eq!(out, 1, "{db}");
+    }
+    assert_eq!(
+        m_sql(
+            &data.join("shared.db"),
+            "SELECT COUNT(*) FROM UM_USER WHERE UM_USER_NAME = 'admin'"
+        ),
+        1
+    );
+    // Running it again changes nothing.
+    let again = std::process::Command::new(common::regfs_bin())
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        m_sql(
+            &data.join("local.db"),
+            "SELECT COUNT(*) FROM REG_PATH WHERE REG_PATH_VALUE = '/'"
+        ),
+        1
+    );
+}
+
+fn m_sql(db: &std::path::Path, sql: &'static str) -> i64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(db)
+                .read_only(true),
+        )
+        .await
+        .unwrap();
+        sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+    })
+}

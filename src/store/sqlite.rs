@@ -278,18 +278,17 @@ macro_rules! padded {
     }};
 }
 
-/// Carbon's update of a resource. ?1 old version, ?2 tenant, ?3 old content id, ?4 data,
+/// Carbon's update of a resource. ?1 old version, ?2 tenant, ?3 old content id, ?4 new content
+/// id (inserted just before, in its own statement, so the blob is bound once),
 /// ?5 path id, ?6 name, ?7 media type, ?8 creator, ?9 created, ?10 user, ?11 now, ?12
 /// description, ?13 uuid, ?14-?18 mode, uid, gid, rdev, atime, ?19 now (ns), ?20 path.
 /// Returns the new REG_VERSION.
 const WRITE_BATCH: &str = "\
 DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
 DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; \
-INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) SELECT ?4, ?2 WHERE length(?4) > 0; \
 INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, REG_CREATED_TIME, \
  REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
- VALUES (?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, CASE WHEN length(?4) > 0 THEN last_insert_rowid() END, \
- ?2, ?13); \
+ VALUES (?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?4, ?2, ?13); \
 INSERT OR REPLACE INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
  MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?13, ?2, ?14, ?15, ?16, ?17, ?18, ?19, ?19, \
  last_insert_rowid()); \
@@ -297,16 +296,14 @@ INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACT
  REG_TENANT_ID) VALUES (?20, ?10, ?11, 1, NULL, ?2); \
 SELECT REG_VERSION FROM REGFS_ATTR WHERE REG_UUID = ?13 AND REG_TENANT_ID = ?2";
 
-/// A new resource (not a collection). ?1 content, ?2 tenant, ?3 parent path id, ?4 name,
+/// A new resource (not a collection). ?1 content id (inserted before, or NULL), ?2 tenant, ?3 parent path id, ?4 name,
 /// ?5 media type, ?6 user, ?7 now, ?8 uuid, ?9-?12 mode, uid, gid, rdev, ?13 now (ns),
 /// ?14 parent uuid, ?15 parent's default mode, ?16 parent created (ns), ?17 parent version,
 /// ?18 path. Returns the new REG_VERSION.
 const CREATE_BATCH: &str = "\
-INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) SELECT ?1, ?2 WHERE length(?1) > 0; \
 INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, REG_CREATED_TIME, \
  REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
- VALUES (?3, ?4, ?5, ?6, ?7, ?6, ?7, NULL, CASE WHEN length(?1) > 0 THEN last_insert_rowid() END, \
- ?2, ?8); \
+ VALUES (?3, ?4, ?5, ?6, ?7, ?6, ?7, NULL, ?1, ?2, ?8); \
 INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
  CTIME_NS, REG_VERSION) VALUES (?8, ?2, ?9, ?10, ?11, ?12, ?13, ?13, ?13, last_insert_rowid()); \
 INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
@@ -562,6 +559,22 @@ async fn insert_log(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+async fn insert_content(conn: &mut SqliteConnection, t: i64, data: &[u8]) -> Result<Option<i64>> {
+    // Carbon stores no content row for a resource without content.
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) VALUES (?1, ?2) \
+         RETURNING REG_CONTENT_ID",
+    )
+    .bind(data)
+    .bind(t)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(id))
 }
 
 struct NewResourceRow<'a> {
@@ -1027,9 +1040,10 @@ impl Store for SqliteStore {
                 };
                 media = media_type;
                 let uuid = uuid::Uuid::new_v4().to_string();
+                let content_id = insert_content(conn, t, &new.content).await?;
                 let version: i64 = padded!(
                     sqlx::query_scalar(CREATE_BATCH)
-                        .bind(&new.content)
+                        .bind(content_id)
                         .bind(t)
                         .bind(dir.path_id)
                         .bind(name)
@@ -1092,15 +1106,16 @@ impl Store for SqliteStore {
             };
             let mut attrs = attrs_or_default(conn, t, &old).await?;
             // Carbon's update: delete the old row and its content, insert a new row (new
-            // REG_VERSION) that keeps creator, creation time and UUID; one round trip.
+            // REG_VERSION) that keeps creator, creation time and UUID; the content, then one batch.
             let now = now_ns();
             let now_naive = naive_from_ns(now);
+            let content_id = insert_content(conn, t, data).await?;
             let version: i64 = padded!(
                 sqlx::query_scalar(WRITE_BATCH)
                     .bind(old.version)
                     .bind(t)
                     .bind(old.content_id)
-                    .bind(data)
+                    .bind(content_id)
                     .bind(old.path_id)
                     .bind(old.name.as_deref())
                     .bind(old.media_type.as_deref())
