@@ -76,6 +76,7 @@ pub async fn embedded_registry(data_dir: &Path, opts: StoreOptions) -> Result<Re
         store: local,
         store_id: 0,
         read_only: false,
+        replace_local: true,
     };
     let mounts = SHARED_PARTITIONS
         .iter()
@@ -86,6 +87,7 @@ pub async fn embedded_registry(data_dir: &Path, opts: StoreOptions) -> Result<Re
             store: shared.clone(),
             store_id: 1,
             read_only: false,
+            replace_local: true,
         })
         .collect();
     // The embedded default keeps the user-management tables in the shared database, as a
@@ -97,4 +99,334 @@ pub async fn embedded_registry(data_dir: &Path, opts: StoreOptions) -> Result<Re
     let registry = Registry::new(MountTable::new(root, mounts), Some(authz));
     registry.record_mounts().await?;
     Ok(registry)
+}
+
+/// A configuration file (`regfs mount --config FILE`): data sources, remote instances, mounts,
+/// the user-management database, tenant and uid map. See `examples/regfs.toml`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Tenant id every row carries (default: the super tenant, -1234).
+    #[serde(default = "default_tenant")]
+    pub tenant: i64,
+    /// Which data source is this node's own database (Carbon's `currentDBConfig`): it holds `/`
+    /// and `/_system/local`.
+    pub node_data_source: String,
+    pub data_sources: std::collections::BTreeMap<String, DataSource>,
+    #[serde(default)]
+    pub remote_instances: std::collections::BTreeMap<String, RemoteInstance>,
+    #[serde(default)]
+    pub mounts: Vec<MountConfig>,
+    /// The data source holding the `UM_*` tables (default: the node's own).
+    pub user_management: Option<UserManagement>,
+    /// Local account name or uid → registry user.
+    #[serde(default)]
+    pub user_map: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    /// `sqlite:PATH`. (PostgreSQL and MySQL URLs are recognised and refused with a clear
+    /// message until those stores exist.)
+    pub url: String,
+    /// Seconds a statement may wait for a lock before the operation fails with EIO.
+    #[serde(default = "default_busy_timeout")]
+    pub busy_timeout_secs: u64,
+    /// Password from an environment variable or a file, never in the config itself.
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteInstance {
+    pub data_source: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overwrite {
+    True,
+    False,
+    Virtual,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    pub path: String,
+    pub instance: String,
+    pub target_path: String,
+    #[serde(default = "default_overwrite")]
+    pub overwrite: Overwrite,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserManagement {
+    pub data_source: String,
+    #[serde(default = "default_admin")]
+    pub admin_user: String,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How often a mount checks the UM tables for changes (milliseconds).
+    pub permission_refresh_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+fn default_tenant() -> i64 {
+    SUPER_TENANT_ID
+}
+fn default_busy_timeout() -> u64 {
+    10
+}
+fn default_overwrite() -> Overwrite {
+    Overwrite::True
+}
+fn default_admin() -> String {
+    ADMIN_USER.to_string()
+}
+
+impl FileConfig {
+    /// Reads and checks `file`; errors name the file, the key and what is wrong.
+    pub fn load(file: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| err!(ENOENT, "cannot read config {}: {e}", file.display()))?;
+        let cfg: FileConfig = toml::from_str(&text).map_err(|e| {
+            err!(
+                EINVAL,
+                "config {}: {}",
+                file.display(),
+                e.to_string().trim()
+            )
+        })?;
+        cfg.check()
+            .map_err(|e| err!(EINVAL, "config {}: {}", file.display(), e.message()))?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<()> {
+        let ds = |key: &str, name: &str| -> Result<()> {
+            if self.data_sources.contains_key(name) {
+                Ok(())
+            } else {
+                Err(err!(
+                    EINVAL,
+                    "{key}: no data source {name:?} in [data_sources]"
+                ))
+            }
+        };
+        ds("node_data_source", &self.node_data_source)?;
+        for (id, inst) in &self.remote_instances {
+            ds(
+                &format!("remote_instances.{id}.data_source"),
+                &inst.data_source,
+            )?;
+        }
+        if let Some(um) = &self.user_management {
+            ds("user_management.data_source", &um.data_source)?;
+        }
+        for (i, m) in self.mounts.iter().enumerate() {
+            let key = format!("mounts[{i}]");
+            if !self.remote_instances.contains_key(&m.instance) {
+                return Err(err!(
+                    EINVAL,
+                    "{key}.instance: no remote instance {:?} in [remote_instances]",
+                    m.instance
+                ));
+            }
+            for (field, p) in [("path", &m.path), ("target_path", &m.target_path)] {
+                if !p.starts_with('/') || crate::path::normalize(p) != *p {
+                    return Err(err!(
+                        EINVAL,
+                        "{key}.{field}: {p:?} must be an absolute registry path without a trailing '/'"
+                    ));
+                }
+            }
+            if m.path == "/" {
+                return Err(err!(
+                    EINVAL,
+                    "{key}.path: the registry root cannot be mounted over"
+                ));
+            }
+            if crate::path::is_within(&m.path, "/_system/local") {
+                return Err(err!(
+                    EINVAL,
+                    "{key}.path: {} is node-local (/_system/local) and is never mounted from another database",
+                    m.path
+                ));
+            }
+        }
+        for (name, d) in &self.data_sources {
+            sqlite_path(&format!("data_sources.{name}.url"), &d.url)?;
+        }
+        Ok(())
+    }
+}
+
+/// The SQLite file of a data source URL, or a clear refusal for what this build cannot open.
+fn sqlite_path(key: &str, url: &str) -> Result<PathBuf> {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if rest.is_empty() {
+            return Err(err!(EINVAL, "{key}: {url:?} names no file"));
+        }
+        return Ok(PathBuf::from(rest));
+    }
+    let lower = url.to_ascii_lowercase();
+    let (what, hint) = if lower.starts_with("jdbc:h2") || lower.starts_with("h2:") {
+        (
+            "H2",
+            "H2 (Carbon's embedded default) has no Rust driver; export the registry to \
+             PostgreSQL or MySQL, or use a sqlite: data source",
+        )
+    } else if lower.starts_with("postgres") || lower.starts_with("jdbc:postgresql") {
+        (
+            "PostgreSQL",
+            "the PostgreSQL store is not built yet; use a sqlite: data source",
+        )
+    } else if lower.starts_with("mysql")
+        || lower.starts_with("mariadb")
+        || lower.starts_with("jdbc:mysql")
+        || lower.starts_with("jdbc:mariadb")
+    {
+        (
+            "MySQL/MariaDB",
+            "the MySQL store is not built yet; use a sqlite: data source",
+        )
+    } else {
+        ("this", "regfs opens sqlite:PATH data sources")
+    };
+    Err(err!(
+        EINVAL,
+        "{key}: cannot open {what} database {url:?}: {hint}"
+    ))
+}
+
+/// Opens the data sources, builds the mount table and authorizer a config file describes.
+pub async fn registry_from(cfg: &FileConfig) -> Result<Registry> {
+    let mut stores: std::collections::BTreeMap<&str, (usize, Arc<dyn Store>)> = Default::default();
+    for (i, (name, d)) in cfg.data_sources.iter().enumerate() {
+        let file = sqlite_path(&format!("data_sources.{name}.url"), &d.url)?;
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                err!(
+                    EIO,
+                    "data source {name}: cannot create {}: {e}",
+                    parent.display()
+                )
+            })?;
+        }
+        let opts = StoreOptions {
+            tenant_id: cfg.tenant,
+            busy_timeout: std::time::Duration::from_secs(d.busy_timeout_secs),
+            ..StoreOptions::default()
+        };
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&file, opts).await?);
+        store.init().await?;
+        stores.insert(name.as_str(), (i, store));
+    }
+    let (root_id, root_store) = stores[cfg.node_data_source.as_str()].clone();
+    let root = Mount {
+        path: "/".into(),
+        target: "/".into(),
+        instance_id: cfg.node_data_source.clone(),
+        store: root_store,
+        store_id: root_id,
+        read_only: false,
+        replace_local: true,
+    };
+    let mut mounts = Vec::new();
+    for m in &cfg.mounts {
+        let inst = &cfg.remote_instances[&m.instance];
+        let (id, store) = stores[inst.data_source.as_str()].clone();
+        if m.overwrite == Overwrite::False {
+            // Carbon skips such a mount when something already exists at the path locally.
+            let local = stores[cfg.node_data_source.as_str()]
+                .1
+                .stat(&m.path)
+                .await?;
+            if local.is_some_and(|e| e.media_type.as_deref() != Some(crate::store::LINK_MEDIA_TYPE))
+            {
+                tracing::warn!(
+                    path = %m.path,
+                    "unable to create remote mount: a resource already exists at the given location (overwrite=false); mount skipped"
+                );
+                continue;
+            }
+        }
+        mounts.push(Mount {
+            path: m.path.clone(),
+            target: m.target_path.clone(),
+            instance_id: m.instance.clone(),
+            store,
+            store_id: id,
+            read_only: inst.read_only,
+            replace_local: m.overwrite != Overwrite::Virtual,
+        });
+        // The mounted collection must exist in its database.
+        let (_, s) = &stores[inst.data_source.as_str()];
+        if s.stat(&m.target_path).await?.is_none() {
+            s.create_path(&m.target_path, crate::store::SYSTEM_USER)
+                .await?;
+        }
+    }
+    let um_source = cfg
+        .user_management
+        .as_ref()
+        .map(|u| u.data_source.as_str())
+        .unwrap_or(cfg.node_data_source.as_str());
+    let um_file = sqlite_path(
+        "user_management.data_source",
+        &cfg.data_sources[um_source].url,
+    )?;
+    let um = Arc::new(UmDb::open(&um_file, cfg.tenant).await?);
+    let admin = cfg
+        .user_management
+        .as_ref()
+        .map(|u| u.admin_user.clone())
+        .unwrap_or_else(default_admin);
+    let authz = Arc::new(Authorizer::new(um, admin));
+    authz.refresh().await?;
+    let every = cfg
+        .cache
+        .permission_refresh_ms
+        .map(std::time::Duration::from_millis)
+        .unwrap_or(PERMISSION_REFRESH);
+    authz.spawn_refresher(every);
+    let registry = Registry::new(MountTable::new(root, mounts), Some(authz));
+    registry.record_mounts().await?;
+    Ok(registry)
+}
+
+/// The user-management database a config file names.
+pub async fn um_from(cfg: &FileConfig) -> Result<UmDb> {
+    let um_source = cfg
+        .user_management
+        .as_ref()
+        .map(|u| u.data_source.as_str())
+        .unwrap_or(cfg.node_data_source.as_str());
+    let file = sqlite_path(
+        "user_management.data_source",
+        &cfg.data_sources[um_source].url,
+    )?;
+    UmDb::open(&file, cfg.tenant).await
 }

@@ -28,6 +28,8 @@ pub struct MountOptions {
     pub threads: usize,
     /// Local account name or uid → registry user.
     pub user_map: HashMap<String, String>,
+    /// A configuration file instead of the embedded default.
+    pub config: Option<PathBuf>,
 }
 
 /// Whether `mountpoint` is listed in /proc/mounts as a FUSE mount.
@@ -120,13 +122,32 @@ fn init_logging(level: &str, file: Option<&Path>) -> Result<()> {
 
 /// Mounts and serves until unmounted. In the background mode the calling process returns once
 /// the mount is up (or fails with the reason); the served process detaches from the terminal.
-pub fn run(opts: MountOptions) -> Result<()> {
+pub fn run(mut opts: MountOptions) -> Result<()> {
+    // Read the configuration before anything else, so a mistake is reported on the terminal.
+    let config = match &opts.config {
+        Some(file) => Some(crate::config::FileConfig::load(file)?),
+        None => None,
+    };
+    if let Some(cfg) = &config {
+        for (k, v) in &cfg.user_map {
+            opts.user_map.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if opts.log_file.is_none() {
+            opts.log_file = cfg.log.file.clone();
+        }
+        if let Some(level) = &cfg.log.level
+            && opts.log_level == DEFAULT_LOG_LEVEL
+        {
+            opts.log_level = level.clone();
+        }
+    }
+    let opts = opts;
     recover_stale_mount(&opts.mountpoint)?;
     let mountpoint = std::fs::canonicalize(&opts.mountpoint)
         .map_err(|e| err!(ENOENT, "mount point {}: {e}", opts.mountpoint.display()))?;
     if opts.foreground {
         init_logging(&opts.log_level, opts.log_file.as_deref())?;
-        return serve(&opts, &mountpoint, &mut None);
+        return serve(&opts, config.as_ref(), &mountpoint, &mut None);
     }
     // Fork before any thread exists (no runtime, no pools yet).
     let (read_end, write_end) = nix::unistd::pipe().map_err(|e| err!(EIO, "pipe: {e}"))?;
@@ -160,7 +181,7 @@ pub fn run(opts: MountOptions) -> Result<()> {
                 std::process::exit(1);
             }
             detach_stdio();
-            if let Err(e) = serve(&opts, &mountpoint, &mut status) {
+            if let Err(e) = serve(&opts, config.as_ref(), &mountpoint, &mut status) {
                 report(&mut status, &e.to_string());
                 error!("{e}");
                 std::process::exit(1);
@@ -191,17 +212,28 @@ fn detach_stdio() {
     }
 }
 
-fn serve(opts: &MountOptions, mountpoint: &Path, ready: &mut Option<std::fs::File>) -> Result<()> {
+/// The `--log-level` default; a configuration file's level applies when the flag is left at it.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+fn serve(
+    opts: &MountOptions,
+    config: Option<&crate::config::FileConfig>,
+    mountpoint: &Path,
+    ready: &mut Option<std::fs::File>,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads.max(1))
         .thread_name("regfs-worker")
         .enable_all()
         .build()
         .map_err(|e| err!(EIO, "cannot start the runtime: {e}"))?;
-    let registry = runtime.block_on(crate::config::embedded_registry(
-        &opts.data_dir,
-        StoreOptions::default(),
-    ))?;
+    let registry = match config {
+        Some(cfg) => runtime.block_on(crate::config::registry_from(cfg))?,
+        None => runtime.block_on(crate::config::embedded_registry(
+            &opts.data_dir,
+            StoreOptions::default(),
+        ))?,
+    };
     info!(
         data_dir = %opts.data_dir.display(),
         mountpoint = %mountpoint.display(),

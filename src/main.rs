@@ -26,6 +26,9 @@ struct DataDir {
     /// Default: /var/lib/regfs as root, else $XDG_DATA_HOME/regfs or ~/.local/share/regfs.
     #[arg(long, env = "REGFS_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// A configuration file (see examples/regfs.toml) instead of the embedded default.
+    #[arg(long, env = "REGFS_CONFIG", global = true)]
+    config: Option<PathBuf>,
 }
 
 impl DataDir {
@@ -33,6 +36,27 @@ impl DataDir {
         self.data_dir
             .clone()
             .unwrap_or_else(config::default_data_dir)
+    }
+
+    fn file_config(&self) -> regfs::Result<Option<config::FileConfig>> {
+        self.config
+            .as_deref()
+            .map(config::FileConfig::load)
+            .transpose()
+    }
+
+    async fn um(&self) -> regfs::Result<regfs::um::UmDb> {
+        match self.file_config()? {
+            Some(cfg) => config::um_from(&cfg).await,
+            None => config::embedded_um(&self.path()).await,
+        }
+    }
+
+    async fn registry(&self) -> regfs::Result<regfs::registry::Registry> {
+        match self.file_config()? {
+            Some(cfg) => config::registry_from(&cfg).await,
+            None => config::embedded_registry(&self.path(), StoreOptions::default()).await,
+        }
     }
 }
 
@@ -47,7 +71,7 @@ enum Command {
         #[arg(long, short = 'f')]
         foreground: bool,
         /// Log filter (RUST_LOG overrides it): error, warn, info, debug, trace.
-        #[arg(long, default_value = "info")]
+        #[arg(long, default_value = daemon::DEFAULT_LOG_LEVEL)]
         log_level: String,
         /// Log file (default in the background: DATA_DIR/regfs.log).
         #[arg(long)]
@@ -195,17 +219,19 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
     match command {
         Command::Mount { .. } => unreachable!("handled before"),
         Command::Init { data } => {
-            let dir = data.path();
-            config::embedded_registry(&dir, StoreOptions::default()).await?;
-            println!(
-                "regfs: initialized {} ({} and {})",
-                dir.display(),
-                config::LOCAL_DB,
-                config::SHARED_DB
-            );
+            data.registry().await?;
+            match &data.config {
+                Some(file) => println!("regfs: initialized the databases of {}", file.display()),
+                None => println!(
+                    "regfs: initialized {} ({} and {})",
+                    data.path().display(),
+                    config::LOCAL_DB,
+                    config::SHARED_DB
+                ),
+            }
         }
         Command::User { cmd, data } => {
-            let um = config::embedded_um(&data.path()).await?;
+            let um = data.um().await?;
             match cmd {
                 UserCmd::Add { name } => {
                     um.user_add(&name, &read_password()?).await?;
@@ -227,7 +253,7 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
             }
         }
         Command::Role { cmd, data } => {
-            let um = config::embedded_um(&data.path()).await?;
+            let um = data.um().await?;
             match cmd {
                 RoleCmd::Add { role } => {
                     um.role_add(&role).await?;
@@ -253,16 +279,15 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
             }
         }
         Command::Perm { cmd, data } => {
-            let dir = data.path();
             // Grants are stored on the mount's target path, as Carbon stores them.
-            let registry = config::embedded_registry(&dir, StoreOptions::default()).await?;
+            let registry = data.registry().await?;
             let target = |p: &str| {
                 registry
                     .mount_table()
                     .resolve(&regfs::path::normalize(p))
                     .target
             };
-            let um = config::embedded_um(&dir).await?;
+            let um = data.um().await?;
             let set = |rule: &Rule| -> regfs::Result<(String, Action, Grantee)> {
                 let grantee = if rule.user {
                     Grantee::User(rule.grantee.clone())
@@ -345,6 +370,7 @@ fn main() -> ExitCode {
             posix_permissions: !no_posix_permissions,
             threads,
             user_map: map.into_iter().collect::<HashMap<_, _>>(),
+            config: data.config.clone(),
         })
         .map(Ok),
         other => runtime().and_then(|rt| rt.block_on(admin(other))),

@@ -17,6 +17,9 @@ pub struct Mount {
     /// Index of the store in [`MountTable::stores`]; equal ids mean one database.
     pub store_id: usize,
     pub read_only: bool,
+    /// Carbon's overwrite="true": the local database's content at the mount path is replaced by
+    /// the link (false for overwrite="virtual", which keeps it hidden underneath).
+    pub replace_local: bool,
 }
 
 /// Where a registry path lives.

@@ -65,7 +65,7 @@ impl Registry {
                 continue;
             }
             root.store
-                .ensure_mount_link(&m.path, &m.instance_id, &m.target)
+                .ensure_mount_link(&m.path, &m.instance_id, &m.target, m.replace_local)
                 .await?;
         }
         Ok(())

@@ -239,13 +239,19 @@ pub trait Store: Send + Sync + 'static {
     async fn set_attr(&self, path: &str, change: AttrChange) -> Result<Entry>;
 
     /// Makes `mount_path` a mount link in this (local) database, as Carbon does when it sets up a
-    /// `registry.xml` mount with overwrite=true, and records it under [`MOUNT_RECORDS_PATH`].
+    /// `registry.xml` mount, and records it under [`MOUNT_RECORDS_PATH`]. With `replace`
+    /// (overwrite="true") whatever was at the path goes; without it (overwrite="virtual") an
+    /// existing local resource stays, hidden while the mount is there.
     async fn ensure_mount_link(
         &self,
         mount_path: &str,
         instance_id: &str,
         target_path: &str,
+        replace: bool,
     ) -> Result<()>;
+
+    /// Creates the collection `path` and any missing ancestors (Carbon's addEmptyCollection).
+    async fn create_path(&self, path: &str, user: &str) -> Result<()>;
 
     /// Space used, for `statfs`.
     async fn space(&self) -> Result<SpaceInfo>;

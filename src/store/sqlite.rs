@@ -1339,6 +1339,7 @@ impl Store for SqliteStore {
         mount_path: &str,
         instance_id: &str,
         target_path: &str,
+        replace: bool,
     ) -> Result<()> {
         let t = self.t();
         let restoration = format!("{mount_path};{instance_id};{target_path};{SYSTEM_USER}");
@@ -1364,7 +1365,8 @@ impl Store for SqliteStore {
                 }
                 _ => false,
             };
-            if !already {
+            let keep_local = !replace && any_row(conn, t, mount_path).await?.is_some();
+            if !already && !keep_local {
                 // overwrite="true": whatever the local database had at the mount path goes.
                 delete_subtree(conn, t, mount_path).await?;
                 let parent_id = ensure_collections(conn, t, parent, SYSTEM_USER).await?;
@@ -1431,6 +1433,13 @@ impl Store for SqliteStore {
                 }
                 insert_log(conn, t, &record, SYSTEM_USER, LogAction::Add, None).await?;
             }
+        })
+    }
+
+    async fn create_path(&self, p: &str, user: &str) -> Result<()> {
+        let t = self.t();
+        transaction!(self, "create path", |conn| {
+            ensure_collections(conn, t, p, user).await?;
         })
     }
 
