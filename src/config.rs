@@ -92,7 +92,7 @@ pub async fn embedded_registry(data_dir: &Path, opts: StoreOptions) -> Result<Re
         .collect();
     // The embedded default keeps the user-management tables in the shared database, as a
     // Carbon cluster keeps them in the shared UM database.
-    let um = Arc::new(UmDb::open(&data_dir.join(SHARED_DB), SUPER_TENANT_ID).await?);
+    let um = Arc::new(embedded_um(data_dir).await?);
     let authz = Arc::new(Authorizer::new(um, ADMIN_USER));
     authz.refresh().await?;
     authz.spawn_refresher(PERMISSION_REFRESH);
@@ -389,16 +389,7 @@ pub async fn registry_from(cfg: &FileConfig) -> Result<Registry> {
                 .await?;
         }
     }
-    let um_source = cfg
-        .user_management
-        .as_ref()
-        .map(|u| u.data_source.as_str())
-        .unwrap_or(cfg.node_data_source.as_str());
-    let um_file = sqlite_path(
-        "user_management.data_source",
-        &cfg.data_sources[um_source].url,
-    )?;
-    let um = Arc::new(UmDb::open(&um_file, cfg.tenant).await?);
+    let um = Arc::new(um_from(cfg).await?);
     let admin = cfg
         .user_management
         .as_ref()

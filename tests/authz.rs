@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -82,12 +81,8 @@ fn denied(uid: u32, cwd: &Path, script: &str) {
 
 #[test]
 fn permission_matrix_for_several_local_users() {
-    let dir = tempfile::Builder::new()
-        .prefix("regfs-test-")
-        .tempdir()
-        .unwrap();
     // Other users must be able to reach the mount point.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = common::open_tempdir();
     let data = dir.path().join("data");
     let map = [
         format!("{ALICE}=alice"),

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::Mounted;
@@ -42,30 +41,9 @@ data_source = "config_db"
     file
 }
 
-fn count(db: &Path, sql: &'static str) -> i64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(db)
-                .read_only(true),
-        )
-        .await
-        .unwrap();
-        sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
-    })
-}
-
 #[test]
 fn mounts_resolve_to_their_databases_and_target_paths() {
-    let dir = tempfile::Builder::new()
-        .prefix("regfs-test-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = common::open_tempdir();
     let dbs = dir.path().join("dbs");
     std::fs::create_dir_all(&dbs).unwrap();
     // Seed governance with content, then remount it read-only.
@@ -92,14 +70,14 @@ fn mounts_resolve_to_their_databases_and_target_paths() {
         "mkdir -p _system/config/app && echo '<a/>' > _system/config/app/app.xml",
     );
     assert_eq!(
-        count(
+        common::sql_count(
             &dbs.join("config.db"),
             "SELECT COUNT(*) FROM REG_PATH WHERE REG_PATH_VALUE = '/_system/nodes/esb/app'"
         ),
         1
     );
     assert_eq!(
-        count(
+        common::sql_count(
             &dbs.join("config.db"),
             "SELECT COUNT(*) FROM REG_RESOURCE r JOIN REG_PATH p ON p.REG_PATH_ID = r.REG_PATH_ID \
              WHERE p.REG_PATH_VALUE = '/_system/nodes/esb/app' AND r.REG_NAME = 'app.xml'"
@@ -110,7 +88,7 @@ fn mounts_resolve_to_their_databases_and_target_paths() {
     m.sh(&m.mnt, "echo node > _system/local/node.txt");
     for shared in ["config.db", "gov.db"] {
         assert_eq!(
-            count(
+            common::sql_count(
                 &dbs.join(shared),
                 "SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_NAME = 'node.txt'"
             ),
@@ -118,7 +96,7 @@ fn mounts_resolve_to_their_databases_and_target_paths() {
         );
     }
     assert_eq!(
-        count(
+        common::sql_count(
             &dbs.join("local.db"),
             "SELECT COUNT(*) FROM REG_PATH WHERE REG_PATH_VALUE LIKE '/_system/nodes%'"
         ),
@@ -126,7 +104,7 @@ fn mounts_resolve_to_their_databases_and_target_paths() {
     );
     // The local database records the mount as Carbon does, with the target path.
     assert_eq!(
-        count(
+        common::sql_count(
             &dbs.join("local.db"),
             "SELECT COUNT(*) FROM REG_PROPERTY WHERE REG_NAME = 'registry.linkrestoration' \
              AND REG_VALUE = '/_system/config;config;/_system/nodes/esb;wso2.system.user'"
@@ -177,7 +155,7 @@ fn mounts_resolve_to_their_databases_and_target_paths() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        count(
+        common::sql_count(
             &dbs.join("config.db"),
             "SELECT COUNT(*) FROM UM_PERMISSION WHERE UM_RESOURCE_ID = '/_system/nodes/esb/app.xml'"
         ),

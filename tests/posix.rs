@@ -293,23 +293,7 @@ fn stale_mount_after_kill_9_is_recovered() {
     let m = Mounted::new();
     std::fs::write(m.p("_system/local/survivor"), "yes").unwrap();
     // Kill regfs hard: the mount point is left "Transport endpoint is not connected".
-    let pid = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("pgrep -f -- '--data-dir {}'", m.data.display()))
-        .output()
-        .unwrap();
-    let pid: i32 = String::from_utf8_lossy(&pid.stdout)
-        .trim()
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    nix::sys::signal::kill(m.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
     assert!(common::wait_until(Duration::from_secs(10), || {
         errno_of(std::fs::metadata(&m.mnt)) == libc::ENOTCONN
     }));

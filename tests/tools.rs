@@ -205,23 +205,7 @@ fn sigint_and_fusermount_unmount_cleanly() {
     // SIGINT, like Ctrl-C on a foreground mount.
     let m = Mounted::new();
     std::fs::write(m.p("_system/local/a"), "a").unwrap();
-    let pid = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("pgrep -f -- '--data-dir {}'", m.data.display()))
-        .output()
-        .unwrap();
-    let pid: i32 = String::from_utf8_lossy(&pid.stdout)
-        .trim()
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(m.pid(), nix::sys::signal::Signal::SIGINT).unwrap();
     assert!(common::wait_until(
         std::time::Duration::from_secs(20),
         || !common::is_mounted(&m.mnt)
@@ -269,14 +253,14 @@ fn init_creates_the_schema_in_empty_databases() {
         String::from_utf8_lossy(&out.stderr)
     );
     for db in ["local.db", "shared.db"] {
-        let out = m_sql(
+        let out = common::sql_count(
             &data.join(db),
             "SELECT COUNT(*) FROM REG_PATH WHERE REG_PATH_VALUE = '/_system/config/repository'",
         );
         assert_eq!(out, 1, "{db}");
     }
     assert_eq!(
-        m_sql(
+        common::sql_count(
             &data.join("shared.db"),
             "SELECT COUNT(*) FROM UM_USER WHERE UM_USER_NAME = 'admin'"
         ),
@@ -290,27 +274,10 @@ fn init_creates_the_schema_in_empty_databases() {
         .unwrap();
     assert!(again.status.success());
     assert_eq!(
-        m_sql(
+        common::sql_count(
             &data.join("local.db"),
             "SELECT COUNT(*) FROM REG_PATH WHERE REG_PATH_VALUE = '/'"
         ),
         1
     );
-}
-
-fn m_sql(db: &std::path::Path, sql: &'static str) -> i64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(db)
-                .read_only(true),
-        )
-        .await
-        .unwrap();
-        sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
-    })
 }

@@ -831,30 +831,8 @@ async fn delete_subtree(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<
 }
 
 /// Creates the collection `p` (its parent must exist) as `user`, Carbon style.
-async fn create_collection(
-    conn: &mut SqliteConnection,
-    t: i64,
-    p: &str,
-    parent_id: i64,
-    user: &str,
-    media_type: Option<&str>,
-    description: Option<&str>,
-) -> Result<(i64, i64, String)> {
-    create_collection_at(
-        conn,
-        t,
-        p,
-        parent_id,
-        user,
-        media_type,
-        description,
-        now_naive(),
-    )
-    .await
-}
-
 #[allow(clippy::too_many_arguments)]
-async fn create_collection_at(
+async fn create_collection(
     conn: &mut SqliteConnection,
     t: i64,
     p: &str,
@@ -904,7 +882,8 @@ async fn ensure_collections(
     if path::parent(p).is_some() && file_row(conn, t, p).await?.is_some() {
         return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
     }
-    let (id, _, _) = create_collection(conn, t, p, parent_id, user, None, None).await?;
+    let (id, _, _) =
+        create_collection(conn, t, p, parent_id, user, None, None, now_naive()).await?;
     Ok(id)
 }
 
@@ -942,8 +921,17 @@ impl Store for SqliteStore {
                         Some(parent) => require_dir(conn, t, parent).await?.path_id,
                         None => -1,
                     };
-                    create_collection(conn, t, p, parent_id, SYSTEM_USER, None, description)
-                        .await?;
+                    create_collection(
+                        conn,
+                        t,
+                        p,
+                        parent_id,
+                        SYSTEM_USER,
+                        None,
+                        description,
+                        now_naive(),
+                    )
+                    .await?;
                 }
             }
             sqlx::query(
@@ -1029,8 +1017,7 @@ impl Store for SqliteStore {
             let mut media = None;
             let (version, uuid) = if new.kind == Kind::Directory {
                 let (_, version, uuid) =
-                    create_collection_at(conn, t, p, dir.path_id, user, None, None, created)
-                        .await?;
+                    create_collection(conn, t, p, dir.path_id, user, None, None, created).await?;
                 (version, uuid)
             } else {
                 let media_type = if new.kind == Kind::File {
@@ -1378,6 +1365,7 @@ impl Store for SqliteStore {
                     SYSTEM_USER,
                     Some(LINK_MEDIA_TYPE),
                     None,
+                    now_naive(),
                 )
                 .await?;
                 insert_property(conn, t, path_id, None, "registry.nonrecursive", "true").await?;

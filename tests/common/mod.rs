@@ -108,6 +108,11 @@ impl Mounted {
         m
     }
 
+    /// The serving regfs process.
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().expect("regfs is running").id() as i32)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("regfs.log")).unwrap_or_default()
     }
@@ -161,6 +166,35 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         self.unmount();
     }
+}
+
+/// A temp dir other local users may traverse (tests that run processes as other uids).
+pub fn open_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Runs a `SELECT COUNT(...)`-style query on an SQLite file, read-only, with plain SQL.
+pub fn sql_count(db: &Path, sql: &'static str) -> i64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(db)
+                .read_only(true),
+        )
+        .await
+        .unwrap();
+        sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+    })
 }
 
 pub fn sh_output(cwd: &Path, script: &str) -> Output {
