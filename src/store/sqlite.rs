@@ -316,7 +316,9 @@ SELECT REG_VERSION FROM REGFS_ATTR WHERE REG_UUID = ?8 AND REG_TENANT_ID = ?2";
 
 /// Deletes one live row and what hangs off it; foreign keys are checked at commit.
 /// ?1 version, ?2 tenant, ?3 content id, ?4 path id, ?5 name (NULL: collection), ?6 uuid.
-const DELETE_BATCH: &str = "\
+macro_rules! delete_batch_sql {
+    () => {
+        "\
 PRAGMA defer_foreign_keys = ON; \
 DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
 DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; \
@@ -326,7 +328,23 @@ DELETE FROM REG_RESOURCE_PROPERTY WHERE REG_PATH_ID = ?4 AND REG_RESOURCE_NAME I
 DELETE FROM REG_RESOURCE_TAG WHERE REG_PATH_ID = ?4 AND REG_RESOURCE_NAME IS ?5 AND REG_TENANT_ID = ?2; \
 DELETE FROM REG_RESOURCE_COMMENT WHERE REG_PATH_ID = ?4 AND REG_RESOURCE_NAME IS ?5 AND REG_TENANT_ID = ?2; \
 DELETE FROM REG_RESOURCE_RATING WHERE REG_PATH_ID = ?4 AND REG_RESOURCE_NAME IS ?5 AND REG_TENANT_ID = ?2; \
-DELETE FROM REGFS_ATTR WHERE REG_UUID = ?6 AND REG_TENANT_ID = ?2";
+DELETE FROM REGFS_ATTR WHERE REG_UUID = ?6 AND REG_TENANT_ID = ?2"
+    };
+}
+const DELETE_BATCH: &str = delete_batch_sql!();
+
+/// unlink/rmdir: [`DELETE_BATCH`], then the parent's times and the log entry. Further
+/// parameters: ?7 parent uuid, ?8 parent's default mode, ?9 parent created (ns), ?10 now (ns),
+/// ?11 parent version, ?12 path, ?13 user, ?14 now.
+const REMOVE_BATCH: &str = concat!(
+    delete_batch_sql!(),
+    "; INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
+     CTIME_NS, REG_VERSION) VALUES (?7, ?2, ?8, 0, 0, 0, ?9, ?10, ?10, ?11) \
+     ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
+     CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION; \
+     INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACTION_DATA, \
+     REG_TENANT_ID) VALUES (?12, ?13, ?14, 7, NULL, ?2)"
+);
 
 /// Runs `$body` (which uses `$conn: &mut SqliteConnection`) in one `BEGIN IMMEDIATE`
 /// transaction, retrying a bounded number of times when the database reports a transient
@@ -476,6 +494,52 @@ async fn any_row(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<Option<
         return Ok(Some(row));
     }
     file_row(conn, t, p).await
+}
+
+/// The live collection `parent` and its live resource `name` (if any), in one query; `None`
+/// when `parent` is not a live collection.
+async fn parent_and_file(
+    conn: &mut SqliteConnection,
+    t: i64,
+    parent: &str,
+    name: &str,
+) -> Result<Option<(ResourceRow, Option<ResourceRow>)>> {
+    let row = sqlx::query(
+        "SELECT pr.REG_PATH_ID, pr.REG_NAME, pr.REG_VERSION, pr.REG_CONTENT_ID, pr.REG_CREATOR, \
+         pr.REG_CREATED_TIME, pr.REG_MEDIA_TYPE, pr.REG_DESCRIPTION, pr.REG_UUID, \
+         fr.REG_PATH_ID, fr.REG_NAME, fr.REG_VERSION, fr.REG_CONTENT_ID, fr.REG_CREATOR, \
+         fr.REG_CREATED_TIME, fr.REG_MEDIA_TYPE, fr.REG_DESCRIPTION, fr.REG_UUID \
+         FROM REG_PATH pp JOIN REG_RESOURCE pr ON pr.REG_PATH_ID = pp.REG_PATH_ID \
+         AND pr.REG_TENANT_ID = pp.REG_TENANT_ID AND pr.REG_NAME IS NULL \
+         LEFT JOIN REG_RESOURCE fr ON fr.REG_PATH_ID = pp.REG_PATH_ID \
+         AND fr.REG_TENANT_ID = pp.REG_TENANT_ID AND fr.REG_NAME = ?3 \
+         WHERE pp.REG_PATH_VALUE = ?1 AND pp.REG_TENANT_ID = ?2 LIMIT 1",
+    )
+    .bind(parent)
+    .bind(t)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let at = |o: usize| -> Result<ResourceRow> {
+        Ok(ResourceRow {
+            path_id: row.try_get(o)?,
+            name: row.try_get(o + 1)?,
+            version: row.try_get(o + 2)?,
+            content_id: row.try_get(o + 3)?,
+            creator: row.try_get(o + 4)?,
+            created: row.try_get(o + 5)?,
+            media_type: row.try_get(o + 6)?,
+            description: row.try_get(o + 7)?,
+            uuid: row.try_get(o + 8)?,
+        })
+    };
+    let parent_row = at(0)?;
+    let file = match row.try_get::<Option<i64>, _>(11)? {
+        Some(_) => Some(at(9)?),
+        None => None,
+    };
+    Ok(Some((parent_row, file)))
 }
 
 /// Whether anything live is at `p`, whose parent collection has path id `parent_id`.
@@ -654,9 +718,14 @@ async fn attrs_or_default(
     t: i64,
     row: &ResourceRow,
 ) -> Result<AttrRow> {
-    if let Some(a) = attr_row(conn, t, &row.uuid).await? {
-        return Ok(a);
+    match attr_row(conn, t, &row.uuid).await? {
+        Some(a) => Ok(a),
+        None => Ok(default_attrs(row)),
     }
+}
+
+/// The documented defaults for a row Carbon wrote (no REGFS_ATTR row).
+fn default_attrs(row: &ResourceRow) -> AttrRow {
     let is_dir = row.name.is_none();
     let mode = if is_dir {
         libc::S_IFDIR | DEFAULT_DIR_PERM
@@ -664,7 +733,7 @@ async fn attrs_or_default(
         libc::S_IFREG | DEFAULT_FILE_PERM
     };
     let ns = to_ns(naive_to_system(row.created));
-    Ok(AttrRow {
+    AttrRow {
         mode: mode as i64,
         uid: 0,
         gid: 0,
@@ -673,7 +742,78 @@ async fn attrs_or_default(
         mtime_ns: ns,
         ctime_ns: ns,
         version: row.version,
-    })
+    }
+}
+
+/// The live non-collection row at `p` with its attributes, in one query.
+async fn file_row_with_attrs(
+    conn: &mut SqliteConnection,
+    t: i64,
+    p: &str,
+) -> Result<Option<(ResourceRow, AttrRow)>> {
+    #[derive(sqlx::FromRow)]
+    struct Joined {
+        #[sqlx(flatten)]
+        row: ResourceRow,
+        mode: Option<i64>,
+        uid: Option<i64>,
+        gid: Option<i64>,
+        rdev: Option<i64>,
+        atime_ns: Option<i64>,
+        mtime_ns: Option<i64>,
+        ctime_ns: Option<i64>,
+        attr_version: Option<i64>,
+    }
+    let Some(parent) = path::parent(p) else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "SELECT {RESOURCE_COLUMNS}, a.MODE AS mode, a.UID AS uid, a.GID AS gid, a.RDEV AS rdev, \
+         a.ATIME_NS AS atime_ns, a.MTIME_NS AS mtime_ns, a.CTIME_NS AS ctime_ns, \
+         a.REG_VERSION AS attr_version FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME = ?3 LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID \
+         AND a.REG_TENANT_ID = r.REG_TENANT_ID WHERE p.REG_PATH_VALUE = ?1 \
+         AND p.REG_TENANT_ID = ?2 LIMIT 1"
+    );
+    let joined: Option<Joined> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(parent)
+        .bind(t)
+        .bind(path::name(p))
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(joined.map(|j| {
+        let attrs = match (
+            j.mode,
+            j.uid,
+            j.gid,
+            j.atime_ns,
+            j.mtime_ns,
+            j.ctime_ns,
+            j.attr_version,
+        ) {
+            (
+                Some(mode),
+                Some(uid),
+                Some(gid),
+                Some(atime_ns),
+                Some(mtime_ns),
+                Some(ctime_ns),
+                Some(version),
+            ) => AttrRow {
+                mode,
+                uid,
+                gid,
+                rdev: j.rdev.unwrap_or(0),
+                atime_ns,
+                mtime_ns,
+                ctime_ns,
+                version,
+            },
+            _ => default_attrs(&j.row),
+        };
+        (j.row, attrs)
+    }))
 }
 
 /// A directory's mtime and ctime move when entries are added, removed or renamed in it. Carbon
@@ -902,6 +1042,43 @@ const BASE_COLLECTIONS: [(&str, Option<&str>); 8] = [
     ("/_system/config/repository", None),
 ];
 
+impl SqliteStore {
+    /// The parent and the row to remove, or the errno that says why not.
+    async fn remove_checks(
+        &self,
+        conn: &mut SqliteConnection,
+        p: &str,
+        parent: &str,
+        dir: bool,
+    ) -> Result<(ResourceRow, ResourceRow)> {
+        let t = self.t();
+        {
+            let parent_row = require_dir(conn, t, parent).await?;
+            let row = if dir {
+                let Some(row) = collection_row(conn, t, p).await? else {
+                    if file_row(conn, t, p).await?.is_some() {
+                        return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
+                    }
+                    return Err(err!(ENOENT, "{p} does not exist"));
+                };
+                if has_children(conn, t, row.path_id).await? {
+                    return Err(err!(ENOTEMPTY, "collection {p} is not empty"));
+                }
+                row
+            } else {
+                let Some(row) = file_row(conn, t, p).await? else {
+                    if collection_row(conn, t, p).await?.is_some() {
+                        return Err(err!(EISDIR, "{p} is a collection"));
+                    }
+                    return Err(err!(ENOENT, "{p} does not exist"));
+                };
+                row
+            };
+            Ok((parent_row, row))
+        }
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn name(&self) -> &str {
@@ -1085,13 +1262,12 @@ impl Store for SqliteStore {
     async fn write(&self, p: &str, data: &[u8], user: &str) -> Result<Entry> {
         let t = self.t();
         transaction!(self, "write", |conn| {
-            let Some(old) = file_row(conn, t, p).await? else {
+            let Some((old, mut attrs)) = file_row_with_attrs(conn, t, p).await? else {
                 if collection_row(conn, t, p).await?.is_some() {
                     return Err(err!(EISDIR, "{p} is a collection"));
                 }
                 return Err(err!(ENOENT, "resource {p} does not exist"));
             };
-            let mut attrs = attrs_or_default(conn, t, &old).await?;
             // Carbon's update: delete the old row and its content, insert a new row (new
             // REG_VERSION) that keeps creator, creation time and UUID; the content, then one batch.
             let now = now_ns();
@@ -1146,30 +1322,37 @@ impl Store for SqliteStore {
             return Err(err!(EBUSY, "the root cannot be removed"));
         };
         transaction!(self, if dir { "rmdir" } else { "unlink" }, |conn| {
-            let parent_row = require_dir(conn, t, parent).await?;
-            let row = if dir {
-                let Some(row) = collection_row(conn, t, p).await? else {
-                    if file_row(conn, t, p).await?.is_some() {
-                        return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
-                    }
-                    return Err(err!(ENOENT, "{p} does not exist"));
-                };
-                if has_children(conn, t, row.path_id).await? {
-                    return Err(err!(ENOTEMPTY, "collection {p} is not empty"));
-                }
-                row
+            // One query finds the parent and the file; the slow path below only runs to tell
+            // which errno applies.
+            let found = if dir {
+                None
             } else {
-                let Some(row) = file_row(conn, t, p).await? else {
-                    if collection_row(conn, t, p).await?.is_some() {
-                        return Err(err!(EISDIR, "{p} is a collection"));
-                    }
-                    return Err(err!(ENOENT, "{p} does not exist"));
-                };
-                row
+                parent_and_file(conn, t, parent, path::name(p)).await?
             };
-            delete_row(conn, t, &row).await?;
-            touch_dir(conn, t, &parent_row).await?;
-            insert_log(conn, t, p, user, LogAction::DeleteResource, None).await?;
+            let (parent_row, row) = match found {
+                Some((parent_row, Some(row))) => (parent_row, row),
+                _ => self.remove_checks(conn, p, parent, dir).await?,
+            };
+            let now = now_ns();
+            padded!(
+                sqlx::query(REMOVE_BATCH)
+                    .bind(row.version)
+                    .bind(t)
+                    .bind(row.content_id)
+                    .bind(row.path_id)
+                    .bind(row.name.as_deref())
+                    .bind(&row.uuid)
+                    .bind(&parent_row.uuid)
+                    .bind((libc::S_IFDIR | DEFAULT_DIR_PERM) as i64)
+                    .bind(to_ns(naive_to_system(parent_row.created)))
+                    .bind(now)
+                    .bind(parent_row.version)
+                    .bind(p)
+                    .bind(user)
+                    .bind(naive_from_ns(now))
+            )
+            .execute(&mut *conn)
+            .await?;
         })
     }
 
