@@ -41,28 +41,26 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
-/// The user-management database of the embedded default.
-pub async fn embedded_um(data_dir: &Path) -> Result<UmDb> {
+fn ensure_data_dir(data_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(data_dir).map_err(|e| {
         err!(
             EIO,
             "cannot create the data directory {}: {e}",
             data_dir.display()
         )
-    })?;
+    })
+}
+
+/// The user-management database of the embedded default.
+pub async fn embedded_um(data_dir: &Path) -> Result<UmDb> {
+    ensure_data_dir(data_dir)?;
     UmDb::open(&data_dir.join(SHARED_DB), SUPER_TENANT_ID).await
 }
 
 /// Opens (creating and initializing as needed) the embedded default's databases and returns the
 /// registry over them, with the mount bookkeeping rows written.
 pub async fn embedded_registry(data_dir: &Path, opts: StoreOptions) -> Result<Registry> {
-    std::fs::create_dir_all(data_dir).map_err(|e| {
-        err!(
-            EIO,
-            "cannot create the data directory {}: {e}",
-            data_dir.display()
-        )
-    })?;
+    ensure_data_dir(data_dir)?;
     let local: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&data_dir.join(LOCAL_DB), opts.clone()).await?);
     let shared: Arc<dyn Store> =

@@ -41,6 +41,13 @@ struct EntryRow {
     created: NaiveDateTime,
     updated: NaiveDateTime,
     size: i64,
+    #[sqlx(flatten)]
+    attrs: AttrColumns,
+}
+
+/// The REGFS_ATTR columns of a LEFT JOIN: all NULL for a row Carbon wrote.
+#[derive(sqlx::FromRow)]
+struct AttrColumns {
     mode: Option<i64>,
     uid: Option<i64>,
     gid: Option<i64>,
@@ -49,6 +56,54 @@ struct EntryRow {
     mtime_ns: Option<i64>,
     ctime_ns: Option<i64>,
     attr_version: Option<i64>,
+}
+
+impl AttrColumns {
+    fn from_row(a: AttrRow) -> Self {
+        AttrColumns {
+            mode: Some(a.mode),
+            uid: Some(a.uid),
+            gid: Some(a.gid),
+            rdev: Some(a.rdev),
+            atime_ns: Some(a.atime_ns),
+            mtime_ns: Some(a.mtime_ns),
+            ctime_ns: Some(a.ctime_ns),
+            attr_version: Some(a.version),
+        }
+    }
+
+    /// The stored attributes, or the documented defaults for `row`.
+    fn or_default(self, row: &ResourceRow) -> AttrRow {
+        match (
+            self.mode,
+            self.uid,
+            self.gid,
+            self.atime_ns,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.attr_version,
+        ) {
+            (
+                Some(mode),
+                Some(uid),
+                Some(gid),
+                Some(atime_ns),
+                Some(mtime_ns),
+                Some(ctime_ns),
+                Some(version),
+            ) => AttrRow {
+                mode,
+                uid,
+                gid,
+                rdev: self.rdev.unwrap_or(0),
+                atime_ns,
+                mtime_ns,
+                ctime_ns,
+                version,
+            },
+            _ => default_attrs(row),
+        }
+    }
 }
 
 /// The columns of a live REG_RESOURCE row a mutation needs.
@@ -133,14 +188,7 @@ impl EntryRow {
             created,
             updated: naive_from_ns(a.mtime_ns),
             size: size as i64,
-            mode: Some(a.mode),
-            uid: Some(a.uid),
-            gid: Some(a.gid),
-            rdev: Some(a.rdev),
-            atime_ns: Some(a.atime_ns),
-            mtime_ns: Some(a.mtime_ns),
-            ctime_ns: Some(a.ctime_ns),
-            attr_version: Some(a.version),
+            attrs: AttrColumns::from_row(a),
         }
     }
 
@@ -150,34 +198,34 @@ impl EntryRow {
         let kind = if self.is_dir != 0 {
             Kind::Directory
         } else {
-            match self.mode.map(|m| Kind::from_mode(m as u32)) {
+            match self.attrs.mode.map(|m| Kind::from_mode(m as u32)) {
                 Some(Kind::Directory) | None => Kind::File,
                 Some(k) => k,
             }
         };
-        let perm = match self.mode {
+        let perm = match self.attrs.mode {
             Some(m) => (m as u32) & 0o7777,
             None if kind == Kind::Directory => DEFAULT_DIR_PERM,
             None => DEFAULT_FILE_PERM,
         };
         // Our precise times hold while the row is the version we wrote them for; a newer
         // version written by Carbon brings its own REG_LAST_UPDATED_TIME.
-        let ours = self.attr_version == Some(self.version);
-        let mtime = match (ours, self.mtime_ns) {
+        let ours = self.attrs.attr_version == Some(self.version);
+        let mtime = match (ours, self.attrs.mtime_ns) {
             (true, Some(ns)) => from_ns(ns),
             _ => updated,
         };
-        let ctime = match (ours, self.ctime_ns) {
+        let ctime = match (ours, self.attrs.ctime_ns) {
             (true, Some(ns)) => from_ns(ns),
             _ => mtime,
         };
-        let atime = self.atime_ns.map(from_ns).unwrap_or(mtime);
+        let atime = self.attrs.atime_ns.map(from_ns).unwrap_or(mtime);
         Entry {
             kind,
             perm,
-            uid: self.uid.unwrap_or(0) as u32,
-            gid: self.gid.unwrap_or(0) as u32,
-            rdev: self.rdev.unwrap_or(0) as u32,
+            uid: self.attrs.uid.unwrap_or(0) as u32,
+            gid: self.attrs.gid.unwrap_or(0) as u32,
+            rdev: self.attrs.rdev.unwrap_or(0) as u32,
             size: self.size.max(0) as u64,
             atime,
             mtime,
@@ -755,14 +803,8 @@ async fn file_row_with_attrs(
     struct Joined {
         #[sqlx(flatten)]
         row: ResourceRow,
-        mode: Option<i64>,
-        uid: Option<i64>,
-        gid: Option<i64>,
-        rdev: Option<i64>,
-        atime_ns: Option<i64>,
-        mtime_ns: Option<i64>,
-        ctime_ns: Option<i64>,
-        attr_version: Option<i64>,
+        #[sqlx(flatten)]
+        attrs: AttrColumns,
     }
     let Some(parent) = path::parent(p) else {
         return Ok(None);
@@ -783,35 +825,7 @@ async fn file_row_with_attrs(
         .fetch_optional(&mut *conn)
         .await?;
     Ok(joined.map(|j| {
-        let attrs = match (
-            j.mode,
-            j.uid,
-            j.gid,
-            j.atime_ns,
-            j.mtime_ns,
-            j.ctime_ns,
-            j.attr_version,
-        ) {
-            (
-                Some(mode),
-                Some(uid),
-                Some(gid),
-                Some(atime_ns),
-                Some(mtime_ns),
-                Some(ctime_ns),
-                Some(version),
-            ) => AttrRow {
-                mode,
-                uid,
-                gid,
-                rdev: j.rdev.unwrap_or(0),
-                atime_ns,
-                mtime_ns,
-                ctime_ns,
-                version,
-            },
-            _ => default_attrs(&j.row),
-        };
+        let attrs = j.attrs.or_default(&j.row);
         (j.row, attrs)
     }))
 }
