@@ -304,11 +304,7 @@ fn check_grants_layout(db: &Path) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true),
-        )
-        .await
-        .unwrap();
+        let pool = common::ro_pool(db).await;
         let rows: Vec<(String, String, String, i64, String, i64)> = sqlx::query_as(
             "SELECT p.UM_RESOURCE_ID, p.UM_ACTION, rp.UM_ROLE_NAME, rp.UM_IS_ALLOWED, d.UM_DOMAIN_NAME, \
              rp.UM_TENANT_ID FROM UM_ROLE_PERMISSION rp JOIN UM_PERMISSION p ON p.UM_ID = rp.UM_PERMISSION_ID \

@@ -4,14 +4,12 @@
 mod common;
 
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use sqlx::sqlite::SqlitePool;
 
 use common::Mounted;
 
 async fn open(path: &std::path::Path) -> SqlitePool {
-    SqlitePool::connect_with(SqliteConnectOptions::new().filename(path).read_only(true))
-        .await
-        .unwrap()
+    common::ro_pool(path).await
 }
 
 async fn path_id(db: &SqlitePool, p: &str) -> i64 {

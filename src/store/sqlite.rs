@@ -904,18 +904,25 @@ const PATH_KEYED_TABLES: [&str; 4] = [
 /// Deletes one live row and what hangs off it (content, properties, tag/comment/rating
 /// mappings, regfs attributes). REG_PATH rows stay, as in Carbon.
 async fn delete_row(conn: &mut SqliteConnection, t: i64, row: &ResourceRow) -> Result<()> {
-    padded!(
-        sqlx::query(DELETE_BATCH)
-            .bind(row.version)
-            .bind(t)
-            .bind(row.content_id)
-            .bind(row.path_id)
-            .bind(row.name.as_deref())
-            .bind(&row.uuid)
-    )
-    .execute(&mut *conn)
-    .await?;
+    padded!(delete_query(DELETE_BATCH, t, row))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+/// `sql` (a batch starting with [`DELETE_BATCH`]'s statements) with their six parameters bound.
+fn delete_query<'q>(
+    sql: &'static str,
+    t: i64,
+    row: &'q ResourceRow,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(sql)
+        .bind(row.version)
+        .bind(t)
+        .bind(row.content_id)
+        .bind(row.path_id)
+        .bind(row.name.as_deref())
+        .bind(&row.uuid)
 }
 
 /// Whether the collection with path id `path_id` has live children.
@@ -1349,13 +1356,7 @@ impl Store for SqliteStore {
             };
             let now = now_ns();
             padded!(
-                sqlx::query(REMOVE_BATCH)
-                    .bind(row.version)
-                    .bind(t)
-                    .bind(row.content_id)
-                    .bind(row.path_id)
-                    .bind(row.name.as_deref())
-                    .bind(&row.uuid)
+                delete_query(REMOVE_BATCH, t, &row)
                     .bind(&parent_row.uuid)
                     .bind((libc::S_IFDIR | DEFAULT_DIR_PERM) as i64)
                     .bind(to_ns(naive_to_system(parent_row.created)))

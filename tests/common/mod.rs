@@ -179,6 +179,17 @@ pub fn open_tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// A read-only pool on an SQLite file, to read tables back with plain SQL.
+pub async fn ro_pool(db: &Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .read_only(true),
+    )
+    .await
+    .unwrap()
+}
+
 /// Runs a `SELECT COUNT(...)`-style query on an SQLite file, read-only, with plain SQL.
 pub fn sql_count(db: &Path, sql: &'static str) -> i64 {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -186,13 +197,7 @@ pub fn sql_count(db: &Path, sql: &'static str) -> i64 {
         .build()
         .unwrap();
     rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(db)
-                .read_only(true),
-        )
-        .await
-        .unwrap();
+        let pool = ro_pool(db).await;
         sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
     })
 }
