@@ -137,23 +137,16 @@ fn mounts_resolve_to_their_databases_and_target_paths() {
     .unwrap();
 
     // Grants are stored on the target path, in the configured UM database.
-    let out = std::process::Command::new(common::regfs_bin())
-        .args([
-            "perm",
-            "grant",
-            "Internal/everyone",
-            "/_system/config/app.xml",
-            "add",
-            "--config",
-        ])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cfg = cfg.to_string_lossy();
+    common::run_regfs_ok([
+        "perm",
+        "grant",
+        "Internal/everyone",
+        "/_system/config/app.xml",
+        "add",
+        "--config",
+        &cfg,
+    ]);
     assert_eq!(
         common::sql_count(
             &dbs.join("config.db"),
@@ -193,12 +186,13 @@ fn bad_configurations_say_what_is_wrong() {
     for (i, (text, expected)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad{i}.toml"));
         std::fs::write(&file, text).unwrap();
-        let out = std::process::Command::new(common::regfs_bin())
-            .args(["mount", "--foreground", "--config"])
-            .arg(&file)
-            .arg(&mnt)
-            .output()
-            .unwrap();
+        let out = common::run_regfs([
+            std::ffi::OsStr::new("mount"),
+            "--foreground".as_ref(),
+            "--config".as_ref(),
+            file.as_os_str(),
+            mnt.as_os_str(),
+        ]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i} mounted");
         assert!(err.contains(&file.display().to_string()), "case {i}: {err}");

@@ -242,16 +242,12 @@ fn sigint_and_fusermount_unmount_cleanly() {
 fn init_creates_the_schema_in_empty_databases() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("fresh");
-    let out = std::process::Command::new(common::regfs_bin())
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let init = [
+        std::ffi::OsStr::new("init"),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ];
+    common::run_regfs_ok(init);
     for db in ["local.db", "shared.db"] {
         let out = common::sql_count(
             &data.join(db),
@@ -267,12 +263,7 @@ fn init_creates_the_schema_in_empty_databases() {
         1
     );
     // Running it again changes nothing.
-    let again = std::process::Command::new(common::regfs_bin())
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(again.status.success());
+    common::run_regfs_ok(init);
     assert_eq!(
         common::sql_count(
             &data.join("local.db"),

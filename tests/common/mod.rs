@@ -168,6 +168,35 @@ impl Drop for Mounted {
     }
 }
 
+/// Runs the regfs CLI with `args` (no stdin) and returns its output.
+pub fn run_regfs<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(regfs_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run regfs")
+}
+
+/// [`run_regfs`], asserting that it succeeded.
+#[track_caller]
+pub fn run_regfs_ok<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = run_regfs(args);
+    assert!(
+        out.status.success(),
+        "regfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A temp dir other local users may traverse (tests that run processes as other uids).
 pub fn open_tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
