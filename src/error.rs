@@ -33,12 +33,6 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
-
-    /// Adds context in front of the message, keeping the errno.
-    pub fn context(mut self, what: impl fmt::Display) -> Self {
-        self.message = format!("{what}: {}", self.message);
-        self
-    }
 }
 
 impl fmt::Display for Error {

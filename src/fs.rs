@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use tracing::debug;
@@ -292,10 +291,6 @@ impl RegFs {
             next_fh: AtomicU64::new(1),
             list_page: 512,
         }
-    }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
     }
 
     fn path(&self, ino: u64) -> Result<String> {
@@ -907,9 +902,5 @@ impl RegFs {
 
     pub async fn statfs(&self) -> Result<crate::store::SpaceInfo> {
         self.registry.space().await
-    }
-
-    pub fn now() -> SystemTime {
-        SystemTime::now()
     }
 }

@@ -33,10 +33,6 @@ impl Registry {
         Self { table, authz }
     }
 
-    pub fn authorizer(&self) -> Option<&Arc<Authorizer>> {
-        self.authz.as_ref()
-    }
-
     /// EACCES (with a log line naming user, path and action) unless the registry's permissions
     /// let `user` do `action` on `p`. Permissions are kept on the mount's *target* path.
     pub async fn authorize(&self, user: &str, p: &str, action: Action) -> Result<()> {
