@@ -5,6 +5,10 @@
 //! translated them). Every mutating method is one transaction, retried a bounded number of times on
 //! lock/serialization conflicts.
 
+#[doc(hidden)]
+pub mod conformance;
+pub mod rows;
+pub mod server;
 pub mod sqlite;
 
 use std::time::{Duration, SystemTime};

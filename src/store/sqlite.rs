@@ -3,14 +3,15 @@
 //! other processes sharing the file, and `BEGIN IMMEDIATE` for every mutation.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{Local, NaiveDateTime, TimeZone};
+use chrono::NaiveDateTime;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row};
 use tracing::{debug, warn};
 
+use super::rows::*;
 use super::*;
 use crate::err;
 use crate::error::{Error, Result};
@@ -28,214 +29,6 @@ pub struct SqliteStore {
     readers: Vec<tokio::sync::Mutex<SqliteConnection>>,
     next_reader: std::sync::atomic::AtomicUsize,
     opts: StoreOptions,
-}
-
-/// One row of the stat/list queries: a live REG_RESOURCE row with its REGFS_ATTR row, if any.
-#[derive(sqlx::FromRow)]
-struct EntryRow {
-    name: Option<String>,
-    is_dir: i64,
-    version: i64,
-    uuid: String,
-    media_type: Option<String>,
-    created: NaiveDateTime,
-    updated: NaiveDateTime,
-    size: i64,
-    #[sqlx(flatten)]
-    attrs: AttrColumns,
-}
-
-/// The REGFS_ATTR columns of a LEFT JOIN: all NULL for a row Carbon wrote.
-#[derive(sqlx::FromRow)]
-struct AttrColumns {
-    mode: Option<i64>,
-    uid: Option<i64>,
-    gid: Option<i64>,
-    rdev: Option<i64>,
-    atime_ns: Option<i64>,
-    mtime_ns: Option<i64>,
-    ctime_ns: Option<i64>,
-    attr_version: Option<i64>,
-}
-
-impl AttrColumns {
-    fn from_row(a: AttrRow) -> Self {
-        AttrColumns {
-            mode: Some(a.mode),
-            uid: Some(a.uid),
-            gid: Some(a.gid),
-            rdev: Some(a.rdev),
-            atime_ns: Some(a.atime_ns),
-            mtime_ns: Some(a.mtime_ns),
-            ctime_ns: Some(a.ctime_ns),
-            attr_version: Some(a.version),
-        }
-    }
-
-    /// The stored attributes, or the documented defaults for `row`.
-    fn or_default(self, row: &ResourceRow) -> AttrRow {
-        match (
-            self.mode,
-            self.uid,
-            self.gid,
-            self.atime_ns,
-            self.mtime_ns,
-            self.ctime_ns,
-            self.attr_version,
-        ) {
-            (
-                Some(mode),
-                Some(uid),
-                Some(gid),
-                Some(atime_ns),
-                Some(mtime_ns),
-                Some(ctime_ns),
-                Some(version),
-            ) => AttrRow {
-                mode,
-                uid,
-                gid,
-                rdev: self.rdev.unwrap_or(0),
-                atime_ns,
-                mtime_ns,
-                ctime_ns,
-                version,
-            },
-            _ => default_attrs(row),
-        }
-    }
-}
-
-/// The columns of a live REG_RESOURCE row a mutation needs.
-#[derive(sqlx::FromRow, Clone)]
-struct ResourceRow {
-    path_id: i64,
-    name: Option<String>,
-    version: i64,
-    content_id: Option<i64>,
-    creator: String,
-    created: NaiveDateTime,
-    media_type: Option<String>,
-    description: Option<String>,
-    uuid: String,
-}
-
-/// A REGFS_ATTR row.
-#[derive(sqlx::FromRow, Clone, Copy)]
-struct AttrRow {
-    mode: i64,
-    uid: i64,
-    gid: i64,
-    rdev: i64,
-    atime_ns: i64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    version: i64,
-}
-
-fn now_naive() -> NaiveDateTime {
-    Local::now().naive_local()
-}
-
-fn now_ns() -> i64 {
-    to_ns(SystemTime::now())
-}
-
-fn to_ns(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
-    }
-}
-
-fn from_ns(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-/// Carbon writes JVM-local wall time into TIMESTAMP columns.
-fn naive_to_system(t: NaiveDateTime) -> SystemTime {
-    match Local.from_local_datetime(&t).earliest() {
-        Some(dt) => SystemTime::from(dt),
-        None => SystemTime::from(t.and_utc()),
-    }
-}
-
-fn naive_from_ns(ns: i64) -> NaiveDateTime {
-    chrono::DateTime::<Local>::from(from_ns(ns)).naive_local()
-}
-
-impl EntryRow {
-    /// The row a stat would return right after a mutation, built without asking the database.
-    fn from_parts(
-        is_dir: bool,
-        version: i64,
-        uuid: String,
-        media_type: Option<String>,
-        created: NaiveDateTime,
-        size: u64,
-        a: AttrRow,
-    ) -> EntryRow {
-        EntryRow {
-            name: None,
-            is_dir: is_dir as i64,
-            version,
-            uuid,
-            media_type,
-            created,
-            updated: naive_from_ns(a.mtime_ns),
-            size: size as i64,
-            attrs: AttrColumns::from_row(a),
-        }
-    }
-
-    fn into_entry(self) -> Entry {
-        let created = naive_to_system(self.created);
-        let updated = naive_to_system(self.updated);
-        let kind = if self.is_dir != 0 {
-            Kind::Directory
-        } else {
-            match self.attrs.mode.map(|m| Kind::from_mode(m as u32)) {
-                Some(Kind::Directory) | None => Kind::File,
-                Some(k) => k,
-            }
-        };
-        let perm = match self.attrs.mode {
-            Some(m) => (m as u32) & 0o7777,
-            None if kind == Kind::Directory => DEFAULT_DIR_PERM,
-            None => DEFAULT_FILE_PERM,
-        };
-        // Our precise times hold while the row is the version we wrote them for; a newer
-        // version written by Carbon brings its own REG_LAST_UPDATED_TIME.
-        let ours = self.attrs.attr_version == Some(self.version);
-        let mtime = match (ours, self.attrs.mtime_ns) {
-            (true, Some(ns)) => from_ns(ns),
-            _ => updated,
-        };
-        let ctime = match (ours, self.attrs.ctime_ns) {
-            (true, Some(ns)) => from_ns(ns),
-            _ => mtime,
-        };
-        let atime = self.attrs.atime_ns.map(from_ns).unwrap_or(mtime);
-        Entry {
-            kind,
-            perm,
-            uid: self.attrs.uid.unwrap_or(0) as u32,
-            gid: self.attrs.gid.unwrap_or(0) as u32,
-            rdev: self.attrs.rdev.unwrap_or(0) as u32,
-            size: self.size.max(0) as u64,
-            atime,
-            mtime,
-            ctime,
-            crtime: created,
-            version: self.version,
-            uuid: self.uuid,
-            media_type: self.media_type,
-        }
-    }
 }
 
 macro_rules! entry_sql {
@@ -772,26 +565,6 @@ async fn attrs_or_default(
     }
 }
 
-/// The documented defaults for a row Carbon wrote (no REGFS_ATTR row).
-fn default_attrs(row: &ResourceRow) -> AttrRow {
-    let is_dir = row.name.is_none();
-    let mode = if is_dir {
-        libc::S_IFDIR | DEFAULT_DIR_PERM
-    } else {
-        libc::S_IFREG | DEFAULT_FILE_PERM
-    };
-    let ns = to_ns(naive_to_system(row.created));
-    AttrRow {
-        mode: mode as i64,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        atime_ns: ns,
-        mtime_ns: ns,
-        ctime_ns: ns,
-        version: row.version,
-    }
-}
 
 /// The live non-collection row at `p` with its attributes, in one query.
 async fn file_row_with_attrs(
@@ -893,13 +666,6 @@ async fn insert_property(
     Ok(())
 }
 
-/// Tables whose rows hang off a path id and resource name (unversioned mode).
-const PATH_KEYED_TABLES: [&str; 4] = [
-    "REG_RESOURCE_PROPERTY",
-    "REG_RESOURCE_TAG",
-    "REG_RESOURCE_COMMENT",
-    "REG_RESOURCE_RATING",
-];
 
 /// Deletes one live row and what hangs off it (content, properties, tag/comment/rating
 /// mappings, regfs attributes). REG_PATH rows stay, as in Carbon.
@@ -1048,20 +814,6 @@ async fn ensure_collections(
     Ok(id)
 }
 
-/// Base collections Carbon creates on a tenant's first start, with their descriptions.
-const BASE_COLLECTIONS: [(&str, Option<&str>); 8] = [
-    ("/", None),
-    (
-        "/_system",
-        Some("System collection of the Registry. Do not delete or modify."),
-    ),
-    ("/_system/local", Some("Local data repository.")),
-    ("/_system/config", Some("Configuration registry.")),
-    ("/_system/governance", Some("Governance registry.")),
-    ("/_system/local/repository", None),
-    ("/_system/governance/repository", None),
-    ("/_system/config/repository", None),
-];
 
 impl SqliteStore {
     /// The parent and the row to remove, or the errno that says why not.

@@ -1,6 +1,8 @@
 //! Test harness: mounts the real `regfs` binary on a fresh temp dir and always unmounts it.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,8 +1,6 @@
 //! Store tests against a real SQLite file: targeted checks of Carbon's row conventions, and a
 //! random operation sequence checked against an in-memory reference model of the tree.
 
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::store::Store;
 
@@ -22,27 +20,7 @@ async fn sql(s: &SqliteStore) -> sqlx::SqlitePool {
         .unwrap()
 }
 
-fn file(content: &[u8]) -> NewEntry {
-    NewEntry {
-        kind: Kind::File,
-        perm: 0o644,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        content: content.to_vec(),
-    }
-}
-
-fn dir() -> NewEntry {
-    NewEntry {
-        kind: Kind::Directory,
-        perm: 0o755,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        content: Vec::new(),
-    }
-}
+use crate::store::conformance::{dir, file};
 
 #[tokio::test]
 async fn update_makes_a_new_version_and_keeps_identity() {
@@ -154,209 +132,11 @@ async fn errors_change_nothing() {
 #[tokio::test]
 async fn listing_pages_by_name_across_collections_and_resources() {
     let (_d, s) = store().await;
-    s.create("/p", dir(), "u").await.unwrap();
-    let mut names = Vec::new();
-    for i in 0..57 {
-        let name = format!("n{i:03}");
-        if i % 3 == 0 {
-            s.create(&format!("/p/{name}"), dir(), "u").await.unwrap();
-        } else {
-            s.create(&format!("/p/{name}"), file(name.as_bytes()), "u")
-                .await
-                .unwrap();
-        }
-        names.push(name);
-    }
-    let mut seen = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = s.list("/p", after.as_deref(), 10).await.unwrap();
-        if page.is_empty() {
-            break;
-        }
-        after = Some(page.last().unwrap().name.clone());
-        for d in page {
-            assert_eq!(
-                d.entry.kind == Kind::Directory,
-                d.name[1..].parse::<u32>().unwrap() % 3 == 0
-            );
-            if d.entry.kind == Kind::File {
-                assert_eq!(d.entry.size, 4);
-            }
-            seen.push(d.name);
-        }
-    }
-    assert_eq!(seen, names);
+    crate::store::conformance::listing_pages(&s).await;
 }
 
-/// A tiny deterministic generator, so failures replay.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[(self.next() % v.len() as u64) as usize]
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Node {
-    Dir,
-    File(Vec<u8>),
-}
-
-fn children<'a>(
-    model: &'a BTreeMap<String, Node>,
-    dir: &'a str,
-) -> impl Iterator<Item = &'a String> {
-    model
-        .keys()
-        .filter(move |k| crate::path::parent(k) == Some(dir))
-}
-
-/// Random creates, writes, removes and renames against the store and a model; after every step
-/// the store's answers (stat, list, read) match the model, and failures leave both unchanged.
 #[tokio::test]
 async fn random_operations_match_a_reference_model() {
     let (_d, s) = store().await;
-    let base = "/m";
-    s.create(base, dir(), "u").await.unwrap();
-    let mut model: BTreeMap<String, Node> = BTreeMap::new();
-    model.insert(base.into(), Node::Dir);
-    let names = ["a", "b", "c", "dd", "e.xml"];
-    let mut rng = Rng(0x9e3779b97f4a7c15);
-    for step in 0..600 {
-        let dirs: Vec<String> = model
-            .iter()
-            .filter(|(_, n)| **n == Node::Dir)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let existing: Vec<String> = model.keys().filter(|k| *k != base).cloned().collect();
-        let parent = rng.pick(&dirs).clone();
-        let name: &str = names[(rng.next() % names.len() as u64) as usize];
-        let target = crate::path::join(&parent, name);
-        let op = rng.next() % 6;
-        match op {
-            0 | 1 => {
-                let is_dir = op == 0;
-                let content = format!("{step}").into_bytes();
-                let r = s
-                    .create(&target, if is_dir { dir() } else { file(&content) }, "u")
-                    .await;
-                if model.contains_key(&target) {
-                    assert_eq!(r.unwrap_err().errno(), libc::EEXIST, "step {step}");
-                } else {
-                    r.unwrap();
-                    model.insert(
-                        target.clone(),
-                        if is_dir {
-                            Node::Dir
-                        } else {
-                            Node::File(content)
-                        },
-                    );
-                }
-            }
-            2 if !existing.is_empty() => {
-                let p = rng.pick(&existing).clone();
-                let data = format!("w{step}")
-                    .repeat((rng.next() % 50) as usize)
-                    .into_bytes();
-                let r = s.write(&p, &data, "u").await;
-                match model.get(&p) {
-                    Some(Node::File(_)) => {
-                        r.unwrap();
-                        model.insert(p, Node::File(data));
-                    }
-                    _ => assert_eq!(r.unwrap_err().errno(), libc::EISDIR, "step {step}"),
-                }
-            }
-            3 if !existing.is_empty() => {
-                let p = rng.pick(&existing).clone();
-                let is_dir = model[&p] == Node::Dir;
-                let r = s.remove(&p, is_dir, "u").await;
-                if is_dir && children(&model, &p).next().is_some() {
-                    assert_eq!(r.unwrap_err().errno(), libc::ENOTEMPTY, "step {step}");
-                } else {
-                    r.unwrap();
-                    model.remove(&p);
-                }
-            }
-            4 | 5 if !existing.is_empty() => {
-                let from = rng.pick(&existing).clone();
-                let to = target;
-                let src_dir = model[&from] == Node::Dir;
-                let r = s.rename(&from, &to, RenameMode::Replace, "u").await;
-                let expected = if from == to {
-                    0
-                } else if src_dir && crate::path::is_within(&to, &from) {
-                    libc::EINVAL
-                } else {
-                    match model.get(&to) {
-                        None => 0,
-                        Some(Node::Dir) if !src_dir => libc::EISDIR,
-                        Some(Node::File(_)) if src_dir => libc::ENOTDIR,
-                        Some(Node::Dir) if children(&model, &to).next().is_some() => {
-                            libc::ENOTEMPTY
-                        }
-                        Some(_) => 0,
-                    }
-                };
-                match r {
-                    Ok(()) => assert_eq!(expected, 0, "step {step}: rename {from} -> {to}"),
-                    Err(e) => assert_eq!(
-                        e.errno(),
-                        expected,
-                        "step {step}: rename {from} -> {to}: {e}"
-                    ),
-                }
-                if expected == 0 && from != to {
-                    model.remove(&to);
-                    let moved: Vec<(String, Node)> = model
-                        .iter()
-                        .filter(|(k, _)| crate::path::is_within(k, &from))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    for (k, v) in moved {
-                        model.remove(&k);
-                        model.insert(format!("{to}{}", &k[from.len()..]), v);
-                    }
-                }
-            }
-            _ => {}
-        }
-        // Compare the whole tree every few steps.
-        if step % 25 == 0 || step == 599 {
-            for (p, node) in &model {
-                let e = s
-                    .stat(p)
-                    .await
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("step {step}: {p} missing"));
-                match node {
-                    Node::Dir => {
-                        assert_eq!(e.kind, Kind::Directory, "{p}");
-                        let listed: Vec<String> = s
-                            .list(p, None, 1000)
-                            .await
-                            .unwrap()
-                            .into_iter()
-                            .map(|d| crate::path::join(p, &d.name))
-                            .collect();
-                        let expected: Vec<String> = children(&model, p).cloned().collect();
-                        assert_eq!(listed, expected, "step {step}: listing of {p}");
-                    }
-                    Node::File(data) => {
-                        assert_eq!(e.kind, Kind::File, "{p}");
-                        assert_eq!(e.size, data.len() as u64, "{p}");
-                        assert_eq!(&s.read(p).await.unwrap(), data, "{p}");
-                    }
-                }
-            }
-        }
-    }
+    crate::store::conformance::random_operations(&s).await;
 }

@@ -1,0 +1,546 @@
+//! One value-level query API over PostgreSQL and MySQL/MariaDB connections, so that the server
+//! store is written once. SQL is written with `?` placeholders in order; for PostgreSQL they
+//! become `$1..$n`. Values are bound with their Rust type, and rows are read by position, with
+//! integer widths widened to `i64` (PostgreSQL's INTEGER columns are 32-bit).
+
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlPoolOptions, MySqlRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow, Postgres};
+use sqlx::{Column, Connection as _, Executor, Row as _, TypeInfo};
+
+use crate::err;
+use crate::error::{Error, Result};
+
+/// The SQL dialect of a server data source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+}
+
+impl Dialect {
+    /// Null-safe equality.
+    pub fn null_eq(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "IS NOT DISTINCT FROM",
+            Dialect::MySql => "<=>",
+        }
+    }
+
+    /// `expr` compared and sorted by bytes, whatever the column's collation.
+    pub fn bytewise(self, expr: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("({expr}) COLLATE \"C\""),
+            Dialect::MySql => format!("CONVERT({expr} USING utf8mb4) COLLATE utf8mb4_bin"),
+        }
+    }
+
+    /// `expr` as a 64-bit integer (MySQL's SUM gives DECIMAL).
+    pub fn int64(self, expr: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("CAST({expr} AS BIGINT)"),
+            Dialect::MySql => format!("CAST({expr} AS SIGNED)"),
+        }
+    }
+
+    /// Upsert of REGFS_ATTR's times: the clause after `INSERT ... VALUES (...)`.
+    pub fn on_attr_conflict(self, all: bool) -> &'static str {
+        match (self, all) {
+            (Dialect::Postgres, false) => {
+                " ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
+                 CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION"
+            }
+            (Dialect::Postgres, true) => {
+                " ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MODE = excluded.MODE, \
+                 UID = excluded.UID, GID = excluded.GID, RDEV = excluded.RDEV, \
+                 ATIME_NS = excluded.ATIME_NS, MTIME_NS = excluded.MTIME_NS, \
+                 CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION"
+            }
+            (Dialect::MySql, false) => {
+                " ON DUPLICATE KEY UPDATE MTIME_NS = VALUES(MTIME_NS), CTIME_NS = VALUES(CTIME_NS), \
+                 REG_VERSION = VALUES(REG_VERSION)"
+            }
+            (Dialect::MySql, true) => {
+                " ON DUPLICATE KEY UPDATE MODE = VALUES(MODE), UID = VALUES(UID), GID = VALUES(GID), \
+                 RDEV = VALUES(RDEV), ATIME_NS = VALUES(ATIME_NS), MTIME_NS = VALUES(MTIME_NS), \
+                 CTIME_NS = VALUES(CTIME_NS), REG_VERSION = VALUES(REG_VERSION)"
+            }
+        }
+    }
+
+    /// The longest collection path the schema can hold (REG_PATH_VALUE's width).
+    pub fn max_path(self) -> usize {
+        match self {
+            Dialect::Postgres => 2000,
+            Dialect::MySql => 750,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "PostgreSQL",
+            Dialect::MySql => "MySQL",
+        }
+    }
+}
+
+/// A value to bind.
+#[derive(Debug, Clone, Copy)]
+pub enum Val<'a> {
+    Int(Option<i64>),
+    Text(Option<&'a str>),
+    Blob(&'a [u8]),
+    Time(NaiveDateTime),
+}
+
+impl From<i64> for Val<'_> {
+    fn from(v: i64) -> Self {
+        Val::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Val<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Val::Int(v)
+    }
+}
+impl<'a> From<&'a str> for Val<'a> {
+    fn from(v: &'a str) -> Self {
+        Val::Text(Some(v))
+    }
+}
+impl<'a> From<&'a String> for Val<'a> {
+    fn from(v: &'a String) -> Self {
+        Val::Text(Some(v))
+    }
+}
+impl<'a> From<Option<&'a str>> for Val<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Val::Text(v)
+    }
+}
+impl<'a> From<&'a [u8]> for Val<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Val::Blob(v)
+    }
+}
+impl From<NaiveDateTime> for Val<'_> {
+    fn from(v: NaiveDateTime) -> Self {
+        Val::Time(v)
+    }
+}
+
+/// `args![a, b, c]` builds a `[Val; N]`.
+#[macro_export]
+macro_rules! args {
+    ($($v:expr),* $(,)?) => {
+        [$($crate::store::server::db::Val::from($v)),*]
+    };
+}
+
+/// A result row.
+pub enum Row {
+    Pg(PgRow),
+    My(MySqlRow),
+}
+
+impl Row {
+    pub fn int(&self, i: usize) -> Result<Option<i64>> {
+        match self {
+            Row::Pg(r) => {
+                let ty = r.columns()[i].type_info().name().to_string();
+                Ok(match ty.as_str() {
+                    "INT2" => r.try_get::<Option<i16>, _>(i)?.map(i64::from),
+                    "INT4" => r.try_get::<Option<i32>, _>(i)?.map(i64::from),
+                    _ => r.try_get::<Option<i64>, _>(i)?,
+                })
+            }
+            Row::My(r) => Ok(r.try_get::<Option<i64>, _>(i)?),
+        }
+    }
+
+    pub fn req_int(&self, i: usize) -> Result<i64> {
+        self.int(i)?
+            .ok_or_else(|| err!(EIO, "database returned NULL in column {i}"))
+    }
+
+    pub fn text(&self, i: usize) -> Result<Option<String>> {
+        Ok(match self {
+            Row::Pg(r) => r.try_get(i)?,
+            Row::My(r) => r.try_get(i)?,
+        })
+    }
+
+    pub fn req_text(&self, i: usize) -> Result<String> {
+        self.text(i)?
+            .ok_or_else(|| err!(EIO, "database returned NULL in column {i}"))
+    }
+
+    pub fn blob(&self, i: usize) -> Result<Option<Vec<u8>>> {
+        Ok(match self {
+            Row::Pg(r) => r.try_get(i)?,
+            Row::My(r) => r.try_get(i)?,
+        })
+    }
+
+    pub fn time(&self, i: usize) -> Result<NaiveDateTime> {
+        Ok(match self {
+            Row::Pg(r) => r.try_get(i)?,
+            // sqlx reads MySQL's TIMESTAMP as UTC; the server sends it in the session's time
+            // zone, which is the wall time Carbon (and regfs) wrote.
+            Row::My(r) if r.columns()[i].type_info().name() == "TIMESTAMP" => r
+                .try_get::<chrono::DateTime<chrono::Utc>, _>(i)?
+                .naive_utc(),
+            Row::My(r) => r.try_get(i)?,
+        })
+    }
+}
+
+/// A connection (or a transaction's connection) to run statements on.
+pub enum Exec<'c> {
+    Pg(&'c mut PgConnection),
+    My(&'c mut MySqlConnection),
+}
+
+/// `?` placeholders → `$1..$n`.
+fn pg_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for ch in sql.chars() {
+        if ch == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+impl Exec<'_> {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Exec::Pg(_) => Dialect::Postgres,
+            Exec::My(_) => Dialect::MySql,
+        }
+    }
+
+    /// Runs one statement; returns the number of rows it changed.
+    pub async fn execute(&mut self, sql: &str, args: &[Val<'_>]) -> Result<u64> {
+        match self {
+            Exec::Pg(c) => {
+                let sql = pg_placeholders(sql);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for a in args {
+                    q = match *a {
+                        Val::Int(v) => q.bind(v),
+                        Val::Text(v) => q.bind(v),
+                        Val::Blob(v) => q.bind(v),
+                        Val::Time(v) => q.bind(v),
+                    };
+                }
+                Ok(c.execute(q).await?.rows_affected())
+            }
+            Exec::My(c) => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+                for a in args {
+                    q = match *a {
+                        Val::Int(v) => q.bind(v),
+                        Val::Text(v) => q.bind(v),
+                        Val::Blob(v) => q.bind(v),
+                        Val::Time(v) => q.bind(v),
+                    };
+                }
+                Ok(c.execute(q).await?.rows_affected())
+            }
+        }
+    }
+
+    /// Runs one query and returns all its rows.
+    pub async fn fetch(&mut self, sql: &str, args: &[Val<'_>]) -> Result<Vec<Row>> {
+        match self {
+            Exec::Pg(c) => {
+                let sql = pg_placeholders(sql);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for a in args {
+                    q = match *a {
+                        Val::Int(v) => q.bind(v),
+                        Val::Text(v) => q.bind(v),
+                        Val::Blob(v) => q.bind(v),
+                        Val::Time(v) => q.bind(v),
+                    };
+                }
+                Ok(c.fetch_all(q).await?.into_iter().map(Row::Pg).collect())
+            }
+            Exec::My(c) => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+                for a in args {
+                    q = match *a {
+                        Val::Int(v) => q.bind(v),
+                        Val::Text(v) => q.bind(v),
+                        Val::Blob(v) => q.bind(v),
+                        Val::Time(v) => q.bind(v),
+                    };
+                }
+                Ok(c.fetch_all(q).await?.into_iter().map(Row::My).collect())
+            }
+        }
+    }
+
+    /// The first row, if any.
+    pub async fn fetch_opt(&mut self, sql: &str, args: &[Val<'_>]) -> Result<Option<Row>> {
+        Ok(self.fetch(sql, args).await?.into_iter().next())
+    }
+
+    /// Inserts one row and returns the id the database generated for `id_column`.
+    pub async fn insert_id(&mut self, sql: &str, id_column: &str, args: &[Val<'_>]) -> Result<i64> {
+        match self {
+            Exec::Pg(_) => {
+                let sql = format!("{sql} RETURNING {id_column}");
+                let row = self
+                    .fetch_opt(&sql, args)
+                    .await?
+                    .ok_or_else(|| err!(EIO, "insert returned no id"))?;
+                row.req_int(0)
+            }
+            Exec::My(c) => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+                for a in args {
+                    q = match *a {
+                        Val::Int(v) => q.bind(v),
+                        Val::Text(v) => q.bind(v),
+                        Val::Blob(v) => q.bind(v),
+                        Val::Time(v) => q.bind(v),
+                    };
+                }
+                Ok(c.execute(q).await?.last_insert_id() as i64)
+            }
+        }
+    }
+
+    /// Runs a script of `;`-separated statements without parameters (DDL).
+    pub async fn script(&mut self, sql: &str) -> Result<()> {
+        for stmt in sql.split(';') {
+            let body: String = stmt
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if body.trim().is_empty() {
+                continue;
+            }
+            self.execute(&body, &[]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A pool of server connections.
+#[derive(Clone)]
+pub enum Pool {
+    Pg(sqlx::PgPool),
+    My(sqlx::MySqlPool),
+}
+
+/// A connection taken from the pool, or an open transaction.
+pub enum Held {
+    Pg(sqlx::pool::PoolConnection<Postgres>),
+    My(sqlx::pool::PoolConnection<MySql>),
+}
+
+pub enum Tx {
+    Pg(sqlx::Transaction<'static, Postgres>),
+    My(sqlx::Transaction<'static, MySql>),
+}
+
+impl Held {
+    pub fn exec(&mut self) -> Exec<'_> {
+        match self {
+            Held::Pg(c) => Exec::Pg(&mut *c),
+            Held::My(c) => Exec::My(&mut *c),
+        }
+    }
+}
+
+impl Tx {
+    pub fn exec(&mut self) -> Exec<'_> {
+        match self {
+            Tx::Pg(t) => Exec::Pg(&mut *t),
+            Tx::My(t) => Exec::My(&mut *t),
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Pg(t) => t.commit().await?,
+            Tx::My(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// How to reach a server and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub url: String,
+    pub password: Option<String>,
+    pub max_connections: u32,
+    /// The bound on waiting for a connection and on one statement.
+    pub timeout: Duration,
+}
+
+impl Pool {
+    /// Connects to the server the URL names (`postgres://`, `postgresql://`, `mysql://`,
+    /// `mariadb://`). Serializable isolation, so that concurrent nodes cannot both create the
+    /// same name; conflicts are retried by the caller.
+    pub async fn connect(o: &ServerOptions) -> Result<Pool> {
+        let ms = o.timeout.as_millis().max(1) as u64;
+        let secs = o.timeout.as_secs().max(1);
+        let scheme = o.url.split(':').next().unwrap_or("");
+        let safe = redact(&o.url);
+        match scheme {
+            "postgres" | "postgresql" => {
+                let mut opts: PgConnectOptions = o
+                    .url
+                    .parse()
+                    .map_err(|e| err!(EINVAL, "bad PostgreSQL URL {safe}: {e}"))?;
+                if let Some(p) = &o.password {
+                    opts = opts.password(p);
+                }
+                let statement_timeout = ms.to_string();
+                let lock_timeout = ms.to_string();
+                opts = opts.options([
+                    ("default_transaction_isolation", "serializable"),
+                    ("statement_timeout", statement_timeout.as_str()),
+                    ("lock_timeout", lock_timeout.as_str()),
+                ]);
+                probe_connect(o, PgConnection::connect_with(&opts), "PostgreSQL").await?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(o.max_connections.max(1))
+                    .acquire_timeout(o.timeout)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| err!(EIO, "cannot connect to PostgreSQL at {safe}: {e}"))?;
+                Ok(Pool::Pg(pool))
+            }
+            "mysql" | "mariadb" => {
+                let url = o.url.replacen("mariadb:", "mysql:", 1);
+                let mut opts: MySqlConnectOptions = url
+                    .parse()
+                    .map_err(|e| err!(EINVAL, "bad MySQL URL {safe}: {e}"))?;
+                if let Some(p) = &o.password {
+                    opts = opts.password(p);
+                }
+                opts = opts.charset("utf8mb4");
+                let init = format!("SET SESSION innodb_lock_wait_timeout = {secs}");
+                probe_connect(o, MySqlConnection::connect_with(&opts), "MySQL").await?;
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(o.max_connections.max(1))
+                    .acquire_timeout(o.timeout)
+                    .after_connect(move |conn, _| {
+                        let init = init.clone();
+                        Box::pin(async move {
+                            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+                                .await?;
+                            conn.execute(sqlx::AssertSqlSafe(init)).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| err!(EIO, "cannot connect to MySQL at {safe}: {e}"))?;
+                Ok(Pool::My(pool))
+            }
+            other => Err(err!(
+                EINVAL,
+                "unsupported database URL scheme {other:?} in {safe}"
+            )),
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Pool::Pg(_) => Dialect::Postgres,
+            Pool::My(_) => Dialect::MySql,
+        }
+    }
+
+    pub async fn acquire(&self) -> Result<Held> {
+        Ok(match self {
+            Pool::Pg(p) => Held::Pg(p.acquire().await.map_err(unreachable_db)?),
+            Pool::My(p) => Held::My(p.acquire().await.map_err(unreachable_db)?),
+        })
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Pool::Pg(p) => Tx::Pg(p.begin().await.map_err(unreachable_db)?),
+            Pool::My(p) => Tx::My(p.begin().await.map_err(unreachable_db)?),
+        })
+    }
+}
+
+/// One direct connection first: a pool only reports "timed out" when connecting fails, and the
+/// operator needs the server's own reason (refused, bad password, no such database).
+async fn probe_connect<C: sqlx::Connection>(
+    o: &ServerOptions,
+    connect: impl std::future::Future<Output = std::result::Result<C, sqlx::Error>>,
+    what: &str,
+) -> Result<()> {
+    let safe = redact(&o.url);
+    match tokio::time::timeout(o.timeout, connect).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(err!(EIO, "cannot connect to {what} at {safe}: {e}")),
+        Err(_) => Err(err!(
+            EIO,
+            "cannot connect to {what} at {safe}: no answer within {:?}",
+            o.timeout
+        )),
+    }
+}
+
+/// A pool error: the server is down or does not answer. Never retried inside one operation
+/// (the wait is already bounded by the acquire timeout).
+fn unreachable_db(e: sqlx::Error) -> Error {
+    match e {
+        sqlx::Error::PoolTimedOut => err!(EIO, "database unreachable: no connection within the timeout"),
+        other => {
+            let e = Error::from(other);
+            if e.is_transient() { e } else { err!(EIO, "database unreachable: {}", e.message()) }
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_redaction() {
+        assert_eq!(pg_placeholders("a = ? AND b = ?"), "a = $1 AND b = $2");
+        assert_eq!(
+            redact("postgres://regfs:secret@127.0.0.1:5432/reg"),
+            "postgres://regfs:***@127.0.0.1:5432/reg"
+        );
+        assert_eq!(redact("mysql://root@localhost/x"), "mysql://root@localhost/x");
+    }
+}

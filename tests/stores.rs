@@ -1,0 +1,336 @@
+//! The PostgreSQL and MariaDB stores against real servers: the store conformance suite, two
+//! nodes racing on one database, the dialects' schema rules, databases made by Carbon 4.4.x
+//! scripts, and a server that goes down or stops answering mid-mount.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::servers::{self, Kind, Server};
+use regfs::store::conformance::{self, dir, file};
+use regfs::store::server::ServerStore;
+use regfs::store::server::db::ServerOptions;
+use regfs::store::{Kind as EntryKind, RenameMode, Store, StoreOptions};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn open(server: &Server, db: &str, timeout: Duration) -> ServerStore {
+    let s = ServerStore::open(
+        db,
+        ServerOptions {
+            url: server.url(db),
+            password: server.password().map(str::to_string),
+            max_connections: 4,
+            timeout,
+        },
+        StoreOptions {
+            max_retries: 20,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.init().await.unwrap();
+    s
+}
+
+fn conformance_on(kind: Kind) {
+    let server = servers::server_for(kind);
+    let db = server.fresh_db();
+    rt().block_on(async {
+        let s = open(server, &db, Duration::from_secs(20)).await;
+        conformance::listing_pages(&s).await;
+        conformance::random_operations(&s).await;
+        // init again on a populated database is a no-op.
+        s.init().await.unwrap();
+    });
+}
+
+#[test]
+fn postgres_store_passes_the_conformance_suite() {
+    conformance_on(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_store_passes_the_conformance_suite() {
+    conformance_on(Kind::MariaDb);
+}
+
+/// Two stores on one database (two nodes) create the same names at the same time: each name
+/// is created exactly once, the losers get EEXIST, and no duplicate rows appear.
+fn racing_nodes(kind: Kind) {
+    let server = servers::server_for(kind);
+    let db = server.fresh_db();
+    rt().block_on(async {
+        let a = Arc::new(open(server, &db, Duration::from_secs(30)).await);
+        let b = Arc::new(open(server, &db, Duration::from_secs(30)).await);
+        a.create("/race", dir(), "u").await.unwrap();
+        let mut tasks = Vec::new();
+        for (i, s) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                let mut won = 0;
+                for n in 0..20 {
+                    let new = if n % 2 == 0 { dir() } else { file(format!("{i}").as_bytes()) };
+                    match s.create(&format!("/race/n{n}"), new, "u").await {
+                        Ok(_) => won += 1,
+                        Err(e) => assert_eq!(e.errno(), libc::EEXIST, "{e}"),
+                    }
+                }
+                won
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        assert_eq!(total, 20, "every name created exactly once");
+        assert_eq!(b.list("/race", None, 100).await.unwrap().len(), 20);
+    });
+    let dupes = server.sql_in(
+        &db,
+        "SELECT COUNT(*) FROM (SELECT REG_PATH_ID, REG_NAME FROM REG_RESOURCE \
+         GROUP BY REG_PATH_ID, REG_NAME HAVING COUNT(*) > 1) d",
+    );
+    assert_eq!(dupes.trim(), "0");
+}
+
+#[test]
+fn postgres_nodes_racing_on_one_database_lose_nothing() {
+    racing_nodes(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_nodes_racing_on_one_database_lose_nothing() {
+    racing_nodes(Kind::MariaDb);
+}
+
+#[test]
+fn postgres_schema_is_carbons_with_lower_case_names_and_sequences() {
+    let server = servers::postgres();
+    let db = server.fresh_db();
+    rt().block_on(async {
+        let s = open(server, &db, Duration::from_secs(20)).await;
+        s.create("/_system/config/a.xml", file(b"<a/>"), "admin").await.unwrap();
+        s.create("/_system/config/A.xml", file(b"<A/>"), "admin").await.unwrap();
+        s.create("/_system/config/\u{65e5}\u{672c}", dir(), "admin").await.unwrap();
+        assert_eq!(s.read("/_system/config/A.xml").await.unwrap(), b"<A/>");
+    });
+    let tables = server.sql_in(
+        &db,
+        "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_name LIKE 'reg_%'",
+    );
+    for t in ["reg_path", "reg_resource", "reg_content", "reg_log", "reg_property"] {
+        assert!(tables.split(',').any(|x| x.trim() == t), "{t} in {tables}");
+    }
+    let seqs = server.sql_in(
+        &db,
+        "SELECT COUNT(*) FROM information_schema.sequences WHERE sequence_name = 'reg_path_pk_seq'",
+    );
+    assert_eq!(seqs.trim(), "1");
+    let row = server.sql_in(
+        &db,
+        "SELECT r.reg_creator, r.reg_media_type, convert_from(c.reg_content_data, 'UTF8') \
+         FROM reg_resource r JOIN reg_path p ON p.reg_path_id = r.reg_path_id \
+         JOIN reg_content c ON c.reg_content_id = r.reg_content_id \
+         WHERE p.reg_path_value = '/_system/config' AND r.reg_name = 'a.xml' AND r.reg_tenant_id = -1234",
+    );
+    assert_eq!(row.trim(), "admin\tapplication/xml\t<a/>");
+}
+
+#[test]
+fn mariadb_schema_keeps_paths_latin1_case_sensitive_and_refuses_other_characters() {
+    let server = servers::mariadb();
+    let db = server.fresh_db();
+    rt().block_on(async {
+        let s = open(server, &db, Duration::from_secs(20)).await;
+        s.create("/_system/config/Dir", dir(), "admin").await.unwrap();
+        s.create("/_system/config/dir", dir(), "admin").await.unwrap();
+        s.create("/_system/config/caf\u{e9}", dir(), "admin").await.unwrap();
+        // Resource names are utf8mb4; collection paths are latin1 in Carbon's MySQL schema.
+        s.create("/_system/config/dir/\u{65e5}\u{672c}.txt", file(b"x"), "admin")
+            .await
+            .unwrap();
+        let e = s
+            .create("/_system/config/\u{65e5}\u{672c}", dir(), "admin")
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EILSEQ, "{e}");
+        assert!(s.stat("/_system/config/\u{65e5}\u{672c}").await.unwrap().is_none());
+        let names: Vec<String> = s
+            .list("/_system/config", None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, ["Dir", "caf\u{e9}", "dir", "repository"]);
+        let long = format!("/_system/config/{}", "x".repeat(740));
+        assert_eq!(
+            s.create(&long, dir(), "admin").await.unwrap_err().errno(),
+            libc::ENAMETOOLONG
+        );
+    });
+    let col = server.sql_in(
+        &db,
+        "SELECT CHARACTER_SET_NAME, COLLATION_NAME, CHARACTER_MAXIMUM_LENGTH FROM \
+         information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'REG_PATH' \
+         AND COLUMN_NAME = 'REG_PATH_VALUE'",
+    );
+    assert_eq!(col.trim(), "latin1\tlatin1_general_cs\t750");
+    let blob = server.sql_in(
+        &db,
+        "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+         AND TABLE_NAME = 'REG_CONTENT' AND COLUMN_NAME = 'REG_CONTENT_DATA'",
+    );
+    assert_eq!(blob.trim(), "longblob");
+}
+
+/// The 4.4.x shape of the mapping tables and of REG_PATH, as Carbon's 4.4.x scripts make them.
+fn carbon_44_schema(kind: Kind) -> String {
+    let mut ddl = String::new();
+    let (int_id, path_value) = match kind {
+        Kind::Postgres => (
+            "INTEGER DEFAULT NEXTVAL('REG_PATH_PK_SEQ')",
+            "VARCHAR(2000)",
+        ),
+        Kind::MariaDb => (
+            "INTEGER NOT NULL AUTO_INCREMENT",
+            "VARCHAR(750) CHARACTER SET latin1 COLLATE latin1_general_cs",
+        ),
+    };
+    if kind == Kind::Postgres {
+        ddl.push_str("CREATE SEQUENCE REG_PATH_PK_SEQ;");
+    }
+    ddl.push_str(&format!(
+        "CREATE TABLE REG_PATH (REG_PATH_ID {int_id}, REG_PATH_VALUE {path_value} NOT NULL, \
+         REG_PATH_PARENT_ID INTEGER, REG_TENANT_ID INTEGER DEFAULT 0, \
+         CONSTRAINT PK_REG_PATH PRIMARY KEY (REG_PATH_ID, REG_TENANT_ID));\
+         CREATE INDEX REG_PATH_IND_BY_PATH_VALUE ON REG_PATH (REG_PATH_VALUE, REG_TENANT_ID);"
+    ));
+    for (table, id_col) in [
+        ("REG_RESOURCE_PROPERTY", "REG_PROPERTY_ID"),
+        ("REG_RESOURCE_TAG", "REG_TAG_ID"),
+        ("REG_RESOURCE_COMMENT", "REG_COMMENT_ID"),
+        ("REG_RESOURCE_RATING", "REG_RATING_ID"),
+    ] {
+        ddl.push_str(&format!(
+            "CREATE TABLE {table} ({id_col} INTEGER NOT NULL, REG_VERSION INTEGER, \
+             REG_PATH_ID INTEGER, REG_RESOURCE_NAME VARCHAR(256), REG_TENANT_ID INTEGER DEFAULT 0);"
+        ));
+    }
+    ddl
+}
+
+fn accepts_carbon_44(kind: Kind) {
+    let server = servers::server_for(kind);
+    let db = server.fresh_db();
+    server.sql_in(&db, &carbon_44_schema(kind));
+    rt().block_on(async {
+        let s = open(server, &db, Duration::from_secs(20)).await;
+        let flavor = s.probe().await.unwrap();
+        assert!(flavor.exists && !flavor.mapping_ids && !flavor.unique_paths, "{flavor:?}");
+        s.create("/_system/config/x", dir(), "u").await.unwrap();
+        s.create("/_system/config/x/f", file(b"1"), "u").await.unwrap();
+        s.rename("/_system/config/x", "/_system/config/y", RenameMode::Replace, "u")
+            .await
+            .unwrap();
+        s.ensure_mount_link("/_system/config", "gov", "/_system/config", true)
+            .await
+            .unwrap();
+        assert_eq!(s.stat("/_system/config").await.unwrap().unwrap().kind, EntryKind::Directory);
+    });
+    let this_db = match kind {
+        Kind::Postgres => "current_schema()",
+        Kind::MariaDb => "DATABASE()",
+    };
+    let cols = server.sql_in(
+        &db,
+        &format!(
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = {this_db} \
+             AND LOWER(table_name) = 'reg_resource_property' AND LOWER(column_name) = 'id'"
+        ),
+    );
+    assert_eq!(cols.trim(), "0", "regfs left the 4.4.x table as it was");
+}
+
+#[test]
+fn postgres_accepts_a_carbon_44_database() {
+    accepts_carbon_44(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_accepts_a_carbon_44_database() {
+    accepts_carbon_44(Kind::MariaDb);
+}
+
+/// A server that stops answering (SIGSTOP) or goes down gives EIO within the bound, and the
+/// store works again once the server is back, without being reopened.
+fn outage(kind: Kind) {
+    let server = Server::start(kind);
+    let db = server.fresh_db();
+    let bound = Duration::from_secs(3);
+    rt().block_on(async {
+        let s = open(&server, &db, bound).await;
+        s.create("/_system/config/f", file(b"before"), "u").await.unwrap();
+
+        server.pause();
+        let start = Instant::now();
+        let e = s.write("/_system/config/f", b"during", "u").await.unwrap_err();
+        assert_eq!(e.errno(), libc::EIO, "{e}");
+        assert!(start.elapsed() < bound * 3, "hung for {:?}", start.elapsed());
+        let start = Instant::now();
+        assert_eq!(s.stat("/_system/config/f").await.unwrap_err().errno(), libc::EIO);
+        assert!(start.elapsed() < bound * 3, "hung for {:?}", start.elapsed());
+        server.resume();
+
+        let start = Instant::now();
+        loop {
+            match s.read("/_system/config/f").await {
+                Ok(data) => {
+                    assert_eq!(data, b"before", "the failed write changed nothing");
+                    break;
+                }
+                Err(e) => {
+                    assert!(start.elapsed() < Duration::from_secs(30), "no recovery: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+
+        server.stop(true);
+        let start = Instant::now();
+        let e = s.write("/_system/config/f", b"down", "u").await.unwrap_err();
+        assert_eq!(e.errno(), libc::EIO, "{e}");
+        assert!(start.elapsed() < bound * 3, "hung for {:?}", start.elapsed());
+        server.run();
+        let start = Instant::now();
+        loop {
+            match s.write("/_system/config/f", b"after", "u").await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(start.elapsed() < Duration::from_secs(30), "no recovery: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        assert_eq!(s.read("/_system/config/f").await.unwrap(), b"after");
+    });
+}
+
+#[test]
+fn postgres_outage_gives_eio_in_bounded_time_and_recovers() {
+    outage(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_outage_gives_eio_in_bounded_time_and_recovers() {
+    outage(Kind::MariaDb);
+}
