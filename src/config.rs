@@ -11,6 +11,8 @@ use crate::err;
 use crate::error::Result;
 use crate::mount_table::{Mount, MountTable};
 use crate::registry::Registry;
+use crate::store::server::ServerStore;
+use crate::store::server::db::ServerOptions;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SUPER_TENANT_ID, Store, StoreOptions};
 use crate::um::{ADMIN_USER, UmDb};
@@ -126,18 +128,142 @@ pub struct FileConfig {
     pub log: LogConfig,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSource {
-    /// `sqlite:PATH`. (PostgreSQL and MySQL URLs are recognised and refused with a clear
-    /// message until those stores exist.)
+    /// `sqlite:PATH`, `postgres://USER@HOST:PORT/DB`, `mysql://USER@HOST:PORT/DB` (or
+    /// `mariadb://`), or the JDBC form of the last two (`jdbc:postgresql://...`,
+    /// `jdbc:mysql://...`, `jdbc:mariadb://...`).
     pub url: String,
-    /// Seconds a statement may wait for a lock before the operation fails with EIO.
+    /// The user, when the URL does not carry one (as in JDBC URLs).
+    pub username: Option<String>,
+    /// Seconds one operation may wait for the database (a lock, a connection, an answer)
+    /// before it fails with EIO.
     #[serde(default = "default_busy_timeout")]
     pub busy_timeout_secs: u64,
+    /// Connections to a server database (default 8).
+    pub max_connections: Option<u32>,
     /// Password from an environment variable or a file, never in the config itself.
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+}
+
+/// Where a data source lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    /// A server URL in sqlx's form (`postgres://` or `mysql://`), user included.
+    Server(String),
+}
+
+impl DataSource {
+    /// Where this data source lives, or a clear refusal for what regfs cannot open.
+    pub fn location(&self, key: &str) -> Result<Location> {
+        let url = self.url.trim();
+        if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if rest.is_empty() {
+                return Err(err!(EINVAL, "{key}: {url:?} names no file"));
+            }
+            return Ok(Location::Sqlite(PathBuf::from(rest)));
+        }
+        let server = translate_jdbc(url)
+            .map_err(|hint| err!(EINVAL, "{key}: cannot open {url:?}: {hint}"))?;
+        let server = match &self.username {
+            Some(user) if !server.contains('@') => {
+                let (scheme, rest) = server.split_once("://").unwrap_or(("", &server));
+                format!("{scheme}://{user}@{rest}")
+            }
+            _ => server,
+        };
+        Ok(Location::Server(server))
+    }
+
+    /// The password from password_env or password_file, if either is set.
+    pub fn password(&self, key: &str) -> Result<Option<String>> {
+        if let Some(var) = &self.password_env {
+            return std::env::var(var).map(Some).map_err(|_| {
+                err!(
+                    EINVAL,
+                    "{key}.password_env: the environment variable {var} is not set"
+                )
+            });
+        }
+        if let Some(file) = &self.password_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                err!(
+                    EINVAL,
+                    "{key}.password_file: cannot read {}: {e}",
+                    file.display()
+                )
+            })?;
+            return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
+        }
+        Ok(None)
+    }
+}
+
+/// A server database URL in sqlx's form, from either sqlx's form or a JDBC URL as Carbon's
+/// master-datasources.xml has it; `Err` is what to do instead.
+pub fn translate_jdbc(url: &str) -> std::result::Result<String, String> {
+    let lower = url.to_ascii_lowercase();
+    let body = lower
+        .strip_prefix("jdbc:")
+        .map(|_| &url[5..])
+        .unwrap_or(url);
+    let lower_body = body.to_ascii_lowercase();
+    let (scheme, rest) = if let Some(r) = strip_ci(body, "postgresql://") {
+        ("postgres", r)
+    } else if let Some(r) = strip_ci(body, "postgres://") {
+        ("postgres", r)
+    } else if let Some(r) = strip_ci(body, "mysql://") {
+        ("mysql", r)
+    } else if let Some(r) = strip_ci(body, "mariadb://") {
+        ("mysql", r)
+    } else if lower_body.starts_with("h2:") {
+        return Err(
+            "H2 (Carbon's embedded default) has no Rust driver; move the registry to \
+             PostgreSQL or MySQL/MariaDB (Carbon's dbscripts create those schemas), or use a \
+             sqlite: data source"
+                .into(),
+        );
+    } else {
+        return Err(
+            "regfs opens sqlite:, postgres:// (jdbc:postgresql://) and mysql:// \
+             (jdbc:mysql://, jdbc:mariadb://) data sources"
+                .into(),
+        );
+    };
+    // JDBC options (useSSL=false, autoReconnect=true, ...) are the Java driver's: drop them,
+    // keeping only what the Rust drivers understand.
+    let (hostpath, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let keep: Vec<&str> = query
+        .split('&')
+        .filter(|kv| {
+            let k = kv.split('=').next().unwrap_or("");
+            matches!(
+                k,
+                "sslmode" | "host" | "socket" | "ssl-mode" | "ssl-ca" | "charset" | "options"
+            )
+        })
+        .collect();
+    if hostpath.is_empty() || !hostpath.contains('/') {
+        return Err(format!(
+            "the URL names no database (expected {scheme}://HOST[:PORT]/DATABASE)"
+        ));
+    }
+    Ok(if keep.is_empty() {
+        format!("{scheme}://{hostpath}")
+    } else {
+        format!("{scheme}://{hostpath}?{}", keep.join("&"))
+    })
+}
+
+fn strip_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -199,6 +325,21 @@ fn default_overwrite() -> Overwrite {
 }
 fn default_admin() -> String {
     ADMIN_USER.to_string()
+}
+
+impl FileConfig {
+    /// The SQLite file of the user-management data source.
+    fn um_location(&self, source: &str) -> Result<PathBuf> {
+        match self.data_sources[source].location(&format!("data_sources.{source}.url"))? {
+            Location::Sqlite(file) => Ok(file),
+            Location::Server(_) => Err(err!(
+                EINVAL,
+                "user_management.data_source: {source:?} is a server database; the UM_* tables \
+                 are read from SQLite only in this version: point user_management at a sqlite: \
+                 data source"
+            )),
+        }
+    }
 }
 
 impl FileConfig {
@@ -272,74 +413,66 @@ impl FileConfig {
             }
         }
         for (name, d) in &self.data_sources {
-            sqlite_path(&format!("data_sources.{name}.url"), &d.url)?;
+            d.location(&format!("data_sources.{name}.url"))?;
         }
+        let um_source = self
+            .user_management
+            .as_ref()
+            .map(|u| u.data_source.as_str())
+            .unwrap_or(self.node_data_source.as_str());
+        self.um_location(um_source)?;
         Ok(())
     }
 }
 
-/// The SQLite file of a data source URL, or a clear refusal for what this build cannot open.
-fn sqlite_path(key: &str, url: &str) -> Result<PathBuf> {
-    if let Some(rest) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        if rest.is_empty() {
-            return Err(err!(EINVAL, "{key}: {url:?} names no file"));
-        }
-        return Ok(PathBuf::from(rest));
-    }
-    let lower = url.to_ascii_lowercase();
-    let (what, hint) = if lower.starts_with("jdbc:h2") || lower.starts_with("h2:") {
-        (
-            "H2",
-            "H2 (Carbon's embedded default) has no Rust driver; export the registry to \
-             PostgreSQL or MySQL, or use a sqlite: data source",
-        )
-    } else if lower.starts_with("postgres") || lower.starts_with("jdbc:postgresql") {
-        (
-            "PostgreSQL",
-            "the PostgreSQL store is not built yet; use a sqlite: data source",
-        )
-    } else if lower.starts_with("mysql")
-        || lower.starts_with("mariadb")
-        || lower.starts_with("jdbc:mysql")
-        || lower.starts_with("jdbc:mariadb")
-    {
-        (
-            "MySQL/MariaDB",
-            "the MySQL store is not built yet; use a sqlite: data source",
-        )
-    } else {
-        ("this", "regfs opens sqlite:PATH data sources")
+/// Opens (and initialises) the store of one data source.
+async fn open_store(cfg: &FileConfig, name: &str, d: &DataSource) -> Result<Arc<dyn Store>> {
+    let key = format!("data_sources.{name}");
+    let timeout = std::time::Duration::from_secs(d.busy_timeout_secs.max(1));
+    let opts = StoreOptions {
+        tenant_id: cfg.tenant,
+        busy_timeout: timeout,
+        ..StoreOptions::default()
     };
-    Err(err!(
-        EINVAL,
-        "{key}: cannot open {what} database {url:?}: {hint}"
-    ))
+    let store: Arc<dyn Store> = match d.location(&format!("{key}.url"))? {
+        Location::Sqlite(file) => {
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    err!(
+                        EIO,
+                        "data source {name}: cannot create {}: {e}",
+                        parent.display()
+                    )
+                })?;
+            }
+            Arc::new(SqliteStore::open(&file, opts).await?)
+        }
+        Location::Server(url) => {
+            let server = ServerOptions {
+                url,
+                password: d.password(&key)?,
+                max_connections: d.max_connections.unwrap_or(8),
+                timeout,
+            };
+            Arc::new(
+                ServerStore::open(name, server, opts)
+                    .await
+                    .map_err(|e| err!(EIO, "data source {name}: {}", e.message()))?,
+            )
+        }
+    };
+    tracing::info!(data_source = name, store = store.name(), "opened");
+    store.init().await.map_err(|e| {
+        crate::Error::new(e.errno(), format!("data source {name}: {}", e.message()))
+    })?;
+    Ok(store)
 }
 
 /// Opens the data sources, builds the mount table and authorizer a config file describes.
 pub async fn registry_from(cfg: &FileConfig) -> Result<Registry> {
     let mut stores: std::collections::BTreeMap<&str, (usize, Arc<dyn Store>)> = Default::default();
     for (i, (name, d)) in cfg.data_sources.iter().enumerate() {
-        let file = sqlite_path(&format!("data_sources.{name}.url"), &d.url)?;
-        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                err!(
-                    EIO,
-                    "data source {name}: cannot create {}: {e}",
-                    parent.display()
-                )
-            })?;
-        }
-        let opts = StoreOptions {
-            tenant_id: cfg.tenant,
-            busy_timeout: std::time::Duration::from_secs(d.busy_timeout_secs),
-            ..StoreOptions::default()
-        };
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&file, opts).await?);
-        store.init().await?;
+        let store = open_store(cfg, name, d).await?;
         stores.insert(name.as_str(), (i, store));
     }
     let (root_id, root_store) = stores[cfg.node_data_source.as_str()].clone();
@@ -413,9 +546,6 @@ pub async fn um_from(cfg: &FileConfig) -> Result<UmDb> {
         .as_ref()
         .map(|u| u.data_source.as_str())
         .unwrap_or(cfg.node_data_source.as_str());
-    let file = sqlite_path(
-        "user_management.data_source",
-        &cfg.data_sources[um_source].url,
-    )?;
+    let file = cfg.um_location(um_source)?;
     UmDb::open(&file, cfg.tenant).await
 }

@@ -234,11 +234,18 @@ fn serve(
             StoreOptions::default(),
         ))?,
     };
-    info!(
-        data_dir = %opts.data_dir.display(),
-        mountpoint = %mountpoint.display(),
-        "registry ready"
-    );
+    match &opts.config {
+        Some(file) => info!(
+            config = %file.display(),
+            mountpoint = %mountpoint.display(),
+            "registry ready"
+        ),
+        None => info!(
+            data_dir = %opts.data_dir.display(),
+            mountpoint = %mountpoint.display(),
+            "registry ready"
+        ),
+    }
     let identity = Identity::new(crate::um::ADMIN_USER, opts.user_map.clone());
     let fs = Arc::new(RegFs::new(Arc::new(registry), identity));
     let adapter = FuseAdapter::new(fs, runtime.handle().clone());

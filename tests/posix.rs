@@ -298,12 +298,10 @@ fn stale_mount_after_kill_9_is_recovered() {
         errno_of(std::fs::metadata(&m.mnt)) == libc::ENOTCONN
     }));
     // A new regfs on the same mount point recovers it.
-    let out = common::run_regfs_ok([
-        std::ffi::OsStr::new("mount"),
-        "--data-dir".as_ref(),
-        m.data.as_os_str(),
-        m.mnt.as_os_str(),
-    ]);
+    let mut args: Vec<std::ffi::OsString> = vec!["mount".into()];
+    args.extend(m.source_args());
+    args.push(m.mnt.clone().into());
+    let out = common::run_regfs_ok(args);
     assert!(String::from_utf8_lossy(&out.stderr).contains("stale FUSE mount"));
     assert_eq!(
         std::fs::read_to_string(m.p("_system/local/survivor")).unwrap(),

@@ -73,11 +73,18 @@ fn racing_nodes(kind: Kind) {
         let b = Arc::new(open(server, &db, Duration::from_secs(30)).await);
         a.create("/race", dir(), "u").await.unwrap();
         let mut tasks = Vec::new();
-        for (i, s) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+        for (i, s) in [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+        {
             tasks.push(tokio::spawn(async move {
                 let mut won = 0;
                 for n in 0..20 {
-                    let new = if n % 2 == 0 { dir() } else { file(format!("{i}").as_bytes()) };
+                    let new = if n % 2 == 0 {
+                        dir()
+                    } else {
+                        file(format!("{i}").as_bytes())
+                    };
                     match s.create(&format!("/race/n{n}"), new, "u").await {
                         Ok(_) => won += 1,
                         Err(e) => assert_eq!(e.errno(), libc::EEXIST, "{e}"),
@@ -117,9 +124,15 @@ fn postgres_schema_is_carbons_with_lower_case_names_and_sequences() {
     let db = server.fresh_db();
     rt().block_on(async {
         let s = open(server, &db, Duration::from_secs(20)).await;
-        s.create("/_system/config/a.xml", file(b"<a/>"), "admin").await.unwrap();
-        s.create("/_system/config/A.xml", file(b"<A/>"), "admin").await.unwrap();
-        s.create("/_system/config/\u{65e5}\u{672c}", dir(), "admin").await.unwrap();
+        s.create("/_system/config/a.xml", file(b"<a/>"), "admin")
+            .await
+            .unwrap();
+        s.create("/_system/config/A.xml", file(b"<A/>"), "admin")
+            .await
+            .unwrap();
+        s.create("/_system/config/\u{65e5}\u{672c}", dir(), "admin")
+            .await
+            .unwrap();
         assert_eq!(s.read("/_system/config/A.xml").await.unwrap(), b"<A/>");
     });
     let tables = server.sql_in(
@@ -127,7 +140,13 @@ fn postgres_schema_is_carbons_with_lower_case_names_and_sequences() {
         "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables \
          WHERE table_schema = 'public' AND table_name LIKE 'reg_%'",
     );
-    for t in ["reg_path", "reg_resource", "reg_content", "reg_log", "reg_property"] {
+    for t in [
+        "reg_path",
+        "reg_resource",
+        "reg_content",
+        "reg_log",
+        "reg_property",
+    ] {
         assert!(tables.split(',').any(|x| x.trim() == t), "{t} in {tables}");
     }
     let seqs = server.sql_in(
@@ -151,19 +170,34 @@ fn mariadb_schema_keeps_paths_latin1_case_sensitive_and_refuses_other_characters
     let db = server.fresh_db();
     rt().block_on(async {
         let s = open(server, &db, Duration::from_secs(20)).await;
-        s.create("/_system/config/Dir", dir(), "admin").await.unwrap();
-        s.create("/_system/config/dir", dir(), "admin").await.unwrap();
-        s.create("/_system/config/caf\u{e9}", dir(), "admin").await.unwrap();
-        // Resource names are utf8mb4; collection paths are latin1 in Carbon's MySQL schema.
-        s.create("/_system/config/dir/\u{65e5}\u{672c}.txt", file(b"x"), "admin")
+        s.create("/_system/config/Dir", dir(), "admin")
             .await
             .unwrap();
+        s.create("/_system/config/dir", dir(), "admin")
+            .await
+            .unwrap();
+        s.create("/_system/config/caf\u{e9}", dir(), "admin")
+            .await
+            .unwrap();
+        // Resource names are utf8mb4; collection paths are latin1 in Carbon's MySQL schema.
+        s.create(
+            "/_system/config/dir/\u{65e5}\u{672c}.txt",
+            file(b"x"),
+            "admin",
+        )
+        .await
+        .unwrap();
         let e = s
             .create("/_system/config/\u{65e5}\u{672c}", dir(), "admin")
             .await
             .unwrap_err();
         assert_eq!(e.errno(), libc::EILSEQ, "{e}");
-        assert!(s.stat("/_system/config/\u{65e5}\u{672c}").await.unwrap().is_none());
+        assert!(
+            s.stat("/_system/config/\u{65e5}\u{672c}")
+                .await
+                .unwrap()
+                .is_none()
+        );
         let names: Vec<String> = s
             .list("/_system/config", None, 100)
             .await
@@ -236,16 +270,29 @@ fn accepts_carbon_44(kind: Kind) {
     rt().block_on(async {
         let s = open(server, &db, Duration::from_secs(20)).await;
         let flavor = s.probe().await.unwrap();
-        assert!(flavor.exists && !flavor.mapping_ids && !flavor.unique_paths, "{flavor:?}");
+        assert!(
+            flavor.exists && !flavor.mapping_ids && !flavor.unique_paths,
+            "{flavor:?}"
+        );
         s.create("/_system/config/x", dir(), "u").await.unwrap();
-        s.create("/_system/config/x/f", file(b"1"), "u").await.unwrap();
-        s.rename("/_system/config/x", "/_system/config/y", RenameMode::Replace, "u")
+        s.create("/_system/config/x/f", file(b"1"), "u")
             .await
             .unwrap();
+        s.rename(
+            "/_system/config/x",
+            "/_system/config/y",
+            RenameMode::Replace,
+            "u",
+        )
+        .await
+        .unwrap();
         s.ensure_mount_link("/_system/config", "gov", "/_system/config", true)
             .await
             .unwrap();
-        assert_eq!(s.stat("/_system/config").await.unwrap().unwrap().kind, EntryKind::Directory);
+        assert_eq!(
+            s.stat("/_system/config").await.unwrap().unwrap().kind,
+            EntryKind::Directory
+        );
     });
     let this_db = match kind {
         Kind::Postgres => "current_schema()",
@@ -279,16 +326,32 @@ fn outage(kind: Kind) {
     let bound = Duration::from_secs(3);
     rt().block_on(async {
         let s = open(&server, &db, bound).await;
-        s.create("/_system/config/f", file(b"before"), "u").await.unwrap();
+        s.create("/_system/config/f", file(b"before"), "u")
+            .await
+            .unwrap();
 
         server.pause();
         let start = Instant::now();
-        let e = s.write("/_system/config/f", b"during", "u").await.unwrap_err();
+        let e = s
+            .write("/_system/config/f", b"during", "u")
+            .await
+            .unwrap_err();
         assert_eq!(e.errno(), libc::EIO, "{e}");
-        assert!(start.elapsed() < bound * 3, "hung for {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < bound * 3,
+            "hung for {:?}",
+            start.elapsed()
+        );
         let start = Instant::now();
-        assert_eq!(s.stat("/_system/config/f").await.unwrap_err().errno(), libc::EIO);
-        assert!(start.elapsed() < bound * 3, "hung for {:?}", start.elapsed());
+        assert_eq!(
+            s.stat("/_system/config/f").await.unwrap_err().errno(),
+            libc::EIO
+        );
+        assert!(
+            start.elapsed() < bound * 3,
+            "hung for {:?}",
+            start.elapsed()
+        );
         server.resume();
 
         let start = Instant::now();
@@ -299,7 +362,10 @@ fn outage(kind: Kind) {
                     break;
                 }
                 Err(e) => {
-                    assert!(start.elapsed() < Duration::from_secs(30), "no recovery: {e}");
+                    assert!(
+                        start.elapsed() < Duration::from_secs(30),
+                        "no recovery: {e}"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -307,16 +373,26 @@ fn outage(kind: Kind) {
 
         server.stop(true);
         let start = Instant::now();
-        let e = s.write("/_system/config/f", b"down", "u").await.unwrap_err();
+        let e = s
+            .write("/_system/config/f", b"down", "u")
+            .await
+            .unwrap_err();
         assert_eq!(e.errno(), libc::EIO, "{e}");
-        assert!(start.elapsed() < bound * 3, "hung for {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < bound * 3,
+            "hung for {:?}",
+            start.elapsed()
+        );
         server.run();
         let start = Instant::now();
         loop {
             match s.write("/_system/config/f", b"after", "u").await {
                 Ok(_) => break,
                 Err(e) => {
-                    assert!(start.elapsed() < Duration::from_secs(30), "no recovery: {e}");
+                    assert!(
+                        start.elapsed() < Duration::from_secs(30),
+                        "no recovery: {e}"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }

@@ -214,7 +214,6 @@ impl EntryRow {
     }
 }
 
-
 /// The documented defaults for a row Carbon wrote (no REGFS_ATTR row).
 pub(crate) fn default_attrs(row: &ResourceRow) -> AttrRow {
     let is_dir = row.name.is_none();

@@ -145,9 +145,7 @@ async fn stat_on(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<Entry>> {
         entry_select(d, false),
         path_param(d)
     );
-    let row = c
-        .fetch_opt(&sql, &args![path::name(p), parent, t])
-        .await?;
+    let row = c.fetch_opt(&sql, &args![path::name(p), parent, t]).await?;
     row.map(|r| entry_row(&r).map(EntryRow::into_entry))
         .transpose()
 }
@@ -471,26 +469,24 @@ async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
 }
 
 async fn has_children(c: &mut Exec<'_>, t: i64, path_id: i64) -> Result<bool> {
-    if c
-        .fetch_opt(
-            "SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = ? AND REG_TENANT_ID = ? \
+    if c.fetch_opt(
+        "SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = ? AND REG_TENANT_ID = ? \
              AND REG_NAME IS NOT NULL LIMIT 1",
-            &args![path_id, t],
-        )
-        .await?
-        .is_some()
+        &args![path_id, t],
+    )
+    .await?
+    .is_some()
     {
         return Ok(true);
     }
-    Ok(c
-        .fetch_opt(
-            "SELECT 1 FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+    Ok(c.fetch_opt(
+        "SELECT 1 FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
              AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
              WHERE p.REG_PATH_PARENT_ID = ? AND p.REG_TENANT_ID = ? LIMIT 1",
-            &args![path_id, t],
-        )
-        .await?
-        .is_some())
+        &args![path_id, t],
+    )
+    .await?
+    .is_some())
 }
 
 /// Live collections at or below `p`, parents before children: (path id, path).
@@ -803,17 +799,25 @@ impl Store for ServerStore {
                         Some(parent) => require_dir(c, t, parent).await?.path_id,
                         None => -1,
                     };
-                    create_collection(c, t, p, parent_id, SYSTEM_USER, None, description, now_naive())
-                        .await?;
+                    create_collection(
+                        c,
+                        t,
+                        p,
+                        parent_id,
+                        SYSTEM_USER,
+                        None,
+                        description,
+                        now_naive(),
+                    )
+                    .await?;
                 }
             }
-            if c
-                .fetch_opt(
-                    "SELECT 1 FROM REG_CLUSTER_LOCK WHERE REG_LOCK_NAME = 'INITIALIZE'",
-                    &[],
-                )
-                .await?
-                .is_none()
+            if c.fetch_opt(
+                "SELECT 1 FROM REG_CLUSTER_LOCK WHERE REG_LOCK_NAME = 'INITIALIZE'",
+                &[],
+            )
+            .await?
+            .is_none()
             {
                 c.execute(
                     "INSERT INTO REG_CLUSTER_LOCK (REG_LOCK_NAME, REG_LOCK_STATUS) \
@@ -953,8 +957,18 @@ impl Store for ServerStore {
                 let uuid = uuid::Uuid::new_v4().to_string();
                 let content_id = insert_content(c, t, &new.content).await?;
                 let version = insert_resource(
-                    c, t, dir.path_id, Some(name), media, user, created, user, created, None,
-                    content_id, &uuid,
+                    c,
+                    t,
+                    dir.path_id,
+                    Some(name),
+                    media,
+                    user,
+                    created,
+                    user,
+                    created,
+                    None,
+                    content_id,
+                    &uuid,
                 )
                 .await?;
                 insert_log(c, t, p, user, LogAction::Add, None).await?;
@@ -1138,7 +1152,13 @@ impl Store for ServerStore {
                     );
                     c.execute(
                         &sql,
-                        &args![dst_parent.path_id, new_name, src.path_id, src.name.as_deref(), t],
+                        &args![
+                            dst_parent.path_id,
+                            new_name,
+                            src.path_id,
+                            src.name.as_deref(),
+                            t
+                        ],
                     )
                     .await?;
                 }
@@ -1240,8 +1260,15 @@ impl Store for ServerStore {
                 )
                 .await?;
                 insert_property(c, t, path_id, None, "registry.nonrecursive", "true").await?;
-                insert_property(c, t, path_id, None, "registry.linkrestoration", &restoration)
-                    .await?;
+                insert_property(
+                    c,
+                    t,
+                    path_id,
+                    None,
+                    "registry.linkrestoration",
+                    &restoration,
+                )
+                .await?;
                 insert_log(
                     c,
                     t,
@@ -1304,8 +1331,10 @@ impl Store for ServerStore {
             ),
             d.int64("(SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_TENANT_ID = ?)")
         );
-        let row = read!(self, "statfs", |c| { c.fetch_opt(&sql, &args![t, t]).await })?
-            .ok_or_else(|| err!(EIO, "statfs query returned nothing"))?;
+        let row = read!(self, "statfs", |c| {
+            c.fetch_opt(&sql, &args![t, t]).await
+        })?
+        .ok_or_else(|| err!(EIO, "statfs query returned nothing"))?;
         Ok(SpaceInfo {
             bytes_used: row.req_int(0)?.max(0) as u64,
             entries: row.req_int(1)?.max(0) as u64,

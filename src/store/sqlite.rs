@@ -565,7 +565,6 @@ async fn attrs_or_default(
     }
 }
 
-
 /// The live non-collection row at `p` with its attributes, in one query.
 async fn file_row_with_attrs(
     conn: &mut SqliteConnection,
@@ -665,7 +664,6 @@ async fn insert_property(
     .await?;
     Ok(())
 }
-
 
 /// Deletes one live row and what hangs off it (content, properties, tag/comment/rating
 /// mappings, regfs attributes). REG_PATH rows stay, as in Carbon.
@@ -813,7 +811,6 @@ async fn ensure_collections(
         create_collection(conn, t, p, parent_id, user, None, None, now_naive()).await?;
     Ok(id)
 }
-
 
 impl SqliteStore {
     /// The parent and the row to remove, or the errno that says why not.

@@ -53,14 +53,10 @@ fn require_fuse() {
 }
 
 impl Mounted {
-    /// Mounts the embedded default with a fresh data directory.
+    /// Mounts fresh databases: the embedded default, or with `REGFS_TEST_BACKEND` set, a
+    /// config whose node database and shared database are both on that server.
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("regfs-test-")
-            .tempdir()
-            .unwrap();
-        let data = dir.path().join("data");
-        Self::with_data(dir, data, &[])
+        Self::with_args(&[])
     }
 
     pub fn with_args(args: &[&str]) -> Self {
@@ -68,8 +64,16 @@ impl Mounted {
             .prefix("regfs-test-")
             .tempdir()
             .unwrap();
-        let data = dir.path().join("data");
+        let data = match servers::backend() {
+            None => dir.path().join("data"),
+            Some(kind) => server_config(dir.path(), kind),
+        };
         Self::with_data(dir, data, args)
+    }
+
+    /// The arguments that name this mount's databases: `--data-dir DIR` or `--config FILE`.
+    pub fn source_args(&self) -> Vec<std::ffi::OsString> {
+        source_args(&self.data)
     }
 
     pub fn with_data(dir: tempfile::TempDir, data: PathBuf, args: &[&str]) -> Self {
@@ -80,8 +84,7 @@ impl Mounted {
         let child = Command::new(regfs_bin())
             .arg("mount")
             .arg("--foreground")
-            .arg("--data-dir")
-            .arg(&data)
+            .args(source_args(&data))
             .args(args)
             .arg(&mnt)
             .env("RUST_LOG", "regfs=debug,fuser=error")
@@ -107,6 +110,13 @@ impl Mounted {
             "regfs did not mount within 30 s; log:\n{}",
             m.log()
         );
+        if m.data.extension().is_some_and(|e| e == "toml") {
+            let log = m.log();
+            assert!(
+                log.contains("postgres://") || log.contains("mysql://") || log.contains("sqlite"),
+                "the config's data sources were not opened; log:\n{log}"
+            );
+        }
         m
     }
 
@@ -168,6 +178,69 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         self.unmount();
     }
+}
+
+fn source_args(data: &Path) -> Vec<std::ffi::OsString> {
+    let flag = if data.extension().is_some_and(|e| e == "toml") {
+        "--config"
+    } else {
+        "--data-dir"
+    };
+    vec![flag.into(), data.as_os_str().to_owned()]
+}
+
+/// A config on the shared test server of `kind`: the node's own database and the shared
+/// database (holding /_system/config and /_system/governance) are two fresh databases there;
+/// the user-management tables stay in SQLite.
+pub fn server_config(dir: &Path, kind: servers::Kind) -> PathBuf {
+    let server = servers::server_for(kind);
+    let (node, shared) = (server.fresh_db(), server.fresh_db());
+    let password = match server.password() {
+        Some(p) => {
+            let f = dir.join("db.password");
+            std::fs::write(&f, format!("{p}\n")).unwrap();
+            format!("password_file = {:?}\n", f.display().to_string())
+        }
+        None => String::new(),
+    };
+    let file = dir.join("regfs.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"node_data_source = "node"
+
+[data_sources.node]
+url = "{node_url}"
+{password}
+[data_sources.shared]
+url = "{shared_url}"
+{password}
+[data_sources.um]
+url = "sqlite:{um}"
+
+[remote_instances.gov]
+data_source = "shared"
+
+[[mounts]]
+path = "/_system/config"
+instance = "gov"
+target_path = "/_system/config"
+
+[[mounts]]
+path = "/_system/governance"
+instance = "gov"
+target_path = "/_system/governance"
+
+[user_management]
+data_source = "um"
+"#,
+            node_url = server.url(&node),
+            shared_url = server.url(&shared),
+            um = dir.join("um.db").display(),
+        ),
+    )
+    .unwrap();
+    file
 }
 
 /// Runs the regfs CLI with `args` (no stdin) and returns its output.

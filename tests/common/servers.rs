@@ -79,7 +79,11 @@ fn pg_bin(tool: &str) -> PathBuf {
         .map(|e| e.path())
         .collect();
     versions.sort();
-    versions.last().expect("a PostgreSQL version").join("bin").join(tool)
+    versions
+        .last()
+        .expect("a PostgreSQL version")
+        .join("bin")
+        .join(tool)
 }
 
 fn require(tool: &str) {
@@ -98,7 +102,9 @@ fn require(tool: &str) {
 fn user_ids(name: &str) -> (u32, u32) {
     let u = nix::unistd::User::from_name(name)
         .unwrap()
-        .unwrap_or_else(|| panic!("system user {name} is missing (is the server package installed?)"));
+        .unwrap_or_else(|| {
+            panic!("system user {name} is missing (is the server package installed?)")
+        });
     (u.uid.as_raw(), u.gid.as_raw())
 }
 
@@ -126,10 +132,10 @@ fn remove_stale_dirs() {
         let owner = std::fs::read_to_string(e.path().join("owner.pid"))
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok());
-        if let Some(pid) = owner {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
+        if let Some(pid) = owner
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
@@ -162,10 +168,10 @@ fn signal_tree(pid: i32, sig: nix::sys::signal::Signal) {
 /// Spawns `cmd` from a thread that lives as long as the process, with PR_SET_PDEATHSIG: the
 /// server gets SIGTERM when the test process ends, however it ends.
 fn spawn_owned(mut cmd: Command) -> Child {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Child>>)>>> =
-        OnceLock::new();
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let tx = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<std::io::Result<Child>>)>();
+        let (tx, rx) = mpsc::channel::<Request>();
         std::thread::spawn(move || {
             for (mut cmd, reply) in rx {
                 let _ = reply.send(cmd.spawn());
@@ -286,15 +292,21 @@ impl Server {
                 c
             }
             Kind::MariaDb => {
+                // Started as mysql rather than with --user: a server that drops privileges
+                // itself loses PR_SET_PDEATHSIG (the kernel clears it on a credentials change).
+                let (uid, gid) = user_ids("mysql");
                 let mut c = Command::new("mariadbd");
+                c.uid(uid).gid(gid);
                 c.arg("--no-defaults")
                     .arg(format!("--datadir={}", self.dir.join("data").display()))
                     .arg(format!("--socket={}", self.socket().display()))
                     .arg(format!("--port={}", self.port))
-                    .arg(format!("--pid-file={}", self.dir.join("mariadb.pid").display()))
+                    .arg(format!(
+                        "--pid-file={}",
+                        self.dir.join("mariadb.pid").display()
+                    ))
                     .args([
                         "--bind-address=127.0.0.1",
-                        "--user=mysql",
                         "--innodb-flush-log-at-trx-commit=2",
                         "--innodb-buffer-pool-size=128M",
                         "--max-connections=300",
@@ -348,10 +360,19 @@ impl Server {
         match self.kind {
             Kind::Postgres => {
                 let mut c = Command::new(pg_bin("psql"));
-                c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
-                    .arg("-p")
-                    .arg(self.port.to_string())
-                    .arg(db);
+                c.args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                ])
+                .arg("-p")
+                .arg(self.port.to_string())
+                .arg(db);
                 c
             }
             Kind::MariaDb => {

@@ -508,10 +508,17 @@ async fn probe_connect<C: sqlx::Connection>(
 /// (the wait is already bounded by the acquire timeout).
 fn unreachable_db(e: sqlx::Error) -> Error {
     match e {
-        sqlx::Error::PoolTimedOut => err!(EIO, "database unreachable: no connection within the timeout"),
+        sqlx::Error::PoolTimedOut => err!(
+            EIO,
+            "database unreachable: no connection within the timeout"
+        ),
         other => {
             let e = Error::from(other);
-            if e.is_transient() { e } else { err!(EIO, "database unreachable: {}", e.message()) }
+            if e.is_transient() {
+                e
+            } else {
+                err!(EIO, "database unreachable: {}", e.message())
+            }
         }
     }
 }
@@ -541,6 +548,9 @@ mod tests {
             redact("postgres://regfs:secret@127.0.0.1:5432/reg"),
             "postgres://regfs:***@127.0.0.1:5432/reg"
         );
-        assert_eq!(redact("mysql://root@localhost/x"), "mysql://root@localhost/x");
+        assert_eq!(
+            redact("mysql://root@localhost/x"),
+            "mysql://root@localhost/x"
+        );
     }
 }
