@@ -146,6 +146,9 @@ pub struct DataSource {
     /// Password from an environment variable or a file, never in the config itself.
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// A password given in place (by a WSO2 datasource definition); never read from TOML.
+    #[serde(skip)]
+    pub password: Option<String>,
 }
 
 /// Where a data source lives.
@@ -183,6 +186,9 @@ impl DataSource {
 
     /// The password from password_env or password_file, if either is set.
     pub fn password(&self, key: &str) -> Result<Option<String>> {
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
         if let Some(var) = &self.password_env {
             return std::env::var(var).map(Some).map_err(|_| {
                 err!(
@@ -342,6 +348,20 @@ impl FileConfig {
     }
 }
 
+/// The configuration the command line names: a TOML file (`--config`), a WSO2 product's conf
+/// directory (`--wso2-conf`), or neither (the embedded default).
+pub fn load_source(config: Option<&Path>, wso2_conf: Option<&Path>) -> Result<Option<FileConfig>> {
+    match (config, wso2_conf) {
+        (Some(_), Some(_)) => Err(err!(
+            EINVAL,
+            "--config and --wso2-conf both name a configuration: give one"
+        )),
+        (Some(file), None) => FileConfig::load(file).map(Some),
+        (None, Some(dir)) => crate::wso2conf::load(dir).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
 impl FileConfig {
     /// Reads and checks `file`; errors name the file, the key and what is wrong.
     pub fn load(file: &Path) -> Result<FileConfig> {
@@ -360,7 +380,7 @@ impl FileConfig {
         Ok(cfg)
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let ds = |key: &str, name: &str| -> Result<()> {
             if self.data_sources.contains_key(name) {
                 Ok(())

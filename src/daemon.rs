@@ -30,6 +30,8 @@ pub struct MountOptions {
     pub user_map: HashMap<String, String>,
     /// A configuration file instead of the embedded default.
     pub config: Option<PathBuf>,
+    /// A WSO2 product's `repository/conf` directory instead of the embedded default.
+    pub wso2_conf: Option<PathBuf>,
 }
 
 /// Whether `mountpoint` is listed in /proc/mounts as a FUSE mount.
@@ -124,10 +126,7 @@ fn init_logging(level: &str, file: Option<&Path>) -> Result<()> {
 /// the mount is up (or fails with the reason); the served process detaches from the terminal.
 pub fn run(mut opts: MountOptions) -> Result<()> {
     // Read the configuration before anything else, so a mistake is reported on the terminal.
-    let config = match &opts.config {
-        Some(file) => Some(crate::config::FileConfig::load(file)?),
-        None => None,
-    };
+    let config = crate::config::load_source(opts.config.as_deref(), opts.wso2_conf.as_deref())?;
     if let Some(cfg) = &config {
         for (k, v) in &cfg.user_map {
             opts.user_map.entry(k.clone()).or_insert_with(|| v.clone());
@@ -234,7 +233,7 @@ fn serve(
             StoreOptions::default(),
         ))?,
     };
-    match &opts.config {
+    match opts.config.as_ref().or(opts.wso2_conf.as_ref()) {
         Some(file) => info!(
             config = %file.display(),
             mountpoint = %mountpoint.display(),

@@ -16,5 +16,6 @@ pub mod path;
 pub mod registry;
 pub mod store;
 pub mod um;
+pub mod wso2conf;
 
 pub use error::{Error, Result};

@@ -29,6 +29,15 @@ struct DataDir {
     /// A configuration file (see examples/regfs.toml) instead of the embedded default.
     #[arg(long, env = "REGFS_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// A WSO2 product's PRODUCT_HOME/repository/conf: registry.xml, user-mgt.xml and
+    /// datasources/*.xml are read as-is, and regfs serves what that node would see.
+    #[arg(
+        long,
+        env = "REGFS_WSO2_CONF",
+        global = true,
+        conflicts_with = "config"
+    )]
+    wso2_conf: Option<PathBuf>,
 }
 
 impl DataDir {
@@ -39,10 +48,7 @@ impl DataDir {
     }
 
     fn file_config(&self) -> regfs::Result<Option<config::FileConfig>> {
-        self.config
-            .as_deref()
-            .map(config::FileConfig::load)
-            .transpose()
+        config::load_source(self.config.as_deref(), self.wso2_conf.as_deref())
     }
 
     async fn um(&self) -> regfs::Result<regfs::um::UmDb> {
@@ -220,7 +226,7 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
         Command::Mount { .. } => unreachable!("handled before"),
         Command::Init { data } => {
             data.registry().await?;
-            match &data.config {
+            match data.config.as_ref().or(data.wso2_conf.as_ref()) {
                 Some(file) => println!("regfs: initialized the databases of {}", file.display()),
                 None => println!(
                     "regfs: initialized {} ({} and {})",
@@ -371,6 +377,7 @@ fn main() -> ExitCode {
             threads,
             user_map: map.into_iter().collect::<HashMap<_, _>>(),
             config: data.config.clone(),
+            wso2_conf: data.wso2_conf.clone(),
         })
         .map(Ok),
         other => runtime().and_then(|rt| rt.block_on(admin(other))),
