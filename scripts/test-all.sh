@@ -15,7 +15,7 @@ die() { printf 'test-all: %s\n' "$*" >&2; exit 1; }
 
 # Tools the real-tool scenarios drive.
 need=()
-for tool in git python3 tar sed find grep diff fusermount3; do
+for tool in git python3 tar sed find grep diff fusermount3 sqlite3; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # Database servers: the tests run initdb/postgres and mariadb-install-db/mariadbd themselves.
@@ -51,7 +51,7 @@ cargo test --all-targets 2>&1 | tee -a target/test-all.log || status=1
 # The filesystem suites again with the node and shared databases on each server.
 for backend in postgres mariadb; do
     step "filesystem suites with the databases on ${backend}"
-    REGFS_TEST_BACKEND=$backend cargo test --test tools --test posix --test semantics 2>&1 \
+    REGFS_TEST_BACKEND=$backend cargo test --test tools --test posix --test semantics --test authz 2>&1 \
         | tee -a target/test-all.log || status=1
 done
 # One closing line for the whole run.

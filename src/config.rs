@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::mount_table::{Mount, MountTable};
 use crate::registry::Registry;
 use crate::store::server::ServerStore;
-use crate::store::server::db::ServerOptions;
+use crate::store::server::db::{Pool, ServerOptions};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SUPER_TENANT_ID, Store, StoreOptions};
 use crate::um::{ADMIN_USER, UmDb};
@@ -333,21 +333,6 @@ fn default_admin() -> String {
     ADMIN_USER.to_string()
 }
 
-impl FileConfig {
-    /// The SQLite file of the user-management data source.
-    fn um_location(&self, source: &str) -> Result<PathBuf> {
-        match self.data_sources[source].location(&format!("data_sources.{source}.url"))? {
-            Location::Sqlite(file) => Ok(file),
-            Location::Server(_) => Err(err!(
-                EINVAL,
-                "user_management.data_source: {source:?} is a server database; the UM_* tables \
-                 are read from SQLite only in this version: point user_management at a sqlite: \
-                 data source"
-            )),
-        }
-    }
-}
-
 /// The configuration the command line names: a TOML file (`--config`), a WSO2 product's conf
 /// directory (`--wso2-conf`), or neither (the embedded default).
 pub fn load_source(config: Option<&Path>, wso2_conf: Option<&Path>) -> Result<Option<FileConfig>> {
@@ -435,14 +420,22 @@ impl FileConfig {
         for (name, d) in &self.data_sources {
             d.location(&format!("data_sources.{name}.url"))?;
         }
-        let um_source = self
-            .user_management
-            .as_ref()
-            .map(|u| u.data_source.as_str())
-            .unwrap_or(self.node_data_source.as_str());
-        self.um_location(um_source)?;
         Ok(())
     }
+}
+
+fn server_options(
+    d: &DataSource,
+    key: &str,
+    url: String,
+    connections: u32,
+) -> Result<ServerOptions> {
+    Ok(ServerOptions {
+        url,
+        password: d.password(key)?,
+        max_connections: connections,
+        timeout: std::time::Duration::from_secs(d.busy_timeout_secs.max(1)),
+    })
 }
 
 /// Opens (and initialises) the store of one data source.
@@ -468,12 +461,7 @@ async fn open_store(cfg: &FileConfig, name: &str, d: &DataSource) -> Result<Arc<
             Arc::new(SqliteStore::open(&file, opts).await?)
         }
         Location::Server(url) => {
-            let server = ServerOptions {
-                url,
-                password: d.password(&key)?,
-                max_connections: d.max_connections.unwrap_or(8),
-                timeout,
-            };
+            let server = server_options(d, &key, url, d.max_connections.unwrap_or(8))?;
             Arc::new(
                 ServerStore::open(name, server, opts)
                     .await
@@ -566,6 +554,15 @@ pub async fn um_from(cfg: &FileConfig) -> Result<UmDb> {
         .as_ref()
         .map(|u| u.data_source.as_str())
         .unwrap_or(cfg.node_data_source.as_str());
-    let file = cfg.um_location(um_source)?;
-    UmDb::open(&file, cfg.tenant).await
+    let d = &cfg.data_sources[um_source];
+    let key = format!("data_sources.{um_source}");
+    match d.location(&format!("{key}.url"))? {
+        Location::Sqlite(file) => UmDb::open(&file, cfg.tenant).await,
+        Location::Server(url) => {
+            let pool = Pool::connect(&server_options(d, &key, url, 2)?).await?;
+            UmDb::open_server(pool, cfg.tenant)
+                .await
+                .map_err(|e| err!(EIO, "user management on {um_source}: {}", e.message()))
+        }
+    }
 }

@@ -54,7 +54,12 @@ macro_rules! err {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         let transient = is_retryable(&e);
-        let mut err = Error::new(libc::EIO, format!("database error: {e}"));
+        // A unique key another writer took first: EEXIST if it is not retried away.
+        let errno = match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => libc::EEXIST,
+            _ => libc::EIO,
+        };
+        let mut err = Error::new(errno, format!("database error: {e}"));
         err.transient = transient;
         err
     }

@@ -11,7 +11,7 @@ use crate::err;
 use crate::error::Result;
 use crate::mount_table::MountTable;
 use crate::path;
-use crate::store::{AttrChange, DirEntry, Entry, NewEntry, RenameMode, SpaceInfo};
+use crate::store::{AttrChange, DirEntry, Entry, Kind, NewEntry, RenameMode, SpaceInfo};
 
 /// One page of a listing.
 pub struct Page {
@@ -79,10 +79,26 @@ impl Registry {
         Ok(r)
     }
 
+    /// The entry at `p`. Needs get on `p`, except that a collection may be looked up (walked
+    /// through) without it: Carbon checks only the path a request names, so a deeper grant
+    /// (get on /a/secret/open) works under a denied collection (/a/secret), whose listing and
+    /// attributes' readers still need get.
     pub async fn stat(&self, user: &str, p: &str) -> Result<Option<Entry>> {
-        self.authorize(user, p, Action::Get).await?;
+        let denied = self.authorize(user, p, Action::Get).await.err();
         let r = self.table.resolve(p);
-        r.mount.store.stat(&r.target).await
+        let entry = r.mount.store.stat(&r.target).await?;
+        match denied {
+            None => Ok(entry),
+            Some(_) if entry.as_ref().is_some_and(|e| e.kind == Kind::Directory) => {
+                tracing::debug!(
+                    user,
+                    path = p,
+                    "lookup of a collection without get: traversal only"
+                );
+                Ok(entry)
+            }
+            Some(e) => Err(e),
+        }
     }
 
     /// One page of `dir`'s children sorted by name, after `after`. Mount points among them show

@@ -20,8 +20,7 @@ const STRANGER: u32 = 3005; // unmapped: anonymous
 fn regfs(m: &Mounted, args: &[&str]) -> (bool, String) {
     let mut child = Command::new(common::regfs_bin())
         .args(args)
-        .arg("--data-dir")
-        .arg(&m.data)
+        .args(m.source_args())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -83,7 +82,7 @@ fn denied(uid: u32, cwd: &Path, script: &str) {
 fn permission_matrix_for_several_local_users() {
     // Other users must be able to reach the mount point.
     let dir = common::open_tempdir();
-    let data = dir.path().join("data");
+    let data = common::fresh_data(dir.path());
     let map = [
         format!("{ALICE}=alice"),
         format!("{BOB}=bob"),
@@ -193,14 +192,17 @@ fn permission_matrix_for_several_local_users() {
         "{out}"
     );
 
-    // The mount picks the changes up without a remount (bounded wait).
+    // The mount picks the changes up without a remount (bounded wait). The last change made
+    // (bob's deny on pub.txt) is waited for, so that a refresh between two grants cannot leave
+    // the later ones unseen.
     assert!(
         common::wait_until(Duration::from_secs(10), || {
-            as_user(ALICE, &proj, "echo a > by-alice.txt").0 == 0
+            as_user(BOB, &proj, "cat pub.txt").0 != 0
         }),
-        "the grant to devs never reached the running mount\n{}",
+        "the changes never reached the running mount\n{}",
         common::tail(&m.log(), 30)
     );
+    assert_eq!(as_user(ALICE, &proj, "echo a > by-alice.txt").0, 0);
 
     // Inheritance: everyone's get on / reaches the project; devs' add on proj reaches below.
     assert_eq!(allowed(ALICE, &proj, "cat pub.txt").trim(), "public");
@@ -293,88 +295,95 @@ fn permission_matrix_for_several_local_users() {
         common::tail(&log, 40)
     );
 
-    check_grants_layout(&m.data.join("shared.db"));
+    check_grants_layout(&m);
 }
 
 /// The grants as Carbon lays them out: one UM_PERMISSION row per (path, action URI), role rows
 /// without a domain prefix and with the role's domain id, user rows in UM_USER_PERMISSION.
-fn check_grants_layout(db: &Path) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = common::ro_pool(db).await;
-        let rows: Vec<(String, String, String, i64, String, i64)> = sqlx::query_as(
-            "SELECT p.UM_RESOURCE_ID, p.UM_ACTION, rp.UM_ROLE_NAME, rp.UM_IS_ALLOWED, d.UM_DOMAIN_NAME, \
-             rp.UM_TENANT_ID FROM UM_ROLE_PERMISSION rp JOIN UM_PERMISSION p ON p.UM_ID = rp.UM_PERMISSION_ID \
-             JOIN UM_DOMAIN d ON d.UM_DOMAIN_ID = rp.UM_DOMAIN_ID ORDER BY p.UM_RESOURCE_ID, rp.UM_ROLE_NAME",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        let get = "http://www.wso2.org/projects/registry/actions/get";
-        let has = |path: &str, action: &str, role: &str, allowed: i64, domain: &str| {
-            rows.iter().any(|r| {
-                r.0 == path && r.1 == action && r.2 == role && r.3 == allowed && r.4 == domain && r.5 == -1234
-            })
-        };
-        // Seeded root grants.
-        assert!(has("/", get, "admin", 1, "PRIMARY"), "{rows:#?}");
-        assert!(has("/", get, "everyone", 1, "INTERNAL"), "{rows:#?}");
-        assert!(has("/", "authorize", "admin", 1, "PRIMARY"), "{rows:#?}");
-        assert!(has("/permission", "ui.execute", "admin", 1, "PRIMARY"), "{rows:#?}");
-        // The test's grants.
-        let secret = "/_system/governance/proj/secret";
-        assert!(has(secret, get, "everyone", 0, "INTERNAL"), "{rows:#?}");
-        assert!(has(secret, get, "ops", 1, "PRIMARY"), "{rows:#?}");
-        assert!(has(
-            "/_system/governance/proj/trash",
-            "http://www.wso2.org/projects/registry/actions/delete",
-            "devs",
-            1,
-            "PRIMARY"
-        ));
-        // Revoked: no row left for ops' add on proj.
-        assert!(!rows.iter().any(|r| r.0 == "/_system/governance/proj" && r.2 == "ops"));
-        let users: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT p.UM_RESOURCE_ID, p.UM_ACTION, up.UM_USER_NAME, up.UM_IS_ALLOWED FROM UM_USER_PERMISSION up \
-             JOIN UM_PERMISSION p ON p.UM_ID = up.UM_PERMISSION_ID ORDER BY 1",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        assert!(users.contains(&(
-            "/_system/governance/proj/carol-only".into(),
-            "http://www.wso2.org/projects/registry/actions/add".into(),
-            "carol".into(),
-            1
-        )));
-        // bob's rule on pub.txt went when root deleted pub.txt: Carbon clears a deleted
-        // path's grants.
-        assert!(!users.iter().any(|u| u.0 == "/_system/governance/proj/pub.txt"), "{users:?}");
-        // Domains as Carbon numbers them for the super tenant.
-        let domains: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT UM_DOMAIN_ID, UM_DOMAIN_NAME FROM UM_DOMAIN WHERE UM_TENANT_ID = -1234 ORDER BY 1",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        let names: Vec<&str> = domains.iter().map(|d| d.1.as_str()).collect();
-        assert_eq!(names, ["PRIMARY", "SYSTEM", "INTERNAL", "APPLICATION", "WORKFLOW"]);
-        // Users: salted SHA-256, Base64, 24-character salts; roles stored without a domain prefix.
-        let (hash, salt): (String, String) = sqlx::query_as(
-            "SELECT UM_USER_PASSWORD, UM_SALT_VALUE FROM UM_USER WHERE UM_USER_NAME = 'alice'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(salt.len(), 24);
-        assert_eq!(hash, regfs::um::hash_password("s3cret-pw", &salt));
-        let hybrid: Vec<String> = sqlx::query_scalar("SELECT UM_ROLE_NAME FROM UM_HYBRID_ROLE ORDER BY 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        assert_eq!(hybrid, ["auditors", "everyone"]);
-    });
+fn check_grants_layout(m: &Mounted) {
+    let q = |sql: &str| m.query(true, sql);
+    let rows = q(
+        "SELECT p.UM_RESOURCE_ID, p.UM_ACTION, rp.UM_ROLE_NAME, rp.UM_IS_ALLOWED, d.UM_DOMAIN_NAME, \
+         rp.UM_TENANT_ID FROM UM_ROLE_PERMISSION rp JOIN UM_PERMISSION p ON p.UM_ID = rp.UM_PERMISSION_ID \
+         JOIN UM_DOMAIN d ON d.UM_DOMAIN_ID = rp.UM_DOMAIN_ID ORDER BY p.UM_RESOURCE_ID, rp.UM_ROLE_NAME",
+    );
+    let get = "http://www.wso2.org/projects/registry/actions/get";
+    let has = |path: &str, action: &str, role: &str, allowed: i64, domain: &str| {
+        let want = [
+            path.to_string(),
+            action.to_string(),
+            role.to_string(),
+            allowed.to_string(),
+            domain.to_string(),
+            "-1234".to_string(),
+        ];
+        rows.iter().any(|r| r[..] == want[..])
+    };
+    // Seeded root grants.
+    assert!(has("/", get, "admin", 1, "PRIMARY"), "{rows:#?}");
+    assert!(has("/", get, "everyone", 1, "INTERNAL"), "{rows:#?}");
+    assert!(has("/", "authorize", "admin", 1, "PRIMARY"), "{rows:#?}");
+    assert!(
+        has("/permission", "ui.execute", "admin", 1, "PRIMARY"),
+        "{rows:#?}"
+    );
+    // The test's grants.
+    let secret = "/_system/governance/proj/secret";
+    assert!(has(secret, get, "everyone", 0, "INTERNAL"), "{rows:#?}");
+    assert!(has(secret, get, "ops", 1, "PRIMARY"), "{rows:#?}");
+    assert!(has(
+        "/_system/governance/proj/trash",
+        "http://www.wso2.org/projects/registry/actions/delete",
+        "devs",
+        1,
+        "PRIMARY"
+    ));
+    // Revoked: no row left for ops' add on proj.
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r[0] == "/_system/governance/proj" && r[2] == "ops")
+    );
+    let users = q(
+        "SELECT p.UM_RESOURCE_ID, p.UM_ACTION, up.UM_USER_NAME, up.UM_IS_ALLOWED FROM UM_USER_PERMISSION up \
+         JOIN UM_PERMISSION p ON p.UM_ID = up.UM_PERMISSION_ID ORDER BY 1",
+    );
+    assert!(
+        users.contains(&vec![
+            "/_system/governance/proj/carol-only".to_string(),
+            "http://www.wso2.org/projects/registry/actions/add".to_string(),
+            "carol".to_string(),
+            "1".to_string(),
+        ]),
+        "{users:?}"
+    );
+    // bob's rule on pub.txt went when root deleted pub.txt: Carbon clears a deleted
+    // path's grants.
+    assert!(
+        !users
+            .iter()
+            .any(|u| u[0] == "/_system/governance/proj/pub.txt"),
+        "{users:?}"
+    );
+    // Domains as Carbon numbers them for the super tenant.
+    let names: Vec<String> = q(
+        "SELECT UM_DOMAIN_ID, UM_DOMAIN_NAME FROM UM_DOMAIN WHERE UM_TENANT_ID = -1234 ORDER BY 1",
+    )
+    .into_iter()
+    .map(|r| r[1].clone())
+    .collect();
+    assert_eq!(
+        names,
+        ["PRIMARY", "SYSTEM", "INTERNAL", "APPLICATION", "WORKFLOW"]
+    );
+    // Users: salted SHA-256, Base64, 24-character salts; roles stored without a domain prefix.
+    let row =
+        &q("SELECT UM_USER_PASSWORD, UM_SALT_VALUE FROM UM_USER WHERE UM_USER_NAME = 'alice'")[0];
+    assert_eq!(row[1].len(), 24);
+    assert_eq!(row[0], regfs::um::hash_password("s3cret-pw", &row[1]));
+    let hybrid: Vec<String> = q("SELECT UM_ROLE_NAME FROM UM_HYBRID_ROLE ORDER BY 1")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(hybrid, ["auditors", "everyone"]);
 }

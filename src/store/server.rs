@@ -92,7 +92,7 @@ fn storable(d: Dialect, p: &str) -> bool {
 /// so that the comparison uses REG_PATH_VALUE's index and collation.
 fn path_param(d: Dialect) -> &'static str {
     match d {
-        Dialect::Postgres => "?",
+        Dialect::Postgres | Dialect::Sqlite => "?",
         Dialect::MySql => "CONVERT(? USING latin1) COLLATE latin1_general_cs",
     }
 }
@@ -675,7 +675,7 @@ impl ServerStore {
     /// no ID column and REG_PATH_VALUE is not unique there.
     pub async fn probe(&self) -> Result<SchemaFlavor> {
         let schema_filter = match self.d {
-            Dialect::Postgres => "table_schema = current_schema()",
+            Dialect::Postgres | Dialect::Sqlite => "table_schema = current_schema()",
             Dialect::MySql => "table_schema = DATABASE()",
         };
         read!(self, "probe", |c| {
@@ -782,7 +782,7 @@ impl Store for ServerStore {
             );
         }
         let schema = match self.d {
-            Dialect::Postgres => POSTGRES_SCHEMA,
+            Dialect::Postgres | Dialect::Sqlite => POSTGRES_SCHEMA,
             Dialect::MySql => MYSQL_SCHEMA,
         };
         let t = self.t();

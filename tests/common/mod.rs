@@ -64,11 +64,53 @@ impl Mounted {
             .prefix("regfs-test-")
             .tempdir()
             .unwrap();
-        let data = match servers::backend() {
-            None => dir.path().join("data"),
-            Some(kind) => server_config(dir.path(), kind),
-        };
+        let data = fresh_data(dir.path());
         Self::with_data(dir, data, args)
+    }
+
+    /// Runs SQL on one of this mount's databases, read-only in spirit, and returns the rows as
+    /// text: the shared database (`shared = true`) or the node's own.
+    pub fn query(&self, shared: bool, sql: &str) -> Vec<Vec<String>> {
+        let text = match servers::backend() {
+            None => {
+                let db = self
+                    .data
+                    .join(if shared { "shared.db" } else { "local.db" });
+                let out = Command::new("sqlite3")
+                    .arg("-readonly")
+                    .arg("-separator")
+                    .arg("\t")
+                    .arg(&db)
+                    .arg(sql)
+                    .output()
+                    .expect("sqlite3 (Debian package sqlite3) runs");
+                assert!(
+                    out.status.success(),
+                    "{sql}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+            Some(kind) => {
+                let cfg = std::fs::read_to_string(&self.data).unwrap();
+                let section = if shared {
+                    "[data_sources.shared]"
+                } else {
+                    "[data_sources.node]"
+                };
+                let url = cfg
+                    .split(section)
+                    .nth(1)
+                    .and_then(|rest| rest.lines().find(|l| l.starts_with("url")))
+                    .expect("the data source's url");
+                let db = url.trim().trim_end_matches('"').rsplit('/').next().unwrap();
+                servers::server_for(kind).sql_in(db, sql)
+            }
+        };
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
     }
 
     /// The arguments that name this mount's databases: `--data-dir DIR` or `--config FILE`.
@@ -180,6 +222,15 @@ impl Drop for Mounted {
     }
 }
 
+/// Fresh databases for a mount under `dir`: a data directory for the embedded default, or a
+/// config on the `REGFS_TEST_BACKEND` server.
+pub fn fresh_data(dir: &Path) -> PathBuf {
+    match servers::backend() {
+        None => dir.join("data"),
+        Some(kind) => server_config(dir, kind),
+    }
+}
+
 fn source_args(data: &Path) -> Vec<std::ffi::OsString> {
     let flag = if data.extension().is_some_and(|e| e == "toml") {
         "--config"
@@ -190,8 +241,8 @@ fn source_args(data: &Path) -> Vec<std::ffi::OsString> {
 }
 
 /// A config on the shared test server of `kind`: the node's own database and the shared
-/// database (holding /_system/config and /_system/governance) are two fresh databases there;
-/// the user-management tables stay in SQLite.
+/// database (holding /_system/config, /_system/governance and the UM_* tables, as in a Carbon
+/// cluster) are two fresh databases there.
 pub fn server_config(dir: &Path, kind: servers::Kind) -> PathBuf {
     let server = servers::server_for(kind);
     let (node, shared) = (server.fresh_db(), server.fresh_db());
@@ -215,9 +266,6 @@ url = "{node_url}"
 [data_sources.shared]
 url = "{shared_url}"
 {password}
-[data_sources.um]
-url = "sqlite:{um}"
-
 [remote_instances.gov]
 data_source = "shared"
 
@@ -232,11 +280,10 @@ instance = "gov"
 target_path = "/_system/governance"
 
 [user_management]
-data_source = "um"
+data_source = "shared"
 "#,
             node_url = server.url(&node),
             shared_url = server.url(&shared),
-            um = dir.join("um.db").display(),
         ),
     )
     .unwrap();

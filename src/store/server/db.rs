@@ -1,5 +1,5 @@
-//! One value-level query API over PostgreSQL and MySQL/MariaDB connections, so that the server
-//! store is written once. SQL is written with `?` placeholders in order; for PostgreSQL they
+//! One value-level query API over PostgreSQL, MySQL/MariaDB and SQLite connections, so that the
+//! server store and the user-management tables are written once. SQL is written with `?` placeholders in order; for PostgreSQL they
 //! become `$1..$n`. Values are bound with their Rust type, and rows are read by position, with
 //! integer widths widened to `i64` (PostgreSQL's INTEGER columns are 32-bit).
 
@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow, Postgres};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Column, Connection as _, Executor, Row as _, TypeInfo};
 
 use crate::err;
@@ -18,6 +19,7 @@ use crate::error::{Error, Result};
 pub enum Dialect {
     Postgres,
     MySql,
+    Sqlite,
 }
 
 impl Dialect {
@@ -26,6 +28,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => "IS NOT DISTINCT FROM",
             Dialect::MySql => "<=>",
+            Dialect::Sqlite => "IS",
         }
     }
 
@@ -34,6 +37,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => format!("({expr}) COLLATE \"C\""),
             Dialect::MySql => format!("CONVERT({expr} USING utf8mb4) COLLATE utf8mb4_bin"),
+            Dialect::Sqlite => format!("({expr})"),
         }
     }
 
@@ -42,17 +46,18 @@ impl Dialect {
         match self {
             Dialect::Postgres => format!("CAST({expr} AS BIGINT)"),
             Dialect::MySql => format!("CAST({expr} AS SIGNED)"),
+            Dialect::Sqlite => format!("CAST({expr} AS INTEGER)"),
         }
     }
 
     /// Upsert of REGFS_ATTR's times: the clause after `INSERT ... VALUES (...)`.
     pub fn on_attr_conflict(self, all: bool) -> &'static str {
         match (self, all) {
-            (Dialect::Postgres, false) => {
+            (Dialect::Postgres | Dialect::Sqlite, false) => {
                 " ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
                  CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION"
             }
-            (Dialect::Postgres, true) => {
+            (Dialect::Postgres | Dialect::Sqlite, true) => {
                 " ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MODE = excluded.MODE, \
                  UID = excluded.UID, GID = excluded.GID, RDEV = excluded.RDEV, \
                  ATIME_NS = excluded.ATIME_NS, MTIME_NS = excluded.MTIME_NS, \
@@ -73,7 +78,7 @@ impl Dialect {
     /// The longest collection path the schema can hold (REG_PATH_VALUE's width).
     pub fn max_path(self) -> usize {
         match self {
-            Dialect::Postgres => 2000,
+            Dialect::Postgres | Dialect::Sqlite => 2000,
             Dialect::MySql => 750,
         }
     }
@@ -82,6 +87,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => "PostgreSQL",
             Dialect::MySql => "MySQL",
+            Dialect::Sqlite => "SQLite",
         }
     }
 }
@@ -143,6 +149,7 @@ macro_rules! args {
 pub enum Row {
     Pg(PgRow),
     My(MySqlRow),
+    Lite(SqliteRow),
 }
 
 impl Row {
@@ -157,6 +164,7 @@ impl Row {
                 })
             }
             Row::My(r) => Ok(r.try_get::<Option<i64>, _>(i)?),
+            Row::Lite(r) => Ok(r.try_get::<Option<i64>, _>(i)?),
         }
     }
 
@@ -169,6 +177,7 @@ impl Row {
         Ok(match self {
             Row::Pg(r) => r.try_get(i)?,
             Row::My(r) => r.try_get(i)?,
+            Row::Lite(r) => r.try_get(i)?,
         })
     }
 
@@ -181,6 +190,7 @@ impl Row {
         Ok(match self {
             Row::Pg(r) => r.try_get(i)?,
             Row::My(r) => r.try_get(i)?,
+            Row::Lite(r) => r.try_get(i)?,
         })
     }
 
@@ -193,6 +203,7 @@ impl Row {
                 .try_get::<chrono::DateTime<chrono::Utc>, _>(i)?
                 .naive_utc(),
             Row::My(r) => r.try_get(i)?,
+            Row::Lite(r) => r.try_get(i)?,
         })
     }
 }
@@ -201,6 +212,23 @@ impl Row {
 pub enum Exec<'c> {
     Pg(&'c mut PgConnection),
     My(&'c mut MySqlConnection),
+    Lite(&'c mut SqliteConnection),
+}
+
+/// Binds `args` to a query of any of the three drivers.
+macro_rules! bind_all {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match *a {
+                Val::Int(v) => q.bind(v),
+                Val::Text(v) => q.bind(v),
+                Val::Blob(v) => q.bind(v),
+                Val::Time(v) => q.bind(v),
+            };
+        }
+        q
+    }};
 }
 
 /// `?` placeholders → `$1..$n`.
@@ -224,69 +252,44 @@ impl Exec<'_> {
         match self {
             Exec::Pg(_) => Dialect::Postgres,
             Exec::My(_) => Dialect::MySql,
+            Exec::Lite(_) => Dialect::Sqlite,
         }
     }
 
     /// Runs one statement; returns the number of rows it changed.
     pub async fn execute(&mut self, sql: &str, args: &[Val<'_>]) -> Result<u64> {
-        match self {
+        Ok(match self {
             Exec::Pg(c) => {
-                let sql = pg_placeholders(sql);
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for a in args {
-                    q = match *a {
-                        Val::Int(v) => q.bind(v),
-                        Val::Text(v) => q.bind(v),
-                        Val::Blob(v) => q.bind(v),
-                        Val::Time(v) => q.bind(v),
-                    };
-                }
-                Ok(c.execute(q).await?.rows_affected())
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(pg_placeholders(sql))), args);
+                c.execute(q).await?.rows_affected()
             }
             Exec::My(c) => {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
-                for a in args {
-                    q = match *a {
-                        Val::Int(v) => q.bind(v),
-                        Val::Text(v) => q.bind(v),
-                        Val::Blob(v) => q.bind(v),
-                        Val::Time(v) => q.bind(v),
-                    };
-                }
-                Ok(c.execute(q).await?.rows_affected())
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
+                c.execute(q).await?.rows_affected()
             }
-        }
+            Exec::Lite(c) => {
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
+                c.execute(q).await?.rows_affected()
+            }
+        })
     }
 
     /// Runs one query and returns all its rows.
     pub async fn fetch(&mut self, sql: &str, args: &[Val<'_>]) -> Result<Vec<Row>> {
-        match self {
+        Ok(match self {
             Exec::Pg(c) => {
-                let sql = pg_placeholders(sql);
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for a in args {
-                    q = match *a {
-                        Val::Int(v) => q.bind(v),
-                        Val::Text(v) => q.bind(v),
-                        Val::Blob(v) => q.bind(v),
-                        Val::Time(v) => q.bind(v),
-                    };
-                }
-                Ok(c.fetch_all(q).await?.into_iter().map(Row::Pg).collect())
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(pg_placeholders(sql))), args);
+                c.fetch_all(q).await?.into_iter().map(Row::Pg).collect()
             }
             Exec::My(c) => {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
-                for a in args {
-                    q = match *a {
-                        Val::Int(v) => q.bind(v),
-                        Val::Text(v) => q.bind(v),
-                        Val::Blob(v) => q.bind(v),
-                        Val::Time(v) => q.bind(v),
-                    };
-                }
-                Ok(c.fetch_all(q).await?.into_iter().map(Row::My).collect())
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
+                c.fetch_all(q).await?.into_iter().map(Row::My).collect()
             }
-        }
+            Exec::Lite(c) => {
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
+                c.fetch_all(q).await?.into_iter().map(Row::Lite).collect()
+            }
+        })
     }
 
     /// The first row, if any.
@@ -297,7 +300,7 @@ impl Exec<'_> {
     /// Inserts one row and returns the id the database generated for `id_column`.
     pub async fn insert_id(&mut self, sql: &str, id_column: &str, args: &[Val<'_>]) -> Result<i64> {
         match self {
-            Exec::Pg(_) => {
+            Exec::Pg(_) | Exec::Lite(_) => {
                 let sql = format!("{sql} RETURNING {id_column}");
                 let row = self
                     .fetch_opt(&sql, args)
@@ -306,15 +309,7 @@ impl Exec<'_> {
                 row.req_int(0)
             }
             Exec::My(c) => {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
-                for a in args {
-                    q = match *a {
-                        Val::Int(v) => q.bind(v),
-                        Val::Text(v) => q.bind(v),
-                        Val::Blob(v) => q.bind(v),
-                        Val::Time(v) => q.bind(v),
-                    };
-                }
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
                 Ok(c.execute(q).await?.last_insert_id() as i64)
             }
         }
