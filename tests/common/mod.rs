@@ -119,6 +119,16 @@ impl Mounted {
     }
 
     pub fn with_data(dir: tempfile::TempDir, data: PathBuf, args: &[&str]) -> Self {
+        Self::with_env(dir, data, args, &[])
+    }
+
+    /// [`Mounted::with_data`] with extra environment variables for the regfs process.
+    pub fn with_env(
+        dir: tempfile::TempDir,
+        data: PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         require_fuse();
         let mnt = dir.path().join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
@@ -130,6 +140,7 @@ impl Mounted {
             .args(args)
             .arg(&mnt)
             .env("RUST_LOG", "regfs=debug,fuser=error")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
