@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """regfs benchmark runner: the same small-file and large-file workloads on tmpfs, a FUSE
-passthrough (bindfs over tmpfs), JuiceFS (SQLite, and PostgreSQL) and regfs, side by side in one
-run, reported as medians with min/max and as ratios against the peers.
+passthrough (bindfs over tmpfs), JuiceFS (SQLite, and PostgreSQL) and regfs (SQLite, PostgreSQL
+on the same server as JuiceFS, MariaDB), side by side in one run, reported as medians with
+min/max and as ratios against the peers.
 
 Run as root from the repository root:  python3 bench/bench.py [--runs 3] [--files 10000]
-It installs what it needs (bindfs, PostgreSQL, JuiceFS in a venv under target/bench-venv) and
-builds regfs in release mode. Results go to stdout and to bench/results.md (--out).
+It installs what it needs (bindfs, PostgreSQL, MariaDB, JuiceFS in a venv under
+target/bench-venv), starts throwaway database servers on loopback, and builds regfs in release
+mode. Results go to stdout and to bench/results.md (--out).
 """
 
 import argparse
@@ -161,13 +163,43 @@ class Bindfs(FuseProcess):
 
 
 class Regfs(FuseProcess):
-    def __init__(self, name, mnt, data_dir):
+    """regfs on the embedded default (data_dir) or on a config file (config)."""
+
+    def __init__(self, name, mnt, data_dir=None, config=None):
         super().__init__(name, mnt)
         self.data_dir = data_dir
+        self.config = config
 
     def command(self):
-        return [REGFS, "mount", "--foreground", "--log-level", "warn",
-                "--data-dir", self.data_dir, self.mnt]
+        source = ["--config", self.config] if self.config else ["--data-dir", self.data_dir]
+        return [REGFS, "mount", "--foreground", "--log-level", "warn"] + source + [self.mnt]
+
+
+def regfs_server_config(path, node_db, shared_url, password_file=None):
+    """A config whose /_system/config, /_system/governance and UM tables live on a server
+    (the workloads run in /_system/governance), the node's own registry in SQLite."""
+    pw = f'password_file = "{password_file}"\n' if password_file else ""
+    with open(path, "w") as f:
+        f.write(f"""node_data_source = "node"
+[data_sources.node]
+url = "sqlite:{node_db}"
+[data_sources.shared]
+url = "{shared_url}"
+{pw}
+[remote_instances.gov]
+data_source = "shared"
+[[mounts]]
+path = "/_system/config"
+instance = "gov"
+target_path = "/_system/config"
+[[mounts]]
+path = "/_system/governance"
+instance = "gov"
+target_path = "/_system/governance"
+[user_management]
+data_source = "shared"
+""")
+    return path
 
     def workdir(self):
         return os.path.join(self.mnt, "_system", "governance")
@@ -346,6 +378,56 @@ class Postgres:
                         "-D", self.dir + "/data", "-m", "fast", "stop"], stdout=subprocess.DEVNULL)
 
 
+class MariaDb:
+    """A throwaway MariaDB server on a loopback port, run as the mysql user."""
+
+    def __init__(self, base, port=53306):
+        self.dir = os.path.join(base, "mariadb")
+        self.port = port
+        self.proc = None
+
+    def client(self, sql):
+        run(["mariadb", "--no-defaults", f"--socket={self.dir}/mysqld.sock", "-u", "root",
+             "-e", sql], stdout=subprocess.DEVNULL)
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        shutil.chown(self.dir, "mysql", "mysql")
+        run(["mariadb-install-db", "--no-defaults", f"--datadir={self.dir}/data", "--user=mysql",
+             "--skip-test-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log_file = open(os.path.join(self.dir, "server.log"), "w")
+        self.proc = subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={self.dir}/data",
+             f"--socket={self.dir}/mysqld.sock", f"--port={self.port}",
+             "--bind-address=127.0.0.1", "--user=mysql", "--skip-name-resolve",
+             "--max-allowed-packet=1G", "--innodb-buffer-pool-size=256M"],
+            stdout=log_file, stderr=log_file)
+        deadline = time.time() + 60
+        while True:
+            ok = subprocess.run(["mariadb", "--no-defaults", f"--socket={self.dir}/mysqld.sock",
+                                 "-u", "root", "-e", "SELECT 1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+            if ok:
+                break
+            if time.time() > deadline:
+                sys.exit("bench: MariaDB did not start within 60 s")
+            time.sleep(0.2)
+        self.client("CREATE USER 'bench'@'127.0.0.1' IDENTIFIED BY 'bench-pw'; "
+                    "GRANT ALL ON *.* TO 'bench'@'127.0.0.1';")
+
+    def createdb(self, name):
+        self.client(f"CREATE DATABASE {name}")
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 def machine_description():
     cpu = "unknown CPU"
     try:
@@ -379,7 +461,8 @@ def main():
     ap.add_argument("--sed-files", type=int, default=1000)
     ap.add_argument("--rename-files", type=int, default=1000)
     ap.add_argument("--big-mib", type=int, default=64)
-    ap.add_argument("--systems", default="tmpfs,bindfs,juicefs-sqlite,juicefs-postgres,regfs-sqlite")
+    ap.add_argument("--systems", default="tmpfs,bindfs,juicefs-sqlite,juicefs-postgres,"
+                    "regfs-sqlite,regfs-postgres,regfs-mariadb")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -387,6 +470,8 @@ def main():
     wanted = args.systems.split(",")
 
     apt_install("bindfs", "postgresql")
+    if "regfs-mariadb" in wanted:
+        apt_install("mariadb-server", "mariadb-client")
     if any(s.startswith("juicefs") for s in wanted):
         ensure_juicefs()
     if any(s.startswith("regfs") for s in wanted):
@@ -395,6 +480,7 @@ def main():
     base = tempfile.mkdtemp(prefix="regfs-bench-")
     os.chmod(base, 0o755)
     pg = None
+    maria = None
     systems = []
     try:
         for name in wanted:
@@ -406,6 +492,27 @@ def main():
                 systems.append(Bindfs(mnt, os.path.join(base, name, "backing")))
             elif name == "regfs-sqlite":
                 systems.append(Regfs(name, mnt, os.path.join(base, name, "data")))
+            elif name == "regfs-postgres":
+                if pg is None:
+                    pg = Postgres(base)
+                    pg.start()
+                pg.createdb("regfs")
+                d = os.path.join(base, name)
+                cfg = regfs_server_config(os.path.join(d, "regfs.toml"), f"{d}/node.db",
+                                          f"postgres://postgres@127.0.0.1:{pg.port}/regfs")
+                systems.append(Regfs(name, mnt, config=cfg))
+            elif name == "regfs-mariadb":
+                if maria is None:
+                    maria = MariaDb(base)
+                    maria.start()
+                maria.createdb("regfs")
+                d = os.path.join(base, name)
+                pw = os.path.join(d, "db.password")
+                with open(pw, "w") as f:
+                    f.write("bench-pw\n")
+                cfg = regfs_server_config(os.path.join(d, "regfs.toml"), f"{d}/node.db",
+                                          f"mysql://bench@127.0.0.1:{maria.port}/regfs", pw)
+                systems.append(Regfs(name, mnt, config=cfg))
             elif name == "juicefs-sqlite":
                 d = os.path.join(base, name)
                 meta = f"sqlite3://{d}/meta.db"
@@ -446,6 +553,8 @@ def main():
                 log(f"teardown of {s.name}: {e}")
         if pg is not None:
             pg.stop()
+        if maria is not None:
+            maria.stop()
         shutil.rmtree(base, ignore_errors=True)
 
     write_report(args, systems, results)
@@ -481,7 +590,8 @@ def write_report(args, systems, results):
     lines.append("")
     # Ratios: regfs against the passthrough floor and JuiceFS on the same database.
     pairs = [("regfs-sqlite", "bindfs"), ("regfs-sqlite", "juicefs-sqlite"),
-             ("regfs-sqlite", "tmpfs")]
+             ("regfs-sqlite", "tmpfs"), ("regfs-postgres", "juicefs-postgres"),
+             ("regfs-postgres", "bindfs"), ("regfs-mariadb", "bindfs")]
     pairs = [(a, b) for a, b in pairs if a in results and b in results]
     if pairs:
         lines.append("Ratios (regfs time / peer time; below 1 means regfs is faster):\n")

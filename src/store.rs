@@ -7,6 +7,7 @@
 
 #[doc(hidden)]
 pub mod conformance;
+pub(crate) mod ops;
 pub mod rows;
 pub mod server;
 pub mod sqlite;

@@ -6,12 +6,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::NaiveDateTime;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row};
 use tracing::{debug, warn};
 
+use super::ops;
 use super::rows::*;
+use super::server::db::Exec;
 use super::*;
 use crate::err;
 use crate::error::{Error, Result};
@@ -172,7 +173,6 @@ DELETE FROM REG_RESOURCE_RATING WHERE REG_PATH_ID = ?4 AND REG_RESOURCE_NAME IS 
 DELETE FROM REGFS_ATTR WHERE REG_UUID = ?6 AND REG_TENANT_ID = ?2"
     };
 }
-const DELETE_BATCH: &str = delete_batch_sql!();
 
 /// unlink/rmdir: [`DELETE_BATCH`], then the parent's times and the log entry. Further
 /// parameters: ?7 parent uuid, ?8 parent's default mode, ?9 parent created (ns), ?10 now (ns),
@@ -293,50 +293,6 @@ async fn stat_on(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<Option<
     Ok(row.map(EntryRow::into_entry))
 }
 
-/// The live collection row at `p`, if `p` is a collection.
-async fn collection_row(
-    conn: &mut SqliteConnection,
-    t: i64,
-    p: &str,
-) -> Result<Option<ResourceRow>> {
-    let sql = format!(
-        "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
-         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-         AND r.REG_NAME IS NULL WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1"
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(p)
-        .bind(t)
-        .fetch_optional(&mut *conn)
-        .await?)
-}
-
-/// The live non-collection row at `p`.
-async fn file_row(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<Option<ResourceRow>> {
-    let Some(parent) = path::parent(p) else {
-        return Ok(None);
-    };
-    let sql = format!(
-        "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
-         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-         AND r.REG_NAME = ?3 WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1"
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(parent)
-        .bind(t)
-        .bind(path::name(p))
-        .fetch_optional(&mut *conn)
-        .await?)
-}
-
-/// The live row at `p`, collection or not.
-async fn any_row(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<Option<ResourceRow>> {
-    if let Some(row) = collection_row(conn, t, p).await? {
-        return Ok(Some(row));
-    }
-    file_row(conn, t, p).await
-}
-
 /// The live collection `parent` and its live resource `name` (if any), in one query; `None`
 /// when `parent` is not a live collection.
 async fn parent_and_file(
@@ -401,170 +357,6 @@ async fn exists_in(conn: &mut SqliteConnection, t: i64, p: &str, parent_id: i64)
     Ok(found.is_some())
 }
 
-/// The live collection at `p`, or ENOENT/ENOTDIR.
-async fn require_dir(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<ResourceRow> {
-    if let Some(row) = collection_row(conn, t, p).await? {
-        return Ok(row);
-    }
-    if file_row(conn, t, p).await?.is_some() {
-        return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
-    }
-    Err(err!(ENOENT, "collection {p} does not exist"))
-}
-
-/// The REG_PATH row for `p`, created if missing. REG_PATH rows are never deleted (Carbon keeps
-/// them), so a path used before reuses its old row.
-async fn ensure_path_row(
-    conn: &mut SqliteConnection,
-    t: i64,
-    p: &str,
-    parent_id: i64,
-) -> Result<i64> {
-    path::check_path_len(p)?;
-    let existing: Option<i64> = sqlx::query_scalar(
-        "SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = ?1 AND REG_TENANT_ID = ?2",
-    )
-    .bind(p)
-    .bind(t)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(id) = existing {
-        return Ok(id);
-    }
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO REG_PATH (REG_PATH_VALUE, REG_PATH_PARENT_ID, REG_TENANT_ID) \
-         VALUES (?1, ?2, ?3) RETURNING REG_PATH_ID",
-    )
-    .bind(p)
-    .bind(parent_id)
-    .bind(t)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(id)
-}
-
-async fn insert_log(
-    conn: &mut SqliteConnection,
-    t: i64,
-    p: &str,
-    user: &str,
-    action: LogAction,
-    data: Option<&str>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
-         REG_ACTION_DATA, REG_TENANT_ID) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .bind(p)
-    .bind(user)
-    .bind(now_naive())
-    .bind(action as i32)
-    .bind(data)
-    .bind(t)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn insert_content(conn: &mut SqliteConnection, t: i64, data: &[u8]) -> Result<Option<i64>> {
-    // Carbon stores no content row for a resource without content.
-    if data.is_empty() {
-        return Ok(None);
-    }
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) VALUES (?1, ?2) \
-         RETURNING REG_CONTENT_ID",
-    )
-    .bind(data)
-    .bind(t)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Some(id))
-}
-
-struct NewResourceRow<'a> {
-    path_id: i64,
-    name: Option<&'a str>,
-    media_type: Option<&'a str>,
-    creator: &'a str,
-    created: NaiveDateTime,
-    updator: &'a str,
-    description: Option<&'a str>,
-    content_id: Option<i64>,
-    uuid: &'a str,
-}
-
-async fn insert_resource(
-    conn: &mut SqliteConnection,
-    t: i64,
-    row: NewResourceRow<'_>,
-) -> Result<i64> {
-    let version: i64 = sqlx::query_scalar(
-        "INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, \
-         REG_CREATED_TIME, REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, \
-         REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING REG_VERSION",
-    )
-    .bind(row.path_id)
-    .bind(row.name)
-    .bind(row.media_type)
-    .bind(row.creator)
-    .bind(row.created)
-    .bind(row.updator)
-    .bind(now_naive())
-    .bind(row.description)
-    .bind(row.content_id)
-    .bind(t)
-    .bind(row.uuid)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(version)
-}
-
-async fn attr_row(conn: &mut SqliteConnection, t: i64, uuid: &str) -> Result<Option<AttrRow>> {
-    Ok(sqlx::query_as(
-        "SELECT MODE AS mode, UID AS uid, GID AS gid, RDEV AS rdev, ATIME_NS AS atime_ns, \
-         MTIME_NS AS mtime_ns, CTIME_NS AS ctime_ns, REG_VERSION AS version \
-         FROM REGFS_ATTR WHERE REG_UUID = ?1 AND REG_TENANT_ID = ?2",
-    )
-    .bind(uuid)
-    .bind(t)
-    .fetch_optional(&mut *conn)
-    .await?)
-}
-
-async fn put_attr(conn: &mut SqliteConnection, t: i64, uuid: &str, a: AttrRow) -> Result<()> {
-    sqlx::query(
-        "INSERT OR REPLACE INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, \
-         ATIME_NS, MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .bind(uuid)
-    .bind(t)
-    .bind(a.mode)
-    .bind(a.uid)
-    .bind(a.gid)
-    .bind(a.rdev)
-    .bind(a.atime_ns)
-    .bind(a.mtime_ns)
-    .bind(a.ctime_ns)
-    .bind(a.version)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// The attributes of `row`, from REGFS_ATTR or the documented defaults.
-async fn attrs_or_default(
-    conn: &mut SqliteConnection,
-    t: i64,
-    row: &ResourceRow,
-) -> Result<AttrRow> {
-    match attr_row(conn, t, &row.uuid).await? {
-        Some(a) => Ok(a),
-        None => Ok(default_attrs(row)),
-    }
-}
-
 /// The live non-collection row at `p` with its attributes, in one query.
 async fn file_row_with_attrs(
     conn: &mut SqliteConnection,
@@ -602,78 +394,6 @@ async fn file_row_with_attrs(
     }))
 }
 
-/// A directory's mtime and ctime move when entries are added, removed or renamed in it. Carbon
-/// does not touch the parent's REG_RESOURCE row (to avoid deadlocks); neither do we.
-async fn touch_dir(conn: &mut SqliteConnection, t: i64, dir: &ResourceRow) -> Result<()> {
-    // One statement: a Carbon-made collection gets its row with the defaults on the way.
-    sqlx::query(
-        "INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
-         MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?1, ?2, ?3, 0, 0, 0, ?4, ?5, ?5, ?6) \
-         ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
-         CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION",
-    )
-    .bind(&dir.uuid)
-    .bind(t)
-    .bind((libc::S_IFDIR | DEFAULT_DIR_PERM) as i64)
-    .bind(to_ns(naive_to_system(dir.created)))
-    .bind(now_ns())
-    .bind(dir.version)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn touch_ctime(conn: &mut SqliteConnection, t: i64, row: &ResourceRow) -> Result<()> {
-    let mut a = attrs_or_default(conn, t, row).await?;
-    if a.version != row.version {
-        // Carbon rewrote the row: start from its times.
-        let updated = to_ns(naive_to_system(row.created));
-        a.mtime_ns = updated;
-        a.version = row.version;
-    }
-    a.ctime_ns = now_ns();
-    put_attr(conn, t, &row.uuid, a).await
-}
-
-async fn insert_property(
-    conn: &mut SqliteConnection,
-    t: i64,
-    path_id: i64,
-    resource_name: Option<&str>,
-    name: &str,
-    value: &str,
-) -> Result<()> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) VALUES (?1, ?2, ?3) \
-         RETURNING REG_ID",
-    )
-    .bind(name)
-    .bind(value)
-    .bind(t)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_PATH_ID, REG_RESOURCE_NAME, \
-         REG_TENANT_ID) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .bind(id)
-    .bind(path_id)
-    .bind(resource_name)
-    .bind(t)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Deletes one live row and what hangs off it (content, properties, tag/comment/rating
-/// mappings, regfs attributes). REG_PATH rows stay, as in Carbon.
-async fn delete_row(conn: &mut SqliteConnection, t: i64, row: &ResourceRow) -> Result<()> {
-    padded!(delete_query(DELETE_BATCH, t, row))
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 /// `sql` (a batch starting with [`DELETE_BATCH`]'s statements) with their six parameters bound.
 fn delete_query<'q>(
     sql: &'static str,
@@ -689,166 +409,6 @@ fn delete_query<'q>(
         .bind(&row.uuid)
 }
 
-/// Whether the collection with path id `path_id` has live children.
-async fn has_children(conn: &mut SqliteConnection, t: i64, path_id: i64) -> Result<bool> {
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = ?1 AND REG_TENANT_ID = ?2 \
-         AND REG_NAME IS NOT NULL \
-         UNION ALL SELECT 1 FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
-         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
-         WHERE p.REG_PATH_PARENT_ID = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1",
-    )
-    .bind(path_id)
-    .bind(t)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(found.is_some())
-}
-
-/// Live collections at or below `p`, parents before children: (path id, path).
-async fn subtree_collections(
-    conn: &mut SqliteConnection,
-    t: i64,
-    p: &str,
-) -> Result<Vec<(i64, String)>> {
-    let prefix = if p == "/" {
-        "/".to_string()
-    } else {
-        format!("{p}/")
-    };
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT p.REG_PATH_ID, p.REG_PATH_VALUE FROM REG_PATH p JOIN REG_RESOURCE r \
-         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-         AND r.REG_NAME IS NULL WHERE p.REG_TENANT_ID = ?1 \
-         AND (p.REG_PATH_VALUE = ?2 OR substr(p.REG_PATH_VALUE, 1, ?3) = ?4) \
-         ORDER BY length(p.REG_PATH_VALUE), p.REG_PATH_VALUE",
-    )
-    .bind(t)
-    .bind(p)
-    .bind(prefix.chars().count() as i64)
-    .bind(&prefix)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows)
-}
-
-/// Deletes everything at and below `p` (used when a mount overwrites a local path).
-async fn delete_subtree(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<()> {
-    if let Some(row) = file_row(conn, t, p).await? {
-        return delete_row(conn, t, &row).await;
-    }
-    let colls = subtree_collections(conn, t, p).await?;
-    for (id, _) in colls.iter().rev() {
-        let sql = format!(
-            "SELECT {RESOURCE_COLUMNS} FROM REG_RESOURCE r WHERE r.REG_PATH_ID = ?1 \
-             AND r.REG_TENANT_ID = ?2"
-        );
-        let rows: Vec<ResourceRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(t)
-            .fetch_all(&mut *conn)
-            .await?;
-        for row in &rows {
-            delete_row(conn, t, row).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Creates the collection `p` (its parent must exist) as `user`, Carbon style.
-#[allow(clippy::too_many_arguments)]
-async fn create_collection(
-    conn: &mut SqliteConnection,
-    t: i64,
-    p: &str,
-    parent_id: i64,
-    user: &str,
-    media_type: Option<&str>,
-    description: Option<&str>,
-    created: NaiveDateTime,
-) -> Result<(i64, i64, String)> {
-    let path_id = ensure_path_row(conn, t, p, parent_id).await?;
-    let uuid = uuid::Uuid::new_v4().to_string();
-    let version = insert_resource(
-        conn,
-        t,
-        NewResourceRow {
-            path_id,
-            name: None,
-            media_type,
-            creator: user,
-            created,
-            updator: user,
-            description,
-            content_id: None,
-            uuid: &uuid,
-        },
-    )
-    .await?;
-    insert_log(conn, t, p, user, LogAction::Add, None).await?;
-    Ok((path_id, version, uuid))
-}
-
-/// Creates every missing collection from the root down to `p`, as Carbon's
-/// `addEmptyCollection` does; returns the REG_PATH_ID of `p`.
-async fn ensure_collections(
-    conn: &mut SqliteConnection,
-    t: i64,
-    p: &str,
-    user: &str,
-) -> Result<i64> {
-    if let Some(row) = collection_row(conn, t, p).await? {
-        return Ok(row.path_id);
-    }
-    let parent_id = match path::parent(p) {
-        Some(parent) => Box::pin(ensure_collections(conn, t, parent, user)).await?,
-        None => -1,
-    };
-    if path::parent(p).is_some() && file_row(conn, t, p).await?.is_some() {
-        return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
-    }
-    let (id, _, _) =
-        create_collection(conn, t, p, parent_id, user, None, None, now_naive()).await?;
-    Ok(id)
-}
-
-impl SqliteStore {
-    /// The parent and the row to remove, or the errno that says why not.
-    async fn remove_checks(
-        &self,
-        conn: &mut SqliteConnection,
-        p: &str,
-        parent: &str,
-        dir: bool,
-    ) -> Result<(ResourceRow, ResourceRow)> {
-        let t = self.t();
-        {
-            let parent_row = require_dir(conn, t, parent).await?;
-            let row = if dir {
-                let Some(row) = collection_row(conn, t, p).await? else {
-                    if file_row(conn, t, p).await?.is_some() {
-                        return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
-                    }
-                    return Err(err!(ENOENT, "{p} does not exist"));
-                };
-                if has_children(conn, t, row.path_id).await? {
-                    return Err(err!(ENOTEMPTY, "collection {p} is not empty"));
-                }
-                row
-            } else {
-                let Some(row) = file_row(conn, t, p).await? else {
-                    if collection_row(conn, t, p).await?.is_some() {
-                        return Err(err!(EISDIR, "{p} is a collection"));
-                    }
-                    return Err(err!(ENOENT, "{p} does not exist"));
-                };
-                row
-            };
-            Ok((parent_row, row))
-        }
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn name(&self) -> &str {
@@ -862,31 +422,7 @@ impl Store for SqliteStore {
             .map_err(|e| err!(EIO, "cannot create the schema in {}: {e}", self.name))?;
         let t = self.t();
         transaction!(self, "init", |conn| {
-            if collection_row(conn, t, "/").await?.is_none() {
-                for (p, description) in BASE_COLLECTIONS {
-                    let parent_id = match path::parent(p) {
-                        Some(parent) => require_dir(conn, t, parent).await?.path_id,
-                        None => -1,
-                    };
-                    create_collection(
-                        conn,
-                        t,
-                        p,
-                        parent_id,
-                        SYSTEM_USER,
-                        None,
-                        description,
-                        now_naive(),
-                    )
-                    .await?;
-                }
-            }
-            sqlx::query(
-                "INSERT OR IGNORE INTO REG_CLUSTER_LOCK (REG_LOCK_NAME, REG_LOCK_STATUS) \
-                 VALUES ('INITIALIZE', 'UNLOCKED')",
-            )
-            .execute(&mut *conn)
-            .await?;
+            ops::base_collections(&mut Exec::Lite(conn), t).await?;
         })
     }
 
@@ -955,7 +491,7 @@ impl Store for SqliteStore {
         };
         let name = path::name(p);
         transaction!(self, "create", |conn| {
-            let dir = require_dir(conn, t, parent).await?;
+            let dir = ops::require_dir(&mut Exec::Lite(&mut *conn), t, parent).await?;
             if exists_in(conn, t, p, dir.path_id).await? {
                 return Err(err!(EEXIST, "{p} already exists"));
             }
@@ -963,8 +499,17 @@ impl Store for SqliteStore {
             let created = naive_from_ns(now);
             let mut media = None;
             let (version, uuid) = if new.kind == Kind::Directory {
-                let (_, version, uuid) =
-                    create_collection(conn, t, p, dir.path_id, user, None, None, created).await?;
+                let (_, version, uuid) = ops::create_collection(
+                    &mut Exec::Lite(&mut *conn),
+                    t,
+                    p,
+                    dir.path_id,
+                    user,
+                    None,
+                    None,
+                    created,
+                )
+                .await?;
                 (version, uuid)
             } else {
                 let media_type = if new.kind == Kind::File {
@@ -974,7 +519,8 @@ impl Store for SqliteStore {
                 };
                 media = media_type;
                 let uuid = uuid::Uuid::new_v4().to_string();
-                let content_id = insert_content(conn, t, &new.content).await?;
+                let content_id =
+                    ops::insert_content(&mut Exec::Lite(&mut *conn), t, &new.content).await?;
                 let version: i64 = padded!(
                     sqlx::query_scalar(CREATE_BATCH)
                         .bind(content_id)
@@ -1013,8 +559,8 @@ impl Store for SqliteStore {
                 version,
             };
             if new.kind == Kind::Directory {
-                put_attr(conn, t, &uuid, attrs).await?;
-                touch_dir(conn, t, &dir).await?;
+                ops::put_attr(&mut Exec::Lite(&mut *conn), t, &uuid, attrs).await?;
+                ops::touch_dir(&mut Exec::Lite(&mut *conn), t, &dir).await?;
             }
             EntryRow::from_parts(
                 new.kind == Kind::Directory,
@@ -1033,7 +579,10 @@ impl Store for SqliteStore {
         let t = self.t();
         transaction!(self, "write", |conn| {
             let Some((old, mut attrs)) = file_row_with_attrs(conn, t, p).await? else {
-                if collection_row(conn, t, p).await?.is_some() {
+                if ops::collection_row(&mut Exec::Lite(&mut *conn), t, p)
+                    .await?
+                    .is_some()
+                {
                     return Err(err!(EISDIR, "{p} is a collection"));
                 }
                 return Err(err!(ENOENT, "resource {p} does not exist"));
@@ -1042,7 +591,7 @@ impl Store for SqliteStore {
             // REG_VERSION) that keeps creator, creation time and UUID; the content, then one batch.
             let now = now_ns();
             let now_naive = naive_from_ns(now);
-            let content_id = insert_content(conn, t, data).await?;
+            let content_id = ops::insert_content(&mut Exec::Lite(&mut *conn), t, data).await?;
             let version: i64 = padded!(
                 sqlx::query_scalar(WRITE_BATCH)
                     .bind(old.version)
@@ -1101,7 +650,7 @@ impl Store for SqliteStore {
             };
             let (parent_row, row) = match found {
                 Some((parent_row, Some(row))) => (parent_row, row),
-                _ => self.remove_checks(conn, p, parent, dir).await?,
+                _ => ops::remove_checks(&mut Exec::Lite(&mut *conn), t, p, parent, dir).await?,
             };
             let now = now_ns();
             padded!(
@@ -1122,149 +671,15 @@ impl Store for SqliteStore {
 
     async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()> {
         let t = self.t();
-        let (Some(from_parent), Some(to_parent)) = (path::parent(from), path::parent(to)) else {
-            return Err(err!(EBUSY, "the root cannot be renamed"));
-        };
         transaction!(self, "rename", |conn| {
-            let Some(src) = any_row(conn, t, from).await? else {
-                return Err(err!(ENOENT, "{from} does not exist"));
-            };
-            let src_is_dir = src.name.is_none();
-            let src_parent = require_dir(conn, t, from_parent).await?;
-            let dst_parent = require_dir(conn, t, to_parent).await?;
-            if src_is_dir && path::is_within(to, from) {
-                if to == from {
-                    return Ok(());
-                }
-                return Err(err!(EINVAL, "cannot move {from} into its own subtree {to}"));
-            }
-            if let Some(dst) = any_row(conn, t, to).await? {
-                if dst.uuid == src.uuid {
-                    return Ok(());
-                }
-                if mode == RenameMode::NoReplace {
-                    return Err(err!(EEXIST, "{to} exists (RENAME_NOREPLACE)"));
-                }
-                let dst_is_dir = dst.name.is_none();
-                match (src_is_dir, dst_is_dir) {
-                    (true, false) => return Err(err!(ENOTDIR, "{to} is not a collection")),
-                    (false, true) => return Err(err!(EISDIR, "{to} is a collection")),
-                    (true, true) if has_children(conn, t, dst.path_id).await? => {
-                        return Err(err!(ENOTEMPTY, "collection {to} is not empty"));
-                    }
-                    _ => {}
-                }
-                delete_row(conn, t, &dst).await?;
-            }
-            if src_is_dir {
-                let colls = subtree_collections(conn, t, from).await?;
-                let mut new_ids: std::collections::HashMap<String, i64> = Default::default();
-                for (old_id, old_path) in colls {
-                    let new_path = format!("{to}{}", &old_path[from.len()..]);
-                    let parent_id = if old_path == from {
-                        dst_parent.path_id
-                    } else {
-                        let np = path::parent(&new_path).unwrap_or("/");
-                        *new_ids
-                            .get(np)
-                            .ok_or_else(|| err!(EIO, "rename: parent of {new_path} not moved"))?
-                    };
-                    let new_id = ensure_path_row(conn, t, &new_path, parent_id).await?;
-                    new_ids.insert(new_path, new_id);
-                    sqlx::query(
-                        "UPDATE REG_RESOURCE SET REG_PATH_ID = ?1 WHERE REG_PATH_ID = ?2 \
-                         AND REG_TENANT_ID = ?3",
-                    )
-                    .bind(new_id)
-                    .bind(old_id)
-                    .bind(t)
-                    .execute(&mut *conn)
-                    .await?;
-                    for table in PATH_KEYED_TABLES {
-                        let sql = format!(
-                            "UPDATE {table} SET REG_PATH_ID = ?1 WHERE REG_PATH_ID = ?2 \
-                             AND REG_TENANT_ID = ?3"
-                        );
-                        sqlx::query(sqlx::AssertSqlSafe(sql))
-                            .bind(new_id)
-                            .bind(old_id)
-                            .bind(t)
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                }
-            } else {
-                let new_name = path::name(to);
-                sqlx::query(
-                    "UPDATE REG_RESOURCE SET REG_PATH_ID = ?1, REG_NAME = ?2 \
-                     WHERE REG_VERSION = ?3 AND REG_TENANT_ID = ?4",
-                )
-                .bind(dst_parent.path_id)
-                .bind(new_name)
-                .bind(src.version)
-                .bind(t)
-                .execute(&mut *conn)
-                .await?;
-                for table in PATH_KEYED_TABLES {
-                    let sql = format!(
-                        "UPDATE {table} SET REG_PATH_ID = ?1, REG_RESOURCE_NAME = ?2 \
-                         WHERE REG_PATH_ID = ?3 AND REG_RESOURCE_NAME = ?4 AND REG_TENANT_ID = ?5"
-                    );
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(dst_parent.path_id)
-                        .bind(new_name)
-                        .bind(src.path_id)
-                        .bind(src.name.as_deref())
-                        .bind(t)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-            }
-            touch_ctime(conn, t, &src).await?;
-            touch_dir(conn, t, &src_parent).await?;
-            if dst_parent.uuid != src_parent.uuid {
-                touch_dir(conn, t, &dst_parent).await?;
-            }
-            let action = if from_parent == to_parent {
-                LogAction::Rename
-            } else {
-                LogAction::Move
-            };
-            insert_log(conn, t, to, user, action, Some(from)).await?;
+            ops::rename(&mut Exec::Lite(conn), t, from, to, mode, user).await?;
         })
     }
 
     async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
         let t = self.t();
         transaction!(self, "setattr", |conn| {
-            let Some(row) = any_row(conn, t, p).await? else {
-                return Err(err!(ENOENT, "{p} does not exist"));
-            };
-            let mut a = attrs_or_default(conn, t, &row).await?;
-            if a.version != row.version {
-                a.mtime_ns = to_ns(naive_to_system(row.created));
-                a.version = row.version;
-            }
-            if let Some(perm) = change.perm {
-                a.mode = ((a.mode as u32 & libc::S_IFMT) | (perm & 0o7777)) as i64;
-            }
-            if let Some(uid) = change.uid {
-                a.uid = uid as i64;
-            }
-            if let Some(gid) = change.gid {
-                a.gid = gid as i64;
-            }
-            if let Some(at) = change.atime {
-                a.atime_ns = to_ns(at);
-            }
-            if let Some(mt) = change.mtime {
-                a.mtime_ns = to_ns(mt);
-            }
-            a.ctime_ns = change.ctime.map(to_ns).unwrap_or_else(now_ns);
-            put_attr(conn, t, &row.uuid, a).await?;
-            stat_on(conn, t, p)
-                .await?
-                .ok_or_else(|| err!(EIO, "{p} vanished inside its own transaction"))?
+            ops::set_attr(&mut Exec::Lite(conn), t, p, &change).await?
         })
     }
 
@@ -1276,105 +691,23 @@ impl Store for SqliteStore {
         replace: bool,
     ) -> Result<()> {
         let t = self.t();
-        let restoration = format!("{mount_path};{instance_id};{target_path};{SYSTEM_USER}");
-        let record = path::join(MOUNT_RECORDS_PATH, &mount_path.replace('/', "-"));
-        let Some(parent) = path::parent(mount_path) else {
-            return Err(err!(EINVAL, "cannot mount over the registry root"));
-        };
         transaction!(self, "mount link", |conn| {
-            let current = collection_row(conn, t, mount_path).await?;
-            let already = match &current {
-                Some(row) if row.media_type.as_deref() == Some(LINK_MEDIA_TYPE) => {
-                    let value: Option<String> = sqlx::query_scalar(
-                        "SELECT pr.REG_VALUE FROM REG_RESOURCE_PROPERTY rp JOIN REG_PROPERTY pr \
-                         ON pr.REG_ID = rp.REG_PROPERTY_ID AND pr.REG_TENANT_ID = rp.REG_TENANT_ID \
-                         WHERE rp.REG_PATH_ID = ?1 AND rp.REG_RESOURCE_NAME IS NULL \
-                         AND rp.REG_TENANT_ID = ?2 AND pr.REG_NAME = 'registry.linkrestoration'",
-                    )
-                    .bind(row.path_id)
-                    .bind(t)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    value.as_deref() == Some(restoration.as_str())
-                }
-                _ => false,
-            };
-            let keep_local = !replace && any_row(conn, t, mount_path).await?.is_some();
-            if !already && !keep_local {
-                // overwrite="true": whatever the local database had at the mount path goes.
-                delete_subtree(conn, t, mount_path).await?;
-                let parent_id = ensure_collections(conn, t, parent, SYSTEM_USER).await?;
-                let (path_id, _, _) = create_collection(
-                    conn,
-                    t,
-                    mount_path,
-                    parent_id,
-                    SYSTEM_USER,
-                    Some(LINK_MEDIA_TYPE),
-                    None,
-                    now_naive(),
-                )
-                .await?;
-                insert_property(conn, t, path_id, None, "registry.nonrecursive", "true").await?;
-                insert_property(
-                    conn,
-                    t,
-                    path_id,
-                    None,
-                    "registry.linkrestoration",
-                    &restoration,
-                )
-                .await?;
-                insert_log(
-                    conn,
-                    t,
-                    mount_path,
-                    SYSTEM_USER,
-                    LogAction::CreateRemoteLink,
-                    Some(&format!("{instance_id};{target_path}")),
-                )
-                .await?;
-                if let Some(old) = file_row(conn, t, &record).await? {
-                    delete_row(conn, t, &old).await?;
-                }
-                let records_id =
-                    ensure_collections(conn, t, MOUNT_RECORDS_PATH, SYSTEM_USER).await?;
-                let record_name = path::name(&record);
-                let uuid = uuid::Uuid::new_v4().to_string();
-                insert_resource(
-                    conn,
-                    t,
-                    NewResourceRow {
-                        path_id: records_id,
-                        name: Some(record_name),
-                        media_type: Some(MOUNT_MEDIA_TYPE),
-                        creator: SYSTEM_USER,
-                        created: now_naive(),
-                        updator: SYSTEM_USER,
-                        description: None,
-                        content_id: None,
-                        uuid: &uuid,
-                    },
-                )
-                .await?;
-                for (k, v) in [
-                    ("path", mount_path),
-                    ("target", instance_id),
-                    ("subPath", target_path),
-                    ("author", SYSTEM_USER),
-                    ("registry.fixedmount", "true"),
-                ] {
-                    insert_property(conn, t, records_id, Some(record_name), k, v).await?;
-                }
-                insert_log(conn, t, &record, SYSTEM_USER, LogAction::Add, None).await?;
-            }
+            ops::mount_link(
+                &mut Exec::Lite(conn),
+                t,
+                mount_path,
+                instance_id,
+                target_path,
+                replace,
+            )
+            .await?;
         })
     }
 
     async fn create_path(&self, p: &str, user: &str) -> Result<()> {
         let t = self.t();
         transaction!(self, "create path", |conn| {
-            ensure_collections(conn, t, p, user).await?;
+            ops::ensure_collections(&mut Exec::Lite(conn), t, p, user).await?;
         })
     }
 

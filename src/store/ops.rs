@@ -1,0 +1,902 @@
+//! The registry operations written once over [`Exec`], for every SQL store: row lookups, Carbon's
+//! way of creating, deleting, moving and linking rows. The SQLite store keeps its own batched fast
+//! paths for the hottest operations and uses these for the rest.
+
+use chrono::NaiveDateTime;
+
+use super::rows::*;
+use super::server::db::{Dialect, Exec, Row};
+use super::*;
+use crate::error::Result;
+use crate::{args, err, path};
+
+/// The live REG_RESOURCE columns a mutation needs, in [`ResourceRow`]'s order.
+pub(crate) const RESOURCE_COLUMNS: &str = "r.REG_PATH_ID, r.REG_NAME, r.REG_VERSION, r.REG_CONTENT_ID, \
+     r.REG_CREATOR, r.REG_CREATED_TIME, r.REG_MEDIA_TYPE, r.REG_DESCRIPTION, r.REG_UUID";
+
+/// The REGFS_ATTR columns of a LEFT JOIN, in [`AttrColumns`]' order.
+pub(crate) const ATTR_COLUMNS: &str = "a.MODE, a.UID, a.GID, a.RDEV, a.ATIME_NS, a.MTIME_NS, a.CTIME_NS, \
+     a.REG_VERSION";
+
+pub(crate) fn resource_row(row: &Row, o: usize) -> Result<ResourceRow> {
+    Ok(ResourceRow {
+        path_id: row.req_int(o)?,
+        name: row.text(o + 1)?,
+        version: row.req_int(o + 2)?,
+        content_id: row.int(o + 3)?,
+        creator: row.req_text(o + 4)?,
+        created: row.time(o + 5)?,
+        media_type: row.text(o + 6)?,
+        description: row.text(o + 7)?,
+        uuid: row.req_text(o + 8)?,
+    })
+}
+
+pub(crate) fn attr_columns(row: &Row, o: usize) -> Result<AttrColumns> {
+    Ok(AttrColumns {
+        mode: row.int(o)?,
+        uid: row.int(o + 1)?,
+        gid: row.int(o + 2)?,
+        rdev: row.int(o + 3)?,
+        atime_ns: row.int(o + 4)?,
+        mtime_ns: row.int(o + 5)?,
+        ctime_ns: row.int(o + 6)?,
+        attr_version: row.int(o + 7)?,
+    })
+}
+
+/// Columns: name, is_dir, version, uuid, media type, created, updated, size, then ATTR_COLUMNS.
+pub(crate) fn entry_row(row: &Row) -> Result<EntryRow> {
+    Ok(EntryRow {
+        name: row.text(0)?,
+        is_dir: row.req_int(1)?,
+        version: row.req_int(2)?,
+        uuid: row.req_text(3)?,
+        media_type: row.text(4)?,
+        created: row.time(5)?,
+        updated: row.time(6)?,
+        size: row.int(7)?.unwrap_or(0),
+        attrs: attr_columns(row, 8)?,
+    })
+}
+
+/// MySQL keeps collection paths in latin1 (Carbon's schema): a path with other characters
+/// cannot be stored there.
+pub(crate) fn storable(d: Dialect, p: &str) -> bool {
+    d != Dialect::MySql || p.chars().all(|c| (c as u32) <= 0xFF)
+}
+
+/// A collection path as a bound parameter: converted to the column's character set on MySQL
+/// so that the comparison uses REG_PATH_VALUE's index and collation.
+pub(crate) fn path_param(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Postgres | Dialect::Sqlite => "?",
+        Dialect::MySql => "CONVERT(? USING latin1) COLLATE latin1_general_cs",
+    }
+}
+
+pub(crate) fn entry_select(d: Dialect, collection: bool) -> String {
+    let size = if collection {
+        "0".to_string()
+    } else {
+        d.int64("COALESCE(LENGTH(c.REG_CONTENT_DATA), 0)")
+    };
+    let name = if collection {
+        "CAST(NULL AS CHAR(1))".to_string()
+    } else {
+        "r.REG_NAME".to_string()
+    };
+    format!(
+        "SELECT {name}, {}, r.REG_VERSION, r.REG_UUID, r.REG_MEDIA_TYPE, r.REG_CREATED_TIME, \
+         r.REG_LAST_UPDATED_TIME, {size}, {ATTR_COLUMNS} ",
+        if collection { 1 } else { 0 }
+    )
+}
+
+pub(crate) async fn stat_on(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<Entry>> {
+    let d = c.dialect();
+    if storable(d, p) {
+        let sql = format!(
+            "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+             AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
+             LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
+             WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+            entry_select(d, true),
+            path_param(d)
+        );
+        if let Some(row) = c.fetch_opt(&sql, &args![p, t]).await? {
+            return Ok(Some(entry_row(&row)?.into_entry()));
+        }
+    }
+    let Some(parent) = path::parent(p) else {
+        return Ok(None);
+    };
+    if !storable(d, parent) {
+        return Ok(None);
+    }
+    let sql = format!(
+        "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME = ? \
+         LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
+         LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
+         WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+        entry_select(d, false),
+        path_param(d)
+    );
+    let row = c.fetch_opt(&sql, &args![path::name(p), parent, t]).await?;
+    row.map(|r| entry_row(&r).map(EntryRow::into_entry))
+        .transpose()
+}
+
+pub(crate) async fn collection_row(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+) -> Result<Option<ResourceRow>> {
+    let d = c.dialect();
+    if !storable(d, p) {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME IS NULL WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+        path_param(d)
+    );
+    c.fetch_opt(&sql, &args![p, t])
+        .await?
+        .map(|r| resource_row(&r, 0))
+        .transpose()
+}
+
+pub(crate) async fn file_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<ResourceRow>> {
+    let d = c.dialect();
+    let Some(parent) = path::parent(p) else {
+        return Ok(None);
+    };
+    if !storable(d, parent) {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME = ? WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+        path_param(d)
+    );
+    c.fetch_opt(&sql, &args![path::name(p), parent, t])
+        .await?
+        .map(|r| resource_row(&r, 0))
+        .transpose()
+}
+
+pub(crate) async fn any_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<ResourceRow>> {
+    if let Some(row) = collection_row(c, t, p).await? {
+        return Ok(Some(row));
+    }
+    file_row(c, t, p).await
+}
+
+pub(crate) async fn require_dir(c: &mut Exec<'_>, t: i64, p: &str) -> Result<ResourceRow> {
+    if let Some(row) = collection_row(c, t, p).await? {
+        return Ok(row);
+    }
+    if file_row(c, t, p).await?.is_some() {
+        return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
+    }
+    Err(err!(ENOENT, "collection {p} does not exist"))
+}
+
+/// The REG_PATH row for `p`, created if missing (REG_PATH rows are never deleted).
+pub(crate) async fn ensure_path_row(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    parent_id: i64,
+) -> Result<i64> {
+    let d = c.dialect();
+    if p.len() > d.max_path() {
+        return Err(err!(
+            ENAMETOOLONG,
+            "{p}: collection paths are at most {} bytes in {}'s REG_PATH_VALUE",
+            d.max_path(),
+            d.label()
+        ));
+    }
+    path::check_path_len(p)?;
+    if !storable(d, p) {
+        return Err(err!(
+            EILSEQ,
+            "{p}: MySQL stores collection paths as latin1 (Carbon's schema); this name has other characters"
+        ));
+    }
+    let sql = format!(
+        "SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = {} AND REG_TENANT_ID = ?",
+        path_param(d)
+    );
+    if let Some(row) = c.fetch_opt(&sql, &args![p, t]).await? {
+        return row.req_int(0);
+    }
+    let sql = format!(
+        "INSERT INTO REG_PATH (REG_PATH_VALUE, REG_PATH_PARENT_ID, REG_TENANT_ID) VALUES ({}, ?, ?)",
+        path_param(d)
+    );
+    c.insert_id(&sql, "REG_PATH_ID", &args![p, parent_id, t])
+        .await
+}
+
+pub(crate) async fn insert_log(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    user: &str,
+    action: LogAction,
+    data: Option<&str>,
+) -> Result<()> {
+    // REG_LOG.REG_PATH is VARCHAR(750) on MySQL: a longer path is logged truncated.
+    let max = c.dialect().max_path();
+    let logged = if p.len() > max {
+        &p[..p.floor_char_boundary(max)]
+    } else {
+        p
+    };
+    c.execute(
+        "INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
+         REG_ACTION_DATA, REG_TENANT_ID) VALUES (?, ?, ?, ?, ?, ?)",
+        &args![logged, user, now_naive(), action as i64, data, t],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_content(c: &mut Exec<'_>, t: i64, data: &[u8]) -> Result<Option<i64>> {
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let id = c
+        .insert_id(
+            "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) VALUES (?, ?)",
+            "REG_CONTENT_ID",
+            &args![data, t],
+        )
+        .await?;
+    Ok(Some(id))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn insert_resource(
+    c: &mut Exec<'_>,
+    t: i64,
+    path_id: i64,
+    name: Option<&str>,
+    media_type: Option<&str>,
+    creator: &str,
+    created: NaiveDateTime,
+    updator: &str,
+    updated: NaiveDateTime,
+    description: Option<&str>,
+    content_id: Option<i64>,
+    uuid: &str,
+) -> Result<i64> {
+    c.insert_id(
+        "INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, \
+         REG_CREATED_TIME, REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, \
+         REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "REG_VERSION",
+        &args![
+            path_id,
+            name,
+            media_type,
+            creator,
+            created,
+            updator,
+            updated,
+            description,
+            content_id,
+            t,
+            uuid
+        ],
+    )
+    .await
+}
+
+pub(crate) async fn attr_row(c: &mut Exec<'_>, t: i64, uuid: &str) -> Result<Option<AttrRow>> {
+    let row = c
+        .fetch_opt(
+            "SELECT MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, CTIME_NS, REG_VERSION \
+             FROM REGFS_ATTR WHERE REG_UUID = ? AND REG_TENANT_ID = ?",
+            &args![uuid, t],
+        )
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(AttrRow {
+        mode: r.req_int(0)?,
+        uid: r.req_int(1)?,
+        gid: r.req_int(2)?,
+        rdev: r.req_int(3)?,
+        atime_ns: r.req_int(4)?,
+        mtime_ns: r.req_int(5)?,
+        ctime_ns: r.req_int(6)?,
+        version: r.req_int(7)?,
+    }))
+}
+
+pub(crate) async fn put_attr(c: &mut Exec<'_>, t: i64, uuid: &str, a: AttrRow) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
+         MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?){}",
+        c.dialect().on_attr_conflict(true)
+    );
+    c.execute(
+        &sql,
+        &args![
+            uuid, t, a.mode, a.uid, a.gid, a.rdev, a.atime_ns, a.mtime_ns, a.ctime_ns, a.version
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn attrs_or_default(
+    c: &mut Exec<'_>,
+    t: i64,
+    row: &ResourceRow,
+) -> Result<AttrRow> {
+    Ok(match attr_row(c, t, &row.uuid).await? {
+        Some(a) => a,
+        None => default_attrs(row),
+    })
+}
+
+/// A directory's mtime and ctime move when entries are added, removed or renamed in it.
+pub(crate) async fn touch_dir(c: &mut Exec<'_>, t: i64, dir: &ResourceRow) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
+         MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?, ?, ?, 0, 0, 0, ?, ?, ?, ?){}",
+        c.dialect().on_attr_conflict(false)
+    );
+    let now = now_ns();
+    c.execute(
+        &sql,
+        &args![
+            &dir.uuid,
+            t,
+            (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
+            to_ns(naive_to_system(dir.created)),
+            now,
+            now,
+            dir.version
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn touch_ctime(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
+    let mut a = attrs_or_default(c, t, row).await?;
+    if a.version != row.version {
+        a.mtime_ns = to_ns(naive_to_system(row.created));
+        a.version = row.version;
+    }
+    a.ctime_ns = now_ns();
+    put_attr(c, t, &row.uuid, a).await
+}
+
+pub(crate) async fn insert_property(
+    c: &mut Exec<'_>,
+    t: i64,
+    path_id: i64,
+    resource_name: Option<&str>,
+    name: &str,
+    value: &str,
+) -> Result<()> {
+    let id = c
+        .insert_id(
+            "INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) VALUES (?, ?, ?)",
+            "REG_ID",
+            &args![name, value, t],
+        )
+        .await?;
+    c.execute(
+        "INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_PATH_ID, REG_RESOURCE_NAME, \
+         REG_TENANT_ID) VALUES (?, ?, ?, ?)",
+        &args![id, path_id, resource_name, t],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes one live row and what hangs off it; REG_PATH rows stay, as in Carbon.
+pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
+    let eq = c.dialect().null_eq();
+    let name = row.name.as_deref();
+    // The property ids first: MySQL cannot delete from a table that a subquery of the same
+    // statement reads, and the mapping rows go before the properties they point at.
+    let props: Vec<i64> = {
+        let rows = c
+            .fetch(
+                &format!(
+                    "SELECT REG_PROPERTY_ID FROM REG_RESOURCE_PROPERTY WHERE REG_PATH_ID = ? \
+                     AND REG_RESOURCE_NAME {eq} ? AND REG_TENANT_ID = ?"
+                ),
+                &args![row.path_id, name, t],
+            )
+            .await?;
+        rows.iter().map(|r| r.req_int(0)).collect::<Result<_>>()?
+    };
+    for table in PATH_KEYED_TABLES {
+        let sql = format!(
+            "DELETE FROM {table} WHERE REG_PATH_ID = ? AND REG_RESOURCE_NAME {eq} ? \
+             AND REG_TENANT_ID = ?"
+        );
+        c.execute(&sql, &args![row.path_id, name, t]).await?;
+    }
+    {
+        for id in props {
+            c.execute(
+                "DELETE FROM REG_PROPERTY WHERE REG_ID = ? AND REG_TENANT_ID = ?",
+                &args![id, t],
+            )
+            .await?;
+        }
+    }
+    c.execute(
+        "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",
+        &args![row.version, t],
+    )
+    .await?;
+    if let Some(content) = row.content_id {
+        c.execute(
+            "DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ? AND REG_TENANT_ID = ?",
+            &args![content, t],
+        )
+        .await?;
+    }
+    c.execute(
+        "DELETE FROM REGFS_ATTR WHERE REG_UUID = ? AND REG_TENANT_ID = ?",
+        &args![&row.uuid, t],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn has_children(c: &mut Exec<'_>, t: i64, path_id: i64) -> Result<bool> {
+    if c.fetch_opt(
+        "SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = ? AND REG_TENANT_ID = ? \
+             AND REG_NAME IS NOT NULL LIMIT 1",
+        &args![path_id, t],
+    )
+    .await?
+    .is_some()
+    {
+        return Ok(true);
+    }
+    Ok(c.fetch_opt(
+        "SELECT 1 FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+             AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
+             WHERE p.REG_PATH_PARENT_ID = ? AND p.REG_TENANT_ID = ? LIMIT 1",
+        &args![path_id, t],
+    )
+    .await?
+    .is_some())
+}
+
+/// Live collections at or below `p`, parents before children: (path id, path).
+pub(crate) async fn subtree_collections(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+) -> Result<Vec<(i64, String)>> {
+    let d = c.dialect();
+    let prefix = if p == "/" {
+        "/".to_string()
+    } else {
+        format!("{p}/")
+    };
+    // Prefix match on bytes: LIKE would need escaping, and its collation may fold case.
+    let value = d.bytewise("p.REG_PATH_VALUE");
+    let sql = format!(
+        "SELECT p.REG_PATH_ID, p.REG_PATH_VALUE FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME IS NULL WHERE p.REG_TENANT_ID = ? \
+         AND ({value} = ? OR ({value} >= ? AND {value} < ?))"
+    );
+    // Every path that starts with "p/" sorts in ["p/", "p0"): '0' follows '/'.
+    let upper = format!("{}0", &prefix[..prefix.len() - 1]);
+    let rows = c.fetch(&sql, &args![t, p, &prefix, &upper]).await?;
+    let mut out = rows
+        .iter()
+        .map(|r| Ok((r.req_int(0)?, r.req_text(1)?)))
+        .collect::<Result<Vec<_>>>()?;
+    out.sort_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| a.1.cmp(&b.1)));
+    Ok(out)
+}
+
+pub(crate) async fn delete_subtree(c: &mut Exec<'_>, t: i64, p: &str) -> Result<()> {
+    if let Some(row) = file_row(c, t, p).await? {
+        return delete_row(c, t, &row).await;
+    }
+    let colls = subtree_collections(c, t, p).await?;
+    for (id, _) in colls.iter().rev() {
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM REG_RESOURCE r WHERE r.REG_PATH_ID = ? \
+             AND r.REG_TENANT_ID = ?"
+        );
+        let rows = c.fetch(&sql, &args![*id, t]).await?;
+        for row in &rows {
+            delete_row(c, t, &resource_row(row, 0)?).await?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn create_collection(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    parent_id: i64,
+    user: &str,
+    media_type: Option<&str>,
+    description: Option<&str>,
+    created: NaiveDateTime,
+) -> Result<(i64, i64, String)> {
+    let path_id = ensure_path_row(c, t, p, parent_id).await?;
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let version = insert_resource(
+        c,
+        t,
+        path_id,
+        None,
+        media_type,
+        user,
+        created,
+        user,
+        now_naive(),
+        description,
+        None,
+        &uuid,
+    )
+    .await?;
+    insert_log(c, t, p, user, LogAction::Add, None).await?;
+    Ok((path_id, version, uuid))
+}
+
+pub(crate) async fn ensure_collections(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    user: &str,
+) -> Result<i64> {
+    if let Some(row) = collection_row(c, t, p).await? {
+        return Ok(row.path_id);
+    }
+    let parent_id = match path::parent(p) {
+        Some(parent) => Box::pin(ensure_collections(c, t, parent, user)).await?,
+        None => -1,
+    };
+    if path::parent(p).is_some() && file_row(c, t, p).await?.is_some() {
+        return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
+    }
+    let (id, _, _) = create_collection(c, t, p, parent_id, user, None, None, now_naive()).await?;
+    Ok(id)
+}
+
+pub(crate) async fn remove_checks(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    parent: &str,
+    dir: bool,
+) -> Result<(ResourceRow, ResourceRow)> {
+    let parent_row = require_dir(c, t, parent).await?;
+    let row = if dir {
+        let Some(row) = collection_row(c, t, p).await? else {
+            if file_row(c, t, p).await?.is_some() {
+                return Err(err!(ENOTDIR, "{p} is a resource, not a collection"));
+            }
+            return Err(err!(ENOENT, "{p} does not exist"));
+        };
+        if has_children(c, t, row.path_id).await? {
+            return Err(err!(ENOTEMPTY, "collection {p} is not empty"));
+        }
+        row
+    } else {
+        let Some(row) = file_row(c, t, p).await? else {
+            if collection_row(c, t, p).await?.is_some() {
+                return Err(err!(EISDIR, "{p} is a collection"));
+            }
+            return Err(err!(ENOENT, "{p} does not exist"));
+        };
+        row
+    };
+    Ok((parent_row, row))
+}
+
+/// The base collections Carbon creates on a tenant's first start, and the cluster lock row.
+pub(crate) async fn base_collections(c: &mut Exec<'_>, t: i64) -> Result<()> {
+    if collection_row(c, t, "/").await?.is_none() {
+        for (p, description) in BASE_COLLECTIONS {
+            let parent_id = match path::parent(p) {
+                Some(parent) => require_dir(c, t, parent).await?.path_id,
+                None => -1,
+            };
+            create_collection(
+                c,
+                t,
+                p,
+                parent_id,
+                SYSTEM_USER,
+                None,
+                description,
+                now_naive(),
+            )
+            .await?;
+        }
+    }
+    if c.fetch_opt(
+        "SELECT 1 FROM REG_CLUSTER_LOCK WHERE REG_LOCK_NAME = 'INITIALIZE'",
+        &[],
+    )
+    .await?
+    .is_none()
+    {
+        c.execute(
+            "INSERT INTO REG_CLUSTER_LOCK (REG_LOCK_NAME, REG_LOCK_STATUS) \
+                 VALUES ('INITIALIZE', 'UNLOCKED')",
+            &[],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves `from` to `to` inside one database, with its subtree for a collection.
+pub(crate) async fn rename(
+    c: &mut Exec<'_>,
+    t: i64,
+    from: &str,
+    to: &str,
+    mode: RenameMode,
+    user: &str,
+) -> Result<()> {
+    let (Some(from_parent), Some(to_parent)) = (path::parent(from), path::parent(to)) else {
+        return Err(err!(EBUSY, "the root cannot be renamed"));
+    };
+    let Some(src) = any_row(c, t, from).await? else {
+        return Err(err!(ENOENT, "{from} does not exist"));
+    };
+    let src_is_dir = src.name.is_none();
+    let src_parent = require_dir(c, t, from_parent).await?;
+    let dst_parent = require_dir(c, t, to_parent).await?;
+    if src_is_dir && path::is_within(to, from) {
+        if to == from {
+            return Ok(());
+        }
+        return Err(err!(EINVAL, "cannot move {from} into its own subtree {to}"));
+    }
+    if let Some(dst) = any_row(c, t, to).await? {
+        if dst.uuid == src.uuid {
+            return Ok(());
+        }
+        if mode == RenameMode::NoReplace {
+            return Err(err!(EEXIST, "{to} exists (RENAME_NOREPLACE)"));
+        }
+        let dst_is_dir = dst.name.is_none();
+        match (src_is_dir, dst_is_dir) {
+            (true, false) => return Err(err!(ENOTDIR, "{to} is not a collection")),
+            (false, true) => return Err(err!(EISDIR, "{to} is a collection")),
+            (true, true) if has_children(c, t, dst.path_id).await? => {
+                return Err(err!(ENOTEMPTY, "collection {to} is not empty"));
+            }
+            _ => {}
+        }
+        delete_row(c, t, &dst).await?;
+    }
+    if src_is_dir {
+        let colls = subtree_collections(c, t, from).await?;
+        let mut new_ids: std::collections::HashMap<String, i64> = Default::default();
+        for (old_id, old_path) in colls {
+            let new_path = format!("{to}{}", &old_path[from.len()..]);
+            let parent_id = if old_path == from {
+                dst_parent.path_id
+            } else {
+                let np = path::parent(&new_path).unwrap_or("/");
+                *new_ids
+                    .get(np)
+                    .ok_or_else(|| err!(EIO, "rename: parent of {new_path} not moved"))?
+            };
+            let new_id = ensure_path_row(c, t, &new_path, parent_id).await?;
+            new_ids.insert(new_path, new_id);
+            c.execute(
+                "UPDATE REG_RESOURCE SET REG_PATH_ID = ? WHERE REG_PATH_ID = ? \
+                     AND REG_TENANT_ID = ?",
+                &args![new_id, old_id, t],
+            )
+            .await?;
+            for table in PATH_KEYED_TABLES {
+                let sql = format!(
+                    "UPDATE {table} SET REG_PATH_ID = ? WHERE REG_PATH_ID = ? \
+                         AND REG_TENANT_ID = ?"
+                );
+                c.execute(&sql, &args![new_id, old_id, t]).await?;
+            }
+        }
+    } else {
+        let new_name = path::name(to);
+        c.execute(
+            "UPDATE REG_RESOURCE SET REG_PATH_ID = ?, REG_NAME = ? \
+                 WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",
+            &args![dst_parent.path_id, new_name, src.version, t],
+        )
+        .await?;
+        for table in PATH_KEYED_TABLES {
+            let sql = format!(
+                "UPDATE {table} SET REG_PATH_ID = ?, REG_RESOURCE_NAME = ? \
+                     WHERE REG_PATH_ID = ? AND REG_RESOURCE_NAME = ? AND REG_TENANT_ID = ?"
+            );
+            c.execute(
+                &sql,
+                &args![
+                    dst_parent.path_id,
+                    new_name,
+                    src.path_id,
+                    src.name.as_deref(),
+                    t
+                ],
+            )
+            .await?;
+        }
+    }
+    touch_ctime(c, t, &src).await?;
+    touch_dir(c, t, &src_parent).await?;
+    if dst_parent.uuid != src_parent.uuid {
+        touch_dir(c, t, &dst_parent).await?;
+    }
+    let action = if from_parent == to_parent {
+        LogAction::Rename
+    } else {
+        LogAction::Move
+    };
+    insert_log(c, t, to, user, action, Some(from)).await?;
+    Ok(())
+}
+
+/// Changes POSIX attributes and returns the entry as it is now.
+pub(crate) async fn set_attr(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    change: &AttrChange,
+) -> Result<Entry> {
+    let Some(row) = any_row(c, t, p).await? else {
+        return Err(err!(ENOENT, "{p} does not exist"));
+    };
+    let mut a = attrs_or_default(c, t, &row).await?;
+    if a.version != row.version {
+        a.mtime_ns = to_ns(naive_to_system(row.created));
+        a.version = row.version;
+    }
+    if let Some(perm) = change.perm {
+        a.mode = ((a.mode as u32 & libc::S_IFMT) | (perm & 0o7777)) as i64;
+    }
+    if let Some(uid) = change.uid {
+        a.uid = uid as i64;
+    }
+    if let Some(gid) = change.gid {
+        a.gid = gid as i64;
+    }
+    if let Some(at) = change.atime {
+        a.atime_ns = to_ns(at);
+    }
+    if let Some(mt) = change.mtime {
+        a.mtime_ns = to_ns(mt);
+    }
+    a.ctime_ns = change.ctime.map(to_ns).unwrap_or_else(now_ns);
+    put_attr(c, t, &row.uuid, a).await?;
+    stat_on(c, t, p)
+        .await?
+        .ok_or_else(|| err!(EIO, "{p} vanished inside its own transaction"))
+}
+
+/// Makes `mount_path` a mount link in the node's own database, with its mount record.
+pub(crate) async fn mount_link(
+    c: &mut Exec<'_>,
+    t: i64,
+    mount_path: &str,
+    instance_id: &str,
+    target_path: &str,
+    replace: bool,
+) -> Result<()> {
+    let restoration = format!("{mount_path};{instance_id};{target_path};{SYSTEM_USER}");
+    let record = path::join(MOUNT_RECORDS_PATH, &mount_path.replace('/', "-"));
+    let Some(parent) = path::parent(mount_path) else {
+        return Err(err!(EINVAL, "cannot mount over the registry root"));
+    };
+    let current = collection_row(c, t, mount_path).await?;
+    let already = match &current {
+        Some(row) if row.media_type.as_deref() == Some(LINK_MEDIA_TYPE) => {
+            let value = c
+                .fetch_opt(
+                    "SELECT pr.REG_VALUE FROM REG_RESOURCE_PROPERTY rp JOIN REG_PROPERTY pr \
+                         ON pr.REG_ID = rp.REG_PROPERTY_ID AND pr.REG_TENANT_ID = rp.REG_TENANT_ID \
+                         WHERE rp.REG_PATH_ID = ? AND rp.REG_RESOURCE_NAME IS NULL \
+                         AND rp.REG_TENANT_ID = ? AND pr.REG_NAME = 'registry.linkrestoration'",
+                    &args![row.path_id, t],
+                )
+                .await?
+                .map(|r| r.text(0))
+                .transpose()?
+                .flatten();
+            value.as_deref() == Some(restoration.as_str())
+        }
+        _ => false,
+    };
+    let keep_local = !replace && any_row(c, t, mount_path).await?.is_some();
+    if !already && !keep_local {
+        delete_subtree(c, t, mount_path).await?;
+        let parent_id = ensure_collections(c, t, parent, SYSTEM_USER).await?;
+        let (path_id, _, _) = create_collection(
+            c,
+            t,
+            mount_path,
+            parent_id,
+            SYSTEM_USER,
+            Some(LINK_MEDIA_TYPE),
+            None,
+            now_naive(),
+        )
+        .await?;
+        insert_property(c, t, path_id, None, "registry.nonrecursive", "true").await?;
+        insert_property(
+            c,
+            t,
+            path_id,
+            None,
+            "registry.linkrestoration",
+            &restoration,
+        )
+        .await?;
+        insert_log(
+            c,
+            t,
+            mount_path,
+            SYSTEM_USER,
+            LogAction::CreateRemoteLink,
+            Some(&format!("{instance_id};{target_path}")),
+        )
+        .await?;
+        if let Some(old) = file_row(c, t, &record).await? {
+            delete_row(c, t, &old).await?;
+        }
+        let records_id = ensure_collections(c, t, MOUNT_RECORDS_PATH, SYSTEM_USER).await?;
+        let record_name = path::name(&record);
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let now = now_naive();
+        insert_resource(
+            c,
+            t,
+            records_id,
+            Some(record_name),
+            Some(MOUNT_MEDIA_TYPE),
+            SYSTEM_USER,
+            now,
+            SYSTEM_USER,
+            now,
+            None,
+            None,
+            &uuid,
+        )
+        .await?;
+        for (k, v) in [
+            ("path", mount_path),
+            ("target", instance_id),
+            ("subPath", target_path),
+            ("author", SYSTEM_USER),
+            ("registry.fixedmount", "true"),
+        ] {
+            insert_property(c, t, records_id, Some(record_name), k, v).await?;
+        }
+        insert_log(c, t, &record, SYSTEM_USER, LogAction::Add, None).await?;
+    }
+    Ok(())
+}
