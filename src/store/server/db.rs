@@ -415,6 +415,8 @@ impl Pool {
                 let pool = PgPoolOptions::new()
                     .max_connections(o.max_connections.max(1))
                     .acquire_timeout(o.timeout)
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
                     .connect_with(opts)
                     .await
                     .map_err(|e| err!(EIO, "cannot connect to PostgreSQL at {safe}: {e}"))?;
@@ -434,6 +436,8 @@ impl Pool {
                 let pool = MySqlPoolOptions::new()
                     .max_connections(o.max_connections.max(1))
                     .acquire_timeout(o.timeout)
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
                     .after_connect(move |conn, _| {
                         let init = init.clone();
                         Box::pin(async move {
@@ -475,6 +479,19 @@ impl Pool {
             Pool::My(p) => Tx::My(p.begin().await.map_err(unreachable_db)?),
         })
     }
+}
+
+/// A pooled connection is pinged before use only when it has been idle for a while: one in
+/// steady use answered a moment ago, and a ping per statement would double every round trip.
+/// A connection the server dropped (a restart) fails the ping and is replaced.
+async fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> std::result::Result<bool, sqlx::Error> {
+    if meta.idle_for > Duration::from_millis(500) {
+        conn.ping().await?;
+    }
+    Ok(true)
 }
 
 /// One direct connection first: a pool only reports "timed out" when connecting fails, and the
