@@ -255,7 +255,11 @@ fn source_args(data: &Path) -> Vec<std::ffi::OsString> {
 /// database (holding /_system/config, /_system/governance and the UM_* tables, as in a Carbon
 /// cluster) are two fresh databases there.
 pub fn server_config(dir: &Path, kind: servers::Kind) -> PathBuf {
-    let server = servers::server_for(kind);
+    server_config_on(dir, servers::server_for(kind), 10)
+}
+
+/// [`server_config`] on a given server, with `busy_timeout_secs` as the EIO bound.
+pub fn server_config_on(dir: &Path, server: &servers::Server, timeout_secs: u64) -> PathBuf {
     let (node, shared) = (server.fresh_db(), server.fresh_db());
     let password = match server.password() {
         Some(p) => {
@@ -273,9 +277,11 @@ pub fn server_config(dir: &Path, kind: servers::Kind) -> PathBuf {
 
 [data_sources.node]
 url = "{node_url}"
+busy_timeout_secs = {timeout_secs}
 {password}
 [data_sources.shared]
 url = "{shared_url}"
+busy_timeout_secs = {timeout_secs}
 {password}
 [remote_instances.gov]
 data_source = "shared"
