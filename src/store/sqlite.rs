@@ -15,7 +15,7 @@ use super::rows::*;
 use super::server::db::Exec;
 use super::*;
 use crate::err;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::path;
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
@@ -26,7 +26,7 @@ pub struct SqliteStore {
     name: String,
     file: std::path::PathBuf,
     /// The one writer: mutations queue here instead of failing with SQLITE_BUSY.
-    writer: tokio::sync::Mutex<SqliteConnection>,
+    writer: tokio::sync::Mutex<Writer>,
     readers: Vec<tokio::sync::Mutex<SqliteConnection>>,
     next_reader: std::sync::atomic::AtomicUsize,
     opts: StoreOptions,
@@ -130,13 +130,12 @@ DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
 DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; \
 INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, REG_CREATED_TIME, \
  REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
- VALUES (?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?4, ?2, ?13); \
+ VALUES (?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?4, ?2, ?13) RETURNING REG_VERSION; \
 INSERT OR REPLACE INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
  MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?13, ?2, ?14, ?15, ?16, ?17, ?18, ?19, ?19, \
  last_insert_rowid()); \
 INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACTION_DATA, \
- REG_TENANT_ID) VALUES (?20, ?10, ?11, 1, NULL, ?2); \
-SELECT REG_VERSION FROM REGFS_ATTR WHERE REG_UUID = ?13 AND REG_TENANT_ID = ?2";
+ REG_TENANT_ID) VALUES (?20, ?10, ?11, 1, NULL, ?2)";
 
 /// A new resource (not a collection). ?1 content id (inserted before, or NULL), ?2 tenant, ?3 parent path id, ?4 name,
 /// ?5 media type, ?6 user, ?7 now, ?8 uuid, ?9-?12 mode, uid, gid, rdev, ?13 now (ns),
@@ -145,7 +144,7 @@ SELECT REG_VERSION FROM REGFS_ATTR WHERE REG_UUID = ?13 AND REG_TENANT_ID = ?2";
 const CREATE_BATCH: &str = "\
 INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, REG_CREATED_TIME, \
  REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
- VALUES (?3, ?4, ?5, ?6, ?7, ?6, ?7, NULL, ?1, ?2, ?8); \
+ VALUES (?3, ?4, ?5, ?6, ?7, ?6, ?7, NULL, ?1, ?2, ?8) RETURNING REG_VERSION; \
 INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
  CTIME_NS, REG_VERSION) VALUES (?8, ?2, ?9, ?10, ?11, ?12, ?13, ?13, ?13, last_insert_rowid()); \
 INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
@@ -153,8 +152,7 @@ INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS,
  ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
  CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION; \
 INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACTION_DATA, \
- REG_TENANT_ID) VALUES (?18, ?6, ?7, 0, NULL, ?2); \
-SELECT REG_VERSION FROM REGFS_ATTR WHERE REG_UUID = ?8 AND REG_TENANT_ID = ?2";
+ REG_TENANT_ID) VALUES (?18, ?6, ?7, 0, NULL, ?2)";
 
 /// Deletes one live row and what hangs off it; foreign keys are checked at commit.
 /// ?1 version, ?2 tenant, ?3 content id, ?4 path id, ?5 name (NULL: collection), ?6 uuid.
@@ -174,37 +172,129 @@ DELETE FROM REGFS_ATTR WHERE REG_UUID = ?6 AND REG_TENANT_ID = ?2"
     };
 }
 
-/// unlink/rmdir: [`DELETE_BATCH`], then the parent's times and the log entry. Further
-/// parameters: ?7 parent uuid, ?8 parent's default mode, ?9 parent created (ns), ?10 now (ns),
+/// The parent's times and the log entry of an unlink/rmdir, after the row's deletes.
+/// Parameters: ?7 parent uuid, ?8 parent's default mode, ?9 parent created (ns), ?10 now (ns),
 /// ?11 parent version, ?12 path, ?13 user, ?14 now.
-const REMOVE_BATCH: &str = concat!(
-    delete_batch_sql!(),
-    "; INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
+macro_rules! remove_tail_sql {
+    () => {
+        "; INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
      CTIME_NS, REG_VERSION) VALUES (?7, ?2, ?8, 0, 0, 0, ?9, ?10, ?10, ?11) \
      ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
      CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION; \
      INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACTION_DATA, \
      REG_TENANT_ID) VALUES (?12, ?13, ?14, 7, NULL, ?2)"
+    };
+}
+
+/// unlink/rmdir: the delete batch, then the parent's times and the log entry.
+const REMOVE_BATCH: &str = concat!(delete_batch_sql!(), remove_tail_sql!());
+
+/// unlink of a resource that has no properties, tags, comments or ratings (the common case):
+/// five statements instead of eleven. Each statement's result is a message from sqlx's worker
+/// thread, and each message can cost a thread wake-up, which is most of an unlink's time.
+const REMOVE_PLAIN_BATCH: &str = concat!(
+    "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
+     DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; \
+     DELETE FROM REGFS_ATTR WHERE REG_UUID = ?6 AND REG_TENANT_ID = ?2",
+    remove_tail_sql!()
 );
 
-/// Runs `$body` (which uses `$conn: &mut SqliteConnection`) in one `BEGIN IMMEDIATE`
-/// transaction, retrying a bounded number of times when the database reports a transient
+/// The writer connection, and whether a transaction may be open on it: BEGIN and COMMIT ride
+/// on a mutation's first and last statement batches, so an error (or a cancelled future) can
+/// leave one open, and the next mutation rolls it back first.
+struct Writer {
+    conn: SqliteConnection,
+    in_tx: bool,
+}
+
+/// One write transaction on the writer. The hot paths put `BEGIN IMMEDIATE` in front of their
+/// first batch ([`WriteTx::first`]) and `COMMIT` after their last ([`WriteTx::last`]): each
+/// trip to sqlx's SQLite worker thread costs more than the statements, so a mutation that
+/// would take BEGIN + 2 batches + COMMIT takes 2 trips. Everything else calls
+/// [`WriteTx::conn`], which begins with a trip of its own if need be.
+struct WriteTx<'w> {
+    w: &'w mut Writer,
+}
+
+impl WriteTx<'_> {
+    /// `sql`, preceded by `BEGIN IMMEDIATE` if the transaction has not begun.
+    fn first(&mut self, sql: &str) -> sqlx::AssertSqlSafe<String> {
+        if self.w.in_tx {
+            sqlx::AssertSqlSafe(sql.to_string())
+        } else {
+            self.w.in_tx = true;
+            sqlx::AssertSqlSafe(format!("BEGIN IMMEDIATE; {sql}"))
+        }
+    }
+
+    /// `sql` followed by `COMMIT`; call [`WriteTx::committed`] once it has run.
+    fn last(&mut self, sql: &str) -> sqlx::AssertSqlSafe<String> {
+        let first = self.first(sql).0;
+        sqlx::AssertSqlSafe(format!("{first}; COMMIT"))
+    }
+
+    fn committed(&mut self) {
+        self.w.in_tx = false;
+    }
+
+    /// The connection, inside the transaction.
+    async fn conn(&mut self) -> Result<&mut SqliteConnection> {
+        if !self.w.in_tx {
+            self.w.in_tx = true;
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut self.w.conn)
+                .await?;
+        }
+        Ok(&mut self.w.conn)
+    }
+
+    /// The connection for a statement of a transaction already begun by [`WriteTx::first`].
+    fn raw(&mut self) -> &mut SqliteConnection {
+        &mut self.w.conn
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        if self.w.in_tx {
+            sqlx::query("COMMIT").execute(&mut self.w.conn).await?;
+            self.w.in_tx = false;
+        }
+        Ok(())
+    }
+}
+
+impl Writer {
+    async fn rollback_if_open(&mut self) {
+        if self.in_tx {
+            // "no transaction is active" is fine: BEGIN itself may have been what failed.
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+            self.in_tx = false;
+        }
+    }
+}
+
+/// Runs `$body` (which uses `$tx: &mut WriteTx`) in one `BEGIN IMMEDIATE` transaction, rolled
+/// back on error and retried a bounded number of times when the database reports a transient
 /// conflict; then EIO with a log line.
 macro_rules! transaction {
-    ($self:ident, $what:expr, |$conn:ident| $body:block) => {{
+    ($self:ident, $what:expr, |$tx:ident| $body:block) => {{
         let mut attempt: u32 = 0;
         loop {
+            let mut writer = $self.writer.lock().await;
+            writer.rollback_if_open().await;
             let result: Result<_> = async {
-                let mut writer = $self.writer.lock().await;
-                let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(Error::from)?;
+                let mut tx = WriteTx { w: &mut writer };
                 let value = {
-                    let $conn: &mut SqliteConnection = &mut *tx;
+                    let $tx: &mut WriteTx<'_> = &mut tx;
                     $body
                 };
-                tx.commit().await.map_err(Error::from)?;
+                tx.finish().await?;
                 Ok(value)
             }
             .await;
+            if result.is_err() {
+                writer.rollback_if_open().await;
+            }
+            drop(writer);
             match result {
                 Err(e) if e.is_transient() && attempt < $self.opts.max_retries => {
                     attempt += 1;
@@ -236,7 +326,10 @@ impl SqliteStore {
                 .await
                 .map_err(|e| err!(EIO, "cannot open SQLite database {}: {e}", file.display()))
         };
-        let writer = tokio::sync::Mutex::new(connect_one().await?);
+        let writer = tokio::sync::Mutex::new(Writer {
+            conn: connect_one().await?,
+            in_tx: false,
+        });
         let mut readers = Vec::new();
         for _ in 0..opts.max_connections.max(1) {
             readers.push(tokio::sync::Mutex::new(connect_one().await?));
@@ -293,30 +386,44 @@ async fn stat_on(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<Option<
     Ok(row.map(EntryRow::into_entry))
 }
 
-/// The live collection `parent` and its live resource `name` (if any), in one query; `None`
-/// when `parent` is not a live collection.
-async fn parent_and_file(
-    conn: &mut SqliteConnection,
+/// What a create or an unlink needs, in one query (and the transaction's first trip): the live
+/// collection `parent`, its live resource at `p` if any, and whether a live collection is at
+/// `p`. `None` when `parent` is not a live collection.
+async fn parent_and_entry(
+    tx: &mut WriteTx<'_>,
     t: i64,
     parent: &str,
-    name: &str,
-) -> Result<Option<(ResourceRow, Option<ResourceRow>)>> {
-    let row = sqlx::query(
+    p: &str,
+) -> Result<Option<Found>> {
+    let sql = tx.first(
         "SELECT pr.REG_PATH_ID, pr.REG_NAME, pr.REG_VERSION, pr.REG_CONTENT_ID, pr.REG_CREATOR, \
          pr.REG_CREATED_TIME, pr.REG_MEDIA_TYPE, pr.REG_DESCRIPTION, pr.REG_UUID, \
          fr.REG_PATH_ID, fr.REG_NAME, fr.REG_VERSION, fr.REG_CONTENT_ID, fr.REG_CREATOR, \
-         fr.REG_CREATED_TIME, fr.REG_MEDIA_TYPE, fr.REG_DESCRIPTION, fr.REG_UUID \
+         fr.REG_CREATED_TIME, fr.REG_MEDIA_TYPE, fr.REG_DESCRIPTION, fr.REG_UUID, \
+         EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr ON cr.REG_PATH_ID = cp.REG_PATH_ID \
+         AND cr.REG_TENANT_ID = cp.REG_TENANT_ID AND cr.REG_NAME IS NULL \
+         WHERE cp.REG_PATH_VALUE = ?4 AND cp.REG_TENANT_ID = ?2), \
+         EXISTS (SELECT 1 FROM REG_RESOURCE_PROPERTY m WHERE m.REG_PATH_ID = pp.REG_PATH_ID \
+         AND m.REG_RESOURCE_NAME = ?3 AND m.REG_TENANT_ID = ?2 \
+         UNION ALL SELECT 1 FROM REG_RESOURCE_TAG m WHERE m.REG_PATH_ID = pp.REG_PATH_ID \
+         AND m.REG_RESOURCE_NAME = ?3 AND m.REG_TENANT_ID = ?2 \
+         UNION ALL SELECT 1 FROM REG_RESOURCE_COMMENT m WHERE m.REG_PATH_ID = pp.REG_PATH_ID \
+         AND m.REG_RESOURCE_NAME = ?3 AND m.REG_TENANT_ID = ?2 \
+         UNION ALL SELECT 1 FROM REG_RESOURCE_RATING m WHERE m.REG_PATH_ID = pp.REG_PATH_ID \
+         AND m.REG_RESOURCE_NAME = ?3 AND m.REG_TENANT_ID = ?2) \
          FROM REG_PATH pp JOIN REG_RESOURCE pr ON pr.REG_PATH_ID = pp.REG_PATH_ID \
          AND pr.REG_TENANT_ID = pp.REG_TENANT_ID AND pr.REG_NAME IS NULL \
          LEFT JOIN REG_RESOURCE fr ON fr.REG_PATH_ID = pp.REG_PATH_ID \
          AND fr.REG_TENANT_ID = pp.REG_TENANT_ID AND fr.REG_NAME = ?3 \
          WHERE pp.REG_PATH_VALUE = ?1 AND pp.REG_TENANT_ID = ?2 LIMIT 1",
-    )
-    .bind(parent)
-    .bind(t)
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?;
+    );
+    let row = sqlx::query(sql)
+        .bind(parent)
+        .bind(t)
+        .bind(path::name(p))
+        .bind(p)
+        .fetch_optional(tx.raw())
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let at = |o: usize| -> Result<ResourceRow> {
         Ok(ResourceRow {
@@ -336,30 +443,29 @@ async fn parent_and_file(
         Some(_) => Some(at(9)?),
         None => None,
     };
-    Ok(Some((parent_row, file)))
+    let dir_exists: i64 = row.try_get(18)?;
+    let mapped: i64 = row.try_get(19)?;
+    Ok(Some(Found {
+        parent: parent_row,
+        file,
+        dir_exists: dir_exists != 0,
+        mapped: mapped != 0,
+    }))
 }
 
-/// Whether anything live is at `p`, whose parent collection has path id `parent_id`.
-async fn exists_in(conn: &mut SqliteConnection, t: i64, p: &str, parent_id: i64) -> Result<bool> {
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
-         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
-         WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 \
-         UNION ALL SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = ?3 AND REG_NAME = ?4 \
-         AND REG_TENANT_ID = ?2 LIMIT 1",
-    )
-    .bind(p)
-    .bind(t)
-    .bind(parent_id)
-    .bind(path::name(p))
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(found.is_some())
+/// What [`parent_and_entry`] found.
+struct Found {
+    parent: ResourceRow,
+    file: Option<ResourceRow>,
+    /// A live collection is at the path.
+    dir_exists: bool,
+    /// The resource at the path has property, tag, comment or rating mappings.
+    mapped: bool,
 }
 
 /// The live non-collection row at `p` with its attributes, in one query.
 async fn file_row_with_attrs(
-    conn: &mut SqliteConnection,
+    tx: &mut WriteTx<'_>,
     t: i64,
     p: &str,
 ) -> Result<Option<(ResourceRow, AttrRow)>> {
@@ -382,11 +488,11 @@ async fn file_row_with_attrs(
          AND a.REG_TENANT_ID = r.REG_TENANT_ID WHERE p.REG_PATH_VALUE = ?1 \
          AND p.REG_TENANT_ID = ?2 LIMIT 1"
     );
-    let joined: Option<Joined> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let joined: Option<Joined> = sqlx::query_as(tx.first(&sql))
         .bind(parent)
         .bind(t)
         .bind(path::name(p))
-        .fetch_optional(&mut *conn)
+        .fetch_optional(tx.raw())
         .await?;
     Ok(joined.map(|j| {
         let attrs = j.attrs.or_default(&j.row);
@@ -396,7 +502,7 @@ async fn file_row_with_attrs(
 
 /// `sql` (a batch starting with [`DELETE_BATCH`]'s statements) with their six parameters bound.
 fn delete_query<'q>(
-    sql: &'static str,
+    sql: impl sqlx::SqlSafeStr,
     t: i64,
     row: &'q ResourceRow,
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
@@ -417,11 +523,12 @@ impl Store for SqliteStore {
 
     async fn init(&self) -> Result<()> {
         sqlx::raw_sql(SCHEMA)
-            .execute(&mut *self.writer.lock().await)
+            .execute(&mut self.writer.lock().await.conn)
             .await
             .map_err(|e| err!(EIO, "cannot create the schema in {}: {e}", self.name))?;
         let t = self.t();
-        transaction!(self, "init", |conn| {
+        transaction!(self, "init", |tx| {
+            let conn = tx.conn().await?;
             ops::base_collections(&mut Exec::Lite(conn), t).await?;
         })
     }
@@ -490,17 +597,21 @@ impl Store for SqliteStore {
             return Err(err!(EEXIST, "the root always exists"));
         };
         let name = path::name(p);
-        transaction!(self, "create", |conn| {
-            let dir = ops::require_dir(&mut Exec::Lite(&mut *conn), t, parent).await?;
-            if exists_in(conn, t, p, dir.path_id).await? {
-                return Err(err!(EEXIST, "{p} already exists"));
-            }
+        transaction!(self, "create", |tx| {
+            let dir = match parent_and_entry(tx, t, parent, p).await? {
+                Some(f) if f.file.is_some() || f.dir_exists => {
+                    return Err(err!(EEXIST, "{p} already exists"));
+                }
+                Some(f) => f.parent,
+                // Not a live collection: the slow path says which errno.
+                None => ops::require_dir(&mut Exec::Lite(tx.conn().await?), t, parent).await?,
+            };
             let now = now_ns();
             let created = naive_from_ns(now);
             let mut media = None;
             let (version, uuid) = if new.kind == Kind::Directory {
                 let (_, version, uuid) = ops::create_collection(
-                    &mut Exec::Lite(&mut *conn),
+                    &mut Exec::Lite(tx.conn().await?),
                     t,
                     p,
                     dir.path_id,
@@ -520,9 +631,9 @@ impl Store for SqliteStore {
                 media = media_type;
                 let uuid = uuid::Uuid::new_v4().to_string();
                 let content_id =
-                    ops::insert_content(&mut Exec::Lite(&mut *conn), t, &new.content).await?;
+                    ops::insert_content(&mut Exec::Lite(tx.conn().await?), t, &new.content).await?;
                 let version: i64 = padded!(
-                    sqlx::query_scalar(CREATE_BATCH)
+                    sqlx::query_scalar(tx.last(CREATE_BATCH))
                         .bind(content_id)
                         .bind(t)
                         .bind(dir.path_id)
@@ -542,10 +653,11 @@ impl Store for SqliteStore {
                         .bind(dir.version)
                         .bind(p)
                 )
-                .fetch_all(&mut *conn)
+                .fetch_all(tx.raw())
                 .await?
                 .pop()
                 .ok_or_else(|| err!(EIO, "create of {p} stored no version"))?;
+                tx.committed();
                 (version, uuid)
             };
             let attrs = AttrRow {
@@ -559,6 +671,7 @@ impl Store for SqliteStore {
                 version,
             };
             if new.kind == Kind::Directory {
+                let conn = tx.conn().await?;
                 ops::put_attr(&mut Exec::Lite(&mut *conn), t, &uuid, attrs).await?;
                 ops::touch_dir(&mut Exec::Lite(&mut *conn), t, &dir).await?;
             }
@@ -577,9 +690,9 @@ impl Store for SqliteStore {
 
     async fn write(&self, p: &str, data: &[u8], user: &str) -> Result<Entry> {
         let t = self.t();
-        transaction!(self, "write", |conn| {
-            let Some((old, mut attrs)) = file_row_with_attrs(conn, t, p).await? else {
-                if ops::collection_row(&mut Exec::Lite(&mut *conn), t, p)
+        transaction!(self, "write", |tx| {
+            let Some((old, mut attrs)) = file_row_with_attrs(tx, t, p).await? else {
+                if ops::collection_row(&mut Exec::Lite(tx.conn().await?), t, p)
                     .await?
                     .is_some()
                 {
@@ -591,9 +704,9 @@ impl Store for SqliteStore {
             // REG_VERSION) that keeps creator, creation time and UUID; the content, then one batch.
             let now = now_ns();
             let now_naive = naive_from_ns(now);
-            let content_id = ops::insert_content(&mut Exec::Lite(&mut *conn), t, data).await?;
+            let content_id = ops::insert_content(&mut Exec::Lite(tx.raw()), t, data).await?;
             let version: i64 = padded!(
-                sqlx::query_scalar(WRITE_BATCH)
+                sqlx::query_scalar(tx.last(WRITE_BATCH))
                     .bind(old.version)
                     .bind(t)
                     .bind(old.content_id)
@@ -615,10 +728,11 @@ impl Store for SqliteStore {
                     .bind(now)
                     .bind(p)
             )
-            .fetch_all(&mut *conn)
+            .fetch_all(tx.raw())
             .await?
             .pop()
             .ok_or_else(|| err!(EIO, "write of {p} stored no version"))?;
+            tx.committed();
             attrs.mtime_ns = now;
             attrs.ctime_ns = now;
             attrs.version = version;
@@ -640,21 +754,39 @@ impl Store for SqliteStore {
         let Some(parent) = path::parent(p) else {
             return Err(err!(EBUSY, "the root cannot be removed"));
         };
-        transaction!(self, if dir { "rmdir" } else { "unlink" }, |conn| {
-            // One query finds the parent and the file; the slow path below only runs to tell
-            // which errno applies.
+        transaction!(self, if dir { "rmdir" } else { "unlink" }, |tx| {
+            // One query (which also begins the transaction) finds the parent and the file; the
+            // slow path only runs for rmdir and to tell which errno applies.
             let found = if dir {
                 None
             } else {
-                parent_and_file(conn, t, parent, path::name(p)).await?
+                parent_and_entry(tx, t, parent, p).await?
             };
-            let (parent_row, row) = match found {
-                Some((parent_row, Some(row))) => (parent_row, row),
-                _ => ops::remove_checks(&mut Exec::Lite(&mut *conn), t, p, parent, dir).await?,
+            let (parent_row, row, batch) = match found {
+                Some(Found {
+                    parent,
+                    file: Some(row),
+                    mapped,
+                    ..
+                }) => (
+                    parent,
+                    row,
+                    if mapped {
+                        REMOVE_BATCH
+                    } else {
+                        REMOVE_PLAIN_BATCH
+                    },
+                ),
+                _ => {
+                    let conn = tx.conn().await?;
+                    let (parent, row) =
+                        ops::remove_checks(&mut Exec::Lite(conn), t, p, parent, dir).await?;
+                    (parent, row, REMOVE_BATCH)
+                }
             };
             let now = now_ns();
             padded!(
-                delete_query(REMOVE_BATCH, t, &row)
+                delete_query(tx.last(batch), t, &row)
                     .bind(&parent_row.uuid)
                     .bind((libc::S_IFDIR | DEFAULT_DIR_PERM) as i64)
                     .bind(to_ns(naive_to_system(parent_row.created)))
@@ -664,21 +796,24 @@ impl Store for SqliteStore {
                     .bind(user)
                     .bind(naive_from_ns(now))
             )
-            .execute(&mut *conn)
+            .execute(tx.raw())
             .await?;
+            tx.committed();
         })
     }
 
     async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()> {
         let t = self.t();
-        transaction!(self, "rename", |conn| {
+        transaction!(self, "rename", |tx| {
+            let conn = tx.conn().await?;
             ops::rename(&mut Exec::Lite(conn), t, from, to, mode, user).await?;
         })
     }
 
     async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
         let t = self.t();
-        transaction!(self, "setattr", |conn| {
+        transaction!(self, "setattr", |tx| {
+            let conn = tx.conn().await?;
             ops::set_attr(&mut Exec::Lite(conn), t, p, &change).await?
         })
     }
@@ -691,7 +826,8 @@ impl Store for SqliteStore {
         replace: bool,
     ) -> Result<()> {
         let t = self.t();
-        transaction!(self, "mount link", |conn| {
+        transaction!(self, "mount link", |tx| {
+            let conn = tx.conn().await?;
             ops::mount_link(
                 &mut Exec::Lite(conn),
                 t,
@@ -706,7 +842,8 @@ impl Store for SqliteStore {
 
     async fn create_path(&self, p: &str, user: &str) -> Result<()> {
         let t = self.t();
-        transaction!(self, "create path", |conn| {
+        transaction!(self, "create path", |tx| {
+            let conn = tx.conn().await?;
             ops::ensure_collections(&mut Exec::Lite(conn), t, p, user).await?;
         })
     }

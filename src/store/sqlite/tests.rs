@@ -140,3 +140,52 @@ async fn random_operations_match_a_reference_model() {
     let (_d, s) = store().await;
     crate::store::conformance::random_operations(&s).await;
 }
+
+/// A resource Carbon gave properties and a tag loses them with it; one without any takes the
+/// short delete batch and leaves the others' rows alone.
+#[tokio::test]
+async fn unlink_removes_what_hangs_off_the_resource() {
+    let (_d, s) = store().await;
+    s.create("/m", dir(), "u").await.unwrap();
+    s.create("/m/with", file(b"1"), "u").await.unwrap();
+    s.create("/m/plain", file(b"2"), "u").await.unwrap();
+    let pool = sql(&s).await;
+    for stmt in [
+        "INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) VALUES ('k', 'v', -1234)",
+        "INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_PATH_ID, REG_RESOURCE_NAME, REG_TENANT_ID) \
+         SELECT MAX(REG_ID), (SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = '/m'), 'with', -1234 \
+         FROM REG_PROPERTY",
+        "INSERT INTO REG_TAG (REG_TAG_NAME, REG_USER_ID, REG_TAGGED_TIME, REG_TENANT_ID) \
+         VALUES ('t', 'u', CURRENT_TIMESTAMP, -1234)",
+        "INSERT INTO REG_RESOURCE_TAG (REG_TAG_ID, REG_PATH_ID, REG_RESOURCE_NAME, REG_TENANT_ID) \
+         SELECT MAX(REG_ID), (SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = '/m'), 'with', -1234 \
+         FROM REG_TAG",
+    ] {
+        sqlx::query(stmt).execute(&pool).await.unwrap();
+    }
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    s.remove("/m/plain", false, "u").await.unwrap();
+    assert_eq!(count("SELECT COUNT(*) FROM REG_RESOURCE_PROPERTY").await, 1);
+    s.remove("/m/with", false, "u").await.unwrap();
+    assert_eq!(count("SELECT COUNT(*) FROM REG_RESOURCE_PROPERTY").await, 0);
+    assert_eq!(count("SELECT COUNT(*) FROM REG_PROPERTY").await, 0);
+    assert_eq!(count("SELECT COUNT(*) FROM REG_RESOURCE_TAG").await, 0);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_NAME IS NOT NULL").await,
+        0
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM REG_CONTENT").await, 0);
+    // Both removals were logged as DELETE_RESOURCE (7).
+    assert_eq!(
+        count("SELECT COUNT(*) FROM REG_LOG WHERE REG_ACTION = 7").await,
+        2
+    );
+}
