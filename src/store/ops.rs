@@ -761,17 +761,8 @@ pub(crate) async fn rename(
     Ok(())
 }
 
-/// Changes POSIX attributes and returns the entry as it is now.
-pub(crate) async fn set_attr(
-    c: &mut Exec<'_>,
-    t: i64,
-    p: &str,
-    change: &AttrChange,
-) -> Result<Entry> {
-    let Some(row) = any_row(c, t, p).await? else {
-        return Err(err!(ENOENT, "{p} does not exist"));
-    };
-    let mut a = attrs_or_default(c, t, &row).await?;
+/// `a` (the attributes of `row`) with `change` applied; ctime moves to now unless given.
+pub(crate) fn apply_change(row: &ResourceRow, mut a: AttrRow, change: &AttrChange) -> AttrRow {
     if a.version != row.version {
         a.mtime_ns = to_ns(naive_to_system(row.created));
         a.version = row.version;
@@ -792,6 +783,20 @@ pub(crate) async fn set_attr(
         a.mtime_ns = to_ns(mt);
     }
     a.ctime_ns = change.ctime.map(to_ns).unwrap_or_else(now_ns);
+    a
+}
+
+/// Changes POSIX attributes and returns the entry as it is now.
+pub(crate) async fn set_attr(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    change: &AttrChange,
+) -> Result<Entry> {
+    let Some(row) = any_row(c, t, p).await? else {
+        return Err(err!(ENOENT, "{p} does not exist"));
+    };
+    let a = apply_change(&row, attrs_or_default(c, t, &row).await?, change);
     put_attr(c, t, &row.uuid, a).await?;
     stat_on(c, t, p)
         .await?

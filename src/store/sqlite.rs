@@ -125,9 +125,9 @@ macro_rules! padded {
 /// ?5 path id, ?6 name, ?7 media type, ?8 creator, ?9 created, ?10 user, ?11 now, ?12
 /// description, ?13 uuid, ?14-?18 mode, uid, gid, rdev, atime, ?19 now (ns), ?20 path.
 /// Returns the new REG_VERSION.
-const WRITE_BATCH: &str = "\
-DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
-DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; \
+macro_rules! write_tail_sql {
+    () => {
+        "\
 INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, REG_CREATED_TIME, \
  REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
  VALUES (?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?4, ?2, ?13) RETURNING REG_VERSION; \
@@ -135,7 +135,20 @@ INSERT OR REPLACE INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV
  MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?13, ?2, ?14, ?15, ?16, ?17, ?18, ?19, ?19, \
  last_insert_rowid()); \
 INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACTION_DATA, \
- REG_TENANT_ID) VALUES (?20, ?10, ?11, 1, NULL, ?2)";
+ REG_TENANT_ID) VALUES (?20, ?10, ?11, 1, NULL, ?2)"
+    };
+}
+const WRITE_BATCH: &str = concat!(
+    "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
+     DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; ",
+    write_tail_sql!()
+);
+/// [`WRITE_BATCH`] for a resource that had no content row (a new file's first write): one
+/// statement, and one message from the worker thread, fewer.
+const WRITE_FRESH_BATCH: &str = concat!(
+    "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; ",
+    write_tail_sql!()
+);
 
 /// A new resource (not a collection). ?1 content id (inserted before, or NULL), ?2 tenant, ?3 parent path id, ?4 name,
 /// ?5 media type, ?6 user, ?7 now, ?8 uuid, ?9-?12 mode, uid, gid, rdev, ?13 now (ns),
@@ -198,6 +211,11 @@ const REMOVE_PLAIN_BATCH: &str = concat!(
      DELETE FROM REGFS_ATTR WHERE REG_UUID = ?6 AND REG_TENANT_ID = ?2",
     remove_tail_sql!()
 );
+
+/// A resource's REGFS_ATTR row, written whole.
+const PUT_ATTR_SQL: &str = "INSERT OR REPLACE INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, \
+     UID, GID, RDEV, ATIME_NS, MTIME_NS, CTIME_NS, REG_VERSION) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// The writer connection, and whether a transaction may be open on it: BEGIN and COMMIT ride
 /// on a mutation's first and last statement batches, so an error (or a cancelled future) can
@@ -468,13 +486,14 @@ async fn file_row_with_attrs(
     tx: &mut WriteTx<'_>,
     t: i64,
     p: &str,
-) -> Result<Option<(ResourceRow, AttrRow)>> {
+) -> Result<Option<(ResourceRow, AttrRow, u64)>> {
     #[derive(sqlx::FromRow)]
     struct Joined {
         #[sqlx(flatten)]
         row: ResourceRow,
         #[sqlx(flatten)]
         attrs: AttrColumns,
+        size: i64,
     }
     let Some(parent) = path::parent(p) else {
         return Ok(None);
@@ -482,11 +501,13 @@ async fn file_row_with_attrs(
     let sql = format!(
         "SELECT {RESOURCE_COLUMNS}, a.MODE AS mode, a.UID AS uid, a.GID AS gid, a.RDEV AS rdev, \
          a.ATIME_NS AS atime_ns, a.MTIME_NS AS mtime_ns, a.CTIME_NS AS ctime_ns, \
-         a.REG_VERSION AS attr_version FROM REG_PATH p JOIN REG_RESOURCE r \
+         a.REG_VERSION AS attr_version, COALESCE(length(c.REG_CONTENT_DATA), 0) AS size \
+         FROM REG_PATH p JOIN REG_RESOURCE r \
          ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
          AND r.REG_NAME = ?3 LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID \
-         AND a.REG_TENANT_ID = r.REG_TENANT_ID WHERE p.REG_PATH_VALUE = ?1 \
-         AND p.REG_TENANT_ID = ?2 LIMIT 1"
+         AND a.REG_TENANT_ID = r.REG_TENANT_ID LEFT JOIN REG_CONTENT c \
+         ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
+         WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1"
     );
     let joined: Option<Joined> = sqlx::query_as(tx.first(&sql))
         .bind(parent)
@@ -496,7 +517,7 @@ async fn file_row_with_attrs(
         .await?;
     Ok(joined.map(|j| {
         let attrs = j.attrs.or_default(&j.row);
-        (j.row, attrs)
+        (j.row, attrs, j.size.max(0) as u64)
     }))
 }
 
@@ -691,7 +712,7 @@ impl Store for SqliteStore {
     async fn write(&self, p: &str, data: &[u8], user: &str) -> Result<Entry> {
         let t = self.t();
         transaction!(self, "write", |tx| {
-            let Some((old, mut attrs)) = file_row_with_attrs(tx, t, p).await? else {
+            let Some((old, mut attrs, _)) = file_row_with_attrs(tx, t, p).await? else {
                 if ops::collection_row(&mut Exec::Lite(tx.conn().await?), t, p)
                     .await?
                     .is_some()
@@ -706,27 +727,31 @@ impl Store for SqliteStore {
             let now_naive = naive_from_ns(now);
             let content_id = ops::insert_content(&mut Exec::Lite(tx.raw()), t, data).await?;
             let version: i64 = padded!(
-                sqlx::query_scalar(tx.last(WRITE_BATCH))
-                    .bind(old.version)
-                    .bind(t)
-                    .bind(old.content_id)
-                    .bind(content_id)
-                    .bind(old.path_id)
-                    .bind(old.name.as_deref())
-                    .bind(old.media_type.as_deref())
-                    .bind(&old.creator)
-                    .bind(old.created)
-                    .bind(user)
-                    .bind(now_naive)
-                    .bind(old.description.as_deref())
-                    .bind(&old.uuid)
-                    .bind(attrs.mode)
-                    .bind(attrs.uid)
-                    .bind(attrs.gid)
-                    .bind(attrs.rdev)
-                    .bind(attrs.atime_ns)
-                    .bind(now)
-                    .bind(p)
+                sqlx::query_scalar(tx.last(if old.content_id.is_some() {
+                    WRITE_BATCH
+                } else {
+                    WRITE_FRESH_BATCH
+                }))
+                .bind(old.version)
+                .bind(t)
+                .bind(old.content_id)
+                .bind(content_id)
+                .bind(old.path_id)
+                .bind(old.name.as_deref())
+                .bind(old.media_type.as_deref())
+                .bind(&old.creator)
+                .bind(old.created)
+                .bind(user)
+                .bind(now_naive)
+                .bind(old.description.as_deref())
+                .bind(&old.uuid)
+                .bind(attrs.mode)
+                .bind(attrs.uid)
+                .bind(attrs.gid)
+                .bind(attrs.rdev)
+                .bind(attrs.atime_ns)
+                .bind(now)
+                .bind(p)
             )
             .fetch_all(tx.raw())
             .await?
@@ -813,8 +838,41 @@ impl Store for SqliteStore {
     async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
         let t = self.t();
         transaction!(self, "setattr", |tx| {
-            let conn = tx.conn().await?;
-            ops::set_attr(&mut Exec::Lite(conn), t, p, &change).await?
+            // A resource (chmod, utimens after a write: the common case) in two trips; the
+            // generic path for collections and for the errors.
+            match file_row_with_attrs(tx, t, p).await? {
+                Some((row, attrs, size)) => {
+                    let a = ops::apply_change(&row, attrs, &change);
+                    sqlx::query(tx.last(PUT_ATTR_SQL))
+                        .bind(&row.uuid)
+                        .bind(t)
+                        .bind(a.mode)
+                        .bind(a.uid)
+                        .bind(a.gid)
+                        .bind(a.rdev)
+                        .bind(a.atime_ns)
+                        .bind(a.mtime_ns)
+                        .bind(a.ctime_ns)
+                        .bind(a.version)
+                        .execute(tx.raw())
+                        .await?;
+                    tx.committed();
+                    EntryRow::from_parts(
+                        false,
+                        row.version,
+                        row.uuid,
+                        row.media_type,
+                        row.created,
+                        size,
+                        a,
+                    )
+                    .into_entry()
+                }
+                None => {
+                    let conn = tx.conn().await?;
+                    ops::set_attr(&mut Exec::Lite(conn), t, p, &change).await?
+                }
+            }
         })
     }
 

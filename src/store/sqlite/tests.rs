@@ -189,3 +189,49 @@ async fn unlink_removes_what_hangs_off_the_resource() {
         2
     );
 }
+
+/// The resource fast path of setattr answers exactly what a stat then reads back.
+#[tokio::test]
+async fn set_attr_returns_what_stat_reads() {
+    let (_d, s) = store().await;
+    s.create("/a", dir(), "u").await.unwrap();
+    s.create("/a/f.xml", file(b"<x/>"), "u").await.unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    for change in [
+        AttrChange {
+            perm: Some(0o600),
+            ..Default::default()
+        },
+        AttrChange {
+            uid: Some(7),
+            gid: Some(8),
+            mtime: Some(t),
+            atime: Some(t),
+            ..Default::default()
+        },
+    ] {
+        let e = s.set_attr("/a/f.xml", change).await.unwrap();
+        assert_eq!(Some(e), s.stat("/a/f.xml").await.unwrap());
+    }
+    let e = s.stat("/a/f.xml").await.unwrap().unwrap();
+    assert_eq!((e.perm, e.uid, e.gid, e.size, e.mtime), (0o600, 7, 8, 4, t));
+    // A collection takes the generic path.
+    let d = s
+        .set_attr(
+            "/a",
+            AttrChange {
+                perm: Some(0o700),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(Some(d), s.stat("/a").await.unwrap());
+    assert_eq!(
+        s.set_attr("/a/none", AttrChange::default())
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
+}
