@@ -240,16 +240,7 @@ impl UmDb {
             Dialect::MySql => MYSQL_UM_SCHEMA,
             _ => POSTGRES_UM_SCHEMA,
         };
-        {
-            let mut held = pool.acquire().await?;
-            held.exec().script(schema).await.map_err(|e| {
-                err!(
-                    EIO,
-                    "cannot create the user-management tables: {}",
-                    e.message()
-                )
-            })?;
-        }
+        pool.run_ddl(schema, "the user-management tables").await?;
         let db = Self {
             backend: Backend::Server(pool),
             tenant,

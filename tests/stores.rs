@@ -69,8 +69,12 @@ fn racing_nodes(kind: Kind) {
     let server = servers::server_for(kind);
     let db = server.fresh_db();
     rt().block_on(async {
-        let a = Arc::new(open(server, &db, Duration::from_secs(30)).await);
-        let b = Arc::new(open(server, &db, Duration::from_secs(30)).await);
+        // Both nodes start at once on the empty database: their schema creation races too.
+        let (a, b) = tokio::join!(
+            open(server, &db, Duration::from_secs(30)),
+            open(server, &db, Duration::from_secs(30))
+        );
+        let (a, b) = (Arc::new(a), Arc::new(b));
         a.create("/race", dir(), "u").await.unwrap();
         let mut tasks = Vec::new();
         for (i, s) in [a.clone(), b.clone(), a.clone(), b.clone()]

@@ -206,11 +206,15 @@ impl Store for ServerStore {
         };
         let t = self.t();
         // DDL in its own transaction-less step: MySQL commits DDL implicitly anyway.
-        read!(self, "create schema", |c| {
-            c.script(schema)
-                .await
-                .map_err(|e| err!(EIO, "cannot create the schema: {}", e.message()))
-        })?;
+        tokio::time::timeout(self.timeout * 4, self.pool.run_ddl(schema, "the schema"))
+            .await
+            .map_err(|_| {
+                err!(
+                    EIO,
+                    "creating the schema did not finish within {:?}",
+                    self.timeout * 4
+                )
+            })??;
         transaction!(self, "init", |c| {
             ops::base_collections(c, t).await?;
         })

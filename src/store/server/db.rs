@@ -466,6 +466,29 @@ impl Pool {
         }
     }
 
+    /// Runs a DDL script ([`Exec::script`]), retried a few times: nodes starting together race
+    /// on `CREATE ... IF NOT EXISTS` (PostgreSQL reports a duplicate catalog row, MySQL a
+    /// deadlock on metadata locks), and the loser's next attempt finds the objects there.
+    pub async fn run_ddl(&self, script: &str, what: &str) -> Result<()> {
+        let mut attempt = 0u32;
+        loop {
+            let result = async {
+                let mut held = self.acquire().await?;
+                held.exec().script(script).await
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 4 && !e.message().contains("unreachable") => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "retrying {what}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                Err(e) => return Err(err!(EIO, "cannot create {what}: {}", e.message())),
+            }
+        }
+    }
+
     pub async fn acquire(&self) -> Result<Held> {
         Ok(match self {
             Pool::Pg(p) => Held::Pg(p.acquire().await.map_err(unreachable_db)?),
