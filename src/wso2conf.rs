@@ -66,28 +66,22 @@ fn parse(file: &Path) -> Result<Element> {
         // Namespaced names (svns:secretAlias) keep their local part.
         n.rsplit(':').next().unwrap_or(&n).to_string()
     };
+    let element = |s: &quick_xml::events::BytesStart| -> Result<Element> {
+        let mut el = Element {
+            name: local(s.name().as_ref()),
+            ..Element::default()
+        };
+        for a in s.attributes().flatten() {
+            let v = a.unescape_value().map_err(|e| bad(&e))?.into_owned();
+            el.attrs.insert(local(a.key.as_ref()), v);
+        }
+        Ok(el)
+    };
     loop {
         match reader.read_event().map_err(|e| bad(&e))? {
-            Event::Start(s) => {
-                let mut el = Element {
-                    name: local(s.name().as_ref()),
-                    ..Element::default()
-                };
-                for a in s.attributes().flatten() {
-                    let v = a.unescape_value().map_err(|e| bad(&e))?.into_owned();
-                    el.attrs.insert(local(a.key.as_ref()), v);
-                }
-                stack.push(el);
-            }
+            Event::Start(s) => stack.push(element(&s)?),
             Event::Empty(s) => {
-                let mut el = Element {
-                    name: local(s.name().as_ref()),
-                    ..Element::default()
-                };
-                for a in s.attributes().flatten() {
-                    let v = a.unescape_value().map_err(|e| bad(&e))?.into_owned();
-                    el.attrs.insert(local(a.key.as_ref()), v);
-                }
+                let el = element(&s)?;
                 stack
                     .last_mut()
                     .expect("the document element's parent")

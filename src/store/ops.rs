@@ -93,37 +93,39 @@ pub(crate) fn entry_select(d: Dialect, collection: bool) -> String {
     )
 }
 
+/// The collection or the resource at `p`, in one query (one round trip).
 pub(crate) async fn stat_on(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<Entry>> {
     let d = c.dialect();
+    let mut parts = Vec::new();
+    let mut args = Vec::new();
     if storable(d, p) {
-        let sql = format!(
+        parts.push(format!(
             "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
              AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
              LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
              WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
             entry_select(d, true),
             path_param(d)
-        );
-        if let Some(row) = c.fetch_opt(&sql, &args![p, t]).await? {
-            return Ok(Some(entry_row(&row)?.into_entry()));
-        }
+        ));
+        args.extend(args![p, t]);
     }
-    let Some(parent) = path::parent(p) else {
-        return Ok(None);
-    };
-    if !storable(d, parent) {
+    if let Some(parent) = path::parent(p).filter(|parent| storable(d, parent)) {
+        parts.push(format!(
+            "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+             AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME = ? \
+             LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
+             LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
+             WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+            entry_select(d, false),
+            path_param(d)
+        ));
+        args.extend(args![path::name(p), parent, t]);
+    }
+    if parts.is_empty() {
         return Ok(None);
     }
-    let sql = format!(
-        "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
-         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME = ? \
-         LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
-         LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
-         WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
-        entry_select(d, false),
-        path_param(d)
-    );
-    let row = c.fetch_opt(&sql, &args![path::name(p), parent, t]).await?;
+    // A path is a collection or a resource, never both: at most one part has a row.
+    let row = c.fetch_opt(&parts.join(" UNION ALL "), &args).await?;
     row.map(|r| entry_row(&r).map(EntryRow::into_entry))
         .transpose()
 }
@@ -409,8 +411,8 @@ pub(crate) async fn insert_property(
 pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
     let eq = c.dialect().null_eq();
     let name = row.name.as_deref();
-    // The property ids first: MySQL cannot delete from a table that a subquery of the same
-    // statement reads, and the mapping rows go before the properties they point at.
+    // The mapping rows point at the properties, and MySQL checks that foreign key at every
+    // statement: the mappings go first, so the property ids are read before they go.
     let props: Vec<i64> = {
         let rows = c
             .fetch(
@@ -430,14 +432,12 @@ pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> R
         );
         c.execute(&sql, &args![row.path_id, name, t]).await?;
     }
-    {
-        for id in props {
-            c.execute(
-                "DELETE FROM REG_PROPERTY WHERE REG_ID = ? AND REG_TENANT_ID = ?",
-                &args![id, t],
-            )
-            .await?;
-        }
+    for id in props {
+        c.execute(
+            "DELETE FROM REG_PROPERTY WHERE REG_ID = ? AND REG_TENANT_ID = ?",
+            &args![id, t],
+        )
+        .await?;
     }
     c.execute(
         "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",

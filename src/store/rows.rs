@@ -144,6 +144,31 @@ pub(crate) fn naive_from_ns(ns: i64) -> NaiveDateTime {
     chrono::DateTime::<Local>::from(from_ns(ns)).naive_local()
 }
 
+/// The entry of the resource `row` at `version` with attributes `a` and `size` bytes, as a stat
+/// would return it right after a mutation (built without asking the database).
+pub(crate) fn resource_entry(row: &ResourceRow, version: i64, size: u64, a: AttrRow) -> Entry {
+    EntryRow::from_parts(
+        false,
+        version,
+        row.uuid.clone(),
+        row.media_type.clone(),
+        row.created,
+        size,
+        a,
+    )
+    .into_entry()
+}
+
+impl AttrRow {
+    /// The attributes after a content update: the new version, modified and changed `now`.
+    pub(crate) fn rewritten(mut self, version: i64, now_ns: i64) -> AttrRow {
+        self.mtime_ns = now_ns;
+        self.ctime_ns = now_ns;
+        self.version = version;
+        self
+    }
+}
+
 impl EntryRow {
     /// The row a stat would return right after a mutation, built without asking the database.
     pub(crate) fn from_parts(

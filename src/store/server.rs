@@ -129,40 +129,30 @@ impl ServerStore {
             Dialect::Postgres | Dialect::Sqlite => "table_schema = current_schema()",
             Dialect::MySql => "table_schema = DATABASE()",
         };
+        // One query, three catalog counts.
+        let d = self.d;
+        let sql = format!(
+            "SELECT {}, {}, {}",
+            d.int64(&format!(
+                "(SELECT COUNT(*) FROM information_schema.tables WHERE {schema_filter} \
+                 AND LOWER(table_name) = 'reg_path')"
+            )),
+            d.int64(&format!(
+                "(SELECT COUNT(*) FROM information_schema.columns WHERE {schema_filter} \
+                 AND LOWER(table_name) = 'reg_resource_property' AND LOWER(column_name) = 'id')"
+            )),
+            d.int64(&format!(
+                "(SELECT COUNT(*) FROM information_schema.table_constraints WHERE {schema_filter} \
+                 AND LOWER(table_name) = 'reg_path' AND constraint_type = 'UNIQUE')"
+            )),
+        );
         read!(self, "probe", |c| {
-            let sql = format!(
-                "SELECT COUNT(*) FROM information_schema.columns WHERE {schema_filter} \
-                 AND LOWER(table_name) = 'reg_resource_property' AND LOWER(column_name) = 'id'"
-            );
-            let has_id = c
+            let row = c
                 .fetch_opt(&sql, &[])
                 .await?
-                .map(|r| r.req_int(0))
-                .transpose()?
-                .unwrap_or(0)
-                > 0;
-            let sql = format!(
-                "SELECT COUNT(*) FROM information_schema.table_constraints WHERE {schema_filter} \
-                 AND LOWER(table_name) = 'reg_path' AND constraint_type = 'UNIQUE'"
-            );
-            let unique_path = c
-                .fetch_opt(&sql, &[])
-                .await?
-                .map(|r| r.req_int(0))
-                .transpose()?
-                .unwrap_or(0)
-                > 0;
-            let sql = format!(
-                "SELECT COUNT(*) FROM information_schema.tables WHERE {schema_filter} \
-                 AND LOWER(table_name) = 'reg_path'"
-            );
-            let exists = c
-                .fetch_opt(&sql, &[])
-                .await?
-                .map(|r| r.req_int(0))
-                .transpose()?
-                .unwrap_or(0)
-                > 0;
+                .ok_or_else(|| err!(EIO, "the catalog query returned nothing"))?;
+            let count = |i| row.int(i).map(|n| n.unwrap_or(0) > 0);
+            let (exists, has_id, unique_path) = (count(0)?, count(1)?, count(2)?);
             Ok(SchemaFlavor {
                 exists,
                 mapping_ids: has_id,
@@ -399,7 +389,7 @@ impl Store for ServerStore {
                 }
                 return Err(err!(ENOENT, "resource {p} does not exist"));
             };
-            let mut attrs = attrs_or_default(c, t, &old).await?;
+            let attrs = attrs_or_default(c, t, &old).await?;
             // Carbon's update: delete the old row and its content, insert a new row (new
             // REG_VERSION) that keeps creator, creation time and UUID.
             let now = now_ns();
@@ -432,21 +422,10 @@ impl Store for ServerStore {
                 &old.uuid,
             )
             .await?;
-            attrs.mtime_ns = now;
-            attrs.ctime_ns = now;
-            attrs.version = version;
+            let attrs = attrs.rewritten(version, now);
             put_attr(c, t, &old.uuid, attrs).await?;
             insert_log(c, t, p, user, LogAction::Update, None).await?;
-            EntryRow::from_parts(
-                false,
-                version,
-                old.uuid.clone(),
-                old.media_type.clone(),
-                old.created,
-                data.len() as u64,
-                attrs,
-            )
-            .into_entry()
+            resource_entry(&old, version, data.len() as u64, attrs)
         })
     }
 

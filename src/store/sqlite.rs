@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use super::ops;
 use super::rows::*;
-use super::server::db::Exec;
+use super::server::db::{self, Exec};
 use super::*;
 use crate::err;
 use crate::error::Result;
@@ -442,32 +442,18 @@ async fn parent_and_entry(
         .bind(p)
         .fetch_optional(tx.raw())
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let at = |o: usize| -> Result<ResourceRow> {
-        Ok(ResourceRow {
-            path_id: row.try_get(o)?,
-            name: row.try_get(o + 1)?,
-            version: row.try_get(o + 2)?,
-            content_id: row.try_get(o + 3)?,
-            creator: row.try_get(o + 4)?,
-            created: row.try_get(o + 5)?,
-            media_type: row.try_get(o + 6)?,
-            description: row.try_get(o + 7)?,
-            uuid: row.try_get(o + 8)?,
-        })
+    let Some(row) = row.map(db::Row::Lite) else {
+        return Ok(None);
     };
-    let parent_row = at(0)?;
-    let file = match row.try_get::<Option<i64>, _>(11)? {
-        Some(_) => Some(at(9)?),
+    let file = match row.int(11)? {
+        Some(_) => Some(ops::resource_row(&row, 9)?),
         None => None,
     };
-    let dir_exists: i64 = row.try_get(18)?;
-    let mapped: i64 = row.try_get(19)?;
     Ok(Some(Found {
-        parent: parent_row,
+        parent: ops::resource_row(&row, 0)?,
         file,
-        dir_exists: dir_exists != 0,
-        mapped: mapped != 0,
+        dir_exists: row.req_int(18)? != 0,
+        mapped: row.req_int(19)? != 0,
     }))
 }
 
@@ -712,7 +698,7 @@ impl Store for SqliteStore {
     async fn write(&self, p: &str, data: &[u8], user: &str) -> Result<Entry> {
         let t = self.t();
         transaction!(self, "write", |tx| {
-            let Some((old, mut attrs, _)) = file_row_with_attrs(tx, t, p).await? else {
+            let Some((old, attrs, _)) = file_row_with_attrs(tx, t, p).await? else {
                 if ops::collection_row(&mut Exec::Lite(tx.conn().await?), t, p)
                     .await?
                     .is_some()
@@ -758,19 +744,8 @@ impl Store for SqliteStore {
             .pop()
             .ok_or_else(|| err!(EIO, "write of {p} stored no version"))?;
             tx.committed();
-            attrs.mtime_ns = now;
-            attrs.ctime_ns = now;
-            attrs.version = version;
-            EntryRow::from_parts(
-                false,
-                version,
-                old.uuid.clone(),
-                old.media_type.clone(),
-                old.created,
-                data.len() as u64,
-                attrs,
-            )
-            .into_entry()
+            let attrs = attrs.rewritten(version, now);
+            resource_entry(&old, version, data.len() as u64, attrs)
         })
     }
 
@@ -857,16 +832,7 @@ impl Store for SqliteStore {
                         .execute(tx.raw())
                         .await?;
                     tx.committed();
-                    EntryRow::from_parts(
-                        false,
-                        row.version,
-                        row.uuid,
-                        row.media_type,
-                        row.created,
-                        size,
-                        a,
-                    )
-                    .into_entry()
+                    resource_entry(&row, row.version, size, a)
                 }
                 None => {
                     let conn = tx.conn().await?;

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlPoolOptions, MySqlRow};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow, Postgres};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow, Postgres};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Column, Connection as _, Executor, Row as _, TypeInfo};
 
@@ -412,11 +412,7 @@ impl Pool {
                     ("lock_timeout", lock_timeout.as_str()),
                 ]);
                 probe_connect(o, PgConnection::connect_with(&opts), "PostgreSQL").await?;
-                let pool = PgPoolOptions::new()
-                    .max_connections(o.max_connections.max(1))
-                    .acquire_timeout(o.timeout)
-                    .test_before_acquire(false)
-                    .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
+                let pool = pool_options::<Postgres>(o)
                     .connect_with(opts)
                     .await
                     .map_err(|e| err!(EIO, "cannot connect to PostgreSQL at {safe}: {e}"))?;
@@ -433,11 +429,7 @@ impl Pool {
                 opts = opts.charset("utf8mb4");
                 let init = format!("SET SESSION innodb_lock_wait_timeout = {secs}");
                 probe_connect(o, MySqlConnection::connect_with(&opts), "MySQL").await?;
-                let pool = MySqlPoolOptions::new()
-                    .max_connections(o.max_connections.max(1))
-                    .acquire_timeout(o.timeout)
-                    .test_before_acquire(false)
-                    .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
+                let pool = pool_options::<MySql>(o)
                     .after_connect(move |conn, _| {
                         let init = init.clone();
                         Box::pin(async move {
@@ -502,6 +494,16 @@ impl Pool {
             Pool::My(p) => Tx::My(p.begin().await.map_err(unreachable_db)?),
         })
     }
+}
+
+/// The pool settings both servers share: the size, the bound on waiting for a connection, and
+/// a ping only for connections that have been idle.
+fn pool_options<DB: sqlx::Database>(o: &ServerOptions) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(o.max_connections.max(1))
+        .acquire_timeout(o.timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
 }
 
 /// A pooled connection is pinged before use only when it has been idle for a while: one in
