@@ -67,7 +67,7 @@ async fn main() {
             .unwrap();
     }
     println!("create: {:?}/op", t.elapsed() / n);
-    let data = vec![7u8; 2048];
+    let data = regfs::content::Content::from(vec![7u8; 2048]);
     let t = Instant::now();
     for i in 0..n {
         s.write(&format!("/d/f{i}"), &data, "u").await.unwrap();

@@ -311,6 +311,24 @@ pub struct UserManagement {
 pub struct CacheConfig {
     /// How often a mount checks the UM tables for changes (milliseconds).
     pub permission_refresh_ms: Option<u64>,
+    /// An open file's content up to this size is kept in memory; larger content goes to a spool
+    /// file (MiB, default 4).
+    pub file_memory_mib: Option<u64>,
+    /// Where spool files go (default `$TMPDIR`, else `/var/tmp`). They are unlinked from the
+    /// start, so nothing is left behind.
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl CacheConfig {
+    pub fn spool_policy(&self) -> crate::content::SpoolPolicy {
+        let default = crate::content::SpoolPolicy::default();
+        crate::content::SpoolPolicy {
+            dir: self.spool_dir.clone().unwrap_or(default.dir),
+            memory_limit: self
+                .file_memory_mib
+                .map_or(default.memory_limit, |m| m << 20),
+        }
+    }
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -246,7 +246,8 @@ fn serve(
         ),
     }
     let identity = Identity::new(crate::um::ADMIN_USER, opts.user_map.clone());
-    let fs = Arc::new(RegFs::new(Arc::new(registry), identity));
+    let spool = config.map(|c| c.cache.spool_policy()).unwrap_or_default();
+    let fs = Arc::new(RegFs::new(Arc::new(registry), identity, spool));
     let adapter = FuseAdapter::new(fs, runtime.handle().clone());
 
     let mut config = Config::default();

@@ -22,6 +22,12 @@ impl Error {
         }
     }
 
+    /// Marks a conflict that a retry of the whole transaction may get past.
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
+        self
+    }
+
     pub fn is_transient(&self) -> bool {
         self.transient
     }

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use tracing::debug;
 
 use crate::authz::{Action, SYSTEM_USER};
+use crate::content::{Content, SpoolPolicy};
 use crate::err;
 use crate::error::Result;
 use crate::identity::Identity;
@@ -21,7 +22,7 @@ use crate::store::{AttrChange, Entry, Kind, NewEntry, RenameMode};
 pub const ROOT_INO: u64 = 1;
 
 /// Largest resource regfs stores: a resource is one blob (SQLite's default limit is 10^9 bytes
-/// per value) and an open file is held in memory.
+/// per value).
 pub const MAX_FILE_SIZE: u64 = 999_000_000;
 
 fn check_size(size: u64) -> Result<()> {
@@ -223,12 +224,14 @@ impl InodeTable {
 /// writes at once; committed to the database on flush, fsync and close.
 struct OpenFile {
     state: Mutex<OpenState>,
-    /// Serializes commits so an older snapshot never lands after a newer one.
+    /// Serializes commits so an older snapshot never lands after a newer one. Changes to spooled
+    /// content take it too: a spool file is written in place, so it must not change while a
+    /// commit copies it out.
     commit: tokio::sync::Mutex<()>,
 }
 
 struct OpenState {
-    data: Option<Arc<Vec<u8>>>,
+    data: Option<Content>,
     dirty: bool,
     /// The version `data` was loaded as.
     loaded_version: Option<i64>,
@@ -261,6 +264,7 @@ pub struct RegFs {
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
     next_fh: AtomicU64,
     list_page: u32,
+    spool: SpoolPolicy,
 }
 
 /// A new entry's shape; `make` fills in the owner.
@@ -280,7 +284,8 @@ fn nlink(kind: Kind) -> u32 {
 }
 
 impl RegFs {
-    pub fn new(registry: Arc<Registry>, identity: Identity) -> Self {
+    /// `spool` says where the content of large open files is kept (see [`crate::content`]).
+    pub fn new(registry: Arc<Registry>, identity: Identity, spool: SpoolPolicy) -> Self {
         Self {
             registry,
             identity,
@@ -290,6 +295,7 @@ impl RegFs {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             list_page: 512,
+            spool,
         }
     }
 
@@ -310,7 +316,7 @@ impl RegFs {
             if st.dirty
                 && let Some(data) = &st.data
             {
-                entry.size = data.len() as u64;
+                entry.size = data.len();
             }
         }
         let mut inodes = self.inodes.lock();
@@ -390,19 +396,17 @@ impl RegFs {
             match of {
                 Some(of) => {
                     self.ensure_loaded(&of, &p).await?;
-                    {
-                        let mut st = of.state.lock();
-                        let data = Arc::make_mut(st.data.get_or_insert_with(Default::default));
-                        data.resize(size as usize, 0);
-                        st.dirty = true;
-                        st.generation += 1;
-                    }
+                    self.change(&of, |data| data.set_len(&self.spool, size))
+                        .await?;
                     self.commit(ino, &of, &user).await?;
                 }
                 None => {
                     self.registry.authorize(&user, &p, Action::Add).await?;
-                    let mut data = self.registry.read(SYSTEM_USER, &p).await?;
-                    data.resize(size as usize, 0);
+                    let (_, mut data) = self
+                        .registry
+                        .read_content(SYSTEM_USER, &p, &self.spool)
+                        .await?;
+                    data.set_len(&self.spool, size)?;
                     self.registry.write(&p, &data, &user).await?;
                     if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
                         n.cached_version = None;
@@ -507,7 +511,7 @@ impl RegFs {
                 spec(Kind::File, mode & 0o7777, 0, Vec::new()),
             )
             .await?;
-        let fh = self.open_handle(attr.ino, flags, c, Some(Vec::new()));
+        let fh = self.open_handle(attr.ino, flags, c, Some(Content::default()));
         Ok((attr, fh))
     }
 
@@ -583,7 +587,7 @@ impl RegFs {
         Ok(())
     }
 
-    fn open_handle(&self, ino: u64, flags: i32, c: Caller, initial: Option<Vec<u8>>) -> u64 {
+    fn open_handle(&self, ino: u64, flags: i32, c: Caller, initial: Option<Content>) -> u64 {
         let of = {
             let mut open = self.open_files.lock();
             open.entry(ino)
@@ -605,7 +609,7 @@ impl RegFs {
             let mut st = of.state.lock();
             if st.handles == 0 {
                 // Close-to-open: a fresh open reads what the database has now.
-                st.data = initial.map(Arc::new);
+                st.data = initial;
                 st.dirty = false;
                 st.loaded_version = None;
                 // The open file keeps the inode alive.
@@ -683,10 +687,13 @@ impl RegFs {
             return Ok(());
         }
         // The handle was authorized when it was opened; loading its content is regfs's own read.
-        let (version, data) = self.registry.read_versioned(SYSTEM_USER, p).await?;
+        let (version, data) = self
+            .registry
+            .read_content(SYSTEM_USER, p, &self.spool)
+            .await?;
         let mut st = of.state.lock();
         if st.data.is_none() {
-            st.data = Some(Arc::new(data));
+            st.data = Some(data);
             st.loaded_version = Some(version);
         }
         Ok(())
@@ -703,35 +710,60 @@ impl RegFs {
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let (ino, _, _, of) = self.handle(fh)?;
         self.loaded(ino, &of).await?;
-        let st = of.state.lock();
-        if !st.dirty
-            && let Some(v) = st.loaded_version
-            && let Some(n) = self.inodes.lock().nodes.get_mut(&ino)
-        {
-            n.cached_version = Some(v);
-        }
-        let data: &[u8] = st.data.as_deref().map(Vec::as_slice).unwrap_or_default();
-        let start = (offset as usize).min(data.len());
-        let end = start.saturating_add(size as usize).min(data.len());
-        Ok(data[start..end].to_vec())
+        let data = {
+            let st = of.state.lock();
+            if !st.dirty
+                && let Some(v) = st.loaded_version
+                && let Some(n) = self.inodes.lock().nodes.get_mut(&ino)
+            {
+                n.cached_version = Some(v);
+            }
+            st.data.clone().unwrap_or_default()
+        };
+        data.read_at(offset, size as usize)
     }
 
     pub async fn write(&self, fh: u64, offset: u64, buf: &[u8]) -> Result<u32> {
         let (ino, append, _, of) = self.handle(fh)?;
         self.loaded(ino, &of).await?;
-        let mut st = of.state.lock();
-        // Copy-on-write: only copies while a commit is writing the previous snapshot out.
-        let data = Arc::make_mut(st.data.get_or_insert_with(Default::default));
-        let start = if append { data.len() } else { offset as usize };
-        let end = start.saturating_add(buf.len());
-        check_size(end as u64)?;
-        if end > data.len() {
-            data.resize(end, 0);
+        self.change(&of, |data| {
+            let start = if append { data.len() } else { offset };
+            let end = start.saturating_add(buf.len() as u64);
+            check_size(end)?;
+            data.write_at(&self.spool, start, buf)
+        })
+        .await?;
+        Ok(buf.len() as u32)
+    }
+
+    /// Applies `f` to an open file's content and marks it dirty. In-memory content is
+    /// copy-on-write, so only spooled content waits for a commit in progress.
+    async fn change(
+        &self,
+        of: &OpenFile,
+        f: impl FnOnce(&mut Content) -> Result<()>,
+    ) -> Result<()> {
+        let spooled = |st: &OpenState| st.data.as_ref().is_some_and(Content::is_spooled);
+        loop {
+            let was_spooled = spooled(&of.state.lock());
+            let guard = match was_spooled {
+                true => Some(of.commit.lock().await),
+                false => None,
+            };
+            let mut st = of.state.lock();
+            if guard.is_none() && spooled(&st) {
+                // Another write moved it to a spool file meanwhile: take the lock after all.
+                continue;
+            }
+            return Self::apply(&mut st, f);
         }
-        data[start..end].copy_from_slice(buf);
+    }
+
+    fn apply(st: &mut OpenState, f: impl FnOnce(&mut Content) -> Result<()>) -> Result<()> {
+        f(st.data.get_or_insert_with(Default::default))?;
         st.dirty = true;
         st.generation += 1;
-        Ok(buf.len() as u32)
+        Ok(())
     }
 
     /// Writes the open file's content to the database in one transaction, if it changed.

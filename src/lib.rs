@@ -6,6 +6,7 @@
 
 pub mod authz;
 pub mod config;
+pub mod content;
 pub mod daemon;
 pub mod error;
 pub mod fs;

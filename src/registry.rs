@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use crate::authz::{Action, Authorizer};
+use crate::content::{Content, SpoolPolicy};
 use crate::err;
 use crate::error::Result;
 use crate::mount_table::MountTable;
@@ -163,15 +164,23 @@ impl Registry {
         })
     }
 
+    /// The content in memory (symlink targets, small files).
     pub async fn read(&self, user: &str, p: &str) -> Result<Vec<u8>> {
-        Ok(self.read_versioned(user, p).await?.1)
-    }
-
-    /// The content with the `REG_VERSION` it belongs to.
-    pub async fn read_versioned(&self, user: &str, p: &str) -> Result<(i64, Vec<u8>)> {
         self.authorize(user, p, Action::Get).await?;
         let r = self.table.resolve(p);
-        r.mount.store.read_versioned(&r.target).await
+        r.mount.store.read(&r.target).await
+    }
+
+    /// The content with the `REG_VERSION` it belongs to, spooled to disk when `policy` says so.
+    pub async fn read_content(
+        &self,
+        user: &str,
+        p: &str,
+        policy: &SpoolPolicy,
+    ) -> Result<(i64, Content)> {
+        self.authorize(user, p, Action::Get).await?;
+        let r = self.table.resolve(p);
+        r.mount.store.read_content(&r.target, policy).await
     }
 
     pub async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
@@ -186,7 +195,7 @@ impl Registry {
         r.mount.store.create(&r.target, new, user).await
     }
 
-    pub async fn write(&self, p: &str, data: &[u8], user: &str) -> Result<Entry> {
+    pub async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let r = self.writable(p)?;
         self.authorize(user, p, Action::Add).await?;
         r.mount.store.write(&r.target, data, user).await

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use crate::content::{Content, SpoolPolicy};
 use crate::error::Result;
 
 /// The super tenant's id, which every row regfs writes carries.
@@ -220,19 +221,21 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` children of the collection `dir` whose names sort after `after` (byte order).
     async fn list(&self, dir: &str, after: Option<&str>, limit: u32) -> Result<Vec<DirEntry>>;
 
-    /// The content of a resource with the `REG_VERSION` it belongs to.
-    async fn read_versioned(&self, path: &str) -> Result<(i64, Vec<u8>)>;
+    /// The content of a resource with the `REG_VERSION` it belongs to; content larger than the
+    /// policy's memory limit comes back in a spool file.
+    async fn read_content(&self, path: &str, policy: &SpoolPolicy) -> Result<(i64, Content)>;
 
-    /// The content of a resource.
+    /// The content of a resource, in memory (symlink targets, small files).
     async fn read(&self, path: &str) -> Result<Vec<u8>> {
-        Ok(self.read_versioned(path).await?.1)
+        let (_, content) = self.read_content(path, &SpoolPolicy::in_memory()).await?;
+        content.into_vec()
     }
 
     /// Creates a new collection or resource; its parent must exist. EEXIST if `path` exists.
     async fn create(&self, path: &str, new: NewEntry, user: &str) -> Result<Entry>;
 
     /// Replaces a resource's content: a new `REG_RESOURCE` row with a new `REG_VERSION`.
-    async fn write(&self, path: &str, data: &[u8], user: &str) -> Result<Entry>;
+    async fn write(&self, path: &str, data: &Content, user: &str) -> Result<Entry>;
 
     /// Removes a resource (`dir == false`) or an empty collection (`dir == true`).
     async fn remove(&self, path: &str, dir: bool, user: &str) -> Result<()>;

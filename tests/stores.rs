@@ -48,6 +48,7 @@ fn conformance_on(kind: Kind) {
         let s = open(server, &db, Duration::from_secs(20)).await;
         conformance::listing_pages(&s).await;
         conformance::random_operations(&s).await;
+        conformance::large_content(&s).await;
         // init again on a populated database is a no-op.
         s.init().await.unwrap();
     });
@@ -337,7 +338,7 @@ fn outage(kind: Kind) {
         server.pause();
         let start = Instant::now();
         let e = s
-            .write("/_system/config/f", b"during", "u")
+            .write("/_system/config/f", &b"during".to_vec().into(), "u")
             .await
             .unwrap_err();
         assert_eq!(e.errno(), libc::EIO, "{e}");
@@ -378,7 +379,7 @@ fn outage(kind: Kind) {
         server.stop(true);
         let start = Instant::now();
         let e = s
-            .write("/_system/config/f", b"down", "u")
+            .write("/_system/config/f", &b"down".to_vec().into(), "u")
             .await
             .unwrap_err();
         assert_eq!(e.errno(), libc::EIO, "{e}");
@@ -390,7 +391,10 @@ fn outage(kind: Kind) {
         server.run();
         let start = Instant::now();
         loop {
-            match s.write("/_system/config/f", b"after", "u").await {
+            match s
+                .write("/_system/config/f", &b"after".to_vec().into(), "u")
+                .await
+            {
                 Ok(_) => break,
                 Err(e) => {
                     assert!(

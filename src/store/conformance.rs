@@ -29,6 +29,70 @@ pub fn dir() -> NewEntry {
     }
 }
 
+/// Content larger than a spool policy's memory limit, and larger than one [`CHUNK`], goes in and
+/// comes out whole: from memory and from a spool file, into memory and into a spool file.
+///
+/// [`CHUNK`]: crate::content::CHUNK
+pub async fn large_content(s: &dyn Store) {
+    use crate::content::{CHUNK, Content, SpoolPolicy};
+    let spool_dir = tempfile::tempdir().unwrap();
+    let spooling = SpoolPolicy {
+        dir: spool_dir.path().to_path_buf(),
+        memory_limit: 64 << 10,
+    };
+    let pattern =
+        |len: usize, seed: u8| -> Vec<u8> { (0..len).map(|i| (i % 251) as u8 ^ seed).collect() };
+    s.create("/large", dir(), "u").await.unwrap();
+    s.create("/large/f", file(b""), "u").await.unwrap();
+
+    let in_memory = pattern(3 * CHUNK + 7, 1);
+    let e = s
+        .write("/large/f", &in_memory.clone().into(), "u")
+        .await
+        .unwrap();
+    assert_eq!(e.size, in_memory.len() as u64);
+    let (version, back) = s.read_content("/large/f", &spooling).await.unwrap();
+    assert_eq!(version, e.version);
+    assert!(
+        back.is_spooled(),
+        "content over the limit comes back spooled"
+    );
+    assert!(back.to_vec().unwrap() == in_memory, "spooled read differs");
+    assert!(
+        s.read("/large/f").await.unwrap() == in_memory,
+        "read differs"
+    );
+
+    let expected = pattern(2 * CHUNK + CHUNK / 2, 2);
+    let mut spooled = Content::default();
+    for (i, piece) in expected.chunks(100_000).enumerate() {
+        spooled
+            .write_at(&spooling, (i * 100_000) as u64, piece)
+            .unwrap();
+    }
+    assert!(spooled.is_spooled());
+    let e = s.write("/large/f", &spooled, "u").await.unwrap();
+    assert_eq!(e.size, expected.len() as u64);
+    assert_eq!(s.stat("/large/f").await.unwrap().unwrap().size, e.size);
+    let (_, back) = s
+        .read_content("/large/f", &SpoolPolicy::in_memory())
+        .await
+        .unwrap();
+    assert!(!back.is_spooled());
+    assert!(
+        back.as_slice().unwrap() == expected,
+        "in-memory read differs"
+    );
+
+    // Small again: no spool, and nothing of the large value is left.
+    s.write("/large/f", &b"small".to_vec().into(), "u")
+        .await
+        .unwrap();
+    let (_, back) = s.read_content("/large/f", &spooling).await.unwrap();
+    assert!(!back.is_spooled());
+    assert_eq!(back.to_vec().unwrap(), b"small");
+}
+
 /// Listings page by name (byte order) across child collections and resources.
 pub async fn listing_pages(s: &dyn Store) {
     s.create("/p", dir(), "u").await.unwrap();
@@ -141,7 +205,7 @@ pub async fn random_operations(s: &dyn Store) {
                 let data = format!("w{step}")
                     .repeat((rng.next() % 50) as usize)
                     .into_bytes();
-                let r = s.write(&p, &data, "u").await;
+                let r = s.write(&p, &data.clone().into(), "u").await;
                 match model.get(&p) {
                     Some(Node::File(_)) => {
                         r.unwrap();

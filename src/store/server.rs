@@ -18,6 +18,7 @@ use self::db::{Dialect, Exec, Pool, ServerOptions};
 use super::ops::{self, *};
 use super::rows::*;
 use super::*;
+use crate::content::{Content, SpoolPolicy};
 use crate::error::Result;
 use crate::{args, err, path};
 
@@ -285,7 +286,7 @@ impl Store for ServerStore {
         Ok(out)
     }
 
-    async fn read_versioned(&self, p: &str) -> Result<(i64, Vec<u8>)> {
+    async fn read_content(&self, p: &str, policy: &SpoolPolicy) -> Result<(i64, Content)> {
         let Some(parent) = path::parent(p) else {
             return Err(err!(EISDIR, "the root is a collection"));
         };
@@ -306,7 +307,19 @@ impl Store for ServerStore {
             c.fetch_opt(&sql, &args![path::name(p), parent, t]).await
         })?;
         match row {
-            Some(row) => Ok((row.req_int(1)?, row.blob(0)?.unwrap_or_default())),
+            // The drivers hand a value over whole; large content moves to a spool file at once,
+            // so only the read itself peaks at the value's size.
+            Some(row) => {
+                let data = row.blob(0)?.unwrap_or_default();
+                let content = if policy.spools(data.len() as u64) {
+                    let mut spooled = policy.content_for(data.len() as u64)?;
+                    spooled.write_at(policy, 0, &data)?;
+                    spooled
+                } else {
+                    data.into()
+                };
+                Ok((row.req_int(1)?, content))
+            }
             None => Err(err!(ENOENT, "resource {p} does not exist")),
         }
     }
@@ -380,8 +393,17 @@ impl Store for ServerStore {
         })
     }
 
-    async fn write(&self, p: &str, data: &[u8], user: &str) -> Result<Entry> {
+    async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let t = self.t();
+        // The drivers send a value in one piece: spooled content is read into memory for it.
+        let whole;
+        let data = match data.as_slice() {
+            Some(bytes) => bytes,
+            None => {
+                whole = data.to_vec()?;
+                &whole[..]
+            }
+        };
         transaction!(self, "write", |c| {
             let Some(old) = file_row(c, t, p).await? else {
                 if collection_row(c, t, p).await?.is_some() {

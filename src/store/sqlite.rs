@@ -6,14 +6,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, Row};
 use tracing::{debug, warn};
 
 use super::ops;
 use super::rows::*;
 use super::server::db::{self, Exec};
 use super::*;
+use crate::content::{CHUNK, Content, SpoolPolicy};
 use crate::err;
 use crate::error::Result;
 use crate::path;
@@ -468,6 +469,28 @@ struct Found {
 }
 
 /// The live non-collection row at `p` with its attributes, in one query.
+/// A new `REG_CONTENT` row for `data`: bound as a parameter when small, else inserted as
+/// `zeroblob(N)` and filled in chunks (see [`blob`]).
+async fn insert_content(tx: &mut WriteTx<'_>, t: i64, data: &Content) -> Result<Option<i64>> {
+    match data.as_slice() {
+        Some(bytes) if bytes.len() <= CHUNK => {
+            ops::insert_content(&mut Exec::Lite(tx.raw()), t, bytes).await
+        }
+        _ => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) VALUES (zeroblob(?), ?) \
+                 RETURNING REG_CONTENT_ID",
+            )
+            .bind(data.len() as i64)
+            .bind(t)
+            .fetch_one(tx.raw())
+            .await?;
+            blob::fill(tx.raw(), id, data).await?;
+            Ok(Some(id))
+        }
+    }
+}
+
 async fn file_row_with_attrs(
     tx: &mut WriteTx<'_>,
     t: i64,
@@ -573,29 +596,43 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn read_versioned(&self, p: &str) -> Result<(i64, Vec<u8>)> {
+    async fn read_content(&self, p: &str, policy: &SpoolPolicy) -> Result<(i64, Content)> {
         let Some(parent) = path::parent(p) else {
             return Err(err!(EISDIR, "the root is a collection"));
         };
-        let row = sqlx::query(
-            "SELECT c.REG_CONTENT_DATA, r.REG_VERSION FROM REG_PATH p JOIN REG_RESOURCE r \
-             ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-             AND r.REG_NAME = ?3 LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
-             AND c.REG_TENANT_ID = r.REG_TENANT_ID \
-             WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1",
-        )
-        .bind(parent)
-        .bind(self.t())
-        .bind(path::name(p))
-        .fetch_optional(&mut *self.reader().await)
-        .await?;
-        match row {
-            Some(row) => Ok((
-                row.try_get::<i64, _>(1)?,
-                row.try_get::<Option<Vec<u8>>, _>(0)?.unwrap_or_default(),
-            )),
-            None => Err(err!(ENOENT, "resource {p} does not exist")),
+        // One query; a value over the policy's memory limit is left out and streamed after.
+        // length() of a blob does not read it.
+        let limit = i64::try_from(policy.memory_limit).unwrap_or(i64::MAX);
+        for _ in 0..3 {
+            let mut conn = self.reader().await;
+            let row: Option<(i64, Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT r.REG_VERSION, c.REG_CONTENT_ID, CASE WHEN \
+                 length(c.REG_CONTENT_DATA) <= ?4 THEN c.REG_CONTENT_DATA END \
+                 FROM REG_PATH p JOIN REG_RESOURCE r \
+                 ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+                 AND r.REG_NAME = ?3 LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
+                 AND c.REG_TENANT_ID = r.REG_TENANT_ID \
+                 WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1",
+            )
+            .bind(parent)
+            .bind(self.t())
+            .bind(path::name(p))
+            .bind(limit)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match row {
+                None => return Err(err!(ENOENT, "resource {p} does not exist")),
+                Some((version, None, _)) => return Ok((version, Content::default())),
+                Some((version, Some(_), Some(data))) => return Ok((version, data.into())),
+                Some((version, Some(id), None)) => match blob::load(&mut conn, id, policy).await {
+                    Ok(content) => return Ok((version, content)),
+                    // Content rows are never reused: a missing row means a writer replaced
+                    // this version between the query and the read. Read the new one.
+                    Err(e) => debug!(store = %self.name, "{p}: {e}; reading again"),
+                },
+            }
         }
+        Err(err!(EIO, "{p} kept changing while it was read"))
     }
 
     async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
@@ -695,7 +732,7 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn write(&self, p: &str, data: &[u8], user: &str) -> Result<Entry> {
+    async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let t = self.t();
         transaction!(self, "write", |tx| {
             let Some((old, attrs, _)) = file_row_with_attrs(tx, t, p).await? else {
@@ -711,7 +748,7 @@ impl Store for SqliteStore {
             // REG_VERSION) that keeps creator, creation time and UUID; the content, then one batch.
             let now = now_ns();
             let now_naive = naive_from_ns(now);
-            let content_id = ops::insert_content(&mut Exec::Lite(tx.raw()), t, data).await?;
+            let content_id = insert_content(tx, t, data).await?;
             let version: i64 = padded!(
                 sqlx::query_scalar(tx.last(if old.content_id.is_some() {
                     WRITE_BATCH
@@ -745,7 +782,7 @@ impl Store for SqliteStore {
             .ok_or_else(|| err!(EIO, "write of {p} stored no version"))?;
             tx.committed();
             let attrs = attrs.rewritten(version, now);
-            resource_entry(&old, version, data.len() as u64, attrs)
+            resource_entry(&old, version, data.len(), attrs)
         })
     }
 
@@ -887,5 +924,6 @@ impl Store for SqliteStore {
     }
 }
 
+mod blob;
 #[cfg(test)]
 mod tests;

@@ -35,10 +35,13 @@ CREATE TABLE IF NOT EXISTS REG_PATH (
 );
 CREATE INDEX IF NOT EXISTS REG_PATH_IND_BY_PATH_PARENT_ID ON REG_PATH (REG_PATH_PARENT_ID, REG_TENANT_ID);
 
+-- Carbon's columns, with the blob last: SQLite then stores a zeroblob(N) without materializing
+-- it, so large content is inserted as zeros and filled in chunks (store/sqlite/blob.rs) in
+-- bounded memory. With the blob in the middle the same insert allocates N bytes.
 CREATE TABLE IF NOT EXISTS REG_CONTENT (
     REG_CONTENT_ID INTEGER PRIMARY KEY AUTOINCREMENT,
-    REG_CONTENT_DATA BLOB,
     REG_TENANT_ID INTEGER DEFAULT 0,
+    REG_CONTENT_DATA BLOB,
     UNIQUE (REG_CONTENT_ID, REG_TENANT_ID)
 );
 

@@ -30,7 +30,7 @@ async fn update_makes_a_new_version_and_keeps_identity() {
         .await
         .unwrap();
     let e2 = s
-        .write("/_system/local/a.xml", b"two", "bob")
+        .write("/_system/local/a.xml", &b"two".to_vec().into(), "bob")
         .await
         .unwrap();
     assert!(e2.version > e1.version);
@@ -133,6 +133,13 @@ async fn errors_change_nothing() {
 async fn listing_pages_by_name_across_collections_and_resources() {
     let (_d, s) = store().await;
     crate::store::conformance::listing_pages(&s).await;
+}
+
+/// Multi-threaded, as in a mount: the chunked blob I/O runs in `block_in_place` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_content_moves_in_chunks() {
+    let (_d, s) = store().await;
+    crate::store::conformance::large_content(&s).await;
 }
 
 #[tokio::test]
