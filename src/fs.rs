@@ -395,9 +395,18 @@ impl RegFs {
             let of = self.open_files.lock().get(&ino).cloned();
             match of {
                 Some(of) => {
-                    self.ensure_loaded(&of, &p).await?;
-                    self.change(&of, |data| data.set_len(&self.spool, size))
+                    if size == 0 {
+                        // O_TRUNC and the like: no need to load what is thrown away.
+                        self.change(&of, |data| {
+                            *data = Content::default();
+                            Ok(())
+                        })
                         .await?;
+                    } else {
+                        self.ensure_loaded(&of, &p).await?;
+                        self.change(&of, |data| data.set_len(&self.spool, size))
+                            .await?;
+                    }
                     self.commit(ino, &of, &user).await?;
                 }
                 None => {

@@ -31,6 +31,7 @@ pub struct SqliteStore {
     readers: Vec<tokio::sync::Mutex<SqliteConnection>>,
     next_reader: std::sync::atomic::AtomicUsize,
     opts: StoreOptions,
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 macro_rules! entry_sql {
@@ -339,14 +340,23 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(opts.busy_timeout)
+            // A large write leaves a large WAL; once it is checkpointed, the file is cut back.
+            .pragma("journal_size_limit", "67108864")
             .foreign_keys(true);
         let connect_one = || async {
             SqliteConnection::connect_with(&connect)
                 .await
                 .map_err(|e| err!(EIO, "cannot open SQLite database {}: {e}", file.display()))
         };
+        let mut writer_conn = connect_one().await?;
+        let checkpointer = checkpoint::install(
+            &mut writer_conn,
+            connect_one().await?,
+            file.display().to_string(),
+        )
+        .await?;
         let writer = tokio::sync::Mutex::new(Writer {
-            conn: connect_one().await?,
+            conn: writer_conn,
             in_tx: false,
         });
         let mut readers = Vec::new();
@@ -360,6 +370,7 @@ impl SqliteStore {
             readers,
             next_reader: Default::default(),
             opts,
+            _checkpointer: checkpointer,
         })
     }
 
@@ -925,5 +936,6 @@ impl Store for SqliteStore {
 }
 
 mod blob;
+mod checkpoint;
 #[cfg(test)]
 mod tests;

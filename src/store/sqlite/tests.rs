@@ -242,3 +242,30 @@ async fn set_attr_returns_what_stat_reads() {
         libc::ENOENT
     );
 }
+
+/// Commits leave the checkpoint to a background task, which still moves the WAL into the
+/// database file as it grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_checkpointed_in_the_background() {
+    let (tmp, s) = store().await;
+    let db = tmp.path().join("t.db");
+    let db_size = || std::fs::metadata(&db).unwrap().len();
+    let before = db_size();
+    s.create("/d", dir(), "u").await.unwrap();
+    let body = Content::from(vec![b'x'; 4096]);
+    for i in 0..1200 {
+        let p = format!("/d/f{i}");
+        s.create(&p, file(b""), "u").await.unwrap();
+        s.write(&p, &body, "u").await.unwrap();
+    }
+    // Only a checkpoint writes pages into the database file itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db_size() < before + (4 << 20) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint: the database file is still {} bytes",
+            db_size()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
