@@ -3,6 +3,7 @@
 //! other processes sharing the file, and `BEGIN IMMEDIATE` for every mutation.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,7 +28,7 @@ pub struct SqliteStore {
     name: String,
     file: std::path::PathBuf,
     /// The one writer: mutations queue here instead of failing with SQLITE_BUSY.
-    writer: tokio::sync::Mutex<Writer>,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
     readers: Vec<tokio::sync::Mutex<SqliteConnection>>,
     next_reader: std::sync::atomic::AtomicUsize,
     opts: StoreOptions,
@@ -348,17 +349,12 @@ impl SqliteStore {
                 .await
                 .map_err(|e| err!(EIO, "cannot open SQLite database {}: {e}", file.display()))
         };
-        let mut writer_conn = connect_one().await?;
-        let checkpointer = checkpoint::install(
-            &mut writer_conn,
-            connect_one().await?,
-            file.display().to_string(),
-        )
-        .await?;
-        let writer = tokio::sync::Mutex::new(Writer {
-            conn: writer_conn,
+        let writer = Arc::new(tokio::sync::Mutex::new(Writer {
+            conn: connect_one().await?,
             in_tx: false,
-        });
+        }));
+        let checkpointer =
+            checkpoint::install(&writer, connect_one().await?, file.display().to_string()).await?;
         let mut readers = Vec::new();
         for _ in 0..opts.max_connections.max(1) {
             readers.push(tokio::sync::Mutex::new(connect_one().await?));
