@@ -71,6 +71,33 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        let (errno, transient) = match e.sqlite_error() {
+            Some(f) => match f.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => (libc::EIO, true),
+                // A unique key another writer took first.
+                ErrorCode::ConstraintViolation
+                    if matches!(
+                        f.extended_code,
+                        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                            | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    ) =>
+                {
+                    (libc::EEXIST, false)
+                }
+                ErrorCode::DiskFull => (libc::ENOSPC, false),
+                _ => (libc::EIO, false),
+            },
+            None => (libc::EIO, false),
+        };
+        let mut err = Error::new(errno, format!("database error: {e}"));
+        err.transient = transient;
+        err
+    }
+}
+
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::new(e.raw_os_error().unwrap_or(libc::EIO), e.to_string())

@@ -1,36 +1,40 @@
 //! The SQLite store: regfs's embedded default. WAL mode, one writer connection (so writers queue
 //! in-process instead of failing with SQLITE_BUSY), a small pool of readers, a busy timeout for
 //! other processes sharing the file, and `BEGIN IMMEDIATE` for every mutation.
+//!
+//! The connections are rusqlite's: statements run synchronously on the calling runtime thread,
+//! from each connection's statement cache. A small operation takes tens of microseconds of
+//! SQLite's time; handing each statement to a driver thread and back (as sqlx's SQLite driver
+//! does) cost more than that in thread wake-ups. What may take long runs in `block_in_place`:
+//! large blobs ([`blob`]); checkpoints have a thread of their own ([`checkpoint`]). A statement
+//! can also wait up to the busy timeout for another process's lock, holding its thread.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use rusqlite::Connection;
 use tracing::{debug, warn};
 
 use super::ops;
 use super::rows::*;
-use super::server::db::{self, Exec};
+use super::server::db::{Exec, Row, Val, lite_run};
 use super::*;
 use crate::content::{CHUNK, Content, SpoolPolicy};
-use crate::err;
 use crate::error::Result;
-use crate::path;
+use crate::{args, err, path};
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
 
-/// Connections are held directly rather than in a `sqlx::Pool`: a pool acquire/release round
-/// trip costs ~50 µs here, against ~3 µs for a statement on a held connection.
 pub struct SqliteStore {
     name: String,
     file: std::path::PathBuf,
     /// The one writer: mutations queue here instead of failing with SQLITE_BUSY.
     writer: Arc<tokio::sync::Mutex<Writer>>,
-    readers: Vec<tokio::sync::Mutex<SqliteConnection>>,
-    next_reader: std::sync::atomic::AtomicUsize,
+    readers: Vec<parking_lot::Mutex<Connection>>,
+    next_reader: AtomicUsize,
     opts: StoreOptions,
     _checkpointer: checkpoint::Checkpointer,
 }
@@ -97,34 +101,22 @@ const LIST_SQL: &str = entry_sql!(
     ") ORDER BY name LIMIT ?6"
 );
 
-const RESOURCE_COLUMNS: &str = "r.REG_PATH_ID AS path_id, r.REG_NAME AS name, \
-     r.REG_VERSION AS version, r.REG_CONTENT_ID AS content_id, r.REG_CREATOR AS creator, \
-     r.REG_CREATED_TIME AS created, r.REG_MEDIA_TYPE AS media_type, \
-     r.REG_DESCRIPTION AS description, r.REG_UUID AS uuid";
-
-// Multi-statement batches: sqlx runs every statement of one query string in a single trip to
-// its SQLite worker thread, binding numbered parameters (?N) across statements. A trip costs
-// 30-70 us on a small VM (two thread wake-ups), far more than the statements themselves.
-//
-// sqlx quirk (0.9): a statement that does not use every number below its highest one has
-// "gaps"; sqlx binds each gap from a running argument counter shared by all statements and
-// stops binding that statement once the counter passes the argument count, leaving later
-// parameters NULL. `BATCH_PADDING` extra NULL arguments keep the counter in range; the gaps
-// themselves are never read.
-const BATCH_PADDING: usize = 256;
-
-macro_rules! padded {
-    ($q:expr) => {{
-        let mut q = $q;
-        for _ in 0..BATCH_PADDING {
-            q = q.bind(None::<i64>);
+/// Runs the `;`-separated statements of `batch` in order, each bound to the first of `args` it
+/// numbers (`?N` is `args[N-1]`); returns the first column of the last row a statement returned
+/// (a `RETURNING`). Our batches have no `;` inside literals.
+fn run_batch(c: &Connection, batch: &str, args: &[Val<'_>]) -> Result<Option<i64>> {
+    let mut returned = None;
+    for sql in batch.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let (_, rows) = lite_run(c, sql, args, true)?;
+        if let Some(r) = rows.last() {
+            returned = r.int(0)?;
         }
-        q
-    }};
+    }
+    Ok(returned)
 }
 
 /// Carbon's update of a resource. ?1 old version, ?2 tenant, ?3 old content id, ?4 new content
-/// id (inserted just before, in its own statement, so the blob is bound once),
+/// id (inserted just before),
 /// ?5 path id, ?6 name, ?7 media type, ?8 creator, ?9 created, ?10 user, ?11 now, ?12
 /// description, ?13 uuid, ?14-?18 mode, uid, gid, rdev, atime, ?19 now (ns), ?20 path.
 /// Returns the new REG_VERSION.
@@ -146,8 +138,7 @@ const WRITE_BATCH: &str = concat!(
      DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; ",
     write_tail_sql!()
 );
-/// [`WRITE_BATCH`] for a resource that had no content row (a new file's first write): one
-/// statement, and one message from the worker thread, fewer.
+/// [`WRITE_BATCH`] for a resource that had no content row (a new file's first write).
 const WRITE_FRESH_BATCH: &str = concat!(
     "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; ",
     write_tail_sql!()
@@ -206,8 +197,7 @@ macro_rules! remove_tail_sql {
 const REMOVE_BATCH: &str = concat!(delete_batch_sql!(), remove_tail_sql!());
 
 /// unlink of a resource that has no properties, tags, comments or ratings (the common case):
-/// five statements instead of eleven. Each statement's result is a message from sqlx's worker
-/// thread, and each message can cost a thread wake-up, which is most of an unlink's time.
+/// five statements instead of eleven.
 const REMOVE_PLAIN_BATCH: &str = concat!(
     "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
      DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; \
@@ -220,100 +210,60 @@ const PUT_ATTR_SQL: &str = "INSERT OR REPLACE INTO REGFS_ATTR (REG_UUID, REG_TEN
      UID, GID, RDEV, ATIME_NS, MTIME_NS, CTIME_NS, REG_VERSION) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-/// The writer connection, and whether a transaction may be open on it: BEGIN and COMMIT ride
-/// on a mutation's first and last statement batches, so an error (or a cancelled future) can
-/// leave one open, and the next mutation rolls it back first.
+/// The writer connection, and whether a transaction is open on it (an error or a cancelled
+/// future can leave one open; the next mutation rolls it back first).
 struct Writer {
-    conn: SqliteConnection,
+    conn: Connection,
     in_tx: bool,
 }
 
-/// One write transaction on the writer. The hot paths put `BEGIN IMMEDIATE` in front of their
-/// first batch ([`WriteTx::first`]) and `COMMIT` after their last ([`WriteTx::last`]): each
-/// trip to sqlx's SQLite worker thread costs more than the statements, so a mutation that
-/// would take BEGIN + 2 batches + COMMIT takes 2 trips. Everything else calls
-/// [`WriteTx::conn`], which begins with a trip of its own if need be.
-struct WriteTx<'w> {
-    w: &'w mut Writer,
-}
-
-impl WriteTx<'_> {
-    /// `sql`, preceded by `BEGIN IMMEDIATE` if the transaction has not begun.
-    fn first(&mut self, sql: &str) -> sqlx::AssertSqlSafe<String> {
-        if self.w.in_tx {
-            sqlx::AssertSqlSafe(sql.to_string())
-        } else {
-            self.w.in_tx = true;
-            sqlx::AssertSqlSafe(format!("BEGIN IMMEDIATE; {sql}"))
+impl Writer {
+    /// The connection inside a `BEGIN IMMEDIATE` transaction.
+    fn begin(&mut self) -> Result<&mut Connection> {
+        if !self.in_tx {
+            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            self.in_tx = true;
         }
+        Ok(&mut self.conn)
     }
 
-    /// `sql` followed by `COMMIT`; call [`WriteTx::committed`] once it has run.
-    fn last(&mut self, sql: &str) -> sqlx::AssertSqlSafe<String> {
-        let first = self.first(sql).0;
-        sqlx::AssertSqlSafe(format!("{first}; COMMIT"))
-    }
-
-    fn committed(&mut self) {
-        self.w.in_tx = false;
-    }
-
-    /// The connection, inside the transaction.
-    async fn conn(&mut self) -> Result<&mut SqliteConnection> {
-        if !self.w.in_tx {
-            self.w.in_tx = true;
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut self.w.conn)
-                .await?;
-        }
-        Ok(&mut self.w.conn)
-    }
-
-    /// The connection for a statement of a transaction already begun by [`WriteTx::first`].
-    fn raw(&mut self) -> &mut SqliteConnection {
-        &mut self.w.conn
-    }
-
-    async fn finish(&mut self) -> Result<()> {
-        if self.w.in_tx {
-            sqlx::query("COMMIT").execute(&mut self.w.conn).await?;
-            self.w.in_tx = false;
+    fn commit(&mut self) -> Result<()> {
+        if self.in_tx {
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            self.in_tx = false;
         }
         Ok(())
     }
-}
 
-impl Writer {
-    async fn rollback_if_open(&mut self) {
+    fn rollback_if_open(&mut self) {
         if self.in_tx {
             // "no transaction is active" is fine: BEGIN itself may have been what failed.
-            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+            let _ = self.conn.execute_batch("ROLLBACK");
             self.in_tx = false;
         }
     }
 }
 
-/// Runs `$body` (which uses `$tx: &mut WriteTx`) in one `BEGIN IMMEDIATE` transaction, rolled
-/// back on error and retried a bounded number of times when the database reports a transient
-/// conflict; then EIO with a log line.
+/// Runs `$body` (which uses `$c: &mut Connection`) in one `BEGIN IMMEDIATE` transaction,
+/// rolled back on error and retried a bounded number of times when the database reports a
+/// transient conflict; then EIO with a log line.
 macro_rules! transaction {
-    ($self:ident, $what:expr, |$tx:ident| $body:block) => {{
+    ($self:ident, $what:expr, |$c:ident| $body:block) => {{
         let mut attempt: u32 = 0;
         loop {
             let mut writer = $self.writer.lock().await;
-            writer.rollback_if_open().await;
+            writer.rollback_if_open();
             let result: Result<_> = async {
-                let mut tx = WriteTx { w: &mut writer };
                 let value = {
-                    let $tx: &mut WriteTx<'_> = &mut tx;
+                    let $c: &mut Connection = writer.begin()?;
                     $body
                 };
-                tx.finish().await?;
+                writer.commit()?;
                 Ok(value)
             }
             .await;
             if result.is_err() {
-                writer.rollback_if_open().await;
+                writer.rollback_if_open();
             }
             drop(writer);
             match result {
@@ -332,32 +282,34 @@ macro_rules! transaction {
     }};
 }
 
+/// One connection to `file` with the store's settings.
+fn connect(file: &Path, opts: &StoreOptions) -> Result<Connection> {
+    let open = || -> rusqlite::Result<Connection> {
+        let c = Connection::open(file)?;
+        c.busy_timeout(opts.busy_timeout)?;
+        // A large write leaves a large WAL; once it is checkpointed, the file is cut back.
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 67108864",
+        )?;
+        c.set_prepared_statement_cache_capacity(128);
+        Ok(c)
+    };
+    open().map_err(|e| err!(EIO, "cannot open SQLite database {}: {e}", file.display()))
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the SQLite database at `file`.
     pub async fn open(file: &Path, opts: StoreOptions) -> Result<Self> {
-        let connect = SqliteConnectOptions::new()
-            .filename(file)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(opts.busy_timeout)
-            // A large write leaves a large WAL; once it is checkpointed, the file is cut back.
-            .pragma("journal_size_limit", "67108864")
-            .foreign_keys(true);
-        let connect_one = || async {
-            SqliteConnection::connect_with(&connect)
-                .await
-                .map_err(|e| err!(EIO, "cannot open SQLite database {}: {e}", file.display()))
-        };
         let writer = Arc::new(tokio::sync::Mutex::new(Writer {
-            conn: connect_one().await?,
+            conn: connect(file, &opts)?,
             in_tx: false,
         }));
         let checkpointer =
-            checkpoint::install(&writer, connect_one().await?, file.display().to_string()).await?;
+            checkpoint::install(&writer, connect(file, &opts)?, file.display().to_string()).await?;
         let mut readers = Vec::new();
         for _ in 0..opts.max_connections.max(1) {
-            readers.push(tokio::sync::Mutex::new(connect_one().await?));
+            readers.push(parking_lot::Mutex::new(connect(file, &opts)?));
         }
         Ok(Self {
             name: file.display().to_string(),
@@ -379,17 +331,18 @@ impl SqliteStore {
         &self.file
     }
 
-    /// A reader connection: the first idle one, else the next in turn.
-    async fn reader(&self) -> tokio::sync::MutexGuard<'_, SqliteConnection> {
+    /// A reader connection: the first idle one, else the next in turn. Held only for
+    /// synchronous work, never across an await.
+    fn reader(&self) -> parking_lot::MutexGuard<'_, Connection> {
         for r in &self.readers {
-            if let Ok(guard) = r.try_lock() {
+            if let Some(guard) = r.try_lock() {
                 return guard;
             }
         }
         let i = self
             .next_reader
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.readers[i % self.readers.len()].lock().await
+        self.readers[i % self.readers.len()].lock()
     }
 }
 
@@ -400,29 +353,20 @@ fn stat_params(p: &str) -> (&str, &str) {
     }
 }
 
-async fn stat_on(conn: &mut SqliteConnection, t: i64, p: &str) -> Result<Option<Entry>> {
+fn stat_on(c: &Connection, t: i64, p: &str) -> Result<Option<Entry>> {
     let (parent, name) = stat_params(p);
-    let row: Option<EntryRow> = sqlx::query_as(STAT_SQL)
-        .bind(p)
-        .bind(t)
-        .bind(parent)
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.map(EntryRow::into_entry))
+    let (_, rows) = lite_run(c, STAT_SQL, &args![p, t, parent, name], true)?;
+    match rows.first() {
+        Some(r) => Ok(Some(ops::entry_row(r)?.into_entry())),
+        None => Ok(None),
+    }
 }
 
-/// What a create or an unlink needs, in one query (and the transaction's first trip): the live
-/// collection `parent`, its live resource at `p` if any, and whether a live collection is at
-/// `p`. `None` when `parent` is not a live collection.
-async fn parent_and_entry(
-    tx: &mut WriteTx<'_>,
-    t: i64,
-    parent: &str,
-    p: &str,
-) -> Result<Option<Found>> {
-    let sql = tx.first(
-        "SELECT pr.REG_PATH_ID, pr.REG_NAME, pr.REG_VERSION, pr.REG_CONTENT_ID, pr.REG_CREATOR, \
+/// What a create or an unlink needs, in one query: the live collection `parent`, its live
+/// resource at `p` if any, and whether a live collection is at `p`. `None` when `parent` is not
+/// a live collection.
+fn parent_and_entry(c: &Connection, t: i64, parent: &str, p: &str) -> Result<Option<Found>> {
+    let sql = "SELECT pr.REG_PATH_ID, pr.REG_NAME, pr.REG_VERSION, pr.REG_CONTENT_ID, pr.REG_CREATOR, \
          pr.REG_CREATED_TIME, pr.REG_MEDIA_TYPE, pr.REG_DESCRIPTION, pr.REG_UUID, \
          fr.REG_PATH_ID, fr.REG_NAME, fr.REG_VERSION, fr.REG_CONTENT_ID, fr.REG_CREATOR, \
          fr.REG_CREATED_TIME, fr.REG_MEDIA_TYPE, fr.REG_DESCRIPTION, fr.REG_UUID, \
@@ -441,16 +385,9 @@ async fn parent_and_entry(
          AND pr.REG_TENANT_ID = pp.REG_TENANT_ID AND pr.REG_NAME IS NULL \
          LEFT JOIN REG_RESOURCE fr ON fr.REG_PATH_ID = pp.REG_PATH_ID \
          AND fr.REG_TENANT_ID = pp.REG_TENANT_ID AND fr.REG_NAME = ?3 \
-         WHERE pp.REG_PATH_VALUE = ?1 AND pp.REG_TENANT_ID = ?2 LIMIT 1",
-    );
-    let row = sqlx::query(sql)
-        .bind(parent)
-        .bind(t)
-        .bind(path::name(p))
-        .bind(p)
-        .fetch_optional(tx.raw())
-        .await?;
-    let Some(row) = row.map(db::Row::Lite) else {
+         WHERE pp.REG_PATH_VALUE = ?1 AND pp.REG_TENANT_ID = ?2 LIMIT 1";
+    let (_, rows) = lite_run(c, sql, &args![parent, t, path::name(p), p], true)?;
+    let Some(row) = rows.into_iter().next() else {
         return Ok(None);
     };
     let file = match row.int(11)? {
@@ -475,81 +412,87 @@ struct Found {
     mapped: bool,
 }
 
-/// The live non-collection row at `p` with its attributes, in one query.
 /// A new `REG_CONTENT` row for `data`: bound as a parameter when small, else inserted as
 /// `zeroblob(N)` and filled in chunks (see [`blob`]).
-async fn insert_content(tx: &mut WriteTx<'_>, t: i64, data: &Content) -> Result<Option<i64>> {
-    match data.as_slice() {
+fn insert_content(c: &Connection, t: i64, data: &Content) -> Result<Option<i64>> {
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let sql = match data.as_slice() {
         Some(bytes) if bytes.len() <= CHUNK => {
-            ops::insert_content(&mut Exec::Lite(tx.raw()), t, bytes).await
+            return run_batch(
+                c,
+                "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) VALUES (?1, ?2) \
+                 RETURNING REG_CONTENT_ID",
+                &args![bytes, t],
+            );
         }
         _ => {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) VALUES (zeroblob(?), ?) \
-                 RETURNING REG_CONTENT_ID",
-            )
-            .bind(data.len() as i64)
-            .bind(t)
-            .fetch_one(tx.raw())
-            .await?;
-            blob::fill(tx.raw(), id, data).await?;
-            Ok(Some(id))
+            "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) VALUES (zeroblob(?1), ?2) \
+              RETURNING REG_CONTENT_ID"
         }
-    }
+    };
+    let id = run_batch(c, sql, &args![data.len() as i64, t])?
+        .ok_or_else(|| err!(EIO, "insert of content returned no id"))?;
+    blob::fill(c, id, data)?;
+    Ok(Some(id))
 }
 
-async fn file_row_with_attrs(
-    tx: &mut WriteTx<'_>,
+/// The live non-collection row at `p` with its attributes and content size, in one query.
+fn file_row_with_attrs(
+    c: &Connection,
     t: i64,
     p: &str,
 ) -> Result<Option<(ResourceRow, AttrRow, u64)>> {
-    #[derive(sqlx::FromRow)]
-    struct Joined {
-        #[sqlx(flatten)]
-        row: ResourceRow,
-        #[sqlx(flatten)]
-        attrs: AttrColumns,
-        size: i64,
-    }
     let Some(parent) = path::parent(p) else {
         return Ok(None);
     };
-    let sql = format!(
-        "SELECT {RESOURCE_COLUMNS}, a.MODE AS mode, a.UID AS uid, a.GID AS gid, a.RDEV AS rdev, \
-         a.ATIME_NS AS atime_ns, a.MTIME_NS AS mtime_ns, a.CTIME_NS AS ctime_ns, \
-         a.REG_VERSION AS attr_version, COALESCE(length(c.REG_CONTENT_DATA), 0) AS size \
+    let sql = "SELECT r.REG_PATH_ID, r.REG_NAME, r.REG_VERSION, r.REG_CONTENT_ID, r.REG_CREATOR, \
+         r.REG_CREATED_TIME, r.REG_MEDIA_TYPE, r.REG_DESCRIPTION, r.REG_UUID, \
+         a.MODE, a.UID, a.GID, a.RDEV, a.ATIME_NS, a.MTIME_NS, a.CTIME_NS, a.REG_VERSION, \
+         COALESCE(length(c.REG_CONTENT_DATA), 0) \
          FROM REG_PATH p JOIN REG_RESOURCE r \
          ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
          AND r.REG_NAME = ?3 LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID \
          AND a.REG_TENANT_ID = r.REG_TENANT_ID LEFT JOIN REG_CONTENT c \
          ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
-         WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1"
-    );
-    let joined: Option<Joined> = sqlx::query_as(tx.first(&sql))
-        .bind(parent)
-        .bind(t)
-        .bind(path::name(p))
-        .fetch_optional(tx.raw())
-        .await?;
-    Ok(joined.map(|j| {
-        let attrs = j.attrs.or_default(&j.row);
-        (j.row, attrs, j.size.max(0) as u64)
-    }))
+         WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1";
+    let (_, rows) = lite_run(c, sql, &args![parent, t, path::name(p)], true)?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    let res = ops::resource_row(&row, 0)?;
+    let attrs = ops::attr_columns(&row, 9)?.or_default(&res);
+    let size = row.req_int(17)?.max(0) as u64;
+    Ok(Some((res, attrs, size)))
 }
 
-/// `sql` (a batch starting with [`DELETE_BATCH`]'s statements) with their six parameters bound.
-fn delete_query<'q>(
-    sql: impl sqlx::SqlSafeStr,
+/// The values a [`delete_batch_sql`] batch with [`remove_tail_sql`] binds.
+#[allow(clippy::too_many_arguments)]
+fn remove_args<'a>(
     t: i64,
-    row: &'q ResourceRow,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    sqlx::query(sql)
-        .bind(row.version)
-        .bind(t)
-        .bind(row.content_id)
-        .bind(row.path_id)
-        .bind(row.name.as_deref())
-        .bind(&row.uuid)
+    row: &'a ResourceRow,
+    parent: &'a ResourceRow,
+    now: i64,
+    p: &'a str,
+    user: &'a str,
+) -> [Val<'a>; 14] {
+    args![
+        row.version,
+        t,
+        row.content_id,
+        row.path_id,
+        row.name.as_deref(),
+        &row.uuid,
+        &parent.uuid,
+        (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
+        to_ns(naive_to_system(parent.created)),
+        now,
+        parent.version,
+        p,
+        user,
+        naive_from_ns(now)
+    ]
 }
 
 #[async_trait]
@@ -559,20 +502,20 @@ impl Store for SqliteStore {
     }
 
     async fn init(&self) -> Result<()> {
-        sqlx::raw_sql(SCHEMA)
-            .execute(&mut self.writer.lock().await.conn)
+        self.writer
+            .lock()
             .await
+            .conn
+            .execute_batch(SCHEMA)
             .map_err(|e| err!(EIO, "cannot create the schema in {}: {e}", self.name))?;
         let t = self.t();
-        transaction!(self, "init", |tx| {
-            let conn = tx.conn().await?;
-            ops::base_collections(&mut Exec::Lite(conn), t).await?;
+        transaction!(self, "init", |c| {
+            ops::base_collections(&mut Exec::Rus(c), t).await?;
         })
     }
 
     async fn stat(&self, p: &str) -> Result<Option<Entry>> {
-        let mut conn = self.reader().await;
-        stat_on(&mut conn, self.t(), p).await
+        stat_on(&self.reader(), self.t(), p)
     }
 
     async fn list(&self, dir: &str, after: Option<&str>, limit: u32) -> Result<Vec<DirEntry>> {
@@ -582,25 +525,31 @@ impl Store for SqliteStore {
         } else {
             format!("{dir}/")
         };
-        let rows: Vec<EntryRow> = sqlx::query_as(LIST_SQL)
-            .bind(dir)
-            .bind(self.t())
-            .bind(after)
-            .bind(prefix.chars().count() as i64 + 1)
-            .bind(format!("{prefix}{after}"))
-            .bind(limit as i64)
-            .fetch_all(&mut *self.reader().await)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| {
-                let name = r.name.clone()?;
-                Some(DirEntry {
+        let from = format!("{prefix}{after}");
+        let (_, rows) = lite_run(
+            &self.reader(),
+            LIST_SQL,
+            &args![
+                dir,
+                self.t(),
+                after,
+                prefix.chars().count() as i64 + 1,
+                &from,
+                limit as i64
+            ],
+            true,
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let r = ops::entry_row(r)?;
+            if let Some(name) = r.name.clone() {
+                out.push(DirEntry {
                     name,
                     entry: r.into_entry(),
-                })
-            })
-            .collect())
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn read_content(&self, p: &str, policy: &SpoolPolicy) -> Result<(i64, Content)> {
@@ -610,33 +559,36 @@ impl Store for SqliteStore {
         // One query; a value over the policy's memory limit is left out and streamed after.
         // length() of a blob does not read it.
         let limit = i64::try_from(policy.memory_limit).unwrap_or(i64::MAX);
+        let sql = "SELECT r.REG_VERSION, c.REG_CONTENT_ID, CASE WHEN \
+             length(c.REG_CONTENT_DATA) <= ?4 THEN c.REG_CONTENT_DATA END \
+             FROM REG_PATH p JOIN REG_RESOURCE r \
+             ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+             AND r.REG_NAME = ?3 LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
+             AND c.REG_TENANT_ID = r.REG_TENANT_ID \
+             WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1";
         for _ in 0..3 {
-            let mut conn = self.reader().await;
-            let row: Option<(i64, Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
-                "SELECT r.REG_VERSION, c.REG_CONTENT_ID, CASE WHEN \
-                 length(c.REG_CONTENT_DATA) <= ?4 THEN c.REG_CONTENT_DATA END \
-                 FROM REG_PATH p JOIN REG_RESOURCE r \
-                 ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-                 AND r.REG_NAME = ?3 LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
-                 AND c.REG_TENANT_ID = r.REG_TENANT_ID \
-                 WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1",
-            )
-            .bind(parent)
-            .bind(self.t())
-            .bind(path::name(p))
-            .bind(limit)
-            .fetch_optional(&mut *conn)
-            .await?;
-            match row {
-                None => return Err(err!(ENOENT, "resource {p} does not exist")),
-                Some((version, None, _)) => return Ok((version, Content::default())),
-                Some((version, Some(_), Some(data))) => return Ok((version, data.into())),
-                Some((version, Some(id), None)) => match blob::load(&mut conn, id, policy).await {
-                    Ok(content) => return Ok((version, content)),
-                    // Content rows are never reused: a missing row means a writer replaced
-                    // this version between the query and the read. Read the new one.
-                    Err(e) => debug!(store = %self.name, "{p}: {e}; reading again"),
-                },
+            let conn = self.reader();
+            let (_, rows) = lite_run(
+                &conn,
+                sql,
+                &args![parent, self.t(), path::name(p), limit],
+                true,
+            )?;
+            let Some(row) = rows.first() else {
+                return Err(err!(ENOENT, "resource {p} does not exist"));
+            };
+            let version = row.req_int(0)?;
+            let Some(id) = row.int(1)? else {
+                return Ok((version, Content::default()));
+            };
+            if let Some(data) = row.blob(2)? {
+                return Ok((version, data.into()));
+            }
+            match blob::load(&conn, id, policy) {
+                Ok(content) => return Ok((version, content)),
+                // Content rows are never reused: a missing row means a writer replaced this
+                // version between the query and the read. Read the new one.
+                Err(e) => debug!(store = %self.name, "{p}: {e}; reading again"),
             }
         }
         Err(err!(EIO, "{p} kept changing while it was read"))
@@ -648,21 +600,21 @@ impl Store for SqliteStore {
             return Err(err!(EEXIST, "the root always exists"));
         };
         let name = path::name(p);
-        transaction!(self, "create", |tx| {
-            let dir = match parent_and_entry(tx, t, parent, p).await? {
+        transaction!(self, "create", |c| {
+            let dir = match parent_and_entry(c, t, parent, p)? {
                 Some(f) if f.file.is_some() || f.dir_exists => {
                     return Err(err!(EEXIST, "{p} already exists"));
                 }
                 Some(f) => f.parent,
                 // Not a live collection: the slow path says which errno.
-                None => ops::require_dir(&mut Exec::Lite(tx.conn().await?), t, parent).await?,
+                None => ops::require_dir(&mut Exec::Rus(c), t, parent).await?,
             };
             let now = now_ns();
             let created = naive_from_ns(now);
             let mut media = None;
             let (version, uuid) = if new.kind == Kind::Directory {
                 let (_, version, uuid) = ops::create_collection(
-                    &mut Exec::Lite(tx.conn().await?),
+                    &mut Exec::Rus(c),
                     t,
                     p,
                     dir.path_id,
@@ -681,34 +633,32 @@ impl Store for SqliteStore {
                 };
                 media = media_type;
                 let uuid = uuid::Uuid::new_v4().to_string();
-                let content_id =
-                    ops::insert_content(&mut Exec::Lite(tx.conn().await?), t, &new.content).await?;
-                let version: i64 = padded!(
-                    sqlx::query_scalar(tx.last(CREATE_BATCH))
-                        .bind(content_id)
-                        .bind(t)
-                        .bind(dir.path_id)
-                        .bind(name)
-                        .bind(media_type)
-                        .bind(user)
-                        .bind(created)
-                        .bind(&uuid)
-                        .bind((new.kind.type_bits() | (new.perm & 0o7777)) as i64)
-                        .bind(new.uid as i64)
-                        .bind(new.gid as i64)
-                        .bind(new.rdev as i64)
-                        .bind(now)
-                        .bind(&dir.uuid)
-                        .bind((libc::S_IFDIR | DEFAULT_DIR_PERM) as i64)
-                        .bind(to_ns(naive_to_system(dir.created)))
-                        .bind(dir.version)
-                        .bind(p)
-                )
-                .fetch_all(tx.raw())
-                .await?
-                .pop()
+                let content_id = ops::insert_content(&mut Exec::Rus(c), t, &new.content).await?;
+                let version = run_batch(
+                    c,
+                    CREATE_BATCH,
+                    &args![
+                        content_id,
+                        t,
+                        dir.path_id,
+                        name,
+                        media_type,
+                        user,
+                        created,
+                        &uuid,
+                        (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
+                        new.uid as i64,
+                        new.gid as i64,
+                        new.rdev as i64,
+                        now,
+                        &dir.uuid,
+                        (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
+                        to_ns(naive_to_system(dir.created)),
+                        dir.version,
+                        p
+                    ],
+                )?
                 .ok_or_else(|| err!(EIO, "create of {p} stored no version"))?;
-                tx.committed();
                 (version, uuid)
             };
             let attrs = AttrRow {
@@ -722,9 +672,8 @@ impl Store for SqliteStore {
                 version,
             };
             if new.kind == Kind::Directory {
-                let conn = tx.conn().await?;
-                ops::put_attr(&mut Exec::Lite(&mut *conn), t, &uuid, attrs).await?;
-                ops::touch_dir(&mut Exec::Lite(&mut *conn), t, &dir).await?;
+                ops::put_attr(&mut Exec::Rus(c), t, &uuid, attrs).await?;
+                ops::touch_dir(&mut Exec::Rus(c), t, &dir).await?;
             }
             EntryRow::from_parts(
                 new.kind == Kind::Directory,
@@ -741,9 +690,9 @@ impl Store for SqliteStore {
 
     async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let t = self.t();
-        transaction!(self, "write", |tx| {
-            let Some((old, attrs, _)) = file_row_with_attrs(tx, t, p).await? else {
-                if ops::collection_row(&mut Exec::Lite(tx.conn().await?), t, p)
+        transaction!(self, "write", |c| {
+            let Some((old, attrs, _)) = file_row_with_attrs(c, t, p)? else {
+                if ops::collection_row(&mut Exec::Rus(c), t, p)
                     .await?
                     .is_some()
                 {
@@ -752,42 +701,41 @@ impl Store for SqliteStore {
                 return Err(err!(ENOENT, "resource {p} does not exist"));
             };
             // Carbon's update: delete the old row and its content, insert a new row (new
-            // REG_VERSION) that keeps creator, creation time and UUID; the content, then one batch.
+            // REG_VERSION) that keeps creator, creation time and UUID.
             let now = now_ns();
-            let now_naive = naive_from_ns(now);
-            let content_id = insert_content(tx, t, data).await?;
-            let version: i64 = padded!(
-                sqlx::query_scalar(tx.last(if old.content_id.is_some() {
-                    WRITE_BATCH
-                } else {
-                    WRITE_FRESH_BATCH
-                }))
-                .bind(old.version)
-                .bind(t)
-                .bind(old.content_id)
-                .bind(content_id)
-                .bind(old.path_id)
-                .bind(old.name.as_deref())
-                .bind(old.media_type.as_deref())
-                .bind(&old.creator)
-                .bind(old.created)
-                .bind(user)
-                .bind(now_naive)
-                .bind(old.description.as_deref())
-                .bind(&old.uuid)
-                .bind(attrs.mode)
-                .bind(attrs.uid)
-                .bind(attrs.gid)
-                .bind(attrs.rdev)
-                .bind(attrs.atime_ns)
-                .bind(now)
-                .bind(p)
-            )
-            .fetch_all(tx.raw())
-            .await?
-            .pop()
+            let content_id = insert_content(c, t, data)?;
+            let batch = if old.content_id.is_some() {
+                WRITE_BATCH
+            } else {
+                WRITE_FRESH_BATCH
+            };
+            let version = run_batch(
+                c,
+                batch,
+                &args![
+                    old.version,
+                    t,
+                    old.content_id,
+                    content_id,
+                    old.path_id,
+                    old.name.as_deref(),
+                    old.media_type.as_deref(),
+                    &old.creator,
+                    old.created,
+                    user,
+                    naive_from_ns(now),
+                    old.description.as_deref(),
+                    &old.uuid,
+                    attrs.mode,
+                    attrs.uid,
+                    attrs.gid,
+                    attrs.rdev,
+                    attrs.atime_ns,
+                    now,
+                    p
+                ],
+            )?
             .ok_or_else(|| err!(EIO, "write of {p} stored no version"))?;
-            tx.committed();
             let attrs = attrs.rewritten(version, now);
             resource_entry(&old, version, data.len(), attrs)
         })
@@ -798,13 +746,13 @@ impl Store for SqliteStore {
         let Some(parent) = path::parent(p) else {
             return Err(err!(EBUSY, "the root cannot be removed"));
         };
-        transaction!(self, if dir { "rmdir" } else { "unlink" }, |tx| {
-            // One query (which also begins the transaction) finds the parent and the file; the
-            // slow path only runs for rmdir and to tell which errno applies.
+        transaction!(self, if dir { "rmdir" } else { "unlink" }, |c| {
+            // One query finds the parent and the file; the slow path only runs for rmdir and
+            // to tell which errno applies.
             let found = if dir {
                 None
             } else {
-                parent_and_entry(tx, t, parent, p).await?
+                parent_and_entry(c, t, parent, p)?
             };
             let (parent_row, row, batch) = match found {
                 Some(Found {
@@ -822,66 +770,45 @@ impl Store for SqliteStore {
                     },
                 ),
                 _ => {
-                    let conn = tx.conn().await?;
                     let (parent, row) =
-                        ops::remove_checks(&mut Exec::Lite(conn), t, p, parent, dir).await?;
+                        ops::remove_checks(&mut Exec::Rus(c), t, p, parent, dir).await?;
                     (parent, row, REMOVE_BATCH)
                 }
             };
-            let now = now_ns();
-            padded!(
-                delete_query(tx.last(batch), t, &row)
-                    .bind(&parent_row.uuid)
-                    .bind((libc::S_IFDIR | DEFAULT_DIR_PERM) as i64)
-                    .bind(to_ns(naive_to_system(parent_row.created)))
-                    .bind(now)
-                    .bind(parent_row.version)
-                    .bind(p)
-                    .bind(user)
-                    .bind(naive_from_ns(now))
-            )
-            .execute(tx.raw())
-            .await?;
-            tx.committed();
+            run_batch(
+                c,
+                batch,
+                &remove_args(t, &row, &parent_row, now_ns(), p, user),
+            )?;
         })
     }
 
     async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()> {
         let t = self.t();
-        transaction!(self, "rename", |tx| {
-            let conn = tx.conn().await?;
-            ops::rename(&mut Exec::Lite(conn), t, from, to, mode, user).await?;
+        transaction!(self, "rename", |c| {
+            ops::rename(&mut Exec::Rus(c), t, from, to, mode, user).await?;
         })
     }
 
     async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
         let t = self.t();
-        transaction!(self, "setattr", |tx| {
-            // A resource (chmod, utimens after a write: the common case) in two trips; the
-            // generic path for collections and for the errors.
-            match file_row_with_attrs(tx, t, p).await? {
+        transaction!(self, "setattr", |c| {
+            // A resource (chmod, utimens after a write: the common case) directly; the generic
+            // path for collections and for the errors.
+            match file_row_with_attrs(c, t, p)? {
                 Some((row, attrs, size)) => {
                     let a = ops::apply_change(&row, attrs, &change);
-                    sqlx::query(tx.last(PUT_ATTR_SQL))
-                        .bind(&row.uuid)
-                        .bind(t)
-                        .bind(a.mode)
-                        .bind(a.uid)
-                        .bind(a.gid)
-                        .bind(a.rdev)
-                        .bind(a.atime_ns)
-                        .bind(a.mtime_ns)
-                        .bind(a.ctime_ns)
-                        .bind(a.version)
-                        .execute(tx.raw())
-                        .await?;
-                    tx.committed();
+                    run_batch(
+                        c,
+                        PUT_ATTR_SQL,
+                        &args![
+                            &row.uuid, t, a.mode, a.uid, a.gid, a.rdev, a.atime_ns, a.mtime_ns,
+                            a.ctime_ns, a.version
+                        ],
+                    )?;
                     resource_entry(&row, row.version, size, a)
                 }
-                None => {
-                    let conn = tx.conn().await?;
-                    ops::set_attr(&mut Exec::Lite(conn), t, p, &change).await?
-                }
+                None => ops::set_attr(&mut Exec::Rus(c), t, p, &change).await?,
             }
         })
     }
@@ -894,10 +821,9 @@ impl Store for SqliteStore {
         replace: bool,
     ) -> Result<()> {
         let t = self.t();
-        transaction!(self, "mount link", |tx| {
-            let conn = tx.conn().await?;
+        transaction!(self, "mount link", |c| {
             ops::mount_link(
-                &mut Exec::Lite(conn),
+                &mut Exec::Rus(c),
                 t,
                 mount_path,
                 instance_id,
@@ -910,23 +836,25 @@ impl Store for SqliteStore {
 
     async fn create_path(&self, p: &str, user: &str) -> Result<()> {
         let t = self.t();
-        transaction!(self, "create path", |tx| {
-            let conn = tx.conn().await?;
-            ops::ensure_collections(&mut Exec::Lite(conn), t, p, user).await?;
+        transaction!(self, "create path", |c| {
+            ops::ensure_collections(&mut Exec::Rus(c), t, p, user).await?;
         })
     }
 
     async fn space(&self) -> Result<SpaceInfo> {
-        let (bytes, entries): (i64, i64) = sqlx::query_as(
+        let (_, rows) = lite_run(
+            &self.reader(),
             "SELECT (SELECT COALESCE(SUM(length(REG_CONTENT_DATA)), 0) FROM REG_CONTENT \
              WHERE REG_TENANT_ID = ?1), (SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_TENANT_ID = ?1)",
-        )
-        .bind(self.t())
-        .fetch_one(&mut *self.reader().await)
-        .await?;
+            &args![self.t()],
+            true,
+        )?;
+        let row: &Row = rows
+            .first()
+            .ok_or_else(|| err!(EIO, "space query returned no row"))?;
         Ok(SpaceInfo {
-            bytes_used: bytes.max(0) as u64,
-            entries: entries.max(0) as u64,
+            bytes_used: row.req_int(0)?.max(0) as u64,
+            entries: row.req_int(1)?.max(0) as u64,
         })
     }
 }

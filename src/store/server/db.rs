@@ -150,7 +150,20 @@ pub enum Row {
     Pg(PgRow),
     My(MySqlRow),
     Lite(SqliteRow),
+    /// A row read through rusqlite (the SQLite store's own connections), copied out.
+    Vals(Vec<rusqlite::types::Value>),
 }
+
+fn vals_type_error(i: usize, want: &str, got: &rusqlite::types::Value) -> Error {
+    err!(
+        EIO,
+        "database returned {:?} in column {i}, expected {want}",
+        got.data_type()
+    )
+}
+
+/// sqlx's text form of a timestamp in SQLite, which rusqlite's binding keeps.
+const SQLITE_TIME_FORMAT: &str = "%F %T%.f";
 
 impl Row {
     pub fn int(&self, i: usize) -> Result<Option<i64>> {
@@ -165,6 +178,11 @@ impl Row {
             }
             Row::My(r) => Ok(r.try_get::<Option<i64>, _>(i)?),
             Row::Lite(r) => Ok(r.try_get::<Option<i64>, _>(i)?),
+            Row::Vals(v) => match &v[i] {
+                rusqlite::types::Value::Null => Ok(None),
+                rusqlite::types::Value::Integer(n) => Ok(Some(*n)),
+                other => Err(vals_type_error(i, "an integer", other)),
+            },
         }
     }
 
@@ -178,6 +196,11 @@ impl Row {
             Row::Pg(r) => r.try_get(i)?,
             Row::My(r) => r.try_get(i)?,
             Row::Lite(r) => r.try_get(i)?,
+            Row::Vals(v) => match &v[i] {
+                rusqlite::types::Value::Null => None,
+                rusqlite::types::Value::Text(s) => Some(s.clone()),
+                other => return Err(vals_type_error(i, "text", other)),
+            },
         })
     }
 
@@ -191,6 +214,12 @@ impl Row {
             Row::Pg(r) => r.try_get(i)?,
             Row::My(r) => r.try_get(i)?,
             Row::Lite(r) => r.try_get(i)?,
+            Row::Vals(v) => match &v[i] {
+                rusqlite::types::Value::Null => None,
+                rusqlite::types::Value::Blob(b) => Some(b.clone()),
+                rusqlite::types::Value::Text(s) => Some(s.clone().into_bytes()),
+                other => return Err(vals_type_error(i, "a blob", other)),
+            },
         })
     }
 
@@ -204,8 +233,73 @@ impl Row {
                 .naive_utc(),
             Row::My(r) => r.try_get(i)?,
             Row::Lite(r) => r.try_get(i)?,
+            Row::Vals(v) => match &v[i] {
+                rusqlite::types::Value::Text(s) => parse_sqlite_time(s)
+                    .ok_or_else(|| err!(EIO, "unreadable timestamp {s:?} in column {i}"))?,
+                other => return Err(vals_type_error(i, "a timestamp", other)),
+            },
         })
     }
+}
+
+/// A TIMESTAMP as SQLite holds it: text, `2024-01-02 03:04:05[.fff]` (sqlx's and rusqlite's
+/// form) or with a `T`.
+fn parse_sqlite_time(s: &str) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(s, SQLITE_TIME_FORMAT)
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%FT%T%.f"))
+        .ok()
+}
+
+impl rusqlite::ToSql for Val<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match *self {
+            Val::Int(Some(v)) => ToSqlOutput::Owned(Value::Integer(v)),
+            Val::Int(None) | Val::Text(None) => ToSqlOutput::Owned(Value::Null),
+            Val::Text(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Val::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Val::Time(t) => {
+                ToSqlOutput::Owned(Value::Text(t.format(SQLITE_TIME_FORMAT).to_string()))
+            }
+        })
+    }
+}
+
+/// Runs one statement on a rusqlite connection (from its statement cache), binding `args` by
+/// position: the n-th value to `?n`, so numbered and plain placeholders both work. A statement
+/// that uses fewer numbers than `args` has gets the first ones. Rows are copied out.
+pub fn lite_run(
+    c: &rusqlite::Connection,
+    sql: &str,
+    args: &[Val<'_>],
+    want_rows: bool,
+) -> Result<(u64, Vec<Row>)> {
+    let mut st = c.prepare_cached(sql)?;
+    let n = st.parameter_count();
+    if n > args.len() {
+        return Err(err!(
+            EIO,
+            "statement takes {n} values, {} given: {sql}",
+            args.len()
+        ));
+    }
+    for (i, a) in args[..n].iter().enumerate() {
+        st.raw_bind_parameter(i + 1, a)?;
+    }
+    if !want_rows || st.column_count() == 0 {
+        return Ok((st.raw_execute()? as u64, Vec::new()));
+    }
+    let cols = st.column_count();
+    let mut rows = st.raw_query();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let mut vals = Vec::with_capacity(cols);
+        for i in 0..cols {
+            vals.push(r.get::<_, rusqlite::types::Value>(i)?);
+        }
+        out.push(Row::Vals(vals));
+    }
+    Ok((0, out))
 }
 
 /// A connection (or a transaction's connection) to run statements on.
@@ -213,6 +307,8 @@ pub enum Exec<'c> {
     Pg(&'c mut PgConnection),
     My(&'c mut MySqlConnection),
     Lite(&'c mut SqliteConnection),
+    /// The SQLite store's connections: statements run synchronously on the calling thread.
+    Rus(&'c mut rusqlite::Connection),
 }
 
 /// Binds `args` to a query of any of the three drivers.
@@ -252,7 +348,7 @@ impl Exec<'_> {
         match self {
             Exec::Pg(_) => Dialect::Postgres,
             Exec::My(_) => Dialect::MySql,
-            Exec::Lite(_) => Dialect::Sqlite,
+            Exec::Lite(_) | Exec::Rus(_) => Dialect::Sqlite,
         }
     }
 
@@ -271,6 +367,7 @@ impl Exec<'_> {
                 let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
                 c.execute(q).await?.rows_affected()
             }
+            Exec::Rus(c) => lite_run(c, sql, args, false)?.0,
         })
     }
 
@@ -289,6 +386,7 @@ impl Exec<'_> {
                 let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
                 c.fetch_all(q).await?.into_iter().map(Row::Lite).collect()
             }
+            Exec::Rus(c) => lite_run(c, sql, args, true)?.1,
         })
     }
 
@@ -300,7 +398,7 @@ impl Exec<'_> {
     /// Inserts one row and returns the id the database generated for `id_column`.
     pub async fn insert_id(&mut self, sql: &str, id_column: &str, args: &[Val<'_>]) -> Result<i64> {
         match self {
-            Exec::Pg(_) | Exec::Lite(_) => {
+            Exec::Pg(_) | Exec::Lite(_) | Exec::Rus(_) => {
                 let sql = format!("{sql} RETURNING {id_column}");
                 let row = self
                     .fetch_opt(&sql, args)

@@ -3,22 +3,23 @@
 //! By default SQLite checkpoints inside the commit that takes the WAL past 1000 pages: that
 //! commit copies the WAL into the database file and syncs it before it returns, so one write in
 //! a few hundred (and every large one) pays for the others. Here the writer's WAL hook only
-//! wakes a task, once per [`WAKE_PAGES`] new pages, that checkpoints on a connection of its own
-//! in parallel with the next operations. That task then takes the writer's lock for the short
+//! wakes a thread, once per [`WAKE_PAGES`] new pages, that checkpoints on a connection of its
+//! own in parallel with the next operations. It then takes the writer's lock for the short
 //! rest (the pages committed meanwhile): with every page copied, the next write transaction
 //! starts the WAL over instead of growing it. Should the WAL still reach [`INLINE_PAGES`], the
 //! commit checkpoints inline as SQLite would, so the WAL stays bounded.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Weak};
 
-use libsqlite3_sys as ffi;
-use sqlx::SqliteConnection;
-use tokio::sync::{Mutex, Notify};
+use rusqlite::{Connection, ffi};
+use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use super::Writer;
+use crate::err;
 use crate::error::Result;
 
 /// New WAL pages after which the background checkpoint is woken: SQLite's own default.
@@ -28,10 +29,10 @@ const INLINE_PAGES: c_int = 65_536;
 
 /// What the hook keeps between commits. Only the writer's commits call it, one at a time.
 struct HookState {
-    wake: Notify,
+    wake: SyncSender<()>,
     /// WAL pages at the previous commit: fewer now means SQLite started the WAL over.
     last: AtomicI32,
-    /// WAL pages at which to wake the task next.
+    /// WAL pages at which to wake the thread next.
     next: AtomicI32,
 }
 
@@ -60,65 +61,87 @@ unsafe extern "C" fn wal_hook(
         }
     } else if pages >= state.next.load(Ordering::Relaxed) {
         state.next.store(pages + WAKE_PAGES, Ordering::Relaxed);
-        state.wake.notify_one();
+        // Full means a wake-up is pending already.
+        let _ = state.wake.try_send(());
     }
     ffi::SQLITE_OK
 }
 
-/// The background checkpointer of one database; it stops when this is dropped.
-pub(super) struct Checkpointer(tokio::task::JoinHandle<()>);
+/// The checkpoint thread of one database; it ends when this is dropped.
+pub(super) struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    wake: SyncSender<()>,
+}
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.0.abort();
+        self.stop.store(true, Ordering::Release);
+        let _ = self.wake.try_send(());
     }
 }
 
-async fn checkpoint(conn: &mut SqliteConnection, name: &str, phase: &str) {
-    match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(conn)
-        .await
-    {
+fn checkpoint(conn: &Connection, name: &str, phase: &str) {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    }) {
         Ok((busy, log, done)) => debug!(db = %name, phase, busy, log, done, "checkpoint"),
         Err(e) => warn!(db = %name, phase, "background checkpoint failed: {e}"),
     }
 }
 
+fn run(
+    conn: Connection,
+    writer: Weak<Mutex<Writer>>,
+    name: String,
+    wake: std::sync::mpsc::Receiver<()>,
+    stop: Arc<AtomicBool>,
+) {
+    while wake.recv().is_ok() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        // The bulk, while writes go on...
+        checkpoint(&conn, &name, "bulk");
+        // ...and the pages they added, with writes held, so that the WAL can start over.
+        let Some(writer) = writer.upgrade() else {
+            return;
+        };
+        let _hold = writer.blocking_lock();
+        checkpoint(&conn, &name, "rest");
+    }
+}
+
 /// Hooks the writer's commits (which replaces SQLite's automatic checkpoint on that
-/// connection) and starts the task that checkpoints on `conn`.
+/// connection) and starts the thread that checkpoints on `conn`.
 pub(super) async fn install(
     writer: &Arc<Mutex<Writer>>,
-    mut conn: SqliteConnection,
+    conn: Connection,
     name: String,
 ) -> Result<Checkpointer> {
+    let (wake, wakes) = sync_channel(1);
     let state = Arc::new(HookState {
-        wake: Notify::new(),
+        wake: wake.clone(),
         last: AtomicI32::new(0),
         next: AtomicI32::new(WAKE_PAGES),
     });
-    // The hook's context must outlive the connection, whose handle sqlx's worker thread closes
-    // some time after the store is dropped: one small HookState per opened database is leaked.
-    let ctx = Arc::into_raw(state.clone()) as *mut c_void;
+    // The hook's context must live as long as the writer connection, which may outlive the
+    // store by a little: one small HookState per opened database is leaked.
+    let ctx = Arc::into_raw(state) as *mut c_void;
     {
-        let mut w = writer.lock().await;
-        let mut handle = w.conn.lock_handle().await?;
-        // SAFETY: the handle is locked out of sqlx's worker while the hook is set; `wal_hook`
-        // matches the signature SQLite expects and `ctx` stays valid (see above).
-        unsafe { ffi::sqlite3_wal_hook(handle.as_raw_handle().as_ptr(), Some(wal_hook), ctx) };
+        let w = writer.lock().await;
+        // SAFETY: the connection is ours and idle (its lock is held); `wal_hook` matches the
+        // signature SQLite expects and `ctx` stays valid (see above).
+        unsafe { ffi::sqlite3_wal_hook(w.conn.handle(), Some(wal_hook), ctx) };
     }
-    let writer = Arc::downgrade(writer);
-    let task = tokio::spawn(async move {
-        loop {
-            state.wake.notified().await;
-            // The bulk, while writes go on...
-            checkpoint(&mut conn, &name, "bulk").await;
-            // ...and the pages they added, with writes held, so that the WAL can start over.
-            let Some(writer) = writer.upgrade() else {
-                return;
-            };
-            let _hold = writer.lock().await;
-            checkpoint(&mut conn, &name, "rest").await;
-        }
-    });
-    Ok(Checkpointer(task))
+    let stop = Arc::new(AtomicBool::new(false));
+    let (weak, thread_stop) = (Arc::downgrade(writer), stop.clone());
+    std::thread::Builder::new()
+        .name("regfs-checkpoint".into())
+        .spawn(move || run(conn, weak, name, wakes, thread_stop))
+        .map_err(|e| err!(EIO, "cannot start the checkpoint thread: {e}"))?;
+    Ok(Checkpointer { stop, wake })
 }
