@@ -221,7 +221,9 @@ fn serve(
     ready: &mut Option<std::fs::File>,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(opts.threads.max(1))
+        // Requests run on fuser's threads (see fuse.rs); the runtime drives the servers'
+        // sockets, timers and background tasks.
+        .worker_threads(2)
         .thread_name("regfs-worker")
         .enable_all()
         .build()
@@ -262,7 +264,7 @@ fn serve(
         // Every local user can reach the mount; regfs maps each caller to a registry user.
         config.acl = SessionACL::All;
     }
-    config.n_threads = Some(2);
+    config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
     let mut session = fuser::Session::new(adapter, mountpoint, &config)

@@ -1,6 +1,9 @@
 //! The FUSE adapter: translates kernel requests into [`RegFs`] calls and results into replies.
-//! Each request runs as a task on the tokio runtime, so slow database work never blocks fuser's
-//! reader threads and requests proceed concurrently. Every error reply is logged with its reason.
+//! Each request runs to completion on the fuser thread that read it (`--threads` of them), on
+//! the tokio runtime's handle. Handing every request to a runtime worker cost a thread wake-up
+//! per request, a third of a small file's create on a 2-core VM; the SQLite store's work is
+//! synchronous anyway, and a server store's socket waits are driven by the runtime meanwhile.
+//! Every error reply is logged with its reason.
 
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -32,11 +35,12 @@ impl FuseAdapter {
         Self { fs, rt }
     }
 
-    fn spawn<F>(&self, f: F)
+    /// Runs one request's work here, on the calling fuser thread.
+    fn run<F>(&self, f: F)
     where
-        F: std::future::Future<Output = ()> + Send + 'static,
+        F: std::future::Future<Output = ()>,
     {
-        self.rt.spawn(f);
+        self.rt.block_on(f);
     }
 }
 
@@ -114,7 +118,7 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
-        self.spawn(async move {
+        self.run(async move {
             match fs.lookup(c, parent.0, &name).await {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("lookup", &e)),
@@ -128,7 +132,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(async move {
+        self.run(async move {
             match fs.getattr(c, ino.0).await {
                 Ok(a) => reply.attr(&TTL, &file_attr(&a)),
                 Err(e) => reply.error(errno("getattr", &e)),
@@ -163,7 +167,7 @@ impl Filesystem for FuseAdapter {
             mtime: mtime.map(time),
             ctime,
         };
-        self.spawn(async move {
+        self.run(async move {
             match fs.setattr(c, ino.0, size, change).await {
                 Ok(a) => reply.attr(&TTL, &file_attr(&a)),
                 Err(e) => reply.error(errno("setattr", &e)),
@@ -173,7 +177,7 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(async move {
+        self.run(async move {
             match fs.readlink(c, ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno("readlink", &e)),
@@ -192,7 +196,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
-        self.spawn(async move {
+        self.run(async move {
             match fs.mknod(c, parent.0, &name, mode, rdev).await {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mknod", &e)),
@@ -210,7 +214,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
-        self.spawn(async move {
+        self.run(async move {
             match fs.mkdir(c, parent.0, &name, mode).await {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
@@ -220,7 +224,7 @@ impl Filesystem for FuseAdapter {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
-        self.spawn(async move {
+        self.run(async move {
             match fs.unlink(c, parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("unlink", &e)),
@@ -230,7 +234,7 @@ impl Filesystem for FuseAdapter {
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
-        self.spawn(async move {
+        self.run(async move {
             match fs.rmdir(c, parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rmdir", &e)),
@@ -248,7 +252,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let (fs, c) = (self.fs.clone(), caller(req));
         let (name, target) = (link_name.to_owned(), target.to_owned());
-        self.spawn(async move {
+        self.run(async move {
             match fs.symlink(c, parent.0, &name, &target).await {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("symlink", &e)),
@@ -283,7 +287,7 @@ impl Filesystem for FuseAdapter {
         };
         let (fs, c) = (self.fs.clone(), caller(req));
         let (name, newname) = (name.to_owned(), newname.to_owned());
-        self.spawn(async move {
+        self.run(async move {
             match fs
                 .rename(c, parent.0, &name, newparent.0, &newname, mode)
                 .await
@@ -312,7 +316,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(async move {
+        self.run(async move {
             match fs.open(c, ino.0, flags.0).await {
                 // Close-to-open: the page cache is kept only while the content version the
                 // kernel cached is still the live one.
@@ -341,7 +345,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno("read", &e)),
@@ -363,7 +367,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let data = data.to_vec();
-        self.spawn(async move {
+        self.run(async move {
             match fs.write(fh.0, offset, &data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno("write", &e)),
@@ -380,7 +384,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.flush(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("flush", &e)),
@@ -399,7 +403,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.release(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("release", &e)),
@@ -416,7 +420,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.flush(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("fsync", &e)),
@@ -426,7 +430,7 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(async move {
+        self.run(async move {
             match fs.opendir(c, ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno("opendir", &e)),
@@ -443,7 +447,7 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.readdir(fh.0, offset, 256).await {
                 Ok(items) => {
                     for item in items {
@@ -472,7 +476,7 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.readdir(fh.0, offset, 128).await {
                 Ok(items) => {
                     for item in items {
@@ -523,7 +527,7 @@ impl Filesystem for FuseAdapter {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run(async move {
             match fs.statfs().await {
                 Ok(space) => {
                     const BSIZE: u64 = 4096;
@@ -604,7 +608,7 @@ impl Filesystem for FuseAdapter {
 
     fn access(&self, req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         let (fs, c) = (self.fs.clone(), caller(req));
-        self.spawn(async move {
+        self.run(async move {
             match fs.getattr(c, ino.0).await {
                 Ok(_) => reply.ok(),
                 Err(e) => reply.error(errno("access", &e)),
@@ -623,7 +627,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
-        self.spawn(async move {
+        self.run(async move {
             match fs.create(c, parent.0, &name, mode, flags).await {
                 Ok((a, fh)) => reply.created(
                     &TTL,

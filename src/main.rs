@@ -86,7 +86,7 @@ enum Command {
         /// decision to the registry.
         #[arg(long)]
         no_posix_permissions: bool,
-        /// Runtime worker threads serving requests.
+        /// Threads serving kernel requests: each runs one request at a time, start to finish.
         #[arg(long, default_value_t = 4)]
         threads: usize,
         /// Map a local account name or numeric uid to a registry user: --map deploy=ops
