@@ -207,7 +207,9 @@ fn bad_configurations_say_what_is_wrong() {
 #[test]
 fn the_example_config_parses() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/regfs.toml");
-    regfs::config::FileConfig::load(Path::new(file)).unwrap();
+    let config = regfs::config::FileConfig::load(Path::new(file)).unwrap();
+    let spool = config.cache.spool_policy();
+    assert_eq!(spool.memory_limit, 4 << 20);
 }
 
 /// examples/two-databases.toml as documented: /_system/config in PostgreSQL under
