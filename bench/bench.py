@@ -174,6 +174,11 @@ class Regfs(FuseProcess):
         source = ["--config", self.config] if self.config else ["--data-dir", self.data_dir]
         return [REGFS, "mount", "--foreground", "--log-level", "warn"] + source + [self.mnt]
 
+    def workdir(self):
+        # A shared partition: on a server config it is the server's database (the root is the
+        # node's own SQLite file), on the embedded default shared.db.
+        return os.path.join(self.mnt, "_system", "governance")
+
 
 def regfs_server_config(path, node_db, shared_url, password_file=None):
     """A config whose /_system/config, /_system/governance and UM tables live on a server
@@ -200,9 +205,6 @@ target_path = "/_system/governance"
 data_source = "shared"
 """)
     return path
-
-    def workdir(self):
-        return os.path.join(self.mnt, "_system", "governance")
 
 
 class Juicefs(FuseProcess):

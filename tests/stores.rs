@@ -232,6 +232,72 @@ fn mariadb_schema_keeps_paths_latin1_case_sensitive_and_refuses_other_characters
     assert_eq!(blob.trim(), "longblob");
 }
 
+/// Unlink deletes the property, tag, comment and rating mappings Carbon hung on a resource
+/// (and the properties themselves), and leaves those of other resources alone.
+fn unlink_removes_mappings(kind: Kind) {
+    let server = servers::server_for(kind);
+    let db = server.fresh_db();
+    rt().block_on(async {
+        let s = open(server, &db, Duration::from_secs(20)).await;
+        s.create("/_system/config/m", dir(), "u").await.unwrap();
+        for name in ["with", "plain", "other"] {
+            let p = format!("/_system/config/m/{name}");
+            s.create(&p, file(b"1"), "u").await.unwrap();
+        }
+        let parent =
+            "(SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = '/_system/config/m')";
+        for name in ["with", "other"] {
+            server.sql_in(
+                &db,
+                "INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) \
+                 VALUES ('k', 'v', -1234)",
+            );
+            server.sql_in(
+                &db,
+                &format!(
+                    "INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_PATH_ID, \
+                     REG_RESOURCE_NAME, REG_TENANT_ID) SELECT MAX(REG_ID), {parent}, '{name}', \
+                     -1234 FROM REG_PROPERTY"
+                ),
+            );
+        }
+        server.sql_in(
+            &db,
+            "INSERT INTO REG_TAG (REG_TAG_NAME, REG_USER_ID, REG_TAGGED_TIME, REG_TENANT_ID) \
+             VALUES ('t', 'u', CURRENT_TIMESTAMP, -1234)",
+        );
+        server.sql_in(
+            &db,
+            &format!(
+                "INSERT INTO REG_RESOURCE_TAG (REG_TAG_ID, REG_PATH_ID, REG_RESOURCE_NAME, \
+                 REG_TENANT_ID) SELECT MAX(REG_ID), {parent}, 'with', -1234 FROM REG_TAG"
+            ),
+        );
+        let count = |sql: &str| server.sql_in(&db, sql).trim().parse::<i64>().unwrap();
+        s.remove("/_system/config/m/plain", false, "u")
+            .await
+            .unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM REG_RESOURCE_PROPERTY"), 2);
+        s.remove("/_system/config/m/with", false, "u")
+            .await
+            .unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM REG_RESOURCE_PROPERTY"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM REG_PROPERTY"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM REG_RESOURCE_TAG"), 0);
+        assert!(s.stat("/_system/config/m/other").await.unwrap().is_some());
+    });
+}
+
+#[test]
+fn postgres_unlink_removes_mappings() {
+    unlink_removes_mappings(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_unlink_removes_mappings() {
+    unlink_removes_mappings(Kind::MariaDb);
+}
+
 /// The 4.4.x shape of the mapping tables and of REG_PATH, as Carbon's 4.4.x scripts make them.
 fn carbon_44_schema(kind: Kind) -> String {
     let mut ddl = String::new();

@@ -5,7 +5,7 @@
 use chrono::NaiveDateTime;
 
 use super::rows::*;
-use super::server::db::{Dialect, Exec, Row};
+use super::server::db::{Dialect, Exec, Row, Val};
 use super::*;
 use crate::error::Result;
 use crate::{args, err, path};
@@ -130,6 +130,26 @@ pub(crate) async fn stat_on(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<
         .transpose()
 }
 
+/// The live collection at a path: binds the path and the tenant.
+fn collection_sql(d: Dialect) -> String {
+    format!(
+        "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME IS NULL WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+        path_param(d)
+    )
+}
+
+/// The live resource of a name in a collection: binds the name, the parent path and the tenant.
+fn file_sql(d: Dialect) -> String {
+    format!(
+        "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME = ? WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+        path_param(d)
+    )
+}
+
 pub(crate) async fn collection_row(
     c: &mut Exec<'_>,
     t: i64,
@@ -139,13 +159,7 @@ pub(crate) async fn collection_row(
     if !storable(d, p) {
         return Ok(None);
     }
-    let sql = format!(
-        "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
-         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-         AND r.REG_NAME IS NULL WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
-        path_param(d)
-    );
-    c.fetch_opt(&sql, &args![p, t])
+    c.fetch_opt(&collection_sql(d), &args![p, t])
         .await?
         .map(|r| resource_row(&r, 0))
         .transpose()
@@ -159,23 +173,58 @@ pub(crate) async fn file_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option
     if !storable(d, parent) {
         return Ok(None);
     }
-    let sql = format!(
-        "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
-         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-         AND r.REG_NAME = ? WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
-        path_param(d)
-    );
-    c.fetch_opt(&sql, &args![path::name(p), parent, t])
+    c.fetch_opt(&file_sql(d), &args![path::name(p), parent, t])
         .await?
         .map(|r| resource_row(&r, 0))
         .transpose()
 }
 
+/// The collection or the resource at `p`, in one query.
 pub(crate) async fn any_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<ResourceRow>> {
-    if let Some(row) = collection_row(c, t, p).await? {
-        return Ok(Some(row));
+    let d = c.dialect();
+    let mut parts = Vec::new();
+    let mut args = Vec::new();
+    if storable(d, p) {
+        parts.push(collection_sql(d));
+        args.extend(args![p, t]);
     }
-    file_row(c, t, p).await
+    if let Some(parent) = path::parent(p).filter(|parent| storable(d, parent)) {
+        parts.push(file_sql(d));
+        args.extend(args![path::name(p), parent, t]);
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    c.fetch_opt(&parts.join(" UNION ALL "), &args)
+        .await?
+        .map(|r| resource_row(&r, 0))
+        .transpose()
+}
+
+/// The live resource at `p` with its attributes (stored or default), in one query.
+pub(crate) async fn file_row_with_attrs(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+) -> Result<Option<(ResourceRow, AttrRow)>> {
+    let d = c.dialect();
+    let Some(parent) = path::parent(p).filter(|parent| storable(d, parent)) else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "SELECT {RESOURCE_COLUMNS}, {ATTR_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME = ? LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID \
+         AND a.REG_TENANT_ID = r.REG_TENANT_ID \
+         WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+        path_param(d)
+    );
+    let Some(r) = c.fetch_opt(&sql, &args![path::name(p), parent, t]).await? else {
+        return Ok(None);
+    };
+    let row = resource_row(&r, 0)?;
+    let attrs = attr_columns(&r, 9)?.or_default(&row);
+    Ok(Some((row, attrs)))
 }
 
 pub(crate) async fn require_dir(c: &mut Exec<'_>, t: i64, p: &str) -> Result<ResourceRow> {
@@ -413,19 +462,36 @@ pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> R
     let name = row.name.as_deref();
     // The mapping rows point at the properties, and MySQL checks that foreign key at every
     // statement: the mappings go first, so the property ids are read before they go.
-    let props: Vec<i64> = {
-        let rows = c
-            .fetch(
-                &format!(
-                    "SELECT REG_PROPERTY_ID FROM REG_RESOURCE_PROPERTY WHERE REG_PATH_ID = ? \
+    // One query says whether there are mappings at all (most files have none) and reads the
+    // property ids: -1 rows stand for tag, comment and rating mappings.
+    let rows = {
+        let probe = PATH_KEYED_TABLES
+            .iter()
+            .map(|table| {
+                let id = if *table == "REG_RESOURCE_PROPERTY" {
+                    "REG_PROPERTY_ID"
+                } else {
+                    "-1"
+                };
+                format!(
+                    "SELECT {id} FROM {table} WHERE REG_PATH_ID = ? \
                      AND REG_RESOURCE_NAME {eq} ? AND REG_TENANT_ID = ?"
-                ),
-                &args![row.path_id, name, t],
-            )
-            .await?;
-        rows.iter().map(|r| r.req_int(0)).collect::<Result<_>>()?
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let key = args![row.path_id, name, t];
+        let all: Vec<Val<'_>> = key.iter().cycle().take(key.len() * 4).copied().collect();
+        c.fetch(&probe, &all).await?
     };
-    for table in PATH_KEYED_TABLES {
+    let mut props = Vec::new();
+    for r in &rows {
+        let id = r.req_int(0)?;
+        if id >= 0 {
+            props.push(id);
+        }
+    }
+    for table in PATH_KEYED_TABLES.iter().filter(|_| !rows.is_empty()) {
         let sql = format!(
             "DELETE FROM {table} WHERE REG_PATH_ID = ? AND REG_RESOURCE_NAME {eq} ? \
              AND REG_TENANT_ID = ?"

@@ -405,13 +405,12 @@ impl Store for ServerStore {
             }
         };
         transaction!(self, "write", |c| {
-            let Some(old) = file_row(c, t, p).await? else {
+            let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
                 if collection_row(c, t, p).await?.is_some() {
                     return Err(err!(EISDIR, "{p} is a collection"));
                 }
                 return Err(err!(ENOENT, "resource {p} does not exist"));
             };
-            let attrs = attrs_or_default(c, t, &old).await?;
             // Carbon's update: delete the old row and its content, insert a new row (new
             // REG_VERSION) that keeps creator, creation time and UUID.
             let now = now_ns();
