@@ -8,6 +8,7 @@
 //! once the server is back.
 
 pub mod db;
+mod pg;
 
 use std::time::Duration;
 
@@ -33,23 +34,13 @@ pub struct ServerStore {
     timeout: Duration,
 }
 
-/// Runs `$body` (with `$c: &mut Exec`) in one transaction, bounded in time, retrying a
-/// bounded number of times on serialization conflicts; then EIO with a log line.
-macro_rules! transaction {
-    ($self:ident, $what:expr, |$c:ident| $body:block) => {{
+/// Runs the future `$run` (made anew for each attempt), bounded in time, retrying a bounded
+/// number of times on serialization conflicts; then EIO with a log line.
+macro_rules! retrying {
+    ($self:ident, $what:expr, $run:expr) => {{
         let mut attempt: u32 = 0;
         loop {
-            let run = async {
-                let mut tx = $self.pool.begin().await?;
-                let value = {
-                    let mut exec = tx.exec();
-                    let $c: &mut Exec<'_> = &mut exec;
-                    $body
-                };
-                tx.commit().await?;
-                Ok(value)
-            };
-            let result: Result<_> = match tokio::time::timeout($self.timeout, run).await {
+            let result: Result<_> = match tokio::time::timeout($self.timeout, $run).await {
                 Ok(r) => r,
                 Err(_) => Err(err!(
                     EIO,
@@ -77,6 +68,36 @@ macro_rules! transaction {
             }
         }
     }};
+}
+
+/// Runs `$body` (with `$c: &mut Exec`) in one transaction, with [`retrying`]'s bounds.
+macro_rules! transaction {
+    ($self:ident, $what:expr, |$c:ident| $body:block) => {
+        retrying!($self, $what, async {
+            let mut tx = $self.pool.begin().await?;
+            let value = {
+                let mut exec = tx.exec();
+                let $c: &mut Exec<'_> = &mut exec;
+                $body
+            };
+            tx.commit().await?;
+            Ok(value)
+        })
+    };
+}
+
+/// Runs `$body` on a pooled connection without BEGIN/COMMIT (each statement is its own
+/// transaction, SERIALIZABLE like every session's), with [`retrying`]'s bounds. For the
+/// PostgreSQL fast paths, whose changes are one statement guarded by what it reads.
+macro_rules! autocommit {
+    ($self:ident, $what:expr, |$c:ident| $body:block) => {
+        retrying!($self, $what, async {
+            let mut held = $self.pool.acquire().await?;
+            let mut exec = held.exec();
+            let $c: &mut Exec<'_> = &mut exec;
+            Ok($body)
+        })
+    };
 }
 
 /// A read on a pooled connection, bounded in time like a transaction.
@@ -121,6 +142,57 @@ impl ServerStore {
 
     fn t(&self) -> i64 {
         self.opts.tenant_id
+    }
+
+    /// A new empty file (or FIFO, socket, device node) on PostgreSQL: see [`pg`].
+    async fn pg_create(
+        &self,
+        p: &str,
+        parent: &str,
+        name: &str,
+        new: &NewEntry,
+        user: &str,
+    ) -> Result<Entry> {
+        let t = self.t();
+        let media = if new.kind == Kind::File {
+            media_type_for(name)
+        } else {
+            None
+        };
+        autocommit!(self, "create", |c| {
+            let dir = require_dir(c, t, parent).await?;
+            let now = now_ns();
+            let uuid = uuid::Uuid::new_v4().to_string();
+            let mut attrs = AttrRow {
+                mode: (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
+                uid: new.uid as i64,
+                gid: new.gid as i64,
+                rdev: new.rdev as i64,
+                atime_ns: now,
+                mtime_ns: now,
+                ctime_ns: now,
+                version: 0,
+            };
+            let Some(version) =
+                pg::create_empty(c, t, &dir, p, name, media, user, &uuid, &attrs).await?
+            else {
+                if any_row(c, t, p).await?.is_some() {
+                    return Err(err!(EEXIST, "{p} already exists"));
+                }
+                return Err(err!(EIO, "{parent} changed while {p} was created").transient());
+            };
+            attrs.version = version;
+            EntryRow::from_parts(
+                false,
+                version,
+                uuid,
+                media.map(str::to_string),
+                naive_from_ns(now),
+                0,
+                attrs,
+            )
+            .into_entry()
+        })
     }
 
     /// What the catalog says about a schema Carbon's own scripts made: 4.4.x mapping tables have
@@ -172,6 +244,15 @@ pub struct SchemaFlavor {
     pub mapping_ids: bool,
     /// REG_PATH has 4.12.x's UNIQUE(REG_PATH_VALUE, REG_TENANT_ID).
     pub unique_paths: bool,
+}
+
+/// Why there is no resource at `p`: a collection is there (EISDIR) or nothing (ENOENT).
+async fn missing_resource(c: &mut Exec<'_>, t: i64, p: &str) -> crate::Error {
+    match collection_row(c, t, p).await {
+        Ok(Some(_)) => err!(EISDIR, "{p} is a collection"),
+        Ok(None) => err!(ENOENT, "resource {p} does not exist"),
+        Err(e) => e,
+    }
 }
 
 #[async_trait]
@@ -330,6 +411,9 @@ impl Store for ServerStore {
             return Err(err!(EEXIST, "the root always exists"));
         };
         let name = path::name(p);
+        if self.d == Dialect::Postgres && new.kind != Kind::Directory && new.content.is_empty() {
+            return self.pg_create(p, parent, name, &new, user).await;
+        }
         transaction!(self, "create", |c| {
             let dir = require_dir(c, t, parent).await?;
             if any_row(c, t, p).await?.is_some() {
@@ -404,6 +488,23 @@ impl Store for ServerStore {
                 &whole[..]
             }
         };
+        if self.d == Dialect::Postgres {
+            return autocommit!(self, "write", |c| {
+                let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
+                    return Err(missing_resource(c, t, p).await);
+                };
+                let now = now_ns();
+                let Some(version) = pg::write(c, t, &old, &attrs, data, p, user, now).await? else {
+                    return Err(err!(EIO, "{p} changed while it was written").transient());
+                };
+                resource_entry(
+                    &old,
+                    version,
+                    data.len() as u64,
+                    attrs.rewritten(version, now),
+                )
+            });
+        }
         transaction!(self, "write", |c| {
             let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
                 if collection_row(c, t, p).await?.is_some() {
@@ -455,6 +556,14 @@ impl Store for ServerStore {
         let Some(parent) = path::parent(p) else {
             return Err(err!(EBUSY, "the root cannot be removed"));
         };
+        if self.d == Dialect::Postgres && !dir {
+            return autocommit!(self, "unlink", |c| {
+                let (parent_row, row) = ops::remove_checks(c, t, p, parent, false).await?;
+                if !pg::unlink(c, t, &parent_row, &row, p, user).await? {
+                    return Err(err!(EIO, "{p} changed while it was removed").transient());
+                }
+            });
+        }
         transaction!(self, if dir { "rmdir" } else { "unlink" }, |c| {
             let (parent_row, row) = ops::remove_checks(c, t, p, parent, dir).await?;
             delete_row(c, t, &row).await?;
