@@ -18,6 +18,44 @@ pub(crate) const RESOURCE_COLUMNS: &str = "r.REG_PATH_ID, r.REG_NAME, r.REG_VERS
 pub(crate) const ATTR_COLUMNS: &str = "a.MODE, a.UID, a.GID, a.RDEV, a.ATIME_NS, a.MTIME_NS, a.CTIME_NS, \
      a.REG_VERSION";
 
+/// The values Carbon's update of `old` binds, in the order the SQLite write batch and the
+/// PostgreSQL write statement number them: old version, tenant, old content id, `content` (the
+/// new content id, or the bytes), path id, name, media type, creator, created, user, now,
+/// description, uuid, mode, uid, gid, rdev, atime, now (ns), path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn update_args<'a>(
+    t: i64,
+    old: &'a ResourceRow,
+    attrs: &AttrRow,
+    content: Val<'a>,
+    user: &'a str,
+    now: i64,
+    p: &'a str,
+) -> [Val<'a>; 20] {
+    args![
+        old.version,
+        t,
+        old.content_id,
+        content,
+        old.path_id,
+        old.name.as_deref(),
+        old.media_type.as_deref(),
+        &old.creator,
+        old.created,
+        user,
+        naive_from_ns(now),
+        old.description.as_deref(),
+        &old.uuid,
+        attrs.mode,
+        attrs.uid,
+        attrs.gid,
+        attrs.rdev,
+        attrs.atime_ns,
+        now,
+        p
+    ]
+}
+
 pub(crate) fn resource_row(row: &Row, o: usize) -> Result<ResourceRow> {
     Ok(ResourceRow {
         path_id: row.req_int(o)?,

@@ -160,6 +160,20 @@ pub(crate) fn resource_entry(row: &ResourceRow, version: i64, size: u64, a: Attr
 }
 
 impl AttrRow {
+    /// A new entry's attributes: its type and permissions, owner, all times `now_ns`.
+    pub(crate) fn for_new(new: &NewEntry, now_ns: i64, version: i64) -> AttrRow {
+        AttrRow {
+            mode: (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
+            uid: new.uid as i64,
+            gid: new.gid as i64,
+            rdev: new.rdev as i64,
+            atime_ns: now_ns,
+            mtime_ns: now_ns,
+            ctime_ns: now_ns,
+            version,
+        }
+    }
+
     /// The attributes after a content update: the new version, modified and changed `now`.
     pub(crate) fn rewritten(mut self, version: i64, now_ns: i64) -> AttrRow {
         self.mtime_ns = now_ns;

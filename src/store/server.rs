@@ -197,16 +197,7 @@ impl ServerStore {
             let dir = require_dir(c, t, parent).await?;
             let now = now_ns();
             let uuid = uuid::Uuid::new_v4().to_string();
-            let mut attrs = AttrRow {
-                mode: (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
-                uid: new.uid as i64,
-                gid: new.gid as i64,
-                rdev: new.rdev as i64,
-                atime_ns: now,
-                mtime_ns: now,
-                ctime_ns: now,
-                version: 0,
-            };
+            let mut attrs = AttrRow::for_new(new, now, 0);
             let Some(version) =
                 pg::create_empty(c, t, &dir, p, name, media, user, &uuid, &attrs).await?
             else {
@@ -487,16 +478,7 @@ impl Store for ServerStore {
                 insert_log(c, t, p, user, LogAction::Add, None).await?;
                 (version, uuid)
             };
-            let attrs = AttrRow {
-                mode: (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
-                uid: new.uid as i64,
-                gid: new.gid as i64,
-                rdev: new.rdev as i64,
-                atime_ns: now,
-                mtime_ns: now,
-                ctime_ns: now,
-                version,
-            };
+            let attrs = AttrRow::for_new(&new, now, version);
             put_attr(c, t, &uuid, attrs).await?;
             touch_dir(c, t, &dir).await?;
             self.changed();

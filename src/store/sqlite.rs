@@ -661,16 +661,7 @@ impl Store for SqliteStore {
                 .ok_or_else(|| err!(EIO, "create of {p} stored no version"))?;
                 (version, uuid)
             };
-            let attrs = AttrRow {
-                mode: (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
-                uid: new.uid as i64,
-                gid: new.gid as i64,
-                rdev: new.rdev as i64,
-                atime_ns: now,
-                mtime_ns: now,
-                ctime_ns: now,
-                version,
-            };
+            let attrs = AttrRow::for_new(&new, now, version);
             if new.kind == Kind::Directory {
                 ops::put_attr(&mut Exec::Rus(c), t, &uuid, attrs).await?;
                 ops::touch_dir(&mut Exec::Rus(c), t, &dir).await?;
@@ -712,28 +703,7 @@ impl Store for SqliteStore {
             let version = run_batch(
                 c,
                 batch,
-                &args![
-                    old.version,
-                    t,
-                    old.content_id,
-                    content_id,
-                    old.path_id,
-                    old.name.as_deref(),
-                    old.media_type.as_deref(),
-                    &old.creator,
-                    old.created,
-                    user,
-                    naive_from_ns(now),
-                    old.description.as_deref(),
-                    &old.uuid,
-                    attrs.mode,
-                    attrs.uid,
-                    attrs.gid,
-                    attrs.rdev,
-                    attrs.atime_ns,
-                    now,
-                    p
-                ],
+                &ops::update_args(t, &old, &attrs, Val::from(content_id), user, now, p),
             )?
             .ok_or_else(|| err!(EIO, "write of {p} stored no version"))?;
             let attrs = attrs.rewritten(version, now);

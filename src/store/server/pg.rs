@@ -148,28 +148,7 @@ pub(crate) async fn write(
     let row = c
         .fetch_opt(
             &sql,
-            &args![
-                old.version,
-                t,
-                old.content_id,
-                data,
-                old.path_id,
-                old.name.as_deref(),
-                old.media_type.as_deref(),
-                &old.creator,
-                old.created,
-                user,
-                naive_from_ns(now),
-                old.description.as_deref(),
-                &old.uuid,
-                attrs.mode,
-                attrs.uid,
-                attrs.gid,
-                attrs.rdev,
-                attrs.atime_ns,
-                now,
-                p
-            ],
+            &crate::store::ops::update_args(t, old, attrs, Val::from(data), user, now, p),
         )
         .await?;
     match row {
