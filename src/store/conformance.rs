@@ -29,8 +29,9 @@ pub fn dir() -> NewEntry {
     }
 }
 
-/// Content larger than a spool policy's memory limit, and larger than one [`CHUNK`], goes in and
-/// comes out whole: from memory and from a spool file, into memory and into a spool file.
+/// Content larger than a spool policy's memory limit, larger than one [`CHUNK`] and than the
+/// server stores' 4 MiB piece, goes in and comes out whole: from memory and from a spool file,
+/// into memory and into a spool file.
 ///
 /// [`CHUNK`]: crate::content::CHUNK
 pub async fn large_content(s: &dyn Store) {
@@ -45,7 +46,7 @@ pub async fn large_content(s: &dyn Store) {
     s.create("/large", dir(), "u").await.unwrap();
     s.create("/large/f", file(b""), "u").await.unwrap();
 
-    let in_memory = pattern(3 * CHUNK + 7, 1);
+    let in_memory = pattern(5 * CHUNK + 7, 1);
     let e = s
         .write("/large/f", &in_memory.clone().into(), "u")
         .await
@@ -63,7 +64,7 @@ pub async fn large_content(s: &dyn Store) {
         "read differs"
     );
 
-    let expected = pattern(2 * CHUNK + CHUNK / 2, 2);
+    let expected = pattern(4 * CHUNK + CHUNK / 2, 2);
     let mut spooled = Content::default();
     for (i, piece) in expected.chunks(100_000).enumerate() {
         spooled

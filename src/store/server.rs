@@ -272,6 +272,88 @@ pub struct SchemaFlavor {
     pub unique_paths: bool,
 }
 
+/// Content up to this size goes to and from a server in one statement. Larger content moves in
+/// pieces of this size, so that the drivers, which hold a value whole, never hold more than a
+/// piece.
+const PIECE: usize = 4 << 20;
+
+/// A new `REG_CONTENT` row for `data`, in pieces when it is large: on PostgreSQL the pieces go
+/// to a temporary table and one `string_agg` joins them into the row (the value is written
+/// once); on MySQL the row grows by `CONCAT`, and its length is checked at the end, because
+/// MySQL answers a result over `max_allowed_packet` with NULL and a warning.
+async fn content_row(c: &mut Exec<'_>, t: i64, data: &Content) -> Result<Option<i64>> {
+    let len = data.len();
+    if len <= PIECE as u64 {
+        return match data.as_slice() {
+            Some(bytes) => insert_content(c, t, bytes).await,
+            None => insert_content(c, t, &data.to_vec()?).await,
+        };
+    }
+    let mut buf = vec![0; PIECE];
+    let mut pieces = (0..len).step_by(PIECE).map(|offset| {
+        let n = PIECE.min((len - offset) as usize);
+        (offset, n)
+    });
+    let id = match c.dialect() {
+        Dialect::Postgres => {
+            c.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS regfs_pieces (n BIGINT, d BYTEA) \
+                 ON COMMIT DELETE ROWS",
+                &[],
+            )
+            .await?;
+            for (offset, n) in pieces {
+                data.read_exact_at(offset, &mut buf[..n])?;
+                c.execute(
+                    "INSERT INTO regfs_pieces (n, d) VALUES (?, ?)",
+                    &args![offset as i64, &buf[..n]],
+                )
+                .await?;
+            }
+            c.insert_id(
+                "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) \
+                 SELECT string_agg(d, ''::bytea ORDER BY n), ? FROM regfs_pieces",
+                "REG_CONTENT_ID",
+                &args![t],
+            )
+            .await?
+        }
+        _ => {
+            let (offset, n) = pieces.next().unwrap_or((0, 0));
+            data.read_exact_at(offset, &mut buf[..n])?;
+            let id = insert_content(c, t, &buf[..n])
+                .await?
+                .ok_or_else(|| err!(EIO, "content row not created"))?;
+            for (offset, n) in pieces {
+                data.read_exact_at(offset, &mut buf[..n])?;
+                c.execute(
+                    "UPDATE REG_CONTENT SET REG_CONTENT_DATA = CONCAT(REG_CONTENT_DATA, ?) \
+                     WHERE REG_CONTENT_ID = ? AND REG_TENANT_ID = ?",
+                    &args![&buf[..n], id, t],
+                )
+                .await?;
+            }
+            let stored = c
+                .fetch_opt(
+                    "SELECT LENGTH(REG_CONTENT_DATA) FROM REG_CONTENT \
+                     WHERE REG_CONTENT_ID = ? AND REG_TENANT_ID = ?",
+                    &args![id, t],
+                )
+                .await?
+                .and_then(|r| r.int(0).ok().flatten());
+            if stored != Some(len as i64) {
+                return Err(err!(
+                    EFBIG,
+                    "the server kept {stored:?} of {len} bytes: a value this large needs a \
+                     larger max_allowed_packet on the server (as it would for Carbon)"
+                ));
+            }
+            id
+        }
+    };
+    Ok(Some(id))
+}
+
 /// Why there is no resource at `p`: a collection is there (EISDIR) or nothing (ENOENT).
 async fn missing_resource(c: &mut Exec<'_>, t: i64, p: &str) -> crate::Error {
     match collection_row(c, t, p).await {
@@ -402,33 +484,71 @@ impl Store for ServerStore {
         if !storable(d, parent) {
             return Err(err!(ENOENT, "resource {p} does not exist"));
         }
+        // The version, the content row and its length, and the value itself when it is at most
+        // a piece; a larger value is read in pieces after.
+        let length = d.int64("LENGTH(c.REG_CONTENT_DATA)");
         let sql = format!(
-            "SELECT c.REG_CONTENT_DATA, r.REG_VERSION FROM REG_PATH p JOIN REG_RESOURCE r \
+            "SELECT r.REG_VERSION, c.REG_CONTENT_ID, {length}, \
+             CASE WHEN LENGTH(c.REG_CONTENT_DATA) <= {PIECE} THEN c.REG_CONTENT_DATA END \
+             FROM REG_PATH p JOIN REG_RESOURCE r \
              ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
              AND r.REG_NAME = ? LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
              AND c.REG_TENANT_ID = r.REG_TENANT_ID \
              WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
             path_param(d)
         );
-        let row = read!(self, "read", |c| {
-            c.fetch_opt(&sql, &args![path::name(p), parent, t]).await
-        })?;
-        match row {
-            // The drivers hand a value over whole; large content moves to a spool file at once,
-            // so only the read itself peaks at the value's size.
-            Some(row) => {
-                let data = row.blob(0)?.unwrap_or_default();
-                let content = if policy.spools(data.len() as u64) {
-                    let mut spooled = policy.content_for(data.len() as u64)?;
-                    spooled.write_at(policy, 0, &data)?;
-                    spooled
-                } else {
-                    data.into()
-                };
-                Ok((row.req_int(1)?, content))
+        let position = match d {
+            Dialect::Postgres => "CAST(? AS INTEGER)",
+            _ => "?",
+        };
+        let piece_sql = format!(
+            "SELECT SUBSTR(REG_CONTENT_DATA, {position}, {position}) FROM REG_CONTENT \
+             WHERE REG_CONTENT_ID = ? AND REG_TENANT_ID = ?"
+        );
+        for _ in 0..3 {
+            let row = read!(self, "read", |c| {
+                c.fetch_opt(&sql, &args![path::name(p), parent, t]).await
+            })?;
+            let Some(row) = row else {
+                return Err(err!(ENOENT, "resource {p} does not exist"));
+            };
+            let version = row.req_int(0)?;
+            let Some(id) = row.int(1)? else {
+                return Ok((version, Content::default()));
+            };
+            let len = row.req_int(2)?.max(0) as u64;
+            if let Some(data) = row.blob(3)? {
+                if !policy.spools(len) {
+                    return Ok((version, data.into()));
+                }
+                let mut content = policy.content_for(len)?;
+                content.write_at(policy, 0, &data)?;
+                return Ok((version, content));
             }
-            None => Err(err!(ENOENT, "resource {p} does not exist")),
+            // Content rows are never changed, only replaced: a piece that is gone means a
+            // writer replaced this version meanwhile, and the read starts over.
+            let mut content = policy.content_for(len)?;
+            let mut complete = true;
+            for offset in (0..len).step_by(PIECE) {
+                let n = PIECE.min((len - offset) as usize);
+                let piece = read!(self, "read", |c| {
+                    c.fetch_opt(&piece_sql, &args![offset as i64 + 1, n as i64, id, t])
+                        .await
+                })?;
+                match piece.map(|r| r.blob(0)).transpose()?.flatten() {
+                    Some(bytes) if bytes.len() == n => content.write_at(policy, offset, &bytes)?,
+                    _ => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                return Ok((version, content));
+            }
+            debug!(store = %self.name, "{p} changed while it was read; reading again");
         }
+        Err(err!(EIO, "{p} kept changing while it was read"))
     }
 
     async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
@@ -497,16 +617,15 @@ impl Store for ServerStore {
 
     async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let t = self.t();
-        // The drivers send a value in one piece: spooled content is read into memory for it.
-        let whole;
-        let data = match data.as_slice() {
-            Some(bytes) => bytes,
-            None => {
-                whole = data.to_vec()?;
-                &whole[..]
-            }
-        };
-        if self.d == Dialect::Postgres {
+        if self.d == Dialect::Postgres && data.len() <= PIECE as u64 {
+            let whole;
+            let data = match data.as_slice() {
+                Some(bytes) => bytes,
+                None => {
+                    whole = data.to_vec()?;
+                    &whole[..]
+                }
+            };
             return autocommit!(self, "write", |c| {
                 let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
                     return Err(missing_resource(c, t, p).await);
@@ -546,7 +665,7 @@ impl Store for ServerStore {
                 )
                 .await?;
             }
-            let content_id = insert_content(c, t, data).await?;
+            let content_id = content_row(c, t, data).await?;
             let version = insert_resource(
                 c,
                 t,
@@ -565,7 +684,7 @@ impl Store for ServerStore {
             let attrs = attrs.rewritten(version, now);
             put_attr(c, t, &old.uuid, attrs).await?;
             insert_log(c, t, p, user, LogAction::Update, None).await?;
-            resource_entry(&old, version, data.len() as u64, attrs)
+            resource_entry(&old, version, data.len(), attrs)
         })
     }
 
