@@ -61,6 +61,23 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         let transient = is_retryable(&e);
         // A unique key another writer took first: EEXIST if it is not retried away.
+        // MySQL's 1301 (a result over max_allowed_packet) and 1153 (a packet over it); its
+        // code() is the SQLSTATE (HY000 / 08S01), the number tells them apart.
+        let mysql_number = match &e {
+            sqlx::Error::Database(db) => db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|m| m.number()),
+            _ => None,
+        };
+        if let Some(1301 | 1153) = mysql_number {
+            return Error::new(
+                libc::EFBIG,
+                format!(
+                    "database error: {e}; a value this large needs a larger max_allowed_packet \
+                     on the server (as it would for Carbon)"
+                ),
+            );
+        }
         let errno = match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => libc::EEXIST,
             _ => libc::EIO,

@@ -391,6 +391,38 @@ fn mariadb_accepts_a_carbon_44_database() {
     accepts_carbon_44(Kind::MariaDb);
 }
 
+/// A resource larger than MariaDB's max_allowed_packet is refused with EFBIG and changes
+/// nothing: MySQL answers an oversized CONCAT with NULL and a warning, which must not become a
+/// silently emptied file. A private server, since the setting is global.
+#[test]
+fn mariadb_refuses_content_over_max_allowed_packet_with_efbig() {
+    let server = Server::start(Kind::MariaDb);
+    server.sql("SET GLOBAL max_allowed_packet = 8388608");
+    let db = server.fresh_db();
+    rt().block_on(async {
+        // Connections made from here on get the 8 MiB limit.
+        let s = open(&server, &db, Duration::from_secs(20)).await;
+        s.create("/_system/config/big", file(b"before"), "u")
+            .await
+            .unwrap();
+        let data = regfs::content::Content::from(vec![7u8; 12 << 20]);
+        let e = s
+            .write("/_system/config/big", &data, "u")
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EFBIG, "{e}");
+        assert!(e.message().contains("max_allowed_packet"), "{e}");
+        assert_eq!(s.read("/_system/config/big").await.unwrap(), b"before");
+        // Below the limit, pieces still make up a value larger than one piece.
+        let data = regfs::content::Content::from(vec![8u8; 6 << 20]);
+        s.write("/_system/config/big", &data, "u").await.unwrap();
+        assert_eq!(
+            s.read("/_system/config/big").await.unwrap(),
+            vec![8u8; 6 << 20]
+        );
+    });
+}
+
 /// A server that stops answering (SIGSTOP) or goes down gives EIO within the bound, and the
 /// store works again once the server is back, without being reopened.
 fn outage(kind: Kind) {
