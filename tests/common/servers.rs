@@ -143,6 +143,13 @@ fn remove_stale_dirs() {
 /// Sends `sig` to `pid` and its direct children (PostgreSQL's backends call setsid(), so a
 /// process group does not reach them).
 fn signal_tree(pid: i32, sig: nix::sys::signal::Signal) {
+    for p in tree(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+    }
+}
+
+/// `pid` and its direct children.
+fn tree(pid: i32) -> Vec<i32> {
     let mut pids = vec![pid];
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
@@ -160,9 +167,7 @@ fn signal_tree(pid: i32, sig: nix::sys::signal::Signal) {
             }
         }
     }
-    for p in pids {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
-    }
+    pids
 }
 
 /// Spawns `cmd` from a thread that lives as long as the process, with PR_SET_PDEATHSIG: the
@@ -198,6 +203,10 @@ impl Server {
             nix::unistd::geteuid().is_root(),
             "the database tests start servers as their system users and must run as root"
         );
+        // One server starts at a time: two mariadb-install-db runs at once in one test binary
+        // were seen to fail.
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         remove_stale_dirs();
         let dir = tempfile::Builder::new()
             .prefix(match kind {
@@ -412,8 +421,33 @@ impl Server {
     }
 
     /// Stops every process of the server (SIGSTOP): it keeps its connections but answers nothing.
+    /// Returns once every thread of the server's main process is stopped: kill() returns before
+    /// the stop has reached threads running elsewhere, and a query could slip through.
     pub fn pause(&self) {
         self.signal_group(nix::sys::signal::Signal::SIGSTOP);
+        let Some(pid) = self.child.lock().unwrap().as_ref().map(|c| c.id() as i32) else {
+            return;
+        };
+        let stopped = || {
+            tree(pid).into_iter().all(|p| {
+                let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+                    return true;
+                };
+                tasks.flatten().all(|t| {
+                    let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                    // The state follows the command name, which is in parentheses.
+                    matches!(
+                        stat.rsplit_once(')')
+                            .and_then(|(_, rest)| rest.split_whitespace().next()),
+                        Some("T" | "t" | "Z" | "X") | None
+                    )
+                })
+            })
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), stopped),
+            "the server did not stop"
+        );
     }
 
     pub fn resume(&self) {
