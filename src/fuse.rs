@@ -117,9 +117,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
-            match fs.lookup(c, parent.0, &name).await {
+            match fs.lookup(c, parent.0, name).await {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("lookup", &e)),
             }
@@ -131,7 +131,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let (fs, c) = (self.fs.clone(), caller(req));
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs.getattr(c, ino.0).await {
                 Ok(a) => reply.attr(&TTL, &file_attr(&a)),
@@ -158,7 +158,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let (fs, c) = (self.fs.clone(), caller(req));
+        let (fs, c) = (&self.fs, caller(req));
         let change = AttrChange {
             perm: mode.map(|m| m & 0o7777),
             uid,
@@ -176,7 +176,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let (fs, c) = (self.fs.clone(), caller(req));
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs.readlink(c, ino.0).await {
                 Ok(target) => reply.data(&target),
@@ -195,9 +195,9 @@ impl Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
-            match fs.mknod(c, parent.0, &name, mode, rdev).await {
+            match fs.mknod(c, parent.0, name, mode, rdev).await {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mknod", &e)),
             }
@@ -213,9 +213,9 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
-            match fs.mkdir(c, parent.0, &name, mode).await {
+            match fs.mkdir(c, parent.0, name, mode).await {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
             }
@@ -223,9 +223,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
-            match fs.unlink(c, parent.0, &name).await {
+            match fs.unlink(c, parent.0, name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("unlink", &e)),
             }
@@ -233,9 +233,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
-            match fs.rmdir(c, parent.0, &name).await {
+            match fs.rmdir(c, parent.0, name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rmdir", &e)),
             }
@@ -250,10 +250,9 @@ impl Filesystem for FuseAdapter {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        let (fs, c) = (self.fs.clone(), caller(req));
-        let (name, target) = (link_name.to_owned(), target.to_owned());
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
-            match fs.symlink(c, parent.0, &name, &target).await {
+            match fs.symlink(c, parent.0, link_name, target).await {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("symlink", &e)),
             }
@@ -285,11 +284,10 @@ impl Filesystem for FuseAdapter {
         } else {
             RenameMode::Replace
         };
-        let (fs, c) = (self.fs.clone(), caller(req));
-        let (name, newname) = (name.to_owned(), newname.to_owned());
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs
-                .rename(c, parent.0, &name, newparent.0, &newname, mode)
+                .rename(c, parent.0, name, newparent.0, newname, mode)
                 .await
             {
                 Ok(()) => reply.ok(),
@@ -315,7 +313,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fs, c) = (self.fs.clone(), caller(req));
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs.open(c, ino.0, flags.0).await {
                 // Close-to-open: the page cache is kept only while the content version the
@@ -344,7 +342,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let fs = self.fs.clone();
+        let fs = &self.fs;
         self.run(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
@@ -365,10 +363,9 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let fs = self.fs.clone();
-        let data = data.to_vec();
+        let fs = &self.fs;
         self.run(async move {
-            match fs.write(fh.0, offset, &data).await {
+            match fs.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno("write", &e)),
             }
@@ -383,7 +380,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
+        let fs = &self.fs;
         self.run(async move {
             match fs.flush(fh.0).await {
                 Ok(()) => reply.ok(),
@@ -402,7 +399,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
+        let fs = &self.fs;
         self.run(async move {
             match fs.release(fh.0).await {
                 Ok(()) => reply.ok(),
@@ -419,7 +416,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
+        let fs = &self.fs;
         self.run(async move {
             match fs.flush(fh.0).await {
                 Ok(()) => reply.ok(),
@@ -429,7 +426,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let (fs, c) = (self.fs.clone(), caller(req));
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs.opendir(c, ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -446,7 +443,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let fs = self.fs.clone();
+        let fs = &self.fs;
         self.run(async move {
             match fs.readdir(fh.0, offset, 256).await {
                 Ok(items) => {
@@ -475,7 +472,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let fs = self.fs.clone();
+        let fs = &self.fs;
         self.run(async move {
             match fs.readdir(fh.0, offset, 128).await {
                 Ok(items) => {
@@ -544,7 +541,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let fs = self.fs.clone();
+        let fs = &self.fs;
         self.run(async move {
             match fs.statfs().await {
                 Ok(space) => {
@@ -625,7 +622,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        let (fs, c) = (self.fs.clone(), caller(req));
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs.getattr(c, ino.0).await {
                 Ok(_) => reply.ok(),
@@ -644,9 +641,9 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (fs, c, name) = (self.fs.clone(), caller(req), name.to_owned());
+        let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
-            match fs.create(c, parent.0, &name, mode, flags).await {
+            match fs.create(c, parent.0, name, mode, flags).await {
                 Ok((a, fh)) => reply.created(
                     &TTL,
                     &file_attr(&a),
