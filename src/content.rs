@@ -150,16 +150,9 @@ impl Content {
         let len = self.len();
         let start = offset.min(len);
         let end = start.saturating_add(size as u64).min(len);
-        match self {
-            Content::Mem(v) => Ok(v[start as usize..end as usize].to_vec()),
-            Content::Spool(s) => {
-                let mut buf = vec![0; (end - start) as usize];
-                s.file
-                    .read_exact_at(&mut buf, start)
-                    .map_err(|e| spool_error("read", e))?;
-                Ok(buf)
-            }
-        }
+        let mut buf = vec![0; (end - start) as usize];
+        self.read_exact_at(start, &mut buf)?;
+        Ok(buf)
     }
 
     /// Fills `buf` from `offset`; the range must be inside the content.
@@ -185,15 +178,17 @@ impl Content {
         }
     }
 
-    /// All of it in memory: for a database driver that takes a value in one piece.
+    /// All of it in memory, copied.
     pub fn to_vec(&self) -> Result<Vec<u8>> {
+        Ok(self.bytes()?.into_owned())
+    }
+
+    /// All of it in memory: borrowed when it is, read from the spool file when not. For a
+    /// database driver that takes a value in one piece.
+    pub fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
         match self {
-            Content::Mem(v) => Ok(v.to_vec()),
-            Content::Spool(_) => {
-                let mut buf = vec![0; self.len() as usize];
-                self.read_exact_at(0, &mut buf)?;
-                Ok(buf)
-            }
+            Content::Mem(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            Content::Spool(_) => self.read_at(0, self.len() as usize).map(Into::into),
         }
     }
 

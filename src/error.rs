@@ -60,7 +60,6 @@ macro_rules! err {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         let transient = is_retryable(&e);
-        // A unique key another writer took first: EEXIST if it is not retried away.
         // MySQL's 1301 (a result over max_allowed_packet) and 1153 (a packet over it); its
         // code() is the SQLSTATE (HY000 / 08S01), the number tells them apart.
         let mysql_number = match &e {
@@ -78,6 +77,7 @@ impl From<sqlx::Error> for Error {
                 ),
             );
         }
+        // A unique key another writer took first: EEXIST if it is not retried away.
         let errno = match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => libc::EEXIST,
             _ => libc::EIO,

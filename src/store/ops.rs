@@ -134,38 +134,53 @@ pub(crate) fn entry_select(d: Dialect, collection: bool) -> String {
 /// The collection or the resource at `p`, in one query (one round trip).
 pub(crate) async fn stat_on(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<Entry>> {
     let d = c.dialect();
+    let collection = format!(
+        "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
+         LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
+         WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+        entry_select(d, true),
+        path_param(d)
+    );
+    let file = format!(
+        "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME = ? \
+         LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
+         LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
+         WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+        entry_select(d, false),
+        path_param(d)
+    );
+    let Some((sql, args)) = collection_or_file(d, t, p, collection, file) else {
+        return Ok(None);
+    };
+    let row = c.fetch_opt(&sql, &args).await?;
+    row.map(|r| entry_row(&r).map(EntryRow::into_entry))
+        .transpose()
+}
+
+/// One query for the collection or the resource at `p`: `collection` binds (path, tenant) and
+/// `file` binds (name, parent path, tenant); a part whose path the dialect cannot store is left
+/// out. A path is a collection or a resource, never both, so at most one part has a row.
+/// `None` when neither part can match.
+fn collection_or_file<'a>(
+    d: Dialect,
+    t: i64,
+    p: &'a str,
+    collection: String,
+    file: String,
+) -> Option<(String, Vec<Val<'a>>)> {
     let mut parts = Vec::new();
     let mut args = Vec::new();
     if storable(d, p) {
-        parts.push(format!(
-            "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
-             AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
-             LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
-             WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
-            entry_select(d, true),
-            path_param(d)
-        ));
+        parts.push(collection);
         args.extend(args![p, t]);
     }
     if let Some(parent) = path::parent(p).filter(|parent| storable(d, parent)) {
-        parts.push(format!(
-            "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
-             AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME = ? \
-             LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
-             LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
-             WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
-            entry_select(d, false),
-            path_param(d)
-        ));
+        parts.push(file);
         args.extend(args![path::name(p), parent, t]);
     }
-    if parts.is_empty() {
-        return Ok(None);
-    }
-    // A path is a collection or a resource, never both: at most one part has a row.
-    let row = c.fetch_opt(&parts.join(" UNION ALL "), &args).await?;
-    row.map(|r| entry_row(&r).map(EntryRow::into_entry))
-        .transpose()
+    (!parts.is_empty()).then(|| (parts.join(" UNION ALL "), args))
 }
 
 /// The live collection at a path: binds the path and the tenant.
@@ -220,20 +235,10 @@ pub(crate) async fn file_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option
 /// The collection or the resource at `p`, in one query.
 pub(crate) async fn any_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<ResourceRow>> {
     let d = c.dialect();
-    let mut parts = Vec::new();
-    let mut args = Vec::new();
-    if storable(d, p) {
-        parts.push(collection_sql(d));
-        args.extend(args![p, t]);
-    }
-    if let Some(parent) = path::parent(p).filter(|parent| storable(d, parent)) {
-        parts.push(file_sql(d));
-        args.extend(args![path::name(p), parent, t]);
-    }
-    if parts.is_empty() {
+    let Some((sql, args)) = collection_or_file(d, t, p, collection_sql(d), file_sql(d)) else {
         return Ok(None);
-    }
-    c.fetch_opt(&parts.join(" UNION ALL "), &args)
+    };
+    c.fetch_opt(&sql, &args)
         .await?
         .map(|r| resource_row(&r, 0))
         .transpose()
@@ -519,7 +524,12 @@ pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> R
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
         let key = args![row.path_id, name, t];
-        let all: Vec<Val<'_>> = key.iter().cycle().take(key.len() * 4).copied().collect();
+        let all: Vec<Val<'_>> = key
+            .iter()
+            .cycle()
+            .take(key.len() * PATH_KEYED_TABLES.len())
+            .copied()
+            .collect();
         c.fetch(&probe, &all).await?
     };
     let mut props = Vec::new();
@@ -529,12 +539,14 @@ pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> R
             props.push(id);
         }
     }
-    for table in PATH_KEYED_TABLES.iter().filter(|_| !rows.is_empty()) {
-        let sql = format!(
-            "DELETE FROM {table} WHERE REG_PATH_ID = ? AND REG_RESOURCE_NAME {eq} ? \
-             AND REG_TENANT_ID = ?"
-        );
-        c.execute(&sql, &args![row.path_id, name, t]).await?;
+    if !rows.is_empty() {
+        for table in PATH_KEYED_TABLES {
+            let sql = format!(
+                "DELETE FROM {table} WHERE REG_PATH_ID = ? AND REG_RESOURCE_NAME {eq} ? \
+                 AND REG_TENANT_ID = ?"
+            );
+            c.execute(&sql, &args![row.path_id, name, t]).await?;
+        }
     }
     for id in props {
         c.execute(

@@ -284,10 +284,7 @@ const PIECE: usize = 4 << 20;
 async fn content_row(c: &mut Exec<'_>, t: i64, data: &Content) -> Result<Option<i64>> {
     let len = data.len();
     if len <= PIECE as u64 {
-        return match data.as_slice() {
-            Some(bytes) => insert_content(c, t, bytes).await,
-            None => insert_content(c, t, &data.to_vec()?).await,
-        };
+        return insert_content(c, t, &data.bytes()?).await;
     }
     let mut buf = vec![0; PIECE];
     let mut pieces = (0..len).step_by(PIECE).map(|offset| {
@@ -618,14 +615,8 @@ impl Store for ServerStore {
     async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let t = self.t();
         if self.d == Dialect::Postgres && data.len() <= PIECE as u64 {
-            let whole;
-            let data = match data.as_slice() {
-                Some(bytes) => bytes,
-                None => {
-                    whole = data.to_vec()?;
-                    &whole[..]
-                }
-            };
+            let data = data.bytes()?;
+            let data = &data[..];
             return autocommit!(self, "write", |c| {
                 let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
                     return Err(missing_resource(c, t, p).await);
@@ -644,10 +635,7 @@ impl Store for ServerStore {
         }
         transaction!(self, "write", |c| {
             let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
-                if collection_row(c, t, p).await?.is_some() {
-                    return Err(err!(EISDIR, "{p} is a collection"));
-                }
-                return Err(err!(ENOENT, "resource {p} does not exist"));
+                return Err(missing_resource(c, t, p).await);
             };
             // Carbon's update: delete the old row and its content, insert a new row (new
             // REG_VERSION) that keeps creator, creation time and UUID.
