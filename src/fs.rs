@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::authz::{Action, SYSTEM_USER};
 use crate::content::{Content, SpoolPolicy};
@@ -24,6 +24,10 @@ pub const ROOT_INO: u64 = 1;
 /// Largest resource regfs stores: a resource is one blob (SQLite's default limit is 10^9 bytes
 /// per value).
 pub const MAX_FILE_SIZE: u64 = 999_000_000;
+
+/// A pending file's content up to this size goes into the create's own statement; larger
+/// content follows in a write of its own, which moves it in pieces.
+const INLINE_CREATE_MAX: u64 = 1 << 20;
 
 fn check_size(size: u64) -> Result<()> {
     if size > MAX_FILE_SIZE {
@@ -231,6 +235,10 @@ struct OpenFile {
 }
 
 struct OpenState {
+    /// A file created without `O_EXCL` is inserted by its first commit, together with its
+    /// content: one transaction instead of two. Until then it lives here, and this node's
+    /// lookups, getattrs and listings see it (see [`Pending`]).
+    pending: Option<Pending>,
     data: Option<Content>,
     dirty: bool,
     /// The version `data` was loaded as.
@@ -238,6 +246,17 @@ struct OpenState {
     /// Bumped on every change, so a commit only clears `dirty` if nothing changed meanwhile.
     generation: u64,
     handles: u32,
+}
+
+/// A new file not yet in the database. The create's checks (permissions, a free name) passed
+/// when it was opened; the insert happens at the first flush, fsync or close, or before any
+/// operation that needs the row (setattr, unlink, rename, a listing of its directory).
+struct Pending {
+    new: NewEntry,
+    /// What lookup and getattr answer meanwhile.
+    entry: Entry,
+    /// The creator, recorded as the resource's creator whoever commits first.
+    user: String,
 }
 
 struct FileHandle {
@@ -276,6 +295,26 @@ fn spec(kind: Kind, perm: u32, rdev: u32, content: Vec<u8>) -> NewEntry {
         gid: 0,
         rdev,
         content,
+    }
+}
+
+/// The attributes a pending file shows until its row exists.
+fn pending_entry(new: &NewEntry, name: &str) -> Entry {
+    let now = std::time::SystemTime::now();
+    Entry {
+        kind: new.kind,
+        perm: new.perm,
+        uid: new.uid,
+        gid: new.gid,
+        rdev: new.rdev,
+        size: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        crtime: now,
+        version: 0,
+        uuid: String::new(),
+        media_type: crate::store::media_type_for(name).map(str::to_string),
     }
 }
 
@@ -344,6 +383,13 @@ impl RegFs {
     pub async fn lookup(&self, c: Caller, parent: u64, name: &OsStr) -> Result<Attr> {
         let (p, name) = self.child_path(parent, name)?;
         let user = self.identity.registry_user(c.uid);
+        let pending = self
+            .named(parent, &name)
+            .and_then(|ino| self.pending_entry(ino));
+        if let Some(entry) = pending {
+            self.registry.authorize(&user, &p, Action::Get).await?;
+            return Ok(self.remember(parent, &name, entry, true));
+        }
         match self.registry.stat(&user, &p).await? {
             Some(entry) => Ok(self.remember(parent, &name, entry, true)),
             None => {
@@ -375,6 +421,10 @@ impl RegFs {
             }
         };
         let user = self.identity.registry_user(c.uid);
+        if let Some(entry) = self.pending_entry(ino) {
+            self.registry.authorize(&user, &p, Action::Get).await?;
+            return Ok(self.attr(ino, entry));
+        }
         match self.registry.stat(&user, &p).await? {
             Some(entry) => Ok(self.attr(ino, entry)),
             None => Err(err!(ENOENT, "{p} no longer exists (removed elsewhere)")),
@@ -390,6 +440,7 @@ impl RegFs {
     ) -> Result<Attr> {
         let p = self.path(ino)?;
         let user = self.identity.registry_user(c.uid);
+        self.insert_pending(ino).await?;
         if let Some(size) = size {
             check_size(size)?;
             let of = self.open_files.lock().get(&ino).cloned();
@@ -444,6 +495,8 @@ impl RegFs {
     async fn make(&self, c: Caller, parent: u64, name: &OsStr, new: NewEntry) -> Result<Attr> {
         let (p, name) = self.child_path(parent, name)?;
         let user = self.identity.registry_user(c.uid);
+        // A pending file of that name makes this an EEXIST, as it will be for other nodes.
+        self.insert_pending_name(parent, &name).await?;
         let new = NewEntry {
             uid: c.uid,
             gid: self.new_gid(parent, c.gid),
@@ -512,16 +565,95 @@ impl RegFs {
         mode: u32,
         flags: i32,
     ) -> Result<(Attr, u64)> {
-        let attr = self
-            .make(
-                c,
-                parent,
-                name,
-                spec(Kind::File, mode & 0o7777, 0, Vec::new()),
-            )
-            .await?;
+        let new = spec(Kind::File, mode & 0o7777, 0, Vec::new());
+        if flags & libc::O_EXCL != 0 {
+            // Exclusive creates are lock files too: the row goes in now, so that two nodes
+            // cannot both succeed.
+            let attr = self.make(c, parent, name, new).await?;
+            let fh = self.open_handle(attr.ino, flags, c, Some(Content::default()));
+            return Ok((attr, fh));
+        }
+        let (p, name) = self.child_path(parent, name)?;
+        let user = self.identity.registry_user(c.uid);
+        self.insert_pending_name(parent, &name).await?;
+        self.registry.check_create(&p, &user).await?;
+        let new = NewEntry {
+            uid: c.uid,
+            gid: self.new_gid(parent, c.gid),
+            ..new
+        };
+        let entry = pending_entry(&new, &name);
+        let attr = self.remember(parent, &name, entry.clone(), true);
         let fh = self.open_handle(attr.ino, flags, c, Some(Content::default()));
+        let of = self.open_files.lock().get(&attr.ino).cloned();
+        if let Some(of) = of {
+            let mut st = of.state.lock();
+            st.pending = Some(Pending { new, entry, user });
+            st.dirty = true;
+            st.generation += 1;
+        }
         Ok((attr, fh))
+    }
+
+    /// The inode at `parent/name` in the table, if any.
+    fn named(&self, parent: u64, name: &str) -> Option<u64> {
+        self.inodes
+            .lock()
+            .by_name
+            .get(&(parent, name.to_string()))
+            .copied()
+    }
+
+    /// What a pending (not yet inserted) file looks like, if `ino` is one.
+    fn pending_entry(&self, ino: u64) -> Option<Entry> {
+        let of = self.open_files.lock().get(&ino).cloned()?;
+        let st = of.state.lock();
+        st.pending.as_ref().map(|p| p.entry.clone())
+    }
+
+    /// Inserts `ino` now if it is a pending file (see [`Pending`]).
+    async fn insert_pending(&self, ino: u64) -> Result<()> {
+        let Some(of) = self.open_files.lock().get(&ino).cloned() else {
+            return Ok(());
+        };
+        let user = match &of.state.lock().pending {
+            Some(p) => p.user.clone(),
+            None => return Ok(()),
+        };
+        self.commit(ino, &of, &user).await
+    }
+
+    async fn insert_pending_name(&self, parent: u64, name: &str) -> Result<()> {
+        match self.named(parent, name) {
+            Some(ino) => self.insert_pending(ino).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Inserts the pending files in directory `dir`: a listing, and rmdir's emptiness check,
+    /// need their rows.
+    async fn insert_pending_children(&self, dir: u64) -> Result<()> {
+        let pending: Vec<u64> = {
+            let open = self.open_files.lock();
+            open.iter()
+                .filter(|(_, of)| of.state.lock().pending.is_some())
+                .map(|(&ino, _)| ino)
+                .collect()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let children: Vec<u64> = {
+            let inodes = self.inodes.lock();
+            pending
+                .into_iter()
+                .filter(|ino| inodes.nodes.get(ino).is_some_and(|n| n.parent == dir))
+                .collect()
+        };
+        for ino in children {
+            self.insert_pending(ino).await?;
+        }
+        Ok(())
     }
 
     pub async fn unlink(&self, c: Caller, parent: u64, name: &OsStr) -> Result<()> {
@@ -534,6 +666,10 @@ impl RegFs {
 
     async fn remove(&self, c: Caller, parent: u64, name: &OsStr, dir: bool) -> Result<()> {
         let (p, name) = self.child_path(parent, name)?;
+        self.insert_pending_name(parent, &name).await?;
+        if dir && let Some(ino) = self.named(parent, &name) {
+            self.insert_pending_children(ino).await?;
+        }
         self.preserve_open_content(parent, &name, &p).await?;
         let user = self.identity.registry_user(c.uid);
         self.registry.remove(&p, dir, &user).await?;
@@ -572,6 +708,7 @@ impl RegFs {
         if from == to {
             return Ok(());
         }
+        self.insert_pending_name(new_parent, &new_name).await?;
         self.preserve_open_content(new_parent, &new_name, &to)
             .await?;
         // Unflushed local writes go with the file to its new name.
@@ -603,6 +740,7 @@ impl RegFs {
                 .or_insert_with(|| {
                     Arc::new(OpenFile {
                         state: Mutex::new(OpenState {
+                            pending: None,
                             data: None,
                             dirty: false,
                             loaded_version: None,
@@ -778,12 +916,13 @@ impl RegFs {
     /// Writes the open file's content to the database in one transaction, if it changed.
     async fn commit(&self, ino: u64, of: &OpenFile, user: &str) -> Result<()> {
         let _guard = of.commit.lock().await;
-        let (data, generation) = {
+        let (data, generation, pending) = {
             let st = of.state.lock();
             if !st.dirty {
                 return Ok(());
             }
-            (st.data.clone().unwrap_or_default(), st.generation)
+            let pending = st.pending.as_ref().map(|p| (p.new.clone(), p.user.clone()));
+            (st.data.clone().unwrap_or_default(), st.generation, pending)
         };
         let p = match self.path(ino) {
             Ok(p) => p,
@@ -796,9 +935,13 @@ impl RegFs {
                 return Ok(());
             }
         };
-        let entry = self.registry.write(&p, &data, user).await?;
+        let entry = match pending {
+            Some((new, creator)) => self.insert_new(&p, new, &data, &creator).await?,
+            None => self.registry.write(&p, &data, user).await?,
+        };
         {
             let mut st = of.state.lock();
+            st.pending = None;
             if st.generation == generation {
                 st.dirty = false;
             }
@@ -809,6 +952,31 @@ impl RegFs {
             n.last = Some(entry);
         }
         Ok(())
+    }
+
+    /// The insert of a pending file, with `data` in the same transaction when it is in memory.
+    /// A name that another node (or Carbon) took meanwhile is overwritten, as an open without
+    /// `O_EXCL` of an existing file would have done.
+    async fn insert_new(
+        &self,
+        p: &str,
+        mut new: NewEntry,
+        data: &Content,
+        user: &str,
+    ) -> Result<Entry> {
+        let inline = !data.is_spooled() && data.len() <= INLINE_CREATE_MAX;
+        if inline {
+            new.content = data.to_vec()?;
+        }
+        match self.registry.create(p, new, user).await {
+            Ok(entry) if inline => Ok(entry),
+            Ok(_) => self.registry.write(p, data, user).await,
+            Err(e) if e.errno() == libc::EEXIST => {
+                info!("{p} was created elsewhere while it was open here; overwriting it");
+                self.registry.write(p, data, user).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn flush(&self, fh: u64) -> Result<()> {
@@ -867,6 +1035,7 @@ impl RegFs {
         let mut dh = dh.lock().await;
         let dir_path = self.path(dh.ino)?;
         if offset == 0 {
+            self.insert_pending_children(dh.ino).await?;
             dh.entries.clear();
             dh.cursor = None;
             dh.complete = false;

@@ -184,6 +184,19 @@ impl Registry {
     }
 
     pub async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
+        let r = self.creatable(p, user).await?;
+        r.mount.store.create(&r.target, new, user).await
+    }
+
+    /// Whether [`Registry::create`] of `p` by `user` would pass its checks now (mount points,
+    /// read-only mounts, permissions), without creating anything: a file whose insert waits
+    /// for its first commit is checked here when it is opened. Whether the name is free is
+    /// not asked again: the kernel looked it up just before, in the same open.
+    pub async fn check_create(&self, p: &str, user: &str) -> Result<()> {
+        self.creatable(p, user).await.map(drop)
+    }
+
+    async fn creatable(&self, p: &str, user: &str) -> Result<crate::mount_table::Resolved<'_>> {
         if self.table.is_mount_point(p) {
             return Err(err!(EEXIST, "{p} is a mount point"));
         }
@@ -192,7 +205,7 @@ impl Registry {
             self.authorize(user, parent, Action::Add).await?;
         }
         self.authorize(user, p, Action::Add).await?;
-        r.mount.store.create(&r.target, new, user).await
+        Ok(r)
     }
 
     pub async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {

@@ -198,8 +198,19 @@ impl ServerStore {
             let now = now_ns();
             let uuid = uuid::Uuid::new_v4().to_string();
             let mut attrs = AttrRow::for_new(new, now, 0);
-            let Some(version) =
-                pg::create_empty(c, t, &dir, p, name, media, user, &uuid, &attrs).await?
+            let Some(version) = pg::create_file(
+                c,
+                t,
+                &dir,
+                p,
+                name,
+                media,
+                user,
+                &uuid,
+                &attrs,
+                &new.content,
+            )
+            .await?
             else {
                 if any_row(c, t, p).await?.is_some() {
                     return Err(err!(EEXIST, "{p} already exists"));
@@ -214,7 +225,7 @@ impl ServerStore {
                 uuid,
                 media.map(str::to_string),
                 naive_from_ns(now),
-                0,
+                new.content.len() as u64,
                 attrs,
             )
             .into_entry()
@@ -554,7 +565,8 @@ impl Store for ServerStore {
             return Err(err!(EEXIST, "the root always exists"));
         };
         let name = path::name(p);
-        if self.d == Dialect::Postgres && new.kind != Kind::Directory && new.content.is_empty() {
+        if self.d == Dialect::Postgres && new.kind != Kind::Directory && new.content.len() <= PIECE
+        {
             return self.pg_create(p, parent, name, &new, user).await;
         }
         transaction!(self, "create", |c| {

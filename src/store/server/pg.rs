@@ -45,11 +45,11 @@ fn touch_args<'a>(dir: &'a ResourceRow, now: i64) -> [Val<'a>; 5] {
     ]
 }
 
-/// A new empty resource named `name` in `dir`, with its attributes, the parent's times and
-/// the log entry. `None` if the guard failed: `dir` is no longer a live collection, or the
-/// path is taken (by a resource or a collection).
+/// A new resource named `name` in `dir` with content `data` (no content row when empty), its
+/// attributes, the parent's times and the log entry. `None` if the guard failed: `dir` is no
+/// longer a live collection, or the path is taken (by a resource or a collection).
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn create_empty(
+pub(crate) async fn create_file(
     c: &mut Exec<'_>,
     t: i64,
     dir: &ResourceRow,
@@ -59,21 +59,25 @@ pub(crate) async fn create_empty(
     user: &str,
     uuid: &str,
     attrs: &AttrRow,
+    data: &[u8],
 ) -> Result<Option<i64>> {
     let now = attrs.ctime_ns;
     let created = naive_from_ns(now);
     let sql = format!(
-        "WITH res AS (INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, \
-         REG_CREATOR, REG_CREATED_TIME, REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, \
-         REG_DESCRIPTION, REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
-         SELECT $1, $3, $4, $5, $6, $5, $6, NULL, NULL, $2, $7 \
+        "WITH ok AS (SELECT 1 AS go \
          WHERE EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_VERSION = $8 AND REG_TENANT_ID = $2) \
          AND NOT EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = $1 AND REG_NAME = $3 \
          AND REG_TENANT_ID = $2) \
          AND NOT EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr \
          ON cr.REG_PATH_ID = cp.REG_PATH_ID AND cr.REG_TENANT_ID = cp.REG_TENANT_ID \
-         AND cr.REG_NAME IS NULL WHERE cp.REG_PATH_VALUE = $9 AND cp.REG_TENANT_ID = $2) \
-         RETURNING REG_VERSION), \
+         AND cr.REG_NAME IS NULL WHERE cp.REG_PATH_VALUE = $9 AND cp.REG_TENANT_ID = $2)), \
+         con AS (INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) \
+         SELECT $15, $2 FROM ok WHERE octet_length($15) > 0 RETURNING REG_CONTENT_ID), \
+         res AS (INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, \
+         REG_CREATOR, REG_CREATED_TIME, REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, \
+         REG_DESCRIPTION, REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
+         SELECT $1, $3, $4, $5, $6, $5, $6, NULL, (SELECT REG_CONTENT_ID FROM con), $2, $7 \
+         FROM ok RETURNING REG_VERSION), \
          attr AS (INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, \
          ATIME_NS, MTIME_NS, CTIME_NS, REG_VERSION) \
          SELECT $7, $2, $10, $11, $12, $13, $14, $14, $14, REG_VERSION FROM res), \
@@ -81,7 +85,7 @@ pub(crate) async fn create_empty(
          REG_ACTION_DATA, REG_TENANT_ID) SELECT $9, $5, $6, {}, NULL, $2 FROM res), {} \
          SELECT REG_VERSION FROM res",
         LogAction::Add as i32,
-        touch_parent("res", 15)
+        touch_parent("res", 16)
     );
     let mut all = args![
         dir.path_id,
@@ -97,7 +101,8 @@ pub(crate) async fn create_empty(
         attrs.uid,
         attrs.gid,
         attrs.rdev,
-        now
+        now,
+        data
     ]
     .to_vec();
     all.extend(touch_args(dir, now));
