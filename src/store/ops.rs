@@ -697,6 +697,38 @@ pub(crate) async fn ensure_collections(
     Ok(id)
 }
 
+/// The live collection `parent` and the live resource at `p` in it, if any: what an unlink
+/// reads, in one query. `None` when `parent` is not a live collection.
+async fn dir_and_file(
+    c: &mut Exec<'_>,
+    t: i64,
+    parent: &str,
+    p: &str,
+) -> Result<Option<(ResourceRow, Option<ResourceRow>)>> {
+    let d = c.dialect();
+    if !storable(d, parent) {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT {RESOURCE_COLUMNS}, {} FROM REG_PATH p JOIN REG_RESOURCE r \
+         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+         AND r.REG_NAME IS NULL LEFT JOIN REG_RESOURCE f ON f.REG_PATH_ID = p.REG_PATH_ID \
+         AND f.REG_TENANT_ID = p.REG_TENANT_ID AND f.REG_NAME = ? \
+         WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+        RESOURCE_COLUMNS.replace("r.", "f."),
+        path_param(d)
+    );
+    let Some(row) = c.fetch_opt(&sql, &args![path::name(p), parent, t]).await? else {
+        return Ok(None);
+    };
+    // The resource's columns follow the collection's nine; REG_VERSION is the third.
+    let file = match row.int(11)? {
+        Some(_) => Some(resource_row(&row, 9)?),
+        None => None,
+    };
+    Ok(Some((resource_row(&row, 0)?, file)))
+}
+
 pub(crate) async fn remove_checks(
     c: &mut Exec<'_>,
     t: i64,
@@ -704,6 +736,10 @@ pub(crate) async fn remove_checks(
     parent: &str,
     dir: bool,
 ) -> Result<(ResourceRow, ResourceRow)> {
+    if !dir && let Some((parent_row, Some(row))) = dir_and_file(c, t, parent, p).await? {
+        return Ok((parent_row, row));
+    }
+    // The slow path: which errno applies.
     let parent_row = require_dir(c, t, parent).await?;
     let row = if dir {
         let Some(row) = collection_row(c, t, p).await? else {
