@@ -441,6 +441,48 @@ pub(crate) async fn attrs_or_default(
     })
 }
 
+/// A new entry's attributes and its collection's new times ([`put_attr`] and [`touch_dir`])
+/// in one statement: the new entry's fresh UUID has no row to collide with.
+pub(crate) async fn put_attr_touching(
+    c: &mut Exec<'_>,
+    t: i64,
+    uuid: &str,
+    a: AttrRow,
+    dir: &ResourceRow,
+) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
+         MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?), \
+         (?, ?, ?, 0, 0, 0, ?, ?, ?, ?){}",
+        c.dialect().on_attr_conflict(false)
+    );
+    let now = now_ns();
+    c.execute(
+        &sql,
+        &args![
+            uuid,
+            t,
+            a.mode,
+            a.uid,
+            a.gid,
+            a.rdev,
+            a.atime_ns,
+            a.mtime_ns,
+            a.ctime_ns,
+            a.version,
+            &dir.uuid,
+            t,
+            (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
+            to_ns(naive_to_system(dir.created)),
+            now,
+            now,
+            dir.version
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// A directory's mtime and ctime move when entries are added, removed or renamed in it.
 pub(crate) async fn touch_dir(c: &mut Exec<'_>, t: i64, dir: &ResourceRow) -> Result<()> {
     let sql = format!(
@@ -697,28 +739,54 @@ pub(crate) async fn ensure_collections(
     Ok(id)
 }
 
-/// The live collection `parent` and the live resource at `p` in it, if any: what an unlink
-/// reads, in one query. `None` when `parent` is not a live collection.
-async fn dir_and_file(
+/// What one query finds at a path and its parent: see [`dir_and_entry`].
+pub(crate) struct DirAndEntry {
+    /// The live parent collection.
+    pub dir: ResourceRow,
+    /// The live resource at the path, if any.
+    pub file: Option<ResourceRow>,
+    /// A live collection is at the path.
+    pub collection: bool,
+}
+
+/// The live collection `parent`, the live resource at `p` in it, and whether a collection is
+/// at `p`: what an unlink or a create reads, in one query. `None` when `parent` is not a live
+/// collection (the slow paths then say which errno).
+pub(crate) async fn dir_and_entry(
     c: &mut Exec<'_>,
     t: i64,
     parent: &str,
     p: &str,
-) -> Result<Option<(ResourceRow, Option<ResourceRow>)>> {
+) -> Result<Option<DirAndEntry>> {
     let d = c.dialect();
     if !storable(d, parent) {
         return Ok(None);
     }
+    let mut args = args![path::name(p), parent, t].to_vec();
+    let collection = if storable(d, p) {
+        args.insert(0, Val::from(t));
+        args.insert(0, Val::from(p));
+        format!(
+            "CASE WHEN EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr \
+             ON cr.REG_PATH_ID = cp.REG_PATH_ID AND cr.REG_TENANT_ID = cp.REG_TENANT_ID \
+             AND cr.REG_NAME IS NULL WHERE cp.REG_PATH_VALUE = {} AND cp.REG_TENANT_ID = ?) \
+             THEN 1 ELSE 0 END",
+            path_param(d)
+        )
+    } else {
+        "0".to_string()
+    };
     let sql = format!(
-        "SELECT {RESOURCE_COLUMNS}, {} FROM REG_PATH p JOIN REG_RESOURCE r \
+        "SELECT {RESOURCE_COLUMNS}, {}, {} FROM REG_PATH p JOIN REG_RESOURCE r \
          ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
          AND r.REG_NAME IS NULL LEFT JOIN REG_RESOURCE f ON f.REG_PATH_ID = p.REG_PATH_ID \
          AND f.REG_TENANT_ID = p.REG_TENANT_ID AND f.REG_NAME = ? \
          WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
         RESOURCE_COLUMNS.replace("r.", "f."),
+        d.int64(&collection),
         path_param(d)
     );
-    let Some(row) = c.fetch_opt(&sql, &args![path::name(p), parent, t]).await? else {
+    let Some(row) = c.fetch_opt(&sql, &args).await? else {
         return Ok(None);
     };
     // The resource's columns follow the collection's nine; REG_VERSION is the third.
@@ -726,7 +794,11 @@ async fn dir_and_file(
         Some(_) => Some(resource_row(&row, 9)?),
         None => None,
     };
-    Ok(Some((resource_row(&row, 0)?, file)))
+    Ok(Some(DirAndEntry {
+        dir: resource_row(&row, 0)?,
+        file,
+        collection: row.req_int(18)? != 0,
+    }))
 }
 
 pub(crate) async fn remove_checks(
@@ -736,8 +808,14 @@ pub(crate) async fn remove_checks(
     parent: &str,
     dir: bool,
 ) -> Result<(ResourceRow, ResourceRow)> {
-    if !dir && let Some((parent_row, Some(row))) = dir_and_file(c, t, parent, p).await? {
-        return Ok((parent_row, row));
+    if !dir
+        && let Some(DirAndEntry {
+            dir,
+            file: Some(row),
+            ..
+        }) = dir_and_entry(c, t, parent, p).await?
+    {
+        return Ok((dir, row));
     }
     // The slow path: which errno applies.
     let parent_row = require_dir(c, t, parent).await?;

@@ -570,10 +570,14 @@ impl Store for ServerStore {
             return self.pg_create(p, parent, name, &new, user).await;
         }
         transaction!(self, "create", |c| {
-            let dir = require_dir(c, t, parent).await?;
-            if any_row(c, t, p).await?.is_some() {
-                return Err(err!(EEXIST, "{p} already exists"));
-            }
+            let dir = match ops::dir_and_entry(c, t, parent, p).await? {
+                Some(found) if found.file.is_some() || found.collection => {
+                    return Err(err!(EEXIST, "{p} already exists"));
+                }
+                Some(found) => found.dir,
+                // Not a live collection: require_dir says which errno.
+                None => require_dir(c, t, parent).await?,
+            };
             let now = now_ns();
             let created = naive_from_ns(now);
             let is_dir = new.kind == Kind::Directory;
@@ -608,8 +612,7 @@ impl Store for ServerStore {
                 (version, uuid)
             };
             let attrs = AttrRow::for_new(&new, now, version);
-            put_attr(c, t, &uuid, attrs).await?;
-            touch_dir(c, t, &dir).await?;
+            ops::put_attr_touching(c, t, &uuid, attrs, &dir).await?;
             self.changed();
             EntryRow::from_parts(
                 is_dir,

@@ -663,8 +663,7 @@ impl Store for SqliteStore {
             };
             let attrs = AttrRow::for_new(&new, now, version);
             if new.kind == Kind::Directory {
-                ops::put_attr(&mut Exec::Rus(c), t, &uuid, attrs).await?;
-                ops::touch_dir(&mut Exec::Rus(c), t, &dir).await?;
+                ops::put_attr_touching(&mut Exec::Rus(c), t, &uuid, attrs, &dir).await?;
             }
             EntryRow::from_parts(
                 new.kind == Kind::Directory,
