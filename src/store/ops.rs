@@ -543,6 +543,12 @@ pub(crate) async fn insert_property(
 
 /// Deletes one live row and what hangs off it; REG_PATH rows stay, as in Carbon.
 pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
+    delete_mappings(c, t, row).await?;
+    delete_own_rows(c, t, row).await
+}
+
+/// Carbon's property, tag, comment and rating mappings of `row`, and its properties.
+async fn delete_mappings(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
     let eq = c.dialect().null_eq();
     let name = row.name.as_deref();
     // The mapping rows point at the properties, and MySQL checks that foreign key at every
@@ -597,6 +603,11 @@ pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> R
         )
         .await?;
     }
+    Ok(())
+}
+
+/// `row` itself: the resource row, its content and its attributes.
+pub(crate) async fn delete_own_rows(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
     c.execute(
         "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",
         &args![row.version, t],
@@ -747,6 +758,8 @@ pub(crate) struct DirAndEntry {
     pub file: Option<ResourceRow>,
     /// A live collection is at the path.
     pub collection: bool,
+    /// Carbon's property, tag, comment or rating mappings name the path's resource.
+    pub mapped: bool,
 }
 
 /// The live collection `parent`, the live resource at `p` in it, and whether a collection is
@@ -776,14 +789,31 @@ pub(crate) async fn dir_and_entry(
     } else {
         "0".to_string()
     };
+    let eq = d.null_eq();
+    let mapped = PATH_KEYED_TABLES
+        .iter()
+        .map(|table| {
+            format!(
+                "EXISTS (SELECT 1 FROM {table} m WHERE m.REG_PATH_ID = p.REG_PATH_ID \
+                 AND m.REG_RESOURCE_NAME {eq} ? AND m.REG_TENANT_ID = ?)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let at = args.len() - 3;
+    for _ in PATH_KEYED_TABLES {
+        args.insert(at, Val::from(t));
+        args.insert(at, Val::from(path::name(p)));
+    }
     let sql = format!(
-        "SELECT {RESOURCE_COLUMNS}, {}, {} FROM REG_PATH p JOIN REG_RESOURCE r \
+        "SELECT {RESOURCE_COLUMNS}, {}, {}, {} FROM REG_PATH p JOIN REG_RESOURCE r \
          ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
          AND r.REG_NAME IS NULL LEFT JOIN REG_RESOURCE f ON f.REG_PATH_ID = p.REG_PATH_ID \
          AND f.REG_TENANT_ID = p.REG_TENANT_ID AND f.REG_NAME = ? \
          WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
         RESOURCE_COLUMNS.replace("r.", "f."),
         d.int64(&collection),
+        d.int64(&format!("CASE WHEN {mapped} THEN 1 ELSE 0 END")),
         path_param(d)
     );
     let Some(row) = c.fetch_opt(&sql, &args).await? else {
@@ -798,9 +828,32 @@ pub(crate) async fn dir_and_entry(
         dir: resource_row(&row, 0)?,
         file,
         collection: row.req_int(18)? != 0,
+        mapped: row.req_int(19)? != 0,
     }))
 }
 
+/// [`remove_checks`] of an unlink, and whether the resource has mappings to delete (`true`
+/// when not known).
+pub(crate) async fn unlink_checks(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    parent: &str,
+) -> Result<(ResourceRow, ResourceRow, bool)> {
+    if let Some(DirAndEntry {
+        dir,
+        file: Some(row),
+        mapped,
+        ..
+    }) = dir_and_entry(c, t, parent, p).await?
+    {
+        return Ok((dir, row, mapped));
+    }
+    let (dir, row) = remove_checks(c, t, p, parent, false).await?;
+    Ok((dir, row, true))
+}
+
+/// The parent collection and the row an unlink or rmdir removes, or the errno that applies.
 pub(crate) async fn remove_checks(
     c: &mut Exec<'_>,
     t: i64,
@@ -808,15 +861,6 @@ pub(crate) async fn remove_checks(
     parent: &str,
     dir: bool,
 ) -> Result<(ResourceRow, ResourceRow)> {
-    if !dir
-        && let Some(DirAndEntry {
-            dir,
-            file: Some(row),
-            ..
-        }) = dir_and_entry(c, t, parent, p).await?
-    {
-        return Ok((dir, row));
-    }
     // The slow path: which errno applies.
     let parent_row = require_dir(c, t, parent).await?;
     let row = if dir {

@@ -698,7 +698,7 @@ impl Store for ServerStore {
         };
         if self.d == Dialect::Postgres && !dir {
             return autocommit!(self, "unlink", |c| {
-                let (parent_row, row) = ops::remove_checks(c, t, p, parent, false).await?;
+                let (parent_row, row, _) = ops::unlink_checks(c, t, p, parent).await?;
                 if !pg::unlink(c, t, &parent_row, &row, p, user).await? {
                     return Err(err!(EIO, "{p} changed while it was removed").transient());
                 }
@@ -706,8 +706,17 @@ impl Store for ServerStore {
             });
         }
         transaction!(self, if dir { "rmdir" } else { "unlink" }, |c| {
-            let (parent_row, row) = ops::remove_checks(c, t, p, parent, dir).await?;
-            delete_row(c, t, &row).await?;
+            let (parent_row, row, mapped) = match dir {
+                true => {
+                    let (parent_row, row) = ops::remove_checks(c, t, p, parent, true).await?;
+                    (parent_row, row, true)
+                }
+                false => ops::unlink_checks(c, t, p, parent).await?,
+            };
+            match mapped {
+                true => delete_row(c, t, &row).await?,
+                false => ops::delete_own_rows(c, t, &row).await?,
+            }
             touch_dir(c, t, &parent_row).await?;
             insert_log(c, t, p, user, LogAction::DeleteResource, None).await?;
             self.changed();
