@@ -123,10 +123,17 @@ impl From<std::io::Error> for Error {
 
 /// Whether a database error is worth retrying: lock contention, serialization failures,
 /// deadlocks and duplicate-key races between concurrent writers (SQLite busy/locked,
-/// PostgreSQL 40001/40P01/23505, MySQL 1213/1205/1062).
+/// PostgreSQL 40001/40P01/23505, MySQL/MariaDB 1213/1062).
 pub fn is_retryable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
+            // MySQL's code() is the SQLSTATE, which lumps a duplicate key together with every
+            // other integrity error (23000); its error number tells them apart. A lock wait
+            // timeout (1205) is not retried: the attempt already waited its whole bound.
+            if let Some(m) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // ER_LOCK_DEADLOCK, ER_DUP_ENTRY
+                return matches!(m.number(), 1213 | 1062);
+            }
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             matches!(
                 code.as_str(),
@@ -134,8 +141,6 @@ pub fn is_retryable(e: &sqlx::Error) -> bool {
                 "5" | "6" | "261" | "517" | "262"
                 // PostgreSQL
                 | "40001" | "40P01" | "23505"
-                // MySQL / MariaDB
-                | "1213" | "1205" | "1062" | "23000"
             )
         }
         sqlx::Error::PoolTimedOut => true,
