@@ -235,7 +235,8 @@ fn mariadb_schema_keeps_paths_latin1_case_sensitive_and_refuses_other_characters
 }
 
 /// Unlink deletes the property, tag, comment and rating mappings Carbon hung on a resource
-/// (and the properties themselves), and leaves those of other resources alone.
+/// (and the properties themselves), and leaves those of other resources alone; a rename takes
+/// them along.
 fn unlink_removes_mappings(kind: Kind) {
     let server = servers::server_for(kind);
     let db = server.fresh_db();
@@ -287,6 +288,19 @@ fn unlink_removes_mappings(kind: Kind) {
         assert_eq!(count("SELECT COUNT(*) FROM REG_PROPERTY"), 1);
         assert_eq!(count("SELECT COUNT(*) FROM REG_RESOURCE_TAG"), 0);
         assert!(s.stat("/_system/config/m/other").await.unwrap().is_some());
+        // A rename takes a resource's mappings along.
+        s.rename(
+            "/_system/config/m/other",
+            "/_system/config/m/moved",
+            RenameMode::Replace,
+            "u",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            count("SELECT COUNT(*) FROM REG_RESOURCE_PROPERTY WHERE REG_RESOURCE_NAME = 'moved'"),
+            1
+        );
     });
 }
 

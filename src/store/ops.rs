@@ -936,19 +936,45 @@ pub(crate) async fn rename(
     let (Some(from_parent), Some(to_parent)) = (path::parent(from), path::parent(to)) else {
         return Err(err!(EBUSY, "the root cannot be renamed"));
     };
-    let Some(src) = any_row(c, t, from).await? else {
-        return Err(err!(ENOENT, "{from} does not exist"));
+    // A resource and its collection come in one query (with whether Carbon's mappings name
+    // it); a collection, or an error, takes the general path.
+    let (src, src_parent, src_mapped) = match dir_and_entry(c, t, from_parent, from).await? {
+        Some(DirAndEntry {
+            dir,
+            file: Some(row),
+            mapped,
+            ..
+        }) => (row, dir, mapped),
+        _ => {
+            let Some(src) = any_row(c, t, from).await? else {
+                return Err(err!(ENOENT, "{from} does not exist"));
+            };
+            (src, require_dir(c, t, from_parent).await?, true)
+        }
     };
     let src_is_dir = src.name.is_none();
-    let src_parent = require_dir(c, t, from_parent).await?;
-    let dst_parent = require_dir(c, t, to_parent).await?;
+    // The same for the destination's collection and whatever is at the destination.
+    let (dst_parent, dst) = match dir_and_entry(c, t, to_parent, to).await? {
+        Some(found) => {
+            let dst = match (found.file, found.collection) {
+                (Some(row), _) => Some(row),
+                (None, true) => collection_row(c, t, to).await?,
+                (None, false) => None,
+            };
+            (found.dir, dst)
+        }
+        None => (
+            require_dir(c, t, to_parent).await?,
+            any_row(c, t, to).await?,
+        ),
+    };
     if src_is_dir && path::is_within(to, from) {
         if to == from {
             return Ok(());
         }
         return Err(err!(EINVAL, "cannot move {from} into its own subtree {to}"));
     }
-    if let Some(dst) = any_row(c, t, to).await? {
+    if let Some(dst) = dst {
         if dst.uuid == src.uuid {
             return Ok(());
         }
@@ -1003,7 +1029,7 @@ pub(crate) async fn rename(
             &args![dst_parent.path_id, new_name, src.version, t],
         )
         .await?;
-        for table in PATH_KEYED_TABLES {
+        for table in PATH_KEYED_TABLES.iter().filter(|_| src_mapped) {
             let sql = format!(
                 "UPDATE {table} SET REG_PATH_ID = ?, REG_RESOURCE_NAME = ? \
                      WHERE REG_PATH_ID = ? AND REG_RESOURCE_NAME = ? AND REG_TENANT_ID = ?"
