@@ -374,11 +374,7 @@ fn stale_mount_after_kill_9_is_recovered() {
 fn another_node_writes_are_seen_at_the_next_open() {
     // Two regfs processes on one data directory stand in for two nodes sharing a database.
     let a = Mounted::new();
-    let dir = tempfile::Builder::new()
-        .prefix("regfs-test-")
-        .tempdir()
-        .unwrap();
-    let b = Mounted::with_data(dir, a.data.clone(), &[]);
+    let b = a.another_node();
     let fa = a.p("_system/config/shared.txt");
     let fb = b.p("_system/config/shared.txt");
     std::fs::write(&fa, "version-1").unwrap();
@@ -401,11 +397,7 @@ fn a_new_file_goes_in_with_its_content_at_close() {
     // open(O_CREAT) without O_EXCL: the row goes in at the first flush, with the content, in one
     // transaction. This node sees the file at once; other nodes from its close on.
     let a = Mounted::new();
-    let dir = tempfile::Builder::new()
-        .prefix("regfs-test-")
-        .tempdir()
-        .unwrap();
-    let b = Mounted::with_data(dir, a.data.clone(), &[]);
+    let b = a.another_node();
     std::fs::create_dir(a.p("_system/config/pend")).unwrap();
     let at_a = |name: &str| a.p(&format!("_system/config/pend/{name}"));
     let at_b = |name: &str| b.p(&format!("_system/config/pend/{name}"));

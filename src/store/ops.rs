@@ -452,58 +452,42 @@ pub(crate) async fn put_attr_touching(
 ) -> Result<()> {
     let sql = format!(
         "INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
-         MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?), \
-         (?, ?, ?, 0, 0, 0, ?, ?, ?, ?){}",
+         MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?), {TOUCH_ROW}{}",
         c.dialect().on_attr_conflict(false)
     );
-    let now = now_ns();
-    c.execute(
-        &sql,
-        &args![
-            uuid,
-            t,
-            a.mode,
-            a.uid,
-            a.gid,
-            a.rdev,
-            a.atime_ns,
-            a.mtime_ns,
-            a.ctime_ns,
-            a.version,
-            &dir.uuid,
-            t,
-            (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
-            to_ns(naive_to_system(dir.created)),
-            now,
-            now,
-            dir.version
-        ],
-    )
-    .await?;
+    let mut all = args![
+        uuid, t, a.mode, a.uid, a.gid, a.rdev, a.atime_ns, a.mtime_ns, a.ctime_ns, a.version
+    ]
+    .to_vec();
+    all.extend(touch_args(t, dir));
+    c.execute(&sql, &all).await?;
     Ok(())
+}
+
+/// The REGFS_ATTR row (VALUES tuple) that [`touch_dir`] writes, bound by [`touch_args`].
+const TOUCH_ROW: &str = "(?, ?, ?, 0, 0, 0, ?, ?, ?, ?)";
+
+fn touch_args(t: i64, dir: &ResourceRow) -> [Val<'_>; 7] {
+    let now = now_ns();
+    args![
+        &dir.uuid,
+        t,
+        (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
+        to_ns(naive_to_system(dir.created)),
+        now,
+        now,
+        dir.version
+    ]
 }
 
 /// A directory's mtime and ctime move when entries are added, removed or renamed in it.
 pub(crate) async fn touch_dir(c: &mut Exec<'_>, t: i64, dir: &ResourceRow) -> Result<()> {
     let sql = format!(
         "INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
-         MTIME_NS, CTIME_NS, REG_VERSION) VALUES (?, ?, ?, 0, 0, 0, ?, ?, ?, ?){}",
+         MTIME_NS, CTIME_NS, REG_VERSION) VALUES {TOUCH_ROW}{}",
         c.dialect().on_attr_conflict(false)
     );
-    let now = now_ns();
-    c.execute(
-        &sql,
-        &args![
-            &dir.uuid,
-            t,
-            (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
-            to_ns(naive_to_system(dir.created)),
-            now,
-            now,
-            dir.version
-        ],
-    )
-    .await?;
+    c.execute(&sql, &touch_args(t, dir)).await?;
     Ok(())
 }
 

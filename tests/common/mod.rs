@@ -118,6 +118,15 @@ impl Mounted {
         source_args(&self.data)
     }
 
+    /// A second regfs process on this mount's databases: another node of the cluster.
+    pub fn another_node(&self) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("regfs-test-")
+            .tempdir()
+            .unwrap();
+        Self::with_data(dir, self.data.clone(), &[])
+    }
+
     pub fn with_data(dir: tempfile::TempDir, data: PathBuf, args: &[&str]) -> Self {
         Self::with_env(dir, data, args, &[])
     }
