@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tracing::{debug, info};
@@ -20,6 +21,12 @@ use crate::registry::Registry;
 use crate::store::{AttrChange, Entry, Kind, NewEntry, RenameMode};
 
 pub const ROOT_INO: u64 = 1;
+
+/// How long the kernel may keep entries and attributes (never zero: zero makes it look up
+/// everything again). A getattr within this time of reading the entry from the database is
+/// answered from it, as the kernel could have done itself: the kernel asks again before the
+/// time runs out when it drops attributes for its own reasons (atime after a read).
+pub const ATTR_TTL: Duration = Duration::from_secs(1);
 
 /// Largest resource regfs stores: a resource is one blob (SQLite's default limit is 10^9 bytes
 /// per value).
@@ -78,6 +85,8 @@ struct Node {
     /// Removed from the tree while still referenced (open or looked up).
     unlinked: bool,
     last: Option<Entry>,
+    /// When `last` was read from the database; `None` once a local change made it stale.
+    fetched: Option<Instant>,
     /// The `REG_VERSION` whose content the kernel's page cache holds for this inode, if known:
     /// an open of the same version keeps the cache.
     cached_version: Option<i64>,
@@ -102,6 +111,7 @@ impl InodeTable {
                 children: 0,
                 unlinked: false,
                 last: None,
+                fetched: None,
                 cached_version: None,
             },
         );
@@ -151,6 +161,7 @@ impl InodeTable {
                 children: 0,
                 unlinked: false,
                 last: None,
+                fetched: None,
                 cached_version: None,
             },
         );
@@ -348,8 +359,14 @@ impl RegFs {
         Ok((path::join(&dir, name), name.to_string()))
     }
 
-    /// Overlays what local open files know (unflushed size, times) on a stored entry.
-    fn attr(&self, ino: u64, mut entry: Entry) -> Attr {
+    /// Overlays what local open files know (unflushed size, times) on an entry just read from
+    /// the database, and remembers it.
+    fn attr(&self, ino: u64, entry: Entry) -> Attr {
+        self.attr_from(ino, entry, Some(Instant::now()))
+    }
+
+    /// [`RegFs::attr`] of an entry read at `fetched` (`None`: not from the database).
+    fn attr_from(&self, ino: u64, mut entry: Entry, fetched: Option<Instant>) -> Attr {
         if let Some(of) = self.open_files.lock().get(&ino) {
             let st = of.state.lock();
             if st.dirty
@@ -363,6 +380,7 @@ impl RegFs {
         let unlinked = node.as_ref().is_some_and(|n| n.unlinked);
         if let Some(n) = node {
             n.last = Some(entry.clone());
+            n.fetched = fetched;
         }
         let nlink = if unlinked { 0 } else { nlink(entry.kind) };
         Attr { ino, entry, nlink }
@@ -388,7 +406,9 @@ impl RegFs {
             .and_then(|ino| self.pending_entry(ino));
         if let Some(entry) = pending {
             self.registry.authorize(&user, &p, Action::Get).await?;
-            return Ok(self.remember(parent, &name, entry, true));
+            let attr = self.remember(parent, &name, entry, true);
+            self.stale(attr.ino);
+            return Ok(attr);
         }
         match self.registry.stat(&user, &p).await? {
             Some(entry) => Ok(self.remember(parent, &name, entry, true)),
@@ -423,7 +443,26 @@ impl RegFs {
         let user = self.identity.registry_user(c.uid);
         if let Some(entry) = self.pending_entry(ino) {
             self.registry.authorize(&user, &p, Action::Get).await?;
-            return Ok(self.attr(ino, entry));
+            return Ok(self.attr_from(ino, entry, None));
+        }
+        let recent = {
+            let inodes = self.inodes.lock();
+            inodes
+                .nodes
+                .get(&ino)
+                .and_then(|n| match (n.fetched, &n.last) {
+                    (Some(at), Some(e)) if at.elapsed() < ATTR_TTL => Some((at, e.clone())),
+                    _ => None,
+                })
+        };
+        if let Some((at, entry)) = recent {
+            // The same permission rule as a stat: a collection may be walked through.
+            if let Err(e) = self.registry.authorize(&user, &p, Action::Get).await
+                && entry.kind != Kind::Directory
+            {
+                return Err(e);
+            }
+            return Ok(self.attr_from(ino, entry, Some(at)));
         }
         match self.registry.stat(&user, &p).await? {
             Some(entry) => Ok(self.attr(ino, entry)),
@@ -503,6 +542,7 @@ impl RegFs {
             ..new
         };
         let entry = self.registry.create(&p, new, &user).await?;
+        self.stale(parent);
         Ok(self.remember(parent, &name, entry, true))
     }
 
@@ -584,6 +624,8 @@ impl RegFs {
         };
         let entry = pending_entry(&new, &name);
         let attr = self.remember(parent, &name, entry.clone(), true);
+        // Not from the database: never answered as a recent read.
+        self.stale(attr.ino);
         let fh = self.open_handle(attr.ino, flags, c, Some(Content::default()));
         let of = self.open_files.lock().get(&attr.ino).cloned();
         if let Some(of) = of {
@@ -593,6 +635,14 @@ impl RegFs {
             st.generation += 1;
         }
         Ok((attr, fh))
+    }
+
+    /// Forgets that `ino`'s attributes are recent: a local change moved them (a collection's
+    /// times when an entry comes or goes, a file's ctime when it moves).
+    fn stale(&self, ino: u64) {
+        if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
+            n.fetched = None;
+        }
     }
 
     /// The inode at `parent/name` in the table, if any.
@@ -674,6 +724,7 @@ impl RegFs {
         let user = self.identity.registry_user(c.uid);
         self.registry.remove(&p, dir, &user).await?;
         self.inodes.lock().detach(parent, &name);
+        self.stale(parent);
         Ok(())
     }
 
@@ -730,6 +781,12 @@ impl RegFs {
         self.inodes
             .lock()
             .rename(parent, &name, new_parent, &new_name);
+        for ino in [Some(parent), Some(new_parent), moving]
+            .into_iter()
+            .flatten()
+        {
+            self.stale(ino);
+        }
         Ok(())
     }
 
@@ -796,17 +853,24 @@ impl RegFs {
             .nodes
             .get(&ino)
             .and_then(|n| n.cached_version);
+        let mut refreshed = false;
         let keep = match cached {
             Some(v) if flags & libc::O_TRUNC == 0 => {
-                let live = self
-                    .registry
-                    .stat(SYSTEM_USER, &p)
-                    .await?
-                    .map(|e| e.version);
-                live == Some(v)
+                let live = self.registry.stat(SYSTEM_USER, &p).await?;
+                let same = live.as_ref().map(|e| e.version) == Some(v);
+                if let Some(entry) = live {
+                    self.attr(ino, entry);
+                    refreshed = true;
+                }
+                same
             }
             _ => false,
         };
+        if !refreshed {
+            // Close-to-open covers attributes too: the size the next getattr reports must be
+            // that of the content this open reads.
+            self.stale(ino);
+        }
         let fh = self.open_handle(ino, flags, c, None);
         if !keep && let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
             // The kernel drops this inode's pages now; they refill from what we load next.
@@ -936,7 +1000,14 @@ impl RegFs {
             }
         };
         let entry = match pending {
-            Some((new, creator)) => self.insert_new(&p, new, &data, &creator).await?,
+            Some((new, creator)) => {
+                let entry = self.insert_new(&p, new, &data, &creator).await?;
+                let parent = self.inodes.lock().nodes.get(&ino).map(|n| n.parent);
+                if let Some(parent) = parent {
+                    self.stale(parent);
+                }
+                entry
+            }
             None => self.registry.write(&p, &data, user).await?,
         };
         {
@@ -950,6 +1021,7 @@ impl RegFs {
             // The page cache holds what was just written: this version's content.
             n.cached_version = Some(entry.version);
             n.last = Some(entry);
+            n.fetched = Some(Instant::now());
         }
         Ok(())
     }

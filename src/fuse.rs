@@ -23,7 +23,7 @@ use crate::store::{AttrChange, Kind, RenameMode};
 
 /// Kernel entry/attribute cache lifetime. Never zero: zero makes the kernel look everything up
 /// again on every access.
-pub const TTL: Duration = Duration::from_secs(1);
+pub const TTL: Duration = crate::fs::ATTR_TTL;
 
 pub struct FuseAdapter {
     fs: Arc<RegFs>,
