@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tracing::{debug, info};
+use tracing::{debug, warn};
 
 use crate::authz::{Action, SYSTEM_USER};
 use crate::content::{Content, SpoolPolicy};
@@ -1044,7 +1044,7 @@ impl RegFs {
             Ok(entry) if inline => Ok(entry),
             Ok(_) => self.registry.write(p, data, user).await,
             Err(e) if e.errno() == libc::EEXIST => {
-                info!("{p} was created elsewhere while it was open here; overwriting it");
+                warn!("{p} was created elsewhere while it was open here; overwriting it");
                 self.registry.write(p, data, user).await
             }
             Err(e) => Err(e),
