@@ -497,4 +497,16 @@ fn a_new_file_goes_in_with_its_content_at_close() {
     // An empty new file (touch) goes in at close too.
     drop(std::fs::File::create(at_a("empty")).unwrap());
     assert_eq!(std::fs::metadata(at_b("empty")).unwrap().len(), 0);
+
+    // The other node takes the name while it is pending here: the insert overwrites it, as an
+    // open of the existing file would have, and says so.
+    let mut both = std::fs::File::create(at_a("both")).unwrap();
+    both.write_all(b"from a").unwrap();
+    std::fs::write(at_b("both"), "from b").unwrap();
+    drop(both);
+    assert_eq!(std::fs::read_to_string(at_b("both")).unwrap(), "from a");
+    assert!(
+        a.log()
+            .contains("was created elsewhere while it was open here")
+    );
 }
