@@ -759,10 +759,12 @@ pub(crate) async fn dir_and_entry(
     if !storable(d, parent) {
         return Ok(None);
     }
-    let mut args = args![path::name(p), parent, t].to_vec();
+    let name = path::name(p);
+    // Arguments in the order their placeholders appear: the collection test, the mapping
+    // tests, the resource's name, the parent.
+    let mut args = Vec::new();
     let collection = if storable(d, p) {
-        args.insert(0, Val::from(t));
-        args.insert(0, Val::from(p));
+        args.extend(args![p, t]);
         format!(
             "CASE WHEN EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr \
              ON cr.REG_PATH_ID = cp.REG_PATH_ID AND cr.REG_TENANT_ID = cp.REG_TENANT_ID \
@@ -774,21 +776,16 @@ pub(crate) async fn dir_and_entry(
         "0".to_string()
     };
     let eq = d.null_eq();
-    let mapped = PATH_KEYED_TABLES
-        .iter()
-        .map(|table| {
-            format!(
-                "EXISTS (SELECT 1 FROM {table} m WHERE m.REG_PATH_ID = p.REG_PATH_ID \
-                 AND m.REG_RESOURCE_NAME {eq} ? AND m.REG_TENANT_ID = ?)"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" OR ");
-    let at = args.len() - 3;
-    for _ in PATH_KEYED_TABLES {
-        args.insert(at, Val::from(t));
-        args.insert(at, Val::from(path::name(p)));
+    let mut mapped = Vec::new();
+    for table in PATH_KEYED_TABLES {
+        mapped.push(format!(
+            "EXISTS (SELECT 1 FROM {table} m WHERE m.REG_PATH_ID = p.REG_PATH_ID \
+             AND m.REG_RESOURCE_NAME {eq} ? AND m.REG_TENANT_ID = ?)"
+        ));
+        args.extend(args![name, t]);
     }
+    let mapped = mapped.join(" OR ");
+    args.extend(args![name, parent, t]);
     let sql = format!(
         "SELECT {RESOURCE_COLUMNS}, {}, {}, {} FROM REG_PATH p JOIN REG_RESOURCE r \
          ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \

@@ -365,53 +365,6 @@ fn stat_on(c: &Connection, t: i64, p: &str) -> Result<Option<Entry>> {
 /// What a create or an unlink needs, in one query: the live collection `parent`, its live
 /// resource at `p` if any, and whether a live collection is at `p`. `None` when `parent` is not
 /// a live collection.
-fn parent_and_entry(c: &Connection, t: i64, parent: &str, p: &str) -> Result<Option<Found>> {
-    let sql = "SELECT pr.REG_PATH_ID, pr.REG_NAME, pr.REG_VERSION, pr.REG_CONTENT_ID, pr.REG_CREATOR, \
-         pr.REG_CREATED_TIME, pr.REG_MEDIA_TYPE, pr.REG_DESCRIPTION, pr.REG_UUID, \
-         fr.REG_PATH_ID, fr.REG_NAME, fr.REG_VERSION, fr.REG_CONTENT_ID, fr.REG_CREATOR, \
-         fr.REG_CREATED_TIME, fr.REG_MEDIA_TYPE, fr.REG_DESCRIPTION, fr.REG_UUID, \
-         EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr ON cr.REG_PATH_ID = cp.REG_PATH_ID \
-         AND cr.REG_TENANT_ID = cp.REG_TENANT_ID AND cr.REG_NAME IS NULL \
-         WHERE cp.REG_PATH_VALUE = ?4 AND cp.REG_TENANT_ID = ?2), \
-         EXISTS (SELECT 1 FROM REG_RESOURCE_PROPERTY m WHERE m.REG_PATH_ID = pp.REG_PATH_ID \
-         AND m.REG_RESOURCE_NAME = ?3 AND m.REG_TENANT_ID = ?2 \
-         UNION ALL SELECT 1 FROM REG_RESOURCE_TAG m WHERE m.REG_PATH_ID = pp.REG_PATH_ID \
-         AND m.REG_RESOURCE_NAME = ?3 AND m.REG_TENANT_ID = ?2 \
-         UNION ALL SELECT 1 FROM REG_RESOURCE_COMMENT m WHERE m.REG_PATH_ID = pp.REG_PATH_ID \
-         AND m.REG_RESOURCE_NAME = ?3 AND m.REG_TENANT_ID = ?2 \
-         UNION ALL SELECT 1 FROM REG_RESOURCE_RATING m WHERE m.REG_PATH_ID = pp.REG_PATH_ID \
-         AND m.REG_RESOURCE_NAME = ?3 AND m.REG_TENANT_ID = ?2) \
-         FROM REG_PATH pp JOIN REG_RESOURCE pr ON pr.REG_PATH_ID = pp.REG_PATH_ID \
-         AND pr.REG_TENANT_ID = pp.REG_TENANT_ID AND pr.REG_NAME IS NULL \
-         LEFT JOIN REG_RESOURCE fr ON fr.REG_PATH_ID = pp.REG_PATH_ID \
-         AND fr.REG_TENANT_ID = pp.REG_TENANT_ID AND fr.REG_NAME = ?3 \
-         WHERE pp.REG_PATH_VALUE = ?1 AND pp.REG_TENANT_ID = ?2 LIMIT 1";
-    let (_, rows) = lite_run(c, sql, &args![parent, t, path::name(p), p], true)?;
-    let Some(row) = rows.into_iter().next() else {
-        return Ok(None);
-    };
-    let file = match row.int(11)? {
-        Some(_) => Some(ops::resource_row(&row, 9)?),
-        None => None,
-    };
-    Ok(Some(Found {
-        parent: ops::resource_row(&row, 0)?,
-        file,
-        dir_exists: row.req_int(18)? != 0,
-        mapped: row.req_int(19)? != 0,
-    }))
-}
-
-/// What [`parent_and_entry`] found.
-struct Found {
-    parent: ResourceRow,
-    file: Option<ResourceRow>,
-    /// A live collection is at the path.
-    dir_exists: bool,
-    /// The resource at the path has property, tag, comment or rating mappings.
-    mapped: bool,
-}
-
 /// A new `REG_CONTENT` row for `data`: bound as a parameter when small, else inserted as
 /// `zeroblob(N)` and filled in chunks (see [`blob`]).
 fn insert_content(c: &Connection, t: i64, data: &Content) -> Result<Option<i64>> {
@@ -601,11 +554,11 @@ impl Store for SqliteStore {
         };
         let name = path::name(p);
         transaction!(self, "create", |c| {
-            let dir = match parent_and_entry(c, t, parent, p)? {
-                Some(f) if f.file.is_some() || f.dir_exists => {
+            let dir = match ops::dir_and_entry(&mut Exec::Rus(c), t, parent, p).await? {
+                Some(f) if f.file.is_some() || f.collection => {
                     return Err(err!(EEXIST, "{p} already exists"));
                 }
-                Some(f) => f.parent,
+                Some(f) => f.dir,
                 // Not a live collection: the slow path says which errno.
                 None => ops::require_dir(&mut Exec::Rus(c), t, parent).await?,
             };
@@ -716,33 +669,19 @@ impl Store for SqliteStore {
             return Err(err!(EBUSY, "the root cannot be removed"));
         };
         transaction!(self, if dir { "rmdir" } else { "unlink" }, |c| {
-            // One query finds the parent and the file; the slow path only runs for rmdir and
-            // to tell which errno applies.
-            let found = if dir {
-                None
+            // One query finds the parent and the file, and whether Carbon's mappings name it;
+            // the slow path only runs for rmdir and to tell which errno applies.
+            let (parent_row, row, mapped) = if dir {
+                let (parent_row, row) =
+                    ops::remove_checks(&mut Exec::Rus(c), t, p, parent, true).await?;
+                (parent_row, row, true)
             } else {
-                parent_and_entry(c, t, parent, p)?
+                ops::unlink_checks(&mut Exec::Rus(c), t, p, parent).await?
             };
-            let (parent_row, row, batch) = match found {
-                Some(Found {
-                    parent,
-                    file: Some(row),
-                    mapped,
-                    ..
-                }) => (
-                    parent,
-                    row,
-                    if mapped {
-                        REMOVE_BATCH
-                    } else {
-                        REMOVE_PLAIN_BATCH
-                    },
-                ),
-                _ => {
-                    let (parent, row) =
-                        ops::remove_checks(&mut Exec::Rus(c), t, p, parent, dir).await?;
-                    (parent, row, REMOVE_BATCH)
-                }
+            let batch = if mapped {
+                REMOVE_BATCH
+            } else {
+                REMOVE_PLAIN_BATCH
             };
             run_batch(
                 c,
