@@ -872,9 +872,22 @@ impl RegFs {
             self.stale(ino);
         }
         let fh = self.open_handle(ino, flags, c, None);
-        if !keep && let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
-            // The kernel drops this inode's pages now; they refill from what we load next.
-            n.cached_version = None;
+        if !keep {
+            if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
+                // The kernel drops this inode's pages now; they refill from what we load next.
+                n.cached_version = None;
+            }
+            // Another handle on this node (or one whose release the kernel has not sent yet:
+            // it comes after close returns) may hold content loaded before a change elsewhere.
+            // Close-to-open wants what the database has now, unless local writes are pending.
+            let of = self.open_files.lock().get(&ino).cloned();
+            if let Some(of) = of {
+                let mut st = of.state.lock();
+                if !st.dirty {
+                    st.data = None;
+                    st.loaded_version = None;
+                }
+            }
         }
         Ok((fh, keep))
     }
