@@ -26,6 +26,14 @@ pub fn is_mounted(mnt: &Path) -> bool {
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
+/// The errno of a failed call, 0 on success.
+pub fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
