@@ -51,7 +51,7 @@ cargo test --all-targets 2>&1 | tee -a target/test-all.log || status=1
 # The filesystem suites again with the node and shared databases on each server.
 for backend in postgres mariadb; do
     step "filesystem suites with the databases on ${backend}"
-    REGFS_TEST_BACKEND=$backend cargo test --test tools --test posix --test pending --test semantics --test authz 2>&1 \
+    REGFS_TEST_BACKEND=$backend cargo test --test tools --test posix --test pending --test memory --test semantics --test authz 2>&1 \
         | tee -a target/test-all.log || status=1
 done
 # One closing line for the whole run.
