@@ -62,13 +62,7 @@ impl From<sqlx::Error> for Error {
         let transient = is_retryable(&e);
         // MySQL's 1301 (a result over max_allowed_packet) and 1153 (a packet over it); its
         // code() is the SQLSTATE (HY000 / 08S01), the number tells them apart.
-        let mysql_number = match &e {
-            sqlx::Error::Database(db) => db
-                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .map(|m| m.number()),
-            _ => None,
-        };
-        if let Some(1301 | 1153) = mysql_number {
+        if let Some(1301 | 1153) = mysql_number(&e) {
             return Error::new(
                 libc::EFBIG,
                 format!(
@@ -130,9 +124,9 @@ pub fn is_retryable(e: &sqlx::Error) -> bool {
             // MySQL's code() is the SQLSTATE, which lumps a duplicate key together with every
             // other integrity error (23000); its error number tells them apart. A lock wait
             // timeout (1205) is not retried: the attempt already waited its whole bound.
-            if let Some(m) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+            if let Some(number) = mysql_number(e) {
                 // ER_LOCK_DEADLOCK, ER_DUP_ENTRY
-                return matches!(m.number(), 1213 | 1062);
+                return matches!(number, 1213 | 1062);
             }
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             matches!(
@@ -145,5 +139,15 @@ pub fn is_retryable(e: &sqlx::Error) -> bool {
         }
         sqlx::Error::PoolTimedOut => true,
         _ => false,
+    }
+}
+
+/// A MySQL/MariaDB error's number (its `code()` is only the SQLSTATE).
+fn mysql_number(e: &sqlx::Error) -> Option<u16> {
+    match e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|m| m.number()),
+        _ => None,
     }
 }
