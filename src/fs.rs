@@ -456,12 +456,7 @@ impl RegFs {
                 })
         };
         if let Some((at, entry)) = recent {
-            // The same permission rule as a stat: a collection may be walked through.
-            if let Err(e) = self.registry.authorize(&user, &p, Action::Get).await
-                && entry.kind != Kind::Directory
-            {
-                return Err(e);
-            }
+            self.registry.authorize_stat(&user, &p, entry.kind).await?;
             return Ok(self.attr_from(ino, entry, Some(at)));
         }
         match self.registry.stat(&user, &p).await? {

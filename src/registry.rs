@@ -88,18 +88,32 @@ impl Registry {
         let denied = self.authorize(user, p, Action::Get).await.err();
         let r = self.table.resolve(p);
         let entry = r.mount.store.stat(&r.target).await?;
-        match denied {
-            None => Ok(entry),
-            Some(_) if entry.as_ref().is_some_and(|e| e.kind == Kind::Directory) => {
-                tracing::debug!(
-                    user,
-                    path = p,
-                    "lookup of a collection without get: traversal only"
-                );
-                Ok(entry)
-            }
-            Some(e) => Err(e),
+        match (denied, &entry) {
+            (Some(e), Some(found)) => Self::walk_through(user, p, e, found.kind).map(|_| entry),
+            (Some(e), None) => Err(e),
+            (None, _) => Ok(entry),
         }
+    }
+
+    /// [`Registry::stat`]'s permission rule for an entry already at hand (a recent read).
+    pub async fn authorize_stat(&self, user: &str, p: &str, kind: Kind) -> Result<()> {
+        match self.authorize(user, p, Action::Get).await {
+            Ok(()) => Ok(()),
+            Err(e) => Self::walk_through(user, p, e, kind),
+        }
+    }
+
+    /// A collection may be looked up without get (walked through); anything else may not.
+    fn walk_through(user: &str, p: &str, denied: crate::error::Error, kind: Kind) -> Result<()> {
+        if kind != Kind::Directory {
+            return Err(denied);
+        }
+        tracing::debug!(
+            user,
+            path = p,
+            "lookup of a collection without get: traversal only"
+        );
+        Ok(())
     }
 
     /// One page of `dir`'s children sorted by name, after `after`. Mount points among them show
