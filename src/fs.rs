@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tracing::{debug, warn};
@@ -537,7 +537,7 @@ impl RegFs {
             ..new
         };
         let entry = self.registry.create(&p, new, &user).await?;
-        self.stale(parent);
+        self.touched(parent, entry.ctime);
         Ok(self.remember(parent, &name, entry, true))
     }
 
@@ -640,6 +640,23 @@ impl RegFs {
         }
     }
 
+    /// A local change in the collection `ino` committed its new mtime and ctime `t`: what we
+    /// remember of it is as recent as it was, with those times. (The kernel drops a directory's
+    /// attributes whenever an entry in it comes or goes, and asks again at the next path walk
+    /// through it: every create or unlink in a row would otherwise read the collection back.)
+    fn touched(&self, ino: u64, t: SystemTime) {
+        if let Some(e) = self
+            .inodes
+            .lock()
+            .nodes
+            .get_mut(&ino)
+            .and_then(|n| n.last.as_mut())
+        {
+            e.mtime = t;
+            e.ctime = t;
+        }
+    }
+
     /// The inode at `parent/name` in the table, if any.
     fn named(&self, parent: u64, name: &str) -> Option<u64> {
         self.inodes
@@ -717,9 +734,9 @@ impl RegFs {
         }
         self.preserve_open_content(parent, &name, &p).await?;
         let user = self.identity.registry_user(c.uid);
-        self.registry.remove(&p, dir, &user).await?;
+        let touched = self.registry.remove(&p, dir, &user).await?;
         self.inodes.lock().detach(parent, &name);
-        self.stale(parent);
+        self.touched(parent, touched);
         Ok(())
     }
 
@@ -772,14 +789,15 @@ impl RegFs {
             }
         }
         let user = self.identity.registry_user(c.uid);
-        self.registry.rename(&from, &to, mode, &user).await?;
+        let touched = self.registry.rename(&from, &to, mode, &user).await?;
         self.inodes
             .lock()
             .rename(parent, &name, new_parent, &new_name);
-        for ino in [Some(parent), Some(new_parent), moving]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(t) = touched {
+            self.touched(parent, t);
+            self.touched(new_parent, t);
+        }
+        if let Some(ino) = moving {
             self.stale(ino);
         }
         Ok(())
@@ -1012,7 +1030,7 @@ impl RegFs {
                 let entry = self.insert_new(&p, new, &data, &creator).await?;
                 let parent = self.inodes.lock().nodes.get(&ino).map(|n| n.parent);
                 if let Some(parent) = parent {
-                    self.stale(parent);
+                    self.touched(parent, entry.ctime);
                 }
                 entry
             }

@@ -3,6 +3,7 @@
 //! read-only mounts (EROFS), and shows mount points with the mounted collection's attributes.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tracing::warn;
 
@@ -228,23 +229,31 @@ impl Registry {
         r.mount.store.write(&r.target, data, user).await
     }
 
-    pub async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<()> {
+    /// Returns the collection's new times (see [`Store::remove`]).
+    pub async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<SystemTime> {
         if self.table.is_mount_point(p) {
             return Err(err!(EBUSY, "{p} is a mount point"));
         }
         let r = self.writable(p)?;
         self.authorize(user, p, Action::Delete).await?;
-        r.mount.store.remove(&r.target, dir, user).await?;
+        let touched = r.mount.store.remove(&r.target, dir, user).await?;
         // Carbon clears a deleted path's grants (AuthorizationUtils.clearAuthorizations).
         if let Some(authz) = &self.authz
             && let Err(e) = authz.clear_path(&r.target).await
         {
             warn!("{p} was removed but its permission rows were not: {e}");
         }
-        Ok(())
+        Ok(touched)
     }
 
-    pub async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()> {
+    /// Returns the collections' new times (see [`Store::rename`]).
+    pub async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        mode: RenameMode,
+        user: &str,
+    ) -> Result<Option<SystemTime>> {
         for p in [from, to] {
             if self.table.is_mount_point(p) {
                 return Err(err!(EBUSY, "{p} is a mount point"));

@@ -237,11 +237,20 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a resource's content: a new `REG_RESOURCE` row with a new `REG_VERSION`.
     async fn write(&self, path: &str, data: &Content, user: &str) -> Result<Entry>;
 
-    /// Removes a resource (`dir == false`) or an empty collection (`dir == true`).
-    async fn remove(&self, path: &str, dir: bool, user: &str) -> Result<()>;
+    /// Removes a resource (`dir == false`) or an empty collection (`dir == true`). Returns the
+    /// collection's new mtime and ctime. ([`Store::create`]'s collection takes the new entry's
+    /// ctime as both.)
+    async fn remove(&self, path: &str, dir: bool, user: &str) -> Result<SystemTime>;
 
-    /// Moves `from` to `to` inside this database, with its subtree for a collection.
-    async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()>;
+    /// Moves `from` to `to` inside this database, with its subtree for a collection. Returns
+    /// the new mtime and ctime of both collections; `None` if nothing moved (`to` is `from`).
+    async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        mode: RenameMode,
+        user: &str,
+    ) -> Result<Option<SystemTime>>;
 
     /// Changes POSIX attributes kept in `REGFS_ATTR`.
     async fn set_attr(&self, path: &str, change: AttrChange) -> Result<Entry>;

@@ -328,3 +328,55 @@ fn another_node_writes_are_seen_at_the_next_open() {
     std::fs::write(&fb, "version-3").unwrap();
     assert_eq!(std::fs::read_to_string(&fa).unwrap(), "version-3");
 }
+
+#[test]
+fn a_directory_reports_the_times_its_changes_committed() {
+    // After a change in a directory, regfs answers the kernel's next getattr of it from what
+    // the change wrote: those times must be the ones in the database, to the nanosecond.
+    let m = Mounted::new();
+    let d = m.p("_system/governance/times");
+    std::fs::create_dir(&d).unwrap();
+    let committed = || -> (i64, i64) {
+        let rows = m.query(
+            true,
+            "SELECT a.MTIME_NS, a.CTIME_NS FROM REGFS_ATTR a JOIN REG_RESOURCE r \
+             ON r.REG_UUID = a.REG_UUID AND r.REG_TENANT_ID = a.REG_TENANT_ID \
+             JOIN REG_PATH p ON p.REG_PATH_ID = r.REG_PATH_ID AND p.REG_TENANT_ID = r.REG_TENANT_ID \
+             WHERE p.REG_PATH_VALUE = '/_system/governance/times' AND r.REG_NAME IS NULL",
+        );
+        assert_eq!(
+            rows.len(),
+            1,
+            "one attribute row for the collection: {rows:?}"
+        );
+        (rows[0][0].parse().unwrap(), rows[0][1].parse().unwrap())
+    };
+    let seen = || -> (i64, i64) {
+        let md = std::fs::metadata(&d).unwrap();
+        (
+            md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        )
+    };
+    let mut last = committed();
+    let mut check = |what: &str| {
+        let now = committed();
+        assert!(now.0 > last.0, "{what}: the collection's mtime moved");
+        assert_eq!(seen(), now, "{what}: stat shows the committed times");
+        last = now;
+    };
+    std::fs::write(d.join("f"), "x").unwrap();
+    check("a new file");
+    std::fs::create_dir(d.join("sub")).unwrap();
+    check("mkdir");
+    std::fs::rename(d.join("f"), d.join("g")).unwrap();
+    check("rename");
+    std::fs::rename(d.join("g"), d.join("sub/g")).unwrap();
+    check("a move out");
+    std::fs::remove_file(d.join("sub/g")).unwrap();
+    std::fs::remove_dir(d.join("sub")).unwrap();
+    check("rmdir");
+    std::fs::write(d.join("h"), "y").unwrap();
+    std::fs::remove_file(d.join("h")).unwrap();
+    check("unlink");
+}

@@ -247,7 +247,7 @@ pub async fn random_operations(s: &dyn Store) {
                     }
                 };
                 match r {
-                    Ok(()) => assert_eq!(expected, 0, "step {step}: rename {from} -> {to}"),
+                    Ok(_) => assert_eq!(expected, 0, "step {step}: rename {from} -> {to}"),
                     Err(e) => assert_eq!(
                         e.errno(),
                         expected,

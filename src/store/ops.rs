@@ -459,7 +459,8 @@ pub(crate) async fn put_attr_touching(
         uuid, t, a.mode, a.uid, a.gid, a.rdev, a.atime_ns, a.mtime_ns, a.ctime_ns, a.version
     ]
     .to_vec();
-    all.extend(touch_args(t, dir));
+    // The collection's times are the new entry's ctime (see Store::create).
+    all.extend(touch_args(t, dir, a.ctime_ns));
     c.execute(&sql, &all).await?;
     Ok(())
 }
@@ -467,8 +468,7 @@ pub(crate) async fn put_attr_touching(
 /// The REGFS_ATTR row (VALUES tuple) that [`touch_dir`] writes, bound by [`touch_args`].
 const TOUCH_ROW: &str = "(?, ?, ?, 0, 0, 0, ?, ?, ?, ?)";
 
-fn touch_args(t: i64, dir: &ResourceRow) -> [Val<'_>; 7] {
-    let now = now_ns();
+fn touch_args(t: i64, dir: &ResourceRow, now: i64) -> [Val<'_>; 7] {
     args![
         &dir.uuid,
         t,
@@ -481,23 +481,29 @@ fn touch_args(t: i64, dir: &ResourceRow) -> [Val<'_>; 7] {
 }
 
 /// A directory's mtime and ctime move when entries are added, removed or renamed in it.
-pub(crate) async fn touch_dir(c: &mut Exec<'_>, t: i64, dir: &ResourceRow) -> Result<()> {
+/// Its times become `now` (ns), which the caller reports (see [`Store::remove`]).
+pub(crate) async fn touch_dir(c: &mut Exec<'_>, t: i64, dir: &ResourceRow, now: i64) -> Result<()> {
     let sql = format!(
         "INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
          MTIME_NS, CTIME_NS, REG_VERSION) VALUES {TOUCH_ROW}{}",
         c.dialect().on_attr_conflict(false)
     );
-    c.execute(&sql, &touch_args(t, dir)).await?;
+    c.execute(&sql, &touch_args(t, dir, now)).await?;
     Ok(())
 }
 
-pub(crate) async fn touch_ctime(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
+pub(crate) async fn touch_ctime(
+    c: &mut Exec<'_>,
+    t: i64,
+    row: &ResourceRow,
+    now: i64,
+) -> Result<()> {
     let mut a = attrs_or_default(c, t, row).await?;
     if a.version != row.version {
         a.mtime_ns = to_ns(naive_to_system(row.created));
         a.version = row.version;
     }
-    a.ctime_ns = now_ns();
+    a.ctime_ns = now;
     put_attr(c, t, &row.uuid, a).await
 }
 
@@ -905,7 +911,8 @@ pub(crate) async fn base_collections(c: &mut Exec<'_>, t: i64) -> Result<()> {
     Ok(())
 }
 
-/// Moves `from` to `to` inside one database, with its subtree for a collection.
+/// Moves `from` to `to` inside one database, with its subtree for a collection. Returns the
+/// collections' new times (see [`Store::rename`]).
 pub(crate) async fn rename(
     c: &mut Exec<'_>,
     t: i64,
@@ -913,7 +920,7 @@ pub(crate) async fn rename(
     to: &str,
     mode: RenameMode,
     user: &str,
-) -> Result<()> {
+) -> Result<Option<SystemTime>> {
     let (Some(from_parent), Some(to_parent)) = (path::parent(from), path::parent(to)) else {
         return Err(err!(EBUSY, "the root cannot be renamed"));
     };
@@ -951,13 +958,13 @@ pub(crate) async fn rename(
     };
     if src_is_dir && path::is_within(to, from) {
         if to == from {
-            return Ok(());
+            return Ok(None);
         }
         return Err(err!(EINVAL, "cannot move {from} into its own subtree {to}"));
     }
     if let Some(dst) = dst {
         if dst.uuid == src.uuid {
-            return Ok(());
+            return Ok(None);
         }
         if mode == RenameMode::NoReplace {
             return Err(err!(EEXIST, "{to} exists (RENAME_NOREPLACE)"));
@@ -1028,10 +1035,11 @@ pub(crate) async fn rename(
             .await?;
         }
     }
-    touch_ctime(c, t, &src).await?;
-    touch_dir(c, t, &src_parent).await?;
+    let now = now_ns();
+    touch_ctime(c, t, &src, now).await?;
+    touch_dir(c, t, &src_parent, now).await?;
     if dst_parent.uuid != src_parent.uuid {
-        touch_dir(c, t, &dst_parent).await?;
+        touch_dir(c, t, &dst_parent, now).await?;
     }
     let action = if from_parent == to_parent {
         LogAction::Rename
@@ -1039,7 +1047,7 @@ pub(crate) async fn rename(
         LogAction::Move
     };
     insert_log(c, t, to, user, action, Some(from)).await?;
-    Ok(())
+    Ok(Some(from_ns(now)))
 }
 
 /// `a` (the attributes of `row`) with `change` applied; ctime moves to now unless given.

@@ -698,7 +698,7 @@ impl Store for ServerStore {
         })
     }
 
-    async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<()> {
+    async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<SystemTime> {
         let t = self.t();
         let Some(parent) = path::parent(p) else {
             return Err(err!(EBUSY, "the root cannot be removed"));
@@ -706,10 +706,12 @@ impl Store for ServerStore {
         if self.d == Dialect::Postgres && !dir {
             return autocommit!(self, "unlink", |c| {
                 let (parent_row, row, _) = ops::unlink_checks(c, t, p, parent).await?;
-                if !pg::unlink(c, t, &parent_row, &row, p, user).await? {
+                let now = now_ns();
+                if !pg::unlink(c, t, &parent_row, &row, p, user, now).await? {
                     return Err(err!(EIO, "{p} changed while it was removed").transient());
                 }
                 self.changed();
+                from_ns(now)
             });
         }
         transaction!(self, if dir { "rmdir" } else { "unlink" }, |c| {
@@ -724,16 +726,24 @@ impl Store for ServerStore {
                 true => delete_row(c, t, &row).await?,
                 false => ops::delete_own_rows(c, t, &row).await?,
             }
-            touch_dir(c, t, &parent_row).await?;
+            let now = now_ns();
+            touch_dir(c, t, &parent_row, now).await?;
             insert_log(c, t, p, user, LogAction::DeleteResource, None).await?;
             self.changed();
+            from_ns(now)
         })
     }
 
-    async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()> {
+    async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        mode: RenameMode,
+        user: &str,
+    ) -> Result<Option<SystemTime>> {
         let t = self.t();
         transaction!(self, "rename", |c| {
-            ops::rename(c, t, from, to, mode, user).await?;
+            ops::rename(c, t, from, to, mode, user).await?
         })
     }
 

@@ -663,7 +663,7 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<()> {
+    async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<SystemTime> {
         let t = self.t();
         let Some(parent) = path::parent(p) else {
             return Err(err!(EBUSY, "the root cannot be removed"));
@@ -683,18 +683,22 @@ impl Store for SqliteStore {
             } else {
                 REMOVE_PLAIN_BATCH
             };
-            run_batch(
-                c,
-                batch,
-                &remove_args(t, &row, &parent_row, now_ns(), p, user),
-            )?;
+            let now = now_ns();
+            run_batch(c, batch, &remove_args(t, &row, &parent_row, now, p, user))?;
+            from_ns(now)
         })
     }
 
-    async fn rename(&self, from: &str, to: &str, mode: RenameMode, user: &str) -> Result<()> {
+    async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        mode: RenameMode,
+        user: &str,
+    ) -> Result<Option<SystemTime>> {
         let t = self.t();
         transaction!(self, "rename", |c| {
-            ops::rename(&mut Exec::Rus(c), t, from, to, mode, user).await?;
+            ops::rename(&mut Exec::Rus(c), t, from, to, mode, user).await?
         })
     }
 

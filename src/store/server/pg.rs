@@ -164,7 +164,8 @@ pub(crate) async fn write(
 
 /// Unlink of the resource `row` in `dir`: the row, its content and attributes, Carbon's
 /// property, tag, comment and rating mappings (and the properties), the parent's times and
-/// the log entry. `false` if `row` is no longer the live version.
+/// the log entry; the parent's times become `now`. `false` if `row` is no longer the live
+/// version.
 pub(crate) async fn unlink(
     c: &mut Exec<'_>,
     t: i64,
@@ -172,8 +173,8 @@ pub(crate) async fn unlink(
     row: &ResourceRow,
     p: &str,
     user: &str,
+    now: i64,
 ) -> Result<bool> {
-    let now = now_ns();
     let mapping = |table: &str, alias: &str, returning: &str| {
         format!(
             "{alias} AS (DELETE FROM {table} WHERE REG_PATH_ID = $5 AND REG_RESOURCE_NAME = $6 \

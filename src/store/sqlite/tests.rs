@@ -85,7 +85,9 @@ async fn errors_change_nothing() {
         }
     };
     let before = count(&s).await;
-    let e = |r: Result<()>| r.unwrap_err().errno();
+    fn e<T: std::fmt::Debug>(r: Result<T>) -> i32 {
+        r.unwrap_err().errno()
+    }
     assert_eq!(e(s.remove("/d", true, "u").await), libc::ENOTEMPTY);
     assert_eq!(e(s.remove("/d", false, "u").await), libc::EISDIR);
     assert_eq!(
