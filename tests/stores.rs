@@ -115,6 +115,97 @@ fn racing_nodes(kind: Kind) {
     assert_eq!(dupes.trim(), "0");
 }
 
+/// A node remembers collection rows between creates and unlinks (PostgreSQL): whatever
+/// another node (or Carbon) does to the collection meanwhile, the next change lands in the
+/// collection that is at the path now.
+fn collections_changed_elsewhere(kind: Kind) {
+    let server = servers::server_for(kind);
+    let db = server.fresh_db();
+    rt().block_on(async {
+        let a = open(server, &db, Duration::from_secs(20)).await;
+        let b = open(server, &db, Duration::from_secs(20)).await;
+        a.create("/_system/config/r", dir(), "u").await.unwrap();
+        a.create("/_system/config/r/f1", file(b"1"), "u")
+            .await
+            .unwrap();
+        // Moved away, and a new collection at the old path (same REG_PATH row).
+        b.rename(
+            "/_system/config/r",
+            "/_system/config/r2",
+            RenameMode::Replace,
+            "u",
+        )
+        .await
+        .unwrap();
+        b.create("/_system/config/r", dir(), "u").await.unwrap();
+        let f2 = a
+            .create("/_system/config/r/f2", file(b"2"), "u")
+            .await
+            .unwrap();
+        assert!(b.stat("/_system/config/r/f2").await.unwrap().is_some());
+        // Its times moved, not those of the collection that left.
+        assert_eq!(
+            b.stat("/_system/config/r").await.unwrap().unwrap().mtime,
+            f2.ctime
+        );
+        assert!(b.stat("/_system/config/r2/f2").await.unwrap().is_none());
+        a.remove("/_system/config/r2/f1", false, "u").await.unwrap();
+        assert_eq!(
+            a.remove("/_system/config/r/f1", false, "u")
+                .await
+                .unwrap_err()
+                .errno(),
+            libc::ENOENT
+        );
+        a.remove("/_system/config/r/f2", false, "u").await.unwrap();
+        // Carbon updates the collection: a new row with a new REG_VERSION.
+        server.sql_in(
+            &db,
+            "UPDATE REG_RESOURCE SET REG_VERSION = REG_VERSION + 1000000 WHERE REG_NAME IS NULL \
+             AND REG_PATH_ID = (SELECT REG_PATH_ID FROM REG_PATH \
+             WHERE REG_PATH_VALUE = '/_system/config/r')",
+        );
+        let f3 = a
+            .create("/_system/config/r/f3", file(b"3"), "u")
+            .await
+            .unwrap();
+        let r = b.stat("/_system/config/r").await.unwrap().unwrap();
+        assert!(r.version > 1000000, "the collection's new row");
+        // The collection's times were written for its new version, so they count.
+        assert_eq!(r.mtime, f3.ctime);
+        let touched = a.remove("/_system/config/r/f3", false, "u").await.unwrap();
+        assert_eq!(
+            b.stat("/_system/config/r").await.unwrap().unwrap().mtime,
+            touched
+        );
+        // Removed, then made again: a new row at the same path.
+        a.remove("/_system/config/r", true, "u").await.unwrap();
+        b.create("/_system/config/r", dir(), "u").await.unwrap();
+        a.create("/_system/config/r/f4", file(b"4"), "u")
+            .await
+            .unwrap();
+        assert!(b.stat("/_system/config/r/f4").await.unwrap().is_some());
+        a.remove("/_system/config/r/f4", false, "u").await.unwrap();
+    });
+    // No attribute row was written for a collection row that is gone.
+    let orphans = server.sql_in(
+        &db,
+        "SELECT COUNT(*) FROM REGFS_ATTR a WHERE NOT EXISTS (SELECT 1 FROM REG_RESOURCE r \
+         WHERE r.REG_UUID = a.REG_UUID AND r.REG_TENANT_ID = a.REG_TENANT_ID)",
+    );
+    assert_eq!(orphans.trim(), "0");
+}
+
+#[test]
+fn postgres_changes_land_in_the_collection_now_at_the_path() {
+    collections_changed_elsewhere(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_changes_land_in_the_collection_now_at_the_path() {
+    collections_changed_elsewhere(Kind::MariaDb);
+}
+
 #[test]
 fn postgres_nodes_racing_on_one_database_lose_nothing() {
     racing_nodes(Kind::Postgres);

@@ -34,7 +34,16 @@ pub struct ServerStore {
     timeout: Duration,
     /// Resources this store created or removed, for [`ServerStore::changed`].
     changes: std::sync::atomic::AtomicU64,
+    /// Collection rows by path, read by earlier creates and unlinks on PostgreSQL, so that the
+    /// next one in the same collection is one statement instead of a read and a statement.
+    /// Never trusted: those statements are guarded by the row's (REG_VERSION, REG_PATH_ID),
+    /// which any change to the collection (an update by Carbon, a rename, a removal) moves; a
+    /// row that fails its guard is forgotten and read again.
+    dirs: parking_lot::Mutex<lru::LruCache<String, ResourceRow>>,
 }
+
+/// How many collection rows [`ServerStore::dirs`] keeps.
+const DIR_ROWS: usize = 256;
 
 /// Runs the future `$run` (made anew for each attempt), bounded in time, retrying a bounded
 /// number of times on serialization conflicts; then EIO with a log line.
@@ -140,7 +149,22 @@ impl ServerStore {
             opts,
             timeout: server.timeout,
             changes: Default::default(),
+            dirs: parking_lot::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(DIR_ROWS).expect("DIR_ROWS > 0"),
+            )),
         })
+    }
+
+    fn remembered_dir(&self, p: &str) -> Option<ResourceRow> {
+        self.dirs.lock().get(p).cloned()
+    }
+
+    fn remember_dir(&self, p: &str, row: &ResourceRow) {
+        self.dirs.lock().put(p.to_string(), row.clone());
+    }
+
+    fn forget_dir(&self, p: &str) {
+        self.dirs.lock().pop(p);
     }
 
     fn t(&self) -> i64 {
@@ -201,24 +225,42 @@ impl ServerStore {
             None
         };
         autocommit!(self, "create", |c| {
-            let dir = require_dir(c, t, parent).await?;
             let now = now_ns();
             let uuid = uuid::Uuid::new_v4().to_string();
             let mut attrs = AttrRow::for_new(new, now, 0);
-            let Some(version) = pg::create_file(
-                c,
-                t,
-                &dir,
-                p,
-                name,
-                media,
-                user,
-                &uuid,
-                &attrs,
-                &new.content,
-            )
-            .await?
-            else {
+            // The collection's row as an earlier operation read it, if any; once more from
+            // the database if that one fails its guard.
+            let mut remembered = self.remembered_dir(parent);
+            let version = loop {
+                let fresh = remembered.is_none();
+                let dir = match remembered.take() {
+                    Some(row) => row,
+                    None => {
+                        let row = require_dir(c, t, parent).await?;
+                        self.remember_dir(parent, &row);
+                        row
+                    }
+                };
+                let created = pg::create_file(
+                    c,
+                    t,
+                    &dir,
+                    p,
+                    name,
+                    media,
+                    user,
+                    &uuid,
+                    &attrs,
+                    &new.content,
+                )
+                .await?;
+                if let Some(version) = created {
+                    break version;
+                }
+                self.forget_dir(parent);
+                if !fresh {
+                    continue;
+                }
                 if any_row(c, t, p).await?.is_some() {
                     return Err(err!(EEXIST, "{p} already exists"));
                 }
@@ -704,10 +746,21 @@ impl Store for ServerStore {
             return Err(err!(EBUSY, "the root cannot be removed"));
         };
         if self.d == Dialect::Postgres && !dir {
+            let name = path::name(p);
             return autocommit!(self, "unlink", |c| {
-                let (parent_row, row, _) = ops::unlink_checks(c, t, p, parent).await?;
                 let now = now_ns();
-                if !pg::unlink(c, t, &parent_row, &row, p, user, now).await? {
+                // One statement with the collection's row from an earlier operation; when that
+                // deletes nothing, the checks say why (or read the row again for the retry).
+                if let Some(dir) = self.remembered_dir(parent) {
+                    if pg::unlink(c, t, &dir, name, p, user, now).await? {
+                        self.changed();
+                        return Ok(from_ns(now));
+                    }
+                    self.forget_dir(parent);
+                }
+                let (parent_row, _, _) = ops::unlink_checks(c, t, p, parent).await?;
+                self.remember_dir(parent, &parent_row);
+                if !pg::unlink(c, t, &parent_row, name, p, user, now).await? {
                     return Err(err!(EIO, "{p} changed while it was removed").transient());
                 }
                 self.changed();

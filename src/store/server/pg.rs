@@ -47,7 +47,8 @@ fn touch_args<'a>(dir: &'a ResourceRow, now: i64) -> [Val<'a>; 5] {
 
 /// A new resource named `name` in `dir` with content `data` (no content row when empty), its
 /// attributes, the parent's times and the log entry. `None` if the guard failed: `dir` is no
-/// longer a live collection, or the path is taken (by a resource or a collection).
+/// longer the live collection at its path (see [`unlink`]), or the path is taken (by a
+/// resource or a collection).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn create_file(
     c: &mut Exec<'_>,
@@ -65,7 +66,8 @@ pub(crate) async fn create_file(
     let created = naive_from_ns(now);
     let sql = format!(
         "WITH ok AS (SELECT 1 AS go \
-         WHERE EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_VERSION = $8 AND REG_TENANT_ID = $2) \
+         WHERE EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_VERSION = $8 AND REG_PATH_ID = $1 \
+         AND REG_NAME IS NULL AND REG_TENANT_ID = $2) \
          AND NOT EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = $1 AND REG_NAME = $3 \
          AND REG_TENANT_ID = $2) \
          AND NOT EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr \
@@ -162,37 +164,44 @@ pub(crate) async fn write(
     }
 }
 
-/// Unlink of the resource `row` in `dir`: the row, its content and attributes, Carbon's
-/// property, tag, comment and rating mappings (and the properties), the parent's times and
-/// the log entry; the parent's times become `now`. `false` if `row` is no longer the live
-/// version.
+/// Unlink of the resource `name` in `dir`: the row, its content and attributes, Carbon's
+/// property, tag, comment and rating mappings (and the properties), the parent's times (which
+/// become `now`) and the log entry. `false` if nothing was deleted: no resource of that name,
+/// or `dir` is no longer the live collection at its path.
+///
+/// The guard is the pair (`REG_VERSION`, `REG_PATH_ID`) of the collection's row: a collection
+/// updated by Carbon has a new version, one renamed away a new path id, one removed neither;
+/// so a `dir` remembered from an earlier operation is safe to try (see `ServerStore::dirs`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn unlink(
     c: &mut Exec<'_>,
     t: i64,
     dir: &ResourceRow,
-    row: &ResourceRow,
+    name: &str,
     p: &str,
     user: &str,
     now: i64,
 ) -> Result<bool> {
     let mapping = |table: &str, alias: &str, returning: &str| {
         format!(
-            "{alias} AS (DELETE FROM {table} WHERE REG_PATH_ID = $5 AND REG_RESOURCE_NAME = $6 \
+            "{alias} AS (DELETE FROM {table} WHERE REG_PATH_ID = $1 AND REG_RESOURCE_NAME = $3 \
              AND REG_TENANT_ID = $2 AND EXISTS (SELECT 1 FROM old){returning})"
         )
     };
     let sql = format!(
-        "WITH old AS (DELETE FROM REG_RESOURCE WHERE REG_VERSION = $1 AND REG_TENANT_ID = $2 \
-         RETURNING REG_VERSION), \
-         oldc AS (DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = $3 AND REG_TENANT_ID = $2 \
-         AND EXISTS (SELECT 1 FROM old)), \
-         olda AS (DELETE FROM REGFS_ATTR WHERE REG_UUID = $4 AND REG_TENANT_ID = $2 \
-         AND EXISTS (SELECT 1 FROM old)), \
+        "WITH old AS (DELETE FROM REG_RESOURCE WHERE REG_PATH_ID = $1 AND REG_NAME = $3 \
+         AND REG_TENANT_ID = $2 AND EXISTS (SELECT 1 FROM REG_RESOURCE d \
+         WHERE d.REG_VERSION = $4 AND d.REG_PATH_ID = $1 AND d.REG_NAME IS NULL \
+         AND d.REG_TENANT_ID = $2) RETURNING REG_CONTENT_ID, REG_UUID), \
+         oldc AS (DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID IN (SELECT REG_CONTENT_ID FROM old) \
+         AND REG_TENANT_ID = $2), \
+         olda AS (DELETE FROM REGFS_ATTR WHERE REG_UUID IN (SELECT REG_UUID FROM old) \
+         AND REG_TENANT_ID = $2), \
          {}, {}, {}, {}, \
          props AS (DELETE FROM REG_PROPERTY WHERE REG_TENANT_ID = $2 \
          AND REG_ID IN (SELECT REG_PROPERTY_ID FROM pmap)), \
          log AS (INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
-         REG_ACTION_DATA, REG_TENANT_ID) SELECT $7, $8, $9, {}, NULL, $2 FROM old), {} \
+         REG_ACTION_DATA, REG_TENANT_ID) SELECT $5, $6, $7, {}, NULL, $2 FROM old), {} \
          SELECT COUNT(*) FROM old",
         mapping(
             "REG_RESOURCE_PROPERTY",
@@ -203,15 +212,13 @@ pub(crate) async fn unlink(
         mapping("REG_RESOURCE_COMMENT", "cmap", ""),
         mapping("REG_RESOURCE_RATING", "rmap", ""),
         LogAction::DeleteResource as i32,
-        touch_parent("old", 10)
+        touch_parent("old", 8)
     );
     let mut all = args![
-        row.version,
+        dir.path_id,
         t,
-        row.content_id,
-        &row.uuid,
-        row.path_id,
-        row.name.as_deref(),
+        name,
+        dir.version,
         p,
         user,
         naive_from_ns(now)
