@@ -206,6 +206,162 @@ fn mariadb_changes_land_in_the_collection_now_at_the_path() {
     collections_changed_elsewhere(Kind::MariaDb);
 }
 
+/// Renames of resources (one statement on PostgreSQL): replacing a resource takes its content,
+/// attributes and mappings away, mappings move with the renamed one, both collections and the
+/// resource's ctime take the rename's time, the log says RENAME or MOVE with the old path, and
+/// what the one statement does not cover (no replacing with RENAME_NOREPLACE, a collection in
+/// the way, a resource Carbon wrote without attributes) still follows the general rules.
+fn renames_follow_carbons_rules(kind: Kind) {
+    let server = servers::server_for(kind);
+    let db = server.fresh_db();
+    let count = |sql: &str| server.sql_in(&db, sql).trim().parse::<i64>().unwrap();
+    rt().block_on(async {
+        let s = open(server, &db, Duration::from_secs(20)).await;
+        for d in ["/_system/config/a", "/_system/config/b", "/_system/config/b/sub"] {
+            s.create(d, dir(), "u").await.unwrap();
+        }
+        for f in ["a/x", "a/y", "b/z"] {
+            s.create(&format!("/_system/config/{f}"), file(f.as_bytes()), "u")
+                .await
+                .unwrap();
+        }
+        // A property on each of x and y.
+        for name in ["x", "y"] {
+            server.sql_in(
+                &db,
+                "INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) \
+                 VALUES ('k', 'v', -1234)",
+            );
+            server.sql_in(
+                &db,
+                &format!(
+                    "INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_PATH_ID, \
+                     REG_RESOURCE_NAME, REG_TENANT_ID) SELECT MAX(REG_ID), (SELECT REG_PATH_ID \
+                     FROM REG_PATH WHERE REG_PATH_VALUE = '/_system/config/a'), '{name}', -1234 \
+                     FROM REG_PROPERTY"
+                ),
+            );
+        }
+        // x replaces y in the same collection.
+        let t1 = s
+            .rename(
+                "/_system/config/a/x",
+                "/_system/config/a/y",
+                RenameMode::Replace,
+                "u",
+            )
+            .await
+            .unwrap()
+            .expect("something moved");
+        assert_eq!(s.read("/_system/config/a/y").await.unwrap(), b"a/x");
+        assert!(s.stat("/_system/config/a/x").await.unwrap().is_none());
+        assert_eq!(count("SELECT COUNT(*) FROM REG_RESOURCE_PROPERTY"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM REG_PROPERTY"), 1);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM REG_RESOURCE_PROPERTY WHERE REG_RESOURCE_NAME = 'y'"),
+            1
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_NAME = 'y'"), 1);
+        let y = s.stat("/_system/config/a/y").await.unwrap().unwrap();
+        assert_eq!(y.ctime, t1);
+        assert_eq!(s.stat("/_system/config/a").await.unwrap().unwrap().mtime, t1);
+        assert_eq!(
+            count(
+                "SELECT COUNT(*) FROM REG_LOG WHERE REG_ACTION = 9 \
+                 AND REG_PATH = '/_system/config/a/y' AND REG_ACTION_DATA = '/_system/config/a/x'"
+            ),
+            1
+        );
+        // y moves to another collection: both collections' times move.
+        let t2 = s
+            .rename(
+                "/_system/config/a/y",
+                "/_system/config/b/y",
+                RenameMode::Replace,
+                "u",
+            )
+            .await
+            .unwrap()
+            .expect("something moved");
+        for d in ["/_system/config/a", "/_system/config/b"] {
+            assert_eq!(s.stat(d).await.unwrap().unwrap().mtime, t2, "{d}");
+        }
+        assert_eq!(
+            count("SELECT COUNT(*) FROM REG_LOG WHERE REG_ACTION = 10 AND REG_PATH = '/_system/config/b/y'"),
+            1
+        );
+        assert_eq!(
+            count(
+                "SELECT COUNT(*) FROM REG_RESOURCE_PROPERTY WHERE REG_RESOURCE_NAME = 'y' \
+                 AND REG_PATH_ID = (SELECT REG_PATH_ID FROM REG_PATH \
+                 WHERE REG_PATH_VALUE = '/_system/config/b')"
+            ),
+            1
+        );
+        // Not replacing, a collection in the way, no such resource: errors, nothing changes.
+        let e = |r: regfs::error::Result<Option<std::time::SystemTime>>| r.unwrap_err().errno();
+        assert_eq!(
+            e(s.rename(
+                "/_system/config/b/y",
+                "/_system/config/b/z",
+                RenameMode::NoReplace,
+                "u"
+            )
+            .await),
+            libc::EEXIST
+        );
+        assert_eq!(
+            e(s.rename(
+                "/_system/config/b/y",
+                "/_system/config/b/sub",
+                RenameMode::Replace,
+                "u"
+            )
+            .await),
+            libc::EISDIR
+        );
+        assert_eq!(
+            e(s.rename(
+                "/_system/config/b/none",
+                "/_system/config/b/w",
+                RenameMode::Replace,
+                "u"
+            )
+            .await),
+            libc::ENOENT
+        );
+        assert_eq!(s.read("/_system/config/b/z").await.unwrap(), b"b/z");
+        // A resource Carbon wrote has no attribute row: it moves, and gets one with its ctime.
+        server.sql_in(
+            &db,
+            "DELETE FROM REGFS_ATTR WHERE REG_UUID = (SELECT REG_UUID FROM REG_RESOURCE \
+             WHERE REG_NAME = 'z')",
+        );
+        let t3 = s
+            .rename(
+                "/_system/config/b/z",
+                "/_system/config/a/z",
+                RenameMode::Replace,
+                "u",
+            )
+            .await
+            .unwrap()
+            .expect("something moved");
+        assert_eq!(s.stat("/_system/config/a/z").await.unwrap().unwrap().ctime, t3);
+        assert_eq!(s.read("/_system/config/a/z").await.unwrap(), b"b/z");
+    });
+}
+
+#[test]
+fn postgres_renames_follow_carbons_rules() {
+    renames_follow_carbons_rules(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_renames_follow_carbons_rules() {
+    renames_follow_carbons_rules(Kind::MariaDb);
+}
+
 #[test]
 fn postgres_nodes_racing_on_one_database_lose_nothing() {
     racing_nodes(Kind::Postgres);

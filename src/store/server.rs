@@ -209,6 +209,62 @@ impl ServerStore {
         });
     }
 
+    /// A resource's rename on PostgreSQL in one statement (see [`pg::rename_resource`]) with
+    /// the collections' rows remembered or read once; `None` when the general path must decide
+    /// (a collection, an error, attributes that need defaults).
+    async fn pg_rename(
+        &self,
+        from: &str,
+        to: &str,
+        mode: RenameMode,
+        user: &str,
+    ) -> Result<Option<SystemTime>> {
+        let t = self.t();
+        let (Some(src_parent), Some(dst_parent)) = (path::parent(from), path::parent(to)) else {
+            return Ok(None);
+        };
+        if from == to {
+            return Ok(None);
+        }
+        autocommit!(self, "rename", |c| {
+            let mut dirs = Vec::with_capacity(2);
+            for p in [src_parent, dst_parent] {
+                dirs.push(match self.remembered_dir(p) {
+                    Some(row) => row,
+                    None => match ops::collection_row(c, t, p).await? {
+                        Some(row) => {
+                            self.remember_dir(p, &row);
+                            row
+                        }
+                        None => return Ok(None),
+                    },
+                });
+            }
+            let now = now_ns();
+            let done = pg::rename_resource(
+                c,
+                t,
+                &dirs[0],
+                path::name(from),
+                &dirs[1],
+                path::name(to),
+                from,
+                to,
+                mode == RenameMode::Replace,
+                user,
+                now,
+            )
+            .await?;
+            if !done {
+                // Maybe a remembered row went stale: the general path reads everything anew.
+                self.forget_dir(src_parent);
+                self.forget_dir(dst_parent);
+                return Ok(None);
+            }
+            Some(from_ns(now))
+        })
+    }
+
     /// A new empty file (or FIFO, socket, device node) on PostgreSQL: see [`pg`].
     async fn pg_create(
         &self,
@@ -795,6 +851,11 @@ impl Store for ServerStore {
         user: &str,
     ) -> Result<Option<SystemTime>> {
         let t = self.t();
+        if self.d == Dialect::Postgres
+            && let Some(done) = self.pg_rename(from, to, mode, user).await?
+        {
+            return Ok(Some(done));
+        }
         transaction!(self, "rename", |c| {
             ops::rename(c, t, from, to, mode, user).await?
         })

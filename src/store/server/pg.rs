@@ -19,9 +19,14 @@ use crate::{args, err};
 /// Parameters continue the statement's numbering: parent uuid, default mode, created (ns),
 /// now (ns), parent version; `FROM` names the CTE whose row makes it happen.
 fn touch_parent(from: &str, first: usize) -> String {
+    touch_parent_as("touch", from, first)
+}
+
+/// [`touch_parent`] as the CTE `alias` (a statement that touches two collections).
+fn touch_parent_as(alias: &str, from: &str, first: usize) -> String {
     let n = |i: usize| format!("${}", first + i);
     format!(
-        "touch AS (INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, \
+        "{alias} AS (INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, \
          ATIME_NS, MTIME_NS, CTIME_NS, REG_VERSION) SELECT {}, $2, {}, 0, 0, 0, {}, {}, {}, {} \
          FROM {from} ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET \
          MTIME_NS = excluded.MTIME_NS, CTIME_NS = excluded.CTIME_NS, \
@@ -229,5 +234,134 @@ pub(crate) async fn unlink(
         .fetch_opt(&sql, &all)
         .await?
         .ok_or_else(|| err!(EIO, "unlink of {p} returned no count"))?;
+    Ok(row.req_int(0)? > 0)
+}
+
+/// The rename of the resource `src_name` in `src_dir` to `dst_name` in `dst_dir` (whose path
+/// is `to`) in one statement, replacing a resource there unless `replace` is false: the row
+/// and its mappings move, the replaced resource goes with its content, attributes and
+/// mappings, the resource's ctime and both collections' times become `now`, and the log entry.
+///
+/// `false` if it did nothing, and the caller's general path then decides: a collection row
+/// that fails its guard (see [`unlink`]), no such resource, a collection at `to`, a resource
+/// at `to` without `replace`, or attributes that are not the resource's own yet (none, or
+/// written for an older version: that needs the general path's defaults).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn rename_resource(
+    c: &mut Exec<'_>,
+    t: i64,
+    src_dir: &ResourceRow,
+    src_name: &str,
+    dst_dir: &ResourceRow,
+    dst_name: &str,
+    from: &str,
+    to: &str,
+    replace: bool,
+    user: &str,
+    now: i64,
+) -> Result<bool> {
+    let mapping_tables = PATH_KEYED_TABLES;
+    let victim_maps: Vec<String> = mapping_tables
+        .iter()
+        .enumerate()
+        .map(|(i, table)| {
+            format!(
+                "vmap{i} AS (DELETE FROM {table} WHERE REG_PATH_ID = $5 AND REG_RESOURCE_NAME = $6 \
+                 AND REG_TENANT_ID = $2 AND EXISTS (SELECT 1 FROM victim){})",
+                if i == 0 {
+                    " RETURNING REG_PROPERTY_ID"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let moved_maps: Vec<String> = mapping_tables
+        .iter()
+        .enumerate()
+        .map(|(i, table)| {
+            format!(
+                "mmap{i} AS (UPDATE {table} SET REG_PATH_ID = $5, REG_RESOURCE_NAME = $6 \
+                 WHERE REG_PATH_ID = $1 AND REG_RESOURCE_NAME = $3 AND REG_TENANT_ID = $2 \
+                 AND EXISTS (SELECT 1 FROM moved))"
+            )
+        })
+        .collect();
+    let action = if src_dir.uuid == dst_dir.uuid {
+        LogAction::Rename
+    } else {
+        LogAction::Move
+    };
+    // One row may be touched once per statement: the second collection only when it is
+    // another one.
+    let dst_touch = if src_dir.uuid == dst_dir.uuid {
+        String::new()
+    } else {
+        format!(", {}", touch_parent_as("dtouch", "moved", 19))
+    };
+    let sql = format!(
+        "WITH ok AS (SELECT 1 AS go \
+         WHERE EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_VERSION = $4 AND REG_PATH_ID = $1 \
+         AND REG_NAME IS NULL AND REG_TENANT_ID = $2) \
+         AND EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_VERSION = $7 AND REG_PATH_ID = $5 \
+         AND REG_NAME IS NULL AND REG_TENANT_ID = $2) \
+         AND EXISTS (SELECT 1 FROM REG_RESOURCE s JOIN REGFS_ATTR a ON a.REG_UUID = s.REG_UUID \
+         AND a.REG_TENANT_ID = s.REG_TENANT_ID AND a.REG_VERSION = s.REG_VERSION \
+         WHERE s.REG_PATH_ID = $1 AND s.REG_NAME = $3 AND s.REG_TENANT_ID = $2) \
+         AND NOT EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr \
+         ON cr.REG_PATH_ID = cp.REG_PATH_ID AND cr.REG_TENANT_ID = cp.REG_TENANT_ID \
+         AND cr.REG_NAME IS NULL WHERE cp.REG_PATH_VALUE = $8 AND cp.REG_TENANT_ID = $2) \
+         AND ($9 = 1 OR NOT EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = $5 \
+         AND REG_NAME = $6 AND REG_TENANT_ID = $2))), \
+         victim AS (DELETE FROM REG_RESOURCE WHERE REG_PATH_ID = $5 AND REG_NAME = $6 \
+         AND REG_TENANT_ID = $2 AND EXISTS (SELECT 1 FROM ok) \
+         RETURNING REG_CONTENT_ID, REG_UUID), \
+         vcon AS (DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID IN \
+         (SELECT REG_CONTENT_ID FROM victim) AND REG_TENANT_ID = $2), \
+         vattr AS (DELETE FROM REGFS_ATTR WHERE REG_UUID IN (SELECT REG_UUID FROM victim) \
+         AND REG_TENANT_ID = $2), \
+         {}, \
+         vprops AS (DELETE FROM REG_PROPERTY WHERE REG_TENANT_ID = $2 \
+         AND REG_ID IN (SELECT REG_PROPERTY_ID FROM vmap0)), \
+         moved AS (UPDATE REG_RESOURCE SET REG_PATH_ID = $5, REG_NAME = $6 \
+         WHERE REG_PATH_ID = $1 AND REG_NAME = $3 AND REG_TENANT_ID = $2 \
+         AND EXISTS (SELECT 1 FROM ok) RETURNING REG_UUID), \
+         {}, \
+         ctime AS (UPDATE REGFS_ATTR SET CTIME_NS = $10 WHERE REG_UUID IN \
+         (SELECT REG_UUID FROM moved) AND REG_TENANT_ID = $2), \
+         log AS (INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
+         REG_ACTION_DATA, REG_TENANT_ID) SELECT $8, $11, $12, {}, $13, $2 FROM moved), \
+         {}{} \
+         SELECT COUNT(*) FROM moved",
+        victim_maps.join(", "),
+        moved_maps.join(", "),
+        action as i32,
+        touch_parent_as("stouch", "moved", 14),
+        dst_touch,
+    );
+    let mut all = args![
+        src_dir.path_id,
+        t,
+        src_name,
+        src_dir.version,
+        dst_dir.path_id,
+        dst_name,
+        dst_dir.version,
+        to,
+        replace as i64,
+        now,
+        user,
+        naive_from_ns(now),
+        from
+    ]
+    .to_vec();
+    all.extend(touch_args(src_dir, now));
+    if src_dir.uuid != dst_dir.uuid {
+        all.extend(touch_args(dst_dir, now));
+    }
+    let row = c
+        .fetch_opt(&sql, &all)
+        .await?
+        .ok_or_else(|| err!(EIO, "rename of {from} returned no count"))?;
     Ok(row.req_int(0)? > 0)
 }
