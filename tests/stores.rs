@@ -362,6 +362,110 @@ fn mariadb_renames_follow_carbons_rules() {
     renames_follow_carbons_rules(Kind::MariaDb);
 }
 
+/// chmod, chown and utimens (one statement for a resource on PostgreSQL): each returns the
+/// entry as a stat then shows it, keeps the type bits, moves ctime, and the cases the one
+/// statement leaves to the general path (a collection, a resource Carbon wrote without
+/// attributes) behave the same.
+fn attribute_changes(kind: Kind) {
+    let server = servers::server_for(kind);
+    let db = server.fresh_db();
+    rt().block_on(async {
+        let s = open(server, &db, Duration::from_secs(20)).await;
+        s.create("/_system/config/s", dir(), "u").await.unwrap();
+        s.create("/_system/config/s/f", file(b"abc"), "u")
+            .await
+            .unwrap();
+        let link = regfs::store::NewEntry {
+            kind: EntryKind::Symlink,
+            perm: 0o777,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            content: b"f".to_vec(),
+        };
+        s.create("/_system/config/s/l", link, "u").await.unwrap();
+        let at = |secs: u64| std::time::UNIX_EPOCH + Duration::new(secs, 123_456_789);
+        let changes = [
+            regfs::store::AttrChange {
+                perm: Some(0o4750),
+                ..Default::default()
+            },
+            regfs::store::AttrChange {
+                uid: Some(7),
+                gid: Some(8),
+                ..Default::default()
+            },
+            regfs::store::AttrChange {
+                atime: Some(at(1_000_000)),
+                mtime: Some(at(2_000_000)),
+                ..Default::default()
+            },
+            regfs::store::AttrChange {
+                ctime: Some(at(3_000_000)),
+                ..Default::default()
+            },
+        ];
+        for p in [
+            "/_system/config/s/f",
+            "/_system/config/s/l",
+            "/_system/config/s",
+        ] {
+            let kind = s.stat(p).await.unwrap().unwrap().kind;
+            for (i, change) in changes.iter().enumerate() {
+                let before = std::time::SystemTime::now();
+                let e = s.set_attr(p, change.clone()).await.unwrap();
+                assert_eq!(
+                    Some(&e),
+                    s.stat(p).await.unwrap().as_ref(),
+                    "{p} change {i}"
+                );
+                assert_eq!(e.kind, kind, "{p}: the type stays");
+                match i {
+                    0 => assert_eq!(e.perm, 0o4750),
+                    1 => assert_eq!((e.uid, e.gid, e.perm), (7, 8, 0o4750)),
+                    2 => assert_eq!((e.atime, e.mtime), (at(1_000_000), at(2_000_000))),
+                    _ => assert_eq!((e.ctime, e.mtime), (at(3_000_000), at(2_000_000))),
+                }
+                if i < 3 {
+                    assert!(e.ctime >= before, "{p} change {i}: ctime moves");
+                }
+            }
+        }
+        assert_eq!(
+            s.stat("/_system/config/s/f").await.unwrap().unwrap().size,
+            3
+        );
+        // Carbon's resource without an attribute row.
+        server.sql_in(
+            &db,
+            "DELETE FROM REGFS_ATTR WHERE REG_UUID = (SELECT REG_UUID FROM REG_RESOURCE \
+             WHERE REG_NAME = 'f')",
+        );
+        let e = s
+            .set_attr(
+                "/_system/config/s/f",
+                regfs::store::AttrChange {
+                    perm: Some(0o600),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((e.perm, e.kind, e.size), (0o600, EntryKind::File, 3));
+        assert_eq!(Some(e), s.stat("/_system/config/s/f").await.unwrap());
+    });
+}
+
+#[test]
+fn postgres_attribute_changes() {
+    attribute_changes(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_attribute_changes() {
+    attribute_changes(Kind::MariaDb);
+}
+
 #[test]
 fn postgres_nodes_racing_on_one_database_lose_nothing() {
     racing_nodes(Kind::Postgres);

@@ -863,6 +863,18 @@ impl Store for ServerStore {
 
     async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
         let t = self.t();
+        // A resource's own attributes on PostgreSQL: one statement (chmod, chown, utimens).
+        if self.d == Dialect::Postgres
+            && let Some(parent) = path::parent(p)
+        {
+            let name = path::name(p);
+            let done = autocommit!(self, "setattr", |c| {
+                pg::set_attr_resource(c, t, parent, name, &change, now_ns()).await?
+            })?;
+            if let Some(entry) = done {
+                return Ok(entry);
+            }
+        }
         transaction!(self, "setattr", |c| {
             ops::set_attr(c, t, p, &change).await?
         })

@@ -12,7 +12,7 @@
 use super::db::{Exec, Val};
 use crate::error::Result;
 use crate::store::rows::*;
-use crate::store::{DEFAULT_DIR_PERM, LogAction};
+use crate::store::{AttrChange, DEFAULT_DIR_PERM, Entry, LogAction};
 use crate::{args, err};
 
 /// The parent collection's REGFS_ATTR times move with a change in it (as `touch_dir` does).
@@ -364,4 +364,52 @@ pub(crate) async fn rename_resource(
         .await?
         .ok_or_else(|| err!(EIO, "rename of {from} returned no count"))?;
     Ok(row.req_int(0)? > 0)
+}
+
+/// `change` applied to the resource `name` in the collection `parent` in one statement, and
+/// the entry as it is now; `None` if it did nothing and the general path must decide: no such
+/// resource (a collection, or nothing), or attributes that are not the resource's own yet
+/// (see [`rename_resource`]). The rules are [`crate::store::ops::apply_change`]'s.
+pub(crate) async fn set_attr_resource(
+    c: &mut Exec<'_>,
+    t: i64,
+    parent: &str,
+    name: &str,
+    change: &AttrChange,
+    now: i64,
+) -> Result<Option<Entry>> {
+    let sql = format!(
+        "WITH r AS (SELECT r.REG_NAME, r.REG_VERSION, r.REG_UUID, r.REG_MEDIA_TYPE, \
+         r.REG_CREATED_TIME, r.REG_LAST_UPDATED_TIME, r.REG_CONTENT_ID, r.REG_TENANT_ID \
+         FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME = $3 \
+         WHERE p.REG_PATH_VALUE = $1 AND p.REG_TENANT_ID = $2), \
+         a AS (UPDATE REGFS_ATTR x SET \
+         MODE = CASE WHEN $4::BIGINT IS NULL THEN x.MODE ELSE (x.MODE & {}) | $4 END, \
+         UID = COALESCE($5, x.UID), GID = COALESCE($6, x.GID), \
+         ATIME_NS = COALESCE($7, x.ATIME_NS), MTIME_NS = COALESCE($8, x.MTIME_NS), \
+         CTIME_NS = $9 FROM r WHERE x.REG_UUID = r.REG_UUID AND x.REG_TENANT_ID = $2 \
+         AND x.REG_VERSION = r.REG_VERSION \
+         RETURNING x.MODE, x.UID, x.GID, x.RDEV, x.ATIME_NS, x.MTIME_NS, x.CTIME_NS, \
+         x.REG_VERSION) \
+         {}FROM r JOIN a ON TRUE LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
+         AND c.REG_TENANT_ID = r.REG_TENANT_ID",
+        libc::S_IFMT,
+        crate::store::ops::entry_select(c.dialect(), false)
+    );
+    let args = args![
+        parent,
+        t,
+        name,
+        change.perm.map(|p| (p & 0o7777) as i64),
+        change.uid.map(i64::from),
+        change.gid.map(i64::from),
+        change.atime.map(to_ns),
+        change.mtime.map(to_ns),
+        change.ctime.map(to_ns).unwrap_or(now)
+    ];
+    match c.fetch_opt(&sql, &args).await? {
+        Some(row) => Ok(Some(crate::store::ops::entry_row(&row)?.into_entry())),
+        None => Ok(None),
+    }
 }
