@@ -435,12 +435,19 @@ fn attribute_changes(kind: Kind) {
             s.stat("/_system/config/s/f").await.unwrap().unwrap().size,
             3
         );
-        // Carbon's resource without an attribute row.
+        // Carbon's resource without an attribute row, updated after it was created: its
+        // times are REG_LAST_UPDATED_TIME's, and a chmod keeps its mtime.
         server.sql_in(
             &db,
             "DELETE FROM REGFS_ATTR WHERE REG_UUID = (SELECT REG_UUID FROM REG_RESOURCE \
              WHERE REG_NAME = 'f')",
         );
+        server.sql_in(
+            &db,
+            "UPDATE REG_RESOURCE SET REG_LAST_UPDATED_TIME = '2020-01-02 03:04:05' \
+             WHERE REG_NAME = 'f'",
+        );
+        let before = s.stat("/_system/config/s/f").await.unwrap().unwrap();
         let e = s
             .set_attr(
                 "/_system/config/s/f",
@@ -452,6 +459,8 @@ fn attribute_changes(kind: Kind) {
             .await
             .unwrap();
         assert_eq!((e.perm, e.kind, e.size), (0o600, EntryKind::File, 3));
+        assert_eq!(e.mtime, before.mtime);
+        assert!(e.mtime < std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000));
         assert_eq!(Some(e), s.stat("/_system/config/s/f").await.unwrap());
     });
 }

@@ -12,7 +12,11 @@ use crate::{args, err, path};
 
 /// The live REG_RESOURCE columns a mutation needs, in [`ResourceRow`]'s order.
 pub(crate) const RESOURCE_COLUMNS: &str = "r.REG_PATH_ID, r.REG_NAME, r.REG_VERSION, r.REG_CONTENT_ID, \
-     r.REG_CREATOR, r.REG_CREATED_TIME, r.REG_MEDIA_TYPE, r.REG_DESCRIPTION, r.REG_UUID";
+     r.REG_CREATOR, r.REG_CREATED_TIME, r.REG_MEDIA_TYPE, r.REG_DESCRIPTION, r.REG_UUID, \
+     r.REG_LAST_UPDATED_TIME";
+
+/// How many columns [`RESOURCE_COLUMNS`] has: what follows them in a row starts here.
+pub(crate) const RESOURCE_WIDTH: usize = 10;
 
 /// The REGFS_ATTR columns of a LEFT JOIN, in [`AttrColumns`]' order.
 pub(crate) const ATTR_COLUMNS: &str = "a.MODE, a.UID, a.GID, a.RDEV, a.ATIME_NS, a.MTIME_NS, a.CTIME_NS, \
@@ -67,6 +71,7 @@ pub(crate) fn resource_row(row: &Row, o: usize) -> Result<ResourceRow> {
         media_type: row.text(o + 6)?,
         description: row.text(o + 7)?,
         uuid: row.req_text(o + 8)?,
+        updated: row.time(o + 9)?,
     })
 }
 
@@ -266,7 +271,7 @@ pub(crate) async fn file_row_with_attrs(
         return Ok(None);
     };
     let row = resource_row(&r, 0)?;
-    let attrs = attr_columns(&r, 9)?.or_default(&row);
+    let attrs = attr_columns(&r, RESOURCE_WIDTH)?.or_default(&row);
     Ok(Some((row, attrs)))
 }
 
@@ -473,7 +478,7 @@ fn touch_args(t: i64, dir: &ResourceRow, now: i64) -> [Val<'_>; 7] {
         &dir.uuid,
         t,
         (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
-        to_ns(naive_to_system(dir.created)),
+        dir.updated_ns(),
         now,
         now,
         dir.version
@@ -500,7 +505,7 @@ pub(crate) async fn touch_ctime(
 ) -> Result<()> {
     let mut a = attrs_or_default(c, t, row).await?;
     if a.version != row.version {
-        a.mtime_ns = to_ns(naive_to_system(row.created));
+        a.mtime_ns = row.updated_ns();
         a.version = row.version;
     }
     a.ctime_ns = now;
@@ -806,16 +811,17 @@ pub(crate) async fn dir_and_entry(
     let Some(row) = c.fetch_opt(&sql, &args).await? else {
         return Ok(None);
     };
-    // The resource's columns follow the collection's nine; REG_VERSION is the third.
-    let file = match row.int(11)? {
-        Some(_) => Some(resource_row(&row, 9)?),
+    // The resource's columns follow the collection's; REG_VERSION is the third.
+    const W: usize = RESOURCE_WIDTH;
+    let file = match row.int(W + 2)? {
+        Some(_) => Some(resource_row(&row, W)?),
         None => None,
     };
     Ok(Some(DirAndEntry {
         dir: resource_row(&row, 0)?,
         file,
-        collection: row.req_int(18)? != 0,
-        mapped: row.req_int(19)? != 0,
+        collection: row.req_int(2 * W)? != 0,
+        mapped: row.req_int(2 * W + 1)? != 0,
     }))
 }
 
@@ -1053,7 +1059,7 @@ pub(crate) async fn rename(
 /// `a` (the attributes of `row`) with `change` applied; ctime moves to now unless given.
 pub(crate) fn apply_change(row: &ResourceRow, mut a: AttrRow, change: &AttrChange) -> AttrRow {
     if a.version != row.version {
-        a.mtime_ns = to_ns(naive_to_system(row.created));
+        a.mtime_ns = row.updated_ns();
         a.version = row.version;
     }
     if let Some(perm) = change.perm {

@@ -94,6 +94,9 @@ pub(crate) struct ResourceRow {
     pub(crate) media_type: Option<String>,
     pub(crate) description: Option<String>,
     pub(crate) uuid: String,
+    /// REG_LAST_UPDATED_TIME: what a stat shows as the times of a row without attributes of
+    /// its own version.
+    pub(crate) updated: NaiveDateTime,
 }
 
 /// A REGFS_ATTR row.
@@ -253,6 +256,13 @@ impl EntryRow {
     }
 }
 
+impl ResourceRow {
+    /// REG_LAST_UPDATED_TIME in nanoseconds.
+    pub(crate) fn updated_ns(&self) -> i64 {
+        to_ns(naive_to_system(self.updated))
+    }
+}
+
 /// The documented defaults for a row Carbon wrote (no REGFS_ATTR row).
 pub(crate) fn default_attrs(row: &ResourceRow) -> AttrRow {
     let is_dir = row.name.is_none();
@@ -261,7 +271,9 @@ pub(crate) fn default_attrs(row: &ResourceRow) -> AttrRow {
     } else {
         libc::S_IFREG | DEFAULT_FILE_PERM
     };
-    let ns = to_ns(naive_to_system(row.created));
+    // The times a stat shows for the row now (see EntryRow::into_entry), so that writing
+    // these defaults moves nothing the change itself does not move.
+    let ns = row.updated_ns();
     AttrRow {
         mode: mode as i64,
         uid: 0,

@@ -402,7 +402,7 @@ fn file_row_with_attrs(
     };
     let sql = "SELECT r.REG_PATH_ID, r.REG_NAME, r.REG_VERSION, r.REG_CONTENT_ID, r.REG_CREATOR, \
          r.REG_CREATED_TIME, r.REG_MEDIA_TYPE, r.REG_DESCRIPTION, r.REG_UUID, \
-         a.MODE, a.UID, a.GID, a.RDEV, a.ATIME_NS, a.MTIME_NS, a.CTIME_NS, a.REG_VERSION, \
+         r.REG_LAST_UPDATED_TIME, a.MODE, a.UID, a.GID, a.RDEV, a.ATIME_NS, a.MTIME_NS, a.CTIME_NS, a.REG_VERSION, \
          COALESCE(length(c.REG_CONTENT_DATA), 0) \
          FROM REG_PATH p JOIN REG_RESOURCE r \
          ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
@@ -415,8 +415,8 @@ fn file_row_with_attrs(
         return Ok(None);
     };
     let res = ops::resource_row(&row, 0)?;
-    let attrs = ops::attr_columns(&row, 9)?.or_default(&res);
-    let size = row.req_int(17)?.max(0) as u64;
+    let attrs = ops::attr_columns(&row, ops::RESOURCE_WIDTH)?.or_default(&res);
+    let size = row.req_int(ops::RESOURCE_WIDTH + 8)?.max(0) as u64;
     Ok(Some((res, attrs, size)))
 }
 
@@ -439,7 +439,7 @@ fn remove_args<'a>(
         &row.uuid,
         &parent.uuid,
         (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
-        to_ns(naive_to_system(parent.created)),
+        parent.updated_ns(),
         now,
         parent.version,
         p,
@@ -606,7 +606,7 @@ impl Store for SqliteStore {
                         now,
                         &dir.uuid,
                         (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
-                        to_ns(naive_to_system(dir.created)),
+                        dir.updated_ns(),
                         dir.version,
                         p
                     ],

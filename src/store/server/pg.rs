@@ -44,7 +44,7 @@ fn touch_args<'a>(dir: &'a ResourceRow, now: i64) -> [Val<'a>; 5] {
     args![
         &dir.uuid,
         (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
-        to_ns(naive_to_system(dir.created)),
+        dir.updated_ns(),
         now,
         dir.version
     ]

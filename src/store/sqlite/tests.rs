@@ -245,6 +245,66 @@ async fn set_attr_returns_what_stat_reads() {
     );
 }
 
+/// Rows Carbon wrote (no attributes, or attributes of an older version) show
+/// REG_LAST_UPDATED_TIME as their times; a chmod, a rename or a new entry in a collection then
+/// moves only what that change moves (ctime, a collection's mtime), never back to the creation
+/// time.
+#[tokio::test]
+async fn carbons_times_survive_regfs_changes() {
+    let (_d, s) = store().await;
+    s.create("/a", dir(), "u").await.unwrap();
+    s.create("/a/f", file(b"1"), "u").await.unwrap();
+    s.create("/a/g", file(b"2"), "u").await.unwrap();
+    let pool = sql(&s).await;
+    let run = |q: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query(q).execute(&pool).await.unwrap() }
+    };
+    // f and /a: Carbon's rows without attributes; g: Carbon wrote a newer version.
+    run(
+        "DELETE FROM REGFS_ATTR WHERE REG_UUID IN (SELECT REG_UUID FROM REG_RESOURCE \
+         WHERE REG_NAME = 'f' OR REG_NAME IS NULL AND REG_PATH_ID = (SELECT REG_PATH_ID \
+         FROM REG_PATH WHERE REG_PATH_VALUE = '/a'))",
+    )
+    .await;
+    run("UPDATE REG_RESOURCE SET REG_VERSION = REG_VERSION + 1000 WHERE REG_NAME = 'g'").await;
+    run(
+        "UPDATE REG_RESOURCE SET REG_CREATED_TIME = '2019-05-06 07:08:09', \
+         REG_LAST_UPDATED_TIME = '2020-01-02 03:04:05'",
+    )
+    .await;
+    let a = s.stat("/a").await.unwrap().unwrap();
+    for p in ["/a/f", "/a/g"] {
+        let before = s.stat(p).await.unwrap().unwrap();
+        assert_ne!(
+            before.mtime, before.crtime,
+            "{p}: updated after it was created"
+        );
+        let e = s
+            .set_attr(
+                p,
+                AttrChange {
+                    perm: Some(0o600),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(e.mtime, before.mtime, "{p}: chmod keeps mtime");
+        assert!(e.ctime > before.ctime, "{p}: chmod moves ctime");
+        let moved = format!("{p}.moved");
+        s.rename(p, &moved, RenameMode::Replace, "u").await.unwrap();
+        assert_eq!(s.stat(&moved).await.unwrap().unwrap().mtime, before.mtime);
+    }
+    s.create("/a/h", file(b"3"), "u").await.unwrap();
+    let after = s.stat("/a").await.unwrap().unwrap();
+    assert_eq!(
+        after.atime, a.atime,
+        "changes in it do not move the collection's atime"
+    );
+    assert!(after.mtime > a.mtime);
+}
+
 /// Commits leave the checkpoint to a background task, which still moves the WAL into the
 /// database file as it grows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
