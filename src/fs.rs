@@ -243,6 +243,9 @@ struct OpenFile {
     /// content take it too: a spool file is written in place, so it must not change while a
     /// commit copies it out.
     commit: tokio::sync::Mutex<()>,
+    /// One load of the content at a time: the kernel's readahead sends several reads at once,
+    /// and each would otherwise read the whole file from the database (and hold its buffers).
+    load: tokio::sync::Mutex<()>,
 }
 
 struct OpenState {
@@ -818,6 +821,7 @@ impl RegFs {
                             handles: 0,
                         }),
                         commit: tokio::sync::Mutex::new(()),
+                        load: tokio::sync::Mutex::new(()),
                     })
                 })
                 .clone()
@@ -920,6 +924,10 @@ impl RegFs {
     }
 
     async fn ensure_loaded(&self, of: &OpenFile, p: &str) -> Result<()> {
+        if of.state.lock().data.is_some() {
+            return Ok(());
+        }
+        let _loading = of.load.lock().await;
         if of.state.lock().data.is_some() {
             return Ok(());
         }

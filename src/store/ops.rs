@@ -249,22 +249,25 @@ pub(crate) async fn any_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<
         .transpose()
 }
 
-/// The live resource at `p` with its attributes (stored or default), in one query.
+/// The live resource at `p` with its attributes (stored or default) and its size, in one
+/// query.
 pub(crate) async fn file_row_with_attrs(
     c: &mut Exec<'_>,
     t: i64,
     p: &str,
-) -> Result<Option<(ResourceRow, AttrRow)>> {
+) -> Result<Option<(ResourceRow, AttrRow, u64)>> {
     let d = c.dialect();
     let Some(parent) = path::parent(p).filter(|parent| storable(d, parent)) else {
         return Ok(None);
     };
     let sql = format!(
-        "SELECT {RESOURCE_COLUMNS}, {ATTR_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
+        "SELECT {RESOURCE_COLUMNS}, {ATTR_COLUMNS}, {} FROM REG_PATH p JOIN REG_RESOURCE r \
          ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
          AND r.REG_NAME = ? LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID \
-         AND a.REG_TENANT_ID = r.REG_TENANT_ID \
+         AND a.REG_TENANT_ID = r.REG_TENANT_ID LEFT JOIN REG_CONTENT c \
+         ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
          WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+        d.int64("COALESCE(LENGTH(c.REG_CONTENT_DATA), 0)"),
         path_param(d)
     );
     let Some(r) = c.fetch_opt(&sql, &args![path::name(p), parent, t]).await? else {
@@ -272,7 +275,8 @@ pub(crate) async fn file_row_with_attrs(
     };
     let row = resource_row(&r, 0)?;
     let attrs = attr_columns(&r, RESOURCE_WIDTH)?.or_default(&row);
-    Ok(Some((row, attrs)))
+    let size = r.req_int(RESOURCE_WIDTH + 8)?.max(0) as u64;
+    Ok(Some((row, attrs, size)))
 }
 
 pub(crate) async fn require_dir(c: &mut Exec<'_>, t: i64, p: &str) -> Result<ResourceRow> {
@@ -1088,6 +1092,13 @@ pub(crate) async fn set_attr(
     p: &str,
     change: &AttrChange,
 ) -> Result<Entry> {
+    // A resource (chmod, utimens after a write: the common case): its row, attributes and
+    // size in one read, and the reply built from what was written.
+    if let Some((row, attrs, size)) = file_row_with_attrs(c, t, p).await? {
+        let a = apply_change(&row, attrs, change);
+        put_attr(c, t, &row.uuid, a).await?;
+        return Ok(resource_entry(&row, row.version, size, a));
+    }
     let Some(row) = any_row(c, t, p).await? else {
         return Err(err!(ENOENT, "{p} does not exist"));
     };

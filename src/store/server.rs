@@ -114,27 +114,14 @@ macro_rules! autocommit {
 /// A read on a pooled connection, bounded in time like a transaction.
 macro_rules! read {
     ($self:ident, $what:expr, |$c:ident| $body:block) => {{
-        let run = async {
-            let mut held = $self.pool.acquire().await?;
-            let mut exec = held.exec();
-            let $c: &mut Exec<'_> = &mut exec;
-            $body
-        };
-        let result: Result<_> = match tokio::time::timeout($self.timeout, run).await {
-            Ok(r) => r,
-            Err(_) => Err(err!(
-                EIO,
-                "{}: the database did not answer within {:?}",
-                $what,
-                $self.timeout
-            )),
-        };
-        if let Err(e) = &result {
-            if e.errno() == libc::EIO {
-                warn!(store = %$self.name, op = $what, "{e}");
-            }
-        }
-        result
+        $self
+            .bounded($what, async {
+                let mut held = $self.pool.acquire().await?;
+                let mut exec = held.exec();
+                let $c: &mut Exec<'_> = &mut exec;
+                $body
+            })
+            .await
     }};
 }
 
@@ -153,6 +140,28 @@ impl ServerStore {
                 std::num::NonZeroUsize::new(DIR_ROWS).expect("DIR_ROWS > 0"),
             )),
         })
+    }
+
+    /// `run` bounded by the store's timeout; an EIO (that one included) gets a log line.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        run: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let result = match tokio::time::timeout(self.timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(err!(
+                EIO,
+                "{what}: the database did not answer within {:?}",
+                self.timeout
+            )),
+        };
+        if let Err(e) = &result
+            && e.errno() == libc::EIO
+        {
+            warn!(store = %self.name, op = what, "{e}");
+        }
+        result
     }
 
     fn remembered_dir(&self, p: &str) -> Option<ResourceRow> {
@@ -639,15 +648,21 @@ impl Store for ServerStore {
                 return Ok((version, content));
             }
             // Content rows are never changed, only replaced: a piece that is gone means a
-            // writer replaced this version meanwhile, and the read starts over.
+            // writer replaced this version meanwhile, and the read starts over. All pieces
+            // come over one connection: the driver keeps a buffer the size of the largest
+            // row it has read, so spreading them over the pool would grow one per connection.
             let mut content = policy.content_for(len)?;
             let mut complete = true;
+            let mut held = self.bounded("read", self.pool.acquire()).await?;
             for offset in (0..len).step_by(PIECE) {
                 let n = PIECE.min((len - offset) as usize);
-                let piece = read!(self, "read", |c| {
-                    c.fetch_opt(&piece_sql, &args![offset as i64 + 1, n as i64, id, t])
-                        .await
-                })?;
+                let piece = self
+                    .bounded(
+                        "read",
+                        held.exec()
+                            .fetch_opt(&piece_sql, &args![offset as i64 + 1, n as i64, id, t]),
+                    )
+                    .await?;
                 match piece.map(|r| r.blob(0)).transpose()?.flatten() {
                     Some(bytes) if bytes.len() == n => content.write_at(policy, offset, &bytes)?,
                     _ => {
@@ -738,7 +753,7 @@ impl Store for ServerStore {
             let data = data.bytes()?;
             let data = &data[..];
             return autocommit!(self, "write", |c| {
-                let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
+                let Some((old, attrs, _)) = ops::file_row_with_attrs(c, t, p).await? else {
                     return Err(missing_resource(c, t, p).await);
                 };
                 let now = now_ns();
@@ -754,7 +769,7 @@ impl Store for ServerStore {
             });
         }
         transaction!(self, "write", |c| {
-            let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
+            let Some((old, attrs, _)) = ops::file_row_with_attrs(c, t, p).await? else {
                 return Err(missing_resource(c, t, p).await);
             };
             // Carbon's update: delete the old row and its content, insert a new row (new

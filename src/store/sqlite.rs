@@ -205,11 +205,6 @@ const REMOVE_PLAIN_BATCH: &str = concat!(
     remove_tail_sql!()
 );
 
-/// A resource's REGFS_ATTR row, written whole.
-const PUT_ATTR_SQL: &str = "INSERT OR REPLACE INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, \
-     UID, GID, RDEV, ATIME_NS, MTIME_NS, CTIME_NS, REG_VERSION) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
-
 /// The writer connection, and whether a transaction is open on it (an error or a cancelled
 /// future can leave one open; the next mutation rolls it back first).
 struct Writer {
@@ -389,35 +384,6 @@ fn insert_content(c: &Connection, t: i64, data: &Content) -> Result<Option<i64>>
         .ok_or_else(|| err!(EIO, "insert of content returned no id"))?;
     blob::fill(c, id, data)?;
     Ok(Some(id))
-}
-
-/// The live non-collection row at `p` with its attributes and content size, in one query.
-fn file_row_with_attrs(
-    c: &Connection,
-    t: i64,
-    p: &str,
-) -> Result<Option<(ResourceRow, AttrRow, u64)>> {
-    let Some(parent) = path::parent(p) else {
-        return Ok(None);
-    };
-    let sql = "SELECT r.REG_PATH_ID, r.REG_NAME, r.REG_VERSION, r.REG_CONTENT_ID, r.REG_CREATOR, \
-         r.REG_CREATED_TIME, r.REG_MEDIA_TYPE, r.REG_DESCRIPTION, r.REG_UUID, \
-         r.REG_LAST_UPDATED_TIME, a.MODE, a.UID, a.GID, a.RDEV, a.ATIME_NS, a.MTIME_NS, a.CTIME_NS, a.REG_VERSION, \
-         COALESCE(length(c.REG_CONTENT_DATA), 0) \
-         FROM REG_PATH p JOIN REG_RESOURCE r \
-         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-         AND r.REG_NAME = ?3 LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID \
-         AND a.REG_TENANT_ID = r.REG_TENANT_ID LEFT JOIN REG_CONTENT c \
-         ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
-         WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1";
-    let (_, rows) = lite_run(c, sql, &args![parent, t, path::name(p)], true)?;
-    let Some(row) = rows.into_iter().next() else {
-        return Ok(None);
-    };
-    let res = ops::resource_row(&row, 0)?;
-    let attrs = ops::attr_columns(&row, ops::RESOURCE_WIDTH)?.or_default(&res);
-    let size = row.req_int(ops::RESOURCE_WIDTH + 8)?.max(0) as u64;
-    Ok(Some((res, attrs, size)))
 }
 
 /// The values a [`delete_batch_sql`] batch with [`remove_tail_sql`] binds.
@@ -634,7 +600,8 @@ impl Store for SqliteStore {
     async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let t = self.t();
         transaction!(self, "write", |c| {
-            let Some((old, attrs, _)) = file_row_with_attrs(c, t, p)? else {
+            let Some((old, attrs, _)) = ops::file_row_with_attrs(&mut Exec::Rus(c), t, p).await?
+            else {
                 if ops::collection_row(&mut Exec::Rus(c), t, p)
                     .await?
                     .is_some()
@@ -705,23 +672,7 @@ impl Store for SqliteStore {
     async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
         let t = self.t();
         transaction!(self, "setattr", |c| {
-            // A resource (chmod, utimens after a write: the common case) directly; the generic
-            // path for collections and for the errors.
-            match file_row_with_attrs(c, t, p)? {
-                Some((row, attrs, size)) => {
-                    let a = ops::apply_change(&row, attrs, &change);
-                    run_batch(
-                        c,
-                        PUT_ATTR_SQL,
-                        &args![
-                            &row.uuid, t, a.mode, a.uid, a.gid, a.rdev, a.atime_ns, a.mtime_ns,
-                            a.ctime_ns, a.version
-                        ],
-                    )?;
-                    resource_entry(&row, row.version, size, a)
-                }
-                None => ops::set_attr(&mut Exec::Rus(c), t, p, &change).await?,
-            }
+            ops::set_attr(&mut Exec::Rus(c), t, p, &change).await?
         })
     }
 
