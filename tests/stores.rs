@@ -13,6 +13,21 @@ use regfs::store::server::ServerStore;
 use regfs::store::server::db::ServerOptions;
 use regfs::store::{Kind as EntryKind, RenameMode, Store, StoreOptions};
 
+/// A test on each server for the scenario `fn(Kind)`.
+macro_rules! on_both_servers {
+    ($scenario:ident: $postgres:ident, $mariadb:ident) => {
+        #[test]
+        fn $postgres() {
+            $scenario(Kind::Postgres);
+        }
+
+        #[test]
+        fn $mariadb() {
+            $scenario(Kind::MariaDb);
+        }
+    };
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -54,15 +69,10 @@ fn conformance_on(kind: Kind) {
     });
 }
 
-#[test]
-fn postgres_store_passes_the_conformance_suite() {
-    conformance_on(Kind::Postgres);
-}
-
-#[test]
-fn mariadb_store_passes_the_conformance_suite() {
-    conformance_on(Kind::MariaDb);
-}
+on_both_servers!(
+    conformance_on: postgres_store_passes_the_conformance_suite,
+    mariadb_store_passes_the_conformance_suite
+);
 
 /// Two stores on one database (two nodes) create the same names at the same time: each name
 /// is created exactly once, the losers get EEXIST, and no duplicate rows appear.
@@ -196,15 +206,10 @@ fn collections_changed_elsewhere(kind: Kind) {
     assert_eq!(orphans.trim(), "0");
 }
 
-#[test]
-fn postgres_changes_land_in_the_collection_now_at_the_path() {
-    collections_changed_elsewhere(Kind::Postgres);
-}
-
-#[test]
-fn mariadb_changes_land_in_the_collection_now_at_the_path() {
-    collections_changed_elsewhere(Kind::MariaDb);
-}
+on_both_servers!(
+    collections_changed_elsewhere: postgres_changes_land_in_the_collection_now_at_the_path,
+    mariadb_changes_land_in_the_collection_now_at_the_path
+);
 
 /// Renames of resources (one statement on PostgreSQL): replacing a resource takes its content,
 /// attributes and mappings away, mappings move with the renamed one, both collections and the
@@ -352,15 +357,10 @@ fn renames_follow_carbons_rules(kind: Kind) {
     });
 }
 
-#[test]
-fn postgres_renames_follow_carbons_rules() {
-    renames_follow_carbons_rules(Kind::Postgres);
-}
-
-#[test]
-fn mariadb_renames_follow_carbons_rules() {
-    renames_follow_carbons_rules(Kind::MariaDb);
-}
+on_both_servers!(
+    renames_follow_carbons_rules: postgres_renames_follow_carbons_rules,
+    mariadb_renames_follow_carbons_rules
+);
 
 /// chmod, chown and utimens (one statement for a resource on PostgreSQL): each returns the
 /// entry as a stat then shows it, keeps the type bits, moves ctime, and the cases the one
@@ -465,25 +465,15 @@ fn attribute_changes(kind: Kind) {
     });
 }
 
-#[test]
-fn postgres_attribute_changes() {
-    attribute_changes(Kind::Postgres);
-}
+on_both_servers!(
+    attribute_changes: postgres_attribute_changes,
+    mariadb_attribute_changes
+);
 
-#[test]
-fn mariadb_attribute_changes() {
-    attribute_changes(Kind::MariaDb);
-}
-
-#[test]
-fn postgres_nodes_racing_on_one_database_lose_nothing() {
-    racing_nodes(Kind::Postgres);
-}
-
-#[test]
-fn mariadb_nodes_racing_on_one_database_lose_nothing() {
-    racing_nodes(Kind::MariaDb);
-}
+on_both_servers!(
+    racing_nodes: postgres_nodes_racing_on_one_database_lose_nothing,
+    mariadb_nodes_racing_on_one_database_lose_nothing
+);
 
 #[test]
 fn postgres_schema_is_carbons_with_lower_case_names_and_sequences() {
@@ -664,15 +654,10 @@ fn unlink_removes_mappings(kind: Kind) {
     });
 }
 
-#[test]
-fn postgres_unlink_removes_mappings() {
-    unlink_removes_mappings(Kind::Postgres);
-}
-
-#[test]
-fn mariadb_unlink_removes_mappings() {
-    unlink_removes_mappings(Kind::MariaDb);
-}
+on_both_servers!(
+    unlink_removes_mappings: postgres_unlink_removes_mappings,
+    mariadb_unlink_removes_mappings
+);
 
 /// The 4.4.x shape of the mapping tables and of REG_PATH, as Carbon's 4.4.x scripts make them.
 fn carbon_44_schema(kind: Kind) -> String {
@@ -755,15 +740,10 @@ fn accepts_carbon_44(kind: Kind) {
     assert_eq!(cols.trim(), "0", "regfs left the 4.4.x table as it was");
 }
 
-#[test]
-fn postgres_accepts_a_carbon_44_database() {
-    accepts_carbon_44(Kind::Postgres);
-}
-
-#[test]
-fn mariadb_accepts_a_carbon_44_database() {
-    accepts_carbon_44(Kind::MariaDb);
-}
+on_both_servers!(
+    accepts_carbon_44: postgres_accepts_a_carbon_44_database,
+    mariadb_accepts_a_carbon_44_database
+);
 
 /// A resource larger than MariaDB's max_allowed_packet is refused with EFBIG and changes
 /// nothing: MySQL answers an oversized CONCAT with NULL and a warning, which must not become a
@@ -883,15 +863,10 @@ fn outage(kind: Kind) {
     });
 }
 
-#[test]
-fn postgres_outage_gives_eio_in_bounded_time_and_recovers() {
-    outage(Kind::Postgres);
-}
-
-#[test]
-fn mariadb_outage_gives_eio_in_bounded_time_and_recovers() {
-    outage(Kind::MariaDb);
-}
+on_both_servers!(
+    outage: postgres_outage_gives_eio_in_bounded_time_and_recovers,
+    mariadb_outage_gives_eio_in_bounded_time_and_recovers
+);
 
 /// The UM_* tables on a server: seeded as Carbon seeds them, and users, roles and grants
 /// round-trip into decisions; a second open (another node) seeds nothing twice.
@@ -932,12 +907,7 @@ fn user_management_on(kind: Kind) {
     assert_eq!(everyone.trim(), "everyone");
 }
 
-#[test]
-fn postgres_user_management_tables_work_as_carbons() {
-    user_management_on(Kind::Postgres);
-}
-
-#[test]
-fn mariadb_user_management_tables_work_as_carbons() {
-    user_management_on(Kind::MariaDb);
-}
+on_both_servers!(
+    user_management_on: postgres_user_management_tables_work_as_carbons,
+    mariadb_user_management_tables_work_as_carbons
+);
