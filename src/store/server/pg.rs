@@ -50,6 +50,64 @@ fn touch_args<'a>(dir: &'a ResourceRow, now: i64) -> [Val<'a>; 5] {
     ]
 }
 
+/// SQL: the collection row read as (`version`, `path_id`) is still the live collection at its
+/// path. This is the guard of every statement here that takes a collection's row from an
+/// earlier read (see [`unlink`]).
+fn live_collection(version: &str, path_id: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_VERSION = {version} \
+         AND REG_PATH_ID = {path_id} AND REG_NAME IS NULL AND REG_TENANT_ID = $2)"
+    )
+}
+
+/// SQL: a live collection is at the path bound to `path`.
+fn collection_at(path: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr \
+         ON cr.REG_PATH_ID = cp.REG_PATH_ID AND cr.REG_TENANT_ID = cp.REG_TENANT_ID \
+         AND cr.REG_NAME IS NULL WHERE cp.REG_PATH_VALUE = {path} AND cp.REG_TENANT_ID = $2)"
+    )
+}
+
+/// CTEs that delete the resource `name` in the collection `path_id` when `when` holds, and
+/// what hangs off it: the row (CTE `{alias}`, returning its content id and UUID), its content
+/// and attributes, Carbon's property, tag, comment and rating mappings, and the properties.
+fn delete_resource(alias: &str, path_id: &str, name: &str, when: &str) -> String {
+    let mappings: Vec<String> = PATH_KEYED_TABLES
+        .iter()
+        .enumerate()
+        .map(|(i, table)| {
+            format!(
+                "{alias}_map{i} AS (DELETE FROM {table} WHERE REG_PATH_ID = {path_id} \
+                 AND REG_RESOURCE_NAME = {name} AND REG_TENANT_ID = $2 \
+                 AND EXISTS (SELECT 1 FROM {alias}){})",
+                if *table == "REG_RESOURCE_PROPERTY" {
+                    " RETURNING REG_PROPERTY_ID"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let properties = PATH_KEYED_TABLES
+        .iter()
+        .position(|table| *table == "REG_RESOURCE_PROPERTY")
+        .expect("REG_RESOURCE_PROPERTY is a path-keyed table");
+    format!(
+        "{alias} AS (DELETE FROM REG_RESOURCE WHERE REG_PATH_ID = {path_id} \
+         AND REG_NAME = {name} AND REG_TENANT_ID = $2 AND {when} \
+         RETURNING REG_CONTENT_ID, REG_UUID), \
+         {alias}_con AS (DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID IN \
+         (SELECT REG_CONTENT_ID FROM {alias}) AND REG_TENANT_ID = $2), \
+         {alias}_attr AS (DELETE FROM REGFS_ATTR WHERE REG_UUID IN (SELECT REG_UUID FROM {alias}) \
+         AND REG_TENANT_ID = $2), \
+         {}, \
+         {alias}_props AS (DELETE FROM REG_PROPERTY WHERE REG_TENANT_ID = $2 \
+         AND REG_ID IN (SELECT REG_PROPERTY_ID FROM {alias}_map{properties}))",
+        mappings.join(", ")
+    )
+}
+
 /// A new resource named `name` in `dir` with content `data` (no content row when empty), its
 /// attributes, the parent's times and the log entry. `None` if the guard failed: `dir` is no
 /// longer the live collection at its path (see [`unlink`]), or the path is taken (by a
@@ -70,14 +128,9 @@ pub(crate) async fn create_file(
     let now = attrs.ctime_ns;
     let created = naive_from_ns(now);
     let sql = format!(
-        "WITH ok AS (SELECT 1 AS go \
-         WHERE EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_VERSION = $8 AND REG_PATH_ID = $1 \
-         AND REG_NAME IS NULL AND REG_TENANT_ID = $2) \
+        "WITH ok AS (SELECT 1 AS go WHERE {} \
          AND NOT EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = $1 AND REG_NAME = $3 \
-         AND REG_TENANT_ID = $2) \
-         AND NOT EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr \
-         ON cr.REG_PATH_ID = cp.REG_PATH_ID AND cr.REG_TENANT_ID = cp.REG_TENANT_ID \
-         AND cr.REG_NAME IS NULL WHERE cp.REG_PATH_VALUE = $9 AND cp.REG_TENANT_ID = $2)), \
+         AND REG_TENANT_ID = $2) AND NOT {}), \
          con AS (INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) \
          SELECT $15, $2 FROM ok WHERE octet_length($15) > 0 RETURNING REG_CONTENT_ID), \
          res AS (INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, \
@@ -91,6 +144,8 @@ pub(crate) async fn create_file(
          log AS (INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
          REG_ACTION_DATA, REG_TENANT_ID) SELECT $9, $5, $6, {}, NULL, $2 FROM res), {} \
          SELECT REG_VERSION FROM res",
+        live_collection("$8", "$1"),
+        collection_at("$9"),
         LogAction::Add as i32,
         touch_parent("res", 16)
     );
@@ -187,35 +242,12 @@ pub(crate) async fn unlink(
     user: &str,
     now: i64,
 ) -> Result<bool> {
-    let mapping = |table: &str, alias: &str, returning: &str| {
-        format!(
-            "{alias} AS (DELETE FROM {table} WHERE REG_PATH_ID = $1 AND REG_RESOURCE_NAME = $3 \
-             AND REG_TENANT_ID = $2 AND EXISTS (SELECT 1 FROM old){returning})"
-        )
-    };
     let sql = format!(
-        "WITH old AS (DELETE FROM REG_RESOURCE WHERE REG_PATH_ID = $1 AND REG_NAME = $3 \
-         AND REG_TENANT_ID = $2 AND EXISTS (SELECT 1 FROM REG_RESOURCE d \
-         WHERE d.REG_VERSION = $4 AND d.REG_PATH_ID = $1 AND d.REG_NAME IS NULL \
-         AND d.REG_TENANT_ID = $2) RETURNING REG_CONTENT_ID, REG_UUID), \
-         oldc AS (DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID IN (SELECT REG_CONTENT_ID FROM old) \
-         AND REG_TENANT_ID = $2), \
-         olda AS (DELETE FROM REGFS_ATTR WHERE REG_UUID IN (SELECT REG_UUID FROM old) \
-         AND REG_TENANT_ID = $2), \
-         {}, {}, {}, {}, \
-         props AS (DELETE FROM REG_PROPERTY WHERE REG_TENANT_ID = $2 \
-         AND REG_ID IN (SELECT REG_PROPERTY_ID FROM pmap)), \
+        "WITH {}, \
          log AS (INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
          REG_ACTION_DATA, REG_TENANT_ID) SELECT $5, $6, $7, {}, NULL, $2 FROM old), {} \
          SELECT COUNT(*) FROM old",
-        mapping(
-            "REG_RESOURCE_PROPERTY",
-            "pmap",
-            " RETURNING REG_PROPERTY_ID"
-        ),
-        mapping("REG_RESOURCE_TAG", "tmap", ""),
-        mapping("REG_RESOURCE_COMMENT", "cmap", ""),
-        mapping("REG_RESOURCE_RATING", "rmap", ""),
+        delete_resource("old", "$1", "$3", &live_collection("$4", "$1")),
         LogAction::DeleteResource as i32,
         touch_parent("old", 8)
     );
@@ -260,23 +292,7 @@ pub(crate) async fn rename_resource(
     user: &str,
     now: i64,
 ) -> Result<bool> {
-    let mapping_tables = PATH_KEYED_TABLES;
-    let victim_maps: Vec<String> = mapping_tables
-        .iter()
-        .enumerate()
-        .map(|(i, table)| {
-            format!(
-                "vmap{i} AS (DELETE FROM {table} WHERE REG_PATH_ID = $5 AND REG_RESOURCE_NAME = $6 \
-                 AND REG_TENANT_ID = $2 AND EXISTS (SELECT 1 FROM victim){})",
-                if i == 0 {
-                    " RETURNING REG_PROPERTY_ID"
-                } else {
-                    ""
-                }
-            )
-        })
-        .collect();
-    let moved_maps: Vec<String> = mapping_tables
+    let moved_maps: Vec<String> = PATH_KEYED_TABLES
         .iter()
         .enumerate()
         .map(|(i, table)| {
@@ -300,29 +316,14 @@ pub(crate) async fn rename_resource(
         format!(", {}", touch_parent_as("dtouch", "moved", 19))
     };
     let sql = format!(
-        "WITH ok AS (SELECT 1 AS go \
-         WHERE EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_VERSION = $4 AND REG_PATH_ID = $1 \
-         AND REG_NAME IS NULL AND REG_TENANT_ID = $2) \
-         AND EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_VERSION = $7 AND REG_PATH_ID = $5 \
-         AND REG_NAME IS NULL AND REG_TENANT_ID = $2) \
+        "WITH ok AS (SELECT 1 AS go WHERE {} AND {} \
          AND EXISTS (SELECT 1 FROM REG_RESOURCE s JOIN REGFS_ATTR a ON a.REG_UUID = s.REG_UUID \
          AND a.REG_TENANT_ID = s.REG_TENANT_ID AND a.REG_VERSION = s.REG_VERSION \
          WHERE s.REG_PATH_ID = $1 AND s.REG_NAME = $3 AND s.REG_TENANT_ID = $2) \
-         AND NOT EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr \
-         ON cr.REG_PATH_ID = cp.REG_PATH_ID AND cr.REG_TENANT_ID = cp.REG_TENANT_ID \
-         AND cr.REG_NAME IS NULL WHERE cp.REG_PATH_VALUE = $8 AND cp.REG_TENANT_ID = $2) \
+         AND NOT {} \
          AND ($9 = 1 OR NOT EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = $5 \
          AND REG_NAME = $6 AND REG_TENANT_ID = $2))), \
-         victim AS (DELETE FROM REG_RESOURCE WHERE REG_PATH_ID = $5 AND REG_NAME = $6 \
-         AND REG_TENANT_ID = $2 AND EXISTS (SELECT 1 FROM ok) \
-         RETURNING REG_CONTENT_ID, REG_UUID), \
-         vcon AS (DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID IN \
-         (SELECT REG_CONTENT_ID FROM victim) AND REG_TENANT_ID = $2), \
-         vattr AS (DELETE FROM REGFS_ATTR WHERE REG_UUID IN (SELECT REG_UUID FROM victim) \
-         AND REG_TENANT_ID = $2), \
          {}, \
-         vprops AS (DELETE FROM REG_PROPERTY WHERE REG_TENANT_ID = $2 \
-         AND REG_ID IN (SELECT REG_PROPERTY_ID FROM vmap0)), \
          moved AS (UPDATE REG_RESOURCE SET REG_PATH_ID = $5, REG_NAME = $6 \
          WHERE REG_PATH_ID = $1 AND REG_NAME = $3 AND REG_TENANT_ID = $2 \
          AND EXISTS (SELECT 1 FROM ok) RETURNING REG_UUID), \
@@ -333,7 +334,10 @@ pub(crate) async fn rename_resource(
          REG_ACTION_DATA, REG_TENANT_ID) SELECT $8, $11, $12, {}, $13, $2 FROM moved), \
          {}{} \
          SELECT COUNT(*) FROM moved",
-        victim_maps.join(", "),
+        live_collection("$4", "$1"),
+        live_collection("$7", "$5"),
+        collection_at("$8"),
+        delete_resource("victim", "$5", "$6", "EXISTS (SELECT 1 FROM ok)"),
         moved_maps.join(", "),
         action as i32,
         touch_parent_as("stouch", "moved", 14),
