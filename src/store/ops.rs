@@ -507,12 +507,11 @@ pub(crate) async fn touch_ctime(
     row: &ResourceRow,
     now: i64,
 ) -> Result<()> {
-    let mut a = attrs_or_default(c, t, row).await?;
-    if a.version != row.version {
-        a.mtime_ns = row.updated_ns();
-        a.version = row.version;
-    }
-    a.ctime_ns = now;
+    let change = AttrChange {
+        ctime: Some(from_ns(now)),
+        ..Default::default()
+    };
+    let a = apply_change(row, attrs_or_default(c, t, row).await?, &change);
     put_attr(c, t, &row.uuid, a).await
 }
 
