@@ -249,25 +249,51 @@ pub(crate) async fn any_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<
         .transpose()
 }
 
-/// The live resource at `p` with its attributes (stored or default) and its size, in one
-/// query.
+/// The live resource at `p` with its attributes (stored or default), in one query.
 pub(crate) async fn file_row_with_attrs(
     c: &mut Exec<'_>,
     t: i64,
     p: &str,
+) -> Result<Option<(ResourceRow, AttrRow)>> {
+    let found = file_row_query(c, t, p, false).await?;
+    Ok(found.map(|(row, attrs, _)| (row, attrs)))
+}
+
+/// [`file_row_with_attrs`] and the content's size. Only for callers that need the size: on
+/// MySQL, the length of content stored off-page is read from the content itself.
+pub(crate) async fn file_row_with_attrs_and_size(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+) -> Result<Option<(ResourceRow, AttrRow, u64)>> {
+    file_row_query(c, t, p, true).await
+}
+
+async fn file_row_query(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    size: bool,
 ) -> Result<Option<(ResourceRow, AttrRow, u64)>> {
     let d = c.dialect();
     let Some(parent) = path::parent(p).filter(|parent| storable(d, parent)) else {
         return Ok(None);
     };
+    let (size_column, content_join) = if size {
+        (
+            d.int64("COALESCE(LENGTH(c.REG_CONTENT_DATA), 0)"),
+            " LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
+             AND c.REG_TENANT_ID = r.REG_TENANT_ID",
+        )
+    } else {
+        ("0".to_string(), "")
+    };
     let sql = format!(
-        "SELECT {RESOURCE_COLUMNS}, {ATTR_COLUMNS}, {} FROM REG_PATH p JOIN REG_RESOURCE r \
-         ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-         AND r.REG_NAME = ? LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID \
-         AND a.REG_TENANT_ID = r.REG_TENANT_ID LEFT JOIN REG_CONTENT c \
-         ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
+        "SELECT {RESOURCE_COLUMNS}, {ATTR_COLUMNS}, {size_column} FROM REG_PATH p \
+         JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
+         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME = ? LEFT JOIN REGFS_ATTR a \
+         ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID{content_join} \
          WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
-        d.int64("COALESCE(LENGTH(c.REG_CONTENT_DATA), 0)"),
         path_param(d)
     );
     let Some(r) = c.fetch_opt(&sql, &args![path::name(p), parent, t]).await? else {
@@ -1093,7 +1119,7 @@ pub(crate) async fn set_attr(
 ) -> Result<Entry> {
     // A resource (chmod, utimens after a write: the common case): its row, attributes and
     // size in one read, and the reply built from what was written.
-    if let Some((row, attrs, size)) = file_row_with_attrs(c, t, p).await? {
+    if let Some((row, attrs, size)) = file_row_with_attrs_and_size(c, t, p).await? {
         let a = apply_change(&row, attrs, change);
         put_attr(c, t, &row.uuid, a).await?;
         return Ok(resource_entry(&row, row.version, size, a));

@@ -753,7 +753,7 @@ impl Store for ServerStore {
             let data = data.bytes()?;
             let data = &data[..];
             return autocommit!(self, "write", |c| {
-                let Some((old, attrs, _)) = ops::file_row_with_attrs(c, t, p).await? else {
+                let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
                     return Err(missing_resource(c, t, p).await);
                 };
                 let now = now_ns();
@@ -769,7 +769,7 @@ impl Store for ServerStore {
             });
         }
         transaction!(self, "write", |c| {
-            let Some((old, attrs, _)) = ops::file_row_with_attrs(c, t, p).await? else {
+            let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
                 return Err(missing_resource(c, t, p).await);
             };
             // Carbon's update: delete the old row and its content, insert a new row (new

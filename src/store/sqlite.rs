@@ -600,7 +600,7 @@ impl Store for SqliteStore {
     async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let t = self.t();
         transaction!(self, "write", |c| {
-            let Some((old, attrs, _)) = ops::file_row_with_attrs(&mut Exec::Rus(c), t, p).await?
+            let Some((old, attrs)) = ops::file_row_with_attrs(&mut Exec::Rus(c), t, p).await?
             else {
                 if ops::collection_row(&mut Exec::Rus(c), t, p)
                     .await?
