@@ -339,6 +339,36 @@ impl SqliteStore {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.readers[i % self.readers.len()].lock()
     }
+
+    /// The connection for a short read: the writer's when no mutation holds it, else a
+    /// reader. A connection's page cache is dropped whenever another connection has committed
+    /// since its last read, so after every write a reader re-reads each page it touches; the
+    /// writer's cache stays warm across its own commits.
+    fn quick_reader(&self) -> ReadConn<'_> {
+        if let Ok(w) = self.writer.try_lock()
+            && !w.in_tx
+        {
+            return ReadConn::Writer(w);
+        }
+        ReadConn::Reader(self.reader())
+    }
+}
+
+/// A connection held for one synchronous read (see [`SqliteStore::quick_reader`]).
+enum ReadConn<'a> {
+    Writer(tokio::sync::MutexGuard<'a, Writer>),
+    Reader(parking_lot::MutexGuard<'a, Connection>),
+}
+
+impl std::ops::Deref for ReadConn<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            ReadConn::Writer(w) => &w.conn,
+            ReadConn::Reader(r) => r,
+        }
+    }
 }
 
 fn stat_params(p: &str) -> (&str, &str) {
@@ -434,7 +464,7 @@ impl Store for SqliteStore {
     }
 
     async fn stat(&self, p: &str) -> Result<Option<Entry>> {
-        stat_on(&self.reader(), self.t(), p)
+        stat_on(&self.quick_reader(), self.t(), p)
     }
 
     async fn list(&self, dir: &str, after: Option<&str>, limit: u32) -> Result<Vec<DirEntry>> {
@@ -446,7 +476,7 @@ impl Store for SqliteStore {
         };
         let from = format!("{prefix}{after}");
         let (_, rows) = lite_run(
-            &self.reader(),
+            &self.quick_reader(),
             LIST_SQL,
             &args![
                 dir,
@@ -485,8 +515,12 @@ impl Store for SqliteStore {
              AND r.REG_NAME = ?3 LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
              AND c.REG_TENANT_ID = r.REG_TENANT_ID \
              WHERE p.REG_PATH_VALUE = ?1 AND p.REG_TENANT_ID = ?2 LIMIT 1";
-        for _ in 0..3 {
-            let conn = self.reader();
+        // The first query may run on the writer's connection (see `quick_reader`). A value
+        // that must be streamed is read on a reader instead, which runs the query again
+        // first: a blob handle does not check that the connection's schema is current, and a
+        // query does.
+        let mut conn = self.quick_reader();
+        for _ in 0..4 {
             let (_, rows) = lite_run(
                 &conn,
                 sql,
@@ -502,6 +536,11 @@ impl Store for SqliteStore {
             };
             if let Some(data) = row.blob(2)? {
                 return Ok((version, data.into()));
+            }
+            if let ReadConn::Writer(_) = conn {
+                drop(conn);
+                conn = ReadConn::Reader(self.reader());
+                continue;
             }
             match blob::load(&conn, id, policy) {
                 Ok(content) => return Ok((version, content)),
