@@ -279,8 +279,13 @@ macro_rules! transaction {
 
 /// One connection to `file` with the store's settings.
 fn connect(file: &Path, opts: &StoreOptions) -> Result<Connection> {
+    walbuf::register().map_err(|e| err!(EIO, "cannot set up SQLite's WAL writer: {e}"))?;
     let open = || -> rusqlite::Result<Connection> {
-        let c = Connection::open(file)?;
+        let c = Connection::open_with_flags_and_vfs(
+            file,
+            rusqlite::OpenFlags::default(),
+            walbuf::NAME,
+        )?;
         c.busy_timeout(opts.busy_timeout)?;
         // A large write leaves a large WAL; once it is checkpointed, the file is cut back.
         c.execute_batch(
@@ -765,3 +770,4 @@ mod blob;
 mod checkpoint;
 #[cfg(test)]
 mod tests;
+mod walbuf;
