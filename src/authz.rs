@@ -240,6 +240,8 @@ pub struct Authorizer {
     um: Arc<UmDb>,
     admin_user: String,
     state: Mutex<Cached>,
+    /// How many times the cache was dropped for a change in the UM tables.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -255,6 +257,7 @@ impl Authorizer {
             um,
             admin_user: admin_user.into(),
             state: Mutex::new(Cached::default()),
+            epoch: Default::default(),
         }
     }
 
@@ -265,6 +268,8 @@ impl Authorizer {
         if st.fingerprint.as_deref() != Some(fp.as_str()) {
             if st.fingerprint.is_some() {
                 info!("user-management tables changed: permission cache dropped");
+                self.epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             *st = Cached {
                 fingerprint: Some(fp),
@@ -272,6 +277,12 @@ impl Authorizer {
             };
         }
         Ok(())
+    }
+
+    /// Moves each time a change in the UM tables drops the cache: decisions cached elsewhere
+    /// (the kernel's lookups) are out of date from then on.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Keeps the cache in step with the database: polls every `every`.

@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 use tracing::{error, info, warn};
@@ -259,7 +261,7 @@ fn serve(
     let identity = Identity::new(crate::um::ADMIN_USER, opts.user_map.clone());
     let spool = config.map(|c| c.cache.spool_policy()).unwrap_or_default();
     let fs = Arc::new(RegFs::new(Arc::new(registry), identity, spool));
-    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
 
     let mut config = Config::default();
     config.mount_options = vec![
@@ -276,10 +278,30 @@ fn serve(
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
+    // What the databases look like before the kernel can cache anything: a change made
+    // elsewhere after this is one the watcher must push out.
+    let first_token = match fs.entry_ttl() > crate::fs::ATTR_TTL {
+        true => Some(runtime.block_on(fs.change_token())?),
+        false => None,
+    };
     let mut session = fuser::Session::new(adapter, mountpoint, &config)
         .map_err(|e| err!(EIO, "cannot mount at {}: {e}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
     report(ready, "ok");
+
+    let watching = Arc::new(AtomicBool::new(true));
+    if let Some(first) = first_token {
+        let (fs, notifier, rt, on) = (
+            fs.clone(),
+            session.notifier(),
+            runtime.handle().clone(),
+            watching.clone(),
+        );
+        std::thread::Builder::new()
+            .name("regfs-watch".into())
+            .spawn(move || watch_changes(&fs, &notifier, &rt, &on, first))
+            .map_err(|e| err!(EIO, "cannot start the change watcher: {e}"))?;
+    }
 
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.to_path_buf();
@@ -307,7 +329,50 @@ fn serve(
     session
         .run()
         .map_err(|e| err!(EIO, "FUSE session ended with an error: {e}"))?;
+    watching.store(false, Ordering::Relaxed);
     info!(mountpoint = %mountpoint.display(), "unmounted");
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     Ok(())
+}
+
+/// How often the change watcher asks the databases whether another process committed.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// The change feed of a mount whose databases all report the commits other processes make
+/// (see [`RegFs::entry_ttl`]): every [`WATCH_EVERY`], compare the registry's change token;
+/// when it moved, drop what regfs remembers and make the kernel drop every entry, attribute
+/// and cached page it holds, so that names, attributes and content changed elsewhere show
+/// within that interval. Runs on a thread of its own: a notification waits for the kernel's
+/// locks, which a request in progress may hold.
+fn watch_changes(
+    fs: &RegFs,
+    notifier: &fuser::Notifier,
+    rt: &tokio::runtime::Handle,
+    on: &AtomicBool,
+    mut last: Vec<i64>,
+) {
+    while on.load(Ordering::Relaxed) {
+        std::thread::sleep(WATCH_EVERY);
+        let token = match rt.block_on(fs.change_token()) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!("cannot check the databases for changes made elsewhere: {e}");
+                continue;
+            }
+        };
+        if last != token {
+            let dropped = fs.forget_cached();
+            for d in &dropped {
+                // ENOENT: the kernel had already dropped it.
+                let _ = notifier.inval_inode(fuser::INodeNo(d.ino), 0, 0);
+                let _ =
+                    notifier.inval_entry(fuser::INodeNo(d.parent), std::ffi::OsStr::new(&d.name));
+            }
+            info!(
+                entries = dropped.len(),
+                "another process changed the databases or the permissions: cached entries dropped"
+            );
+        }
+        last = token;
+    }
 }

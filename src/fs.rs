@@ -28,6 +28,10 @@ pub const ROOT_INO: u64 = 1;
 /// time runs out when it drops attributes for its own reasons (atime after a read).
 pub const ATTR_TTL: Duration = Duration::from_secs(1);
 
+/// How long the kernel may keep entries and attributes when every change made elsewhere is
+/// pushed to it (see [`RegFs::entry_ttl`]): a safety net, not the time changes take to show.
+pub const WATCHED_TTL: Duration = Duration::from_secs(10);
+
 /// Largest resource regfs stores: a resource is one blob (SQLite's default limit is 10^9 bytes
 /// per value).
 pub const MAX_FILE_SIZE: u64 = 999_000_000;
@@ -298,6 +302,16 @@ pub struct RegFs {
     next_fh: AtomicU64,
     list_page: u32,
     spool: SpoolPolicy,
+    entry_ttl: Duration,
+}
+
+/// What the kernel should drop after [`RegFs::forget_cached`]: an inode's attributes and
+/// pages, and the name it was looked up by.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: String,
 }
 
 /// A new entry's shape; `make` fills in the owner.
@@ -339,7 +353,13 @@ fn nlink(kind: Kind) -> u32 {
 impl RegFs {
     /// `spool` says where the content of large open files is kept (see [`crate::content`]).
     pub fn new(registry: Arc<Registry>, identity: Identity, spool: SpoolPolicy) -> Self {
+        let entry_ttl = if registry.sees_all_changes() {
+            WATCHED_TTL
+        } else {
+            ATTR_TTL
+        };
         Self {
+            entry_ttl,
             registry,
             identity,
             inodes: Mutex::new(InodeTable::new()),
@@ -354,6 +374,41 @@ impl RegFs {
 
     fn path(&self, ino: u64) -> Result<String> {
         self.inodes.lock().path(ino)
+    }
+
+    /// How long the kernel may cache entries and attributes. [`WATCHED_TTL`] when every
+    /// database behind the mount reports the commits other processes make (SQLite's), so
+    /// that the daemon can push each such change out through [`RegFs::forget_cached`];
+    /// otherwise [`ATTR_TTL`], which bounds how long a change made elsewhere goes unseen.
+    pub fn entry_ttl(&self) -> Duration {
+        self.entry_ttl
+    }
+
+    /// See [`Registry::change_token`].
+    pub async fn change_token(&self) -> Result<Vec<i64>> {
+        self.registry.change_token().await
+    }
+
+    /// Forgets every entry regfs remembers from the database (and which content versions the
+    /// kernel's page cache holds), after something else changed the databases or the
+    /// permissions. Returns every inode the kernel knows, with its name, so that the caller
+    /// can make the kernel drop them too.
+    pub fn forget_cached(&self) -> Vec<Dropped> {
+        let mut inodes = self.inodes.lock();
+        let mut out = Vec::with_capacity(inodes.nodes.len());
+        for (&ino, n) in inodes.nodes.iter_mut() {
+            n.last = None;
+            n.fetched = None;
+            n.cached_version = None;
+            if ino != ROOT_INO {
+                out.push(Dropped {
+                    ino,
+                    parent: n.parent,
+                    name: n.name.clone(),
+                });
+            }
+        }
+        out
     }
 
     fn child_path(&self, parent: u64, name: &OsStr) -> Result<(String, String)> {

@@ -21,18 +21,18 @@ use crate::error::Error;
 use crate::fs::{Attr, Caller, RegFs};
 use crate::store::{AttrChange, Kind, RenameMode};
 
-/// Kernel entry/attribute cache lifetime. Never zero: zero makes the kernel look everything up
-/// again on every access.
-pub const TTL: Duration = crate::fs::ATTR_TTL;
-
 pub struct FuseAdapter {
     fs: Arc<RegFs>,
     rt: tokio::runtime::Handle,
+    /// Kernel entry/attribute cache lifetime ([`RegFs::entry_ttl`]). Never zero: zero makes
+    /// the kernel look everything up again on every access.
+    ttl: Duration,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<RegFs>, rt: tokio::runtime::Handle) -> Self {
-        Self { fs, rt }
+        let ttl = fs.entry_ttl();
+        Self { fs, rt, ttl }
     }
 
     /// Runs one request's work here, on the calling fuser thread.
@@ -120,7 +120,7 @@ impl Filesystem for FuseAdapter {
         let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs.lookup(c, parent.0, name).await {
-                Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("lookup", &e)),
             }
         });
@@ -134,7 +134,7 @@ impl Filesystem for FuseAdapter {
         let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs.getattr(c, ino.0).await {
-                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno("getattr", &e)),
             }
         });
@@ -169,7 +169,7 @@ impl Filesystem for FuseAdapter {
         };
         self.run(async move {
             match fs.setattr(c, ino.0, size, change).await {
-                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
         });
@@ -198,7 +198,7 @@ impl Filesystem for FuseAdapter {
         let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs.mknod(c, parent.0, name, mode, rdev).await {
-                Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mknod", &e)),
             }
         });
@@ -216,7 +216,7 @@ impl Filesystem for FuseAdapter {
         let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs.mkdir(c, parent.0, name, mode).await {
-                Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
             }
         });
@@ -253,7 +253,7 @@ impl Filesystem for FuseAdapter {
         let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
             match fs.symlink(c, parent.0, link_name, target).await {
-                Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("symlink", &e)),
             }
         });
@@ -481,7 +481,7 @@ impl Filesystem for FuseAdapter {
                             INodeNo(item.ino),
                             item.next_offset,
                             &item.name,
-                            &TTL,
+                            &self.ttl,
                             &file_attr(&item.attr),
                             Generation(0),
                         ) {
@@ -645,7 +645,7 @@ impl Filesystem for FuseAdapter {
         self.run(async move {
             match fs.create(c, parent.0, name, mode, flags).await {
                 Ok((a, fh)) => reply.created(
-                    &TTL,
+                    &self.ttl,
                     &file_attr(&a),
                     Generation(0),
                     FileHandle(fh),

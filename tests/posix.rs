@@ -330,6 +330,39 @@ fn another_node_writes_are_seen_at_the_next_open() {
 }
 
 #[test]
+fn names_and_attributes_changed_elsewhere_reach_the_kernels_cache() {
+    // On SQLite the kernel may keep entries for 10 s: regfs watches the databases and drops
+    // them as soon as another process commits (on the servers the kernel keeps them 1 s).
+    let a = Mounted::new();
+    let b = a.another_node();
+    let (fa, fb) = (
+        a.p("_system/governance/watched.txt"),
+        b.p("_system/governance/watched.txt"),
+    );
+    std::fs::write(&fa, "x").unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), || fb.exists()));
+    let mode = |f: &std::path::Path| std::fs::metadata(f).map(|m| m.mode() & 0o7777);
+    assert_eq!(mode(&fa).unwrap(), 0o644);
+    std::fs::set_permissions(&fb, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(5), || mode(&fa).ok() == Some(0o600)),
+        "a chmod on the other node is not seen here: {:o}",
+        mode(&fa).unwrap()
+    );
+    let (ga, gb) = (
+        a.p("_system/governance/moved.txt"),
+        b.p("_system/governance/moved.txt"),
+    );
+    assert!(!ga.exists());
+    std::fs::rename(&fb, &gb).unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        !fa.exists() && ga.exists()
+    }));
+    std::fs::remove_file(&gb).unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), || !ga.exists()));
+}
+
+#[test]
 fn a_directory_reports_the_times_its_changes_committed() {
     // After a change in a directory, regfs answers the kernel's next getattr of it from what
     // the change wrote: those times must be the ones in the database, to the nanosecond.

@@ -8,6 +8,9 @@
 //! does) cost more than that in thread wake-ups. What may take long runs in `block_in_place`:
 //! large blobs ([`blob`]); checkpoints have a thread of their own ([`checkpoint`]). A statement
 //! can also wait up to the busy timeout for another process's lock, holding its thread.
+//! Connections open through [`walbuf`], which writes each commit's WAL frames in one `pwrite`.
+//! The writer's `data_version` tells commits made by other processes
+//! ([`Store::foreign_commits`]), which the daemon's change watcher pushes to the kernel.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -746,6 +749,21 @@ impl Store for SqliteStore {
         transaction!(self, "create path", |c| {
             ops::ensure_collections(&mut Exec::Rus(c), t, p, user).await?;
         })
+    }
+
+    fn sees_foreign_commits(&self) -> bool {
+        true
+    }
+
+    async fn foreign_commits(&self) -> Result<Option<i64>> {
+        // The writer's data_version moves with every commit but its own: the readers and the
+        // checkpointer never commit, so what moves it is another process.
+        let w = self.writer.lock().await;
+        let v = w
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get::<_, i64>(0))?;
+        Ok(Some(v))
     }
 
     async fn space(&self) -> Result<SpaceInfo> {

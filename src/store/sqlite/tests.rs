@@ -331,3 +331,34 @@ async fn the_wal_is_checkpointed_in_the_background() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_commits_move_with_other_connections_only() {
+    let (tmp, s) = store().await;
+    assert!(s.sees_foreign_commits());
+    s.create("/d", dir(), "u").await.unwrap();
+    let mine = s.foreign_commits().await.unwrap();
+    assert!(mine.is_some());
+    // This store's own changes, and a checkpoint of them, do not move it.
+    for i in 0..50 {
+        s.create(&format!("/d/f{i}"), file(b"x"), "u")
+            .await
+            .unwrap();
+    }
+    s.remove("/d/f0", false, "u").await.unwrap();
+    let cp = rusqlite::Connection::open(tmp.path().join("t.db")).unwrap();
+    cp.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").unwrap();
+    assert_eq!(s.foreign_commits().await.unwrap(), mine);
+    // Another store on the same file (another process) does, once per check.
+    let other = SqliteStore::open(&tmp.path().join("t.db"), StoreOptions::default())
+        .await
+        .unwrap();
+    other.create("/d/g", file(b"y"), "v").await.unwrap();
+    let moved = s.foreign_commits().await.unwrap();
+    assert_ne!(moved, mine);
+    assert_eq!(s.foreign_commits().await.unwrap(), moved);
+    // So does a plain SQL change (the sqlite3 shell, a script).
+    cp.execute_batch("UPDATE REGFS_ATTR SET ATIME_NS = ATIME_NS + 1")
+        .unwrap();
+    assert_ne!(s.foreign_commits().await.unwrap(), moved);
+}
