@@ -290,6 +290,7 @@ fn serve(
     report(ready, "ok");
 
     let watching = Arc::new(AtomicBool::new(true));
+    let mut watcher = None;
     if let Some(first) = first_token {
         let (fs, notifier, rt, on) = (
             fs.clone(),
@@ -297,10 +298,12 @@ fn serve(
             runtime.handle().clone(),
             watching.clone(),
         );
-        std::thread::Builder::new()
-            .name("regfs-watch".into())
-            .spawn(move || watch_changes(&fs, &notifier, &rt, &on, first))
-            .map_err(|e| err!(EIO, "cannot start the change watcher: {e}"))?;
+        watcher = Some(
+            std::thread::Builder::new()
+                .name("regfs-watch".into())
+                .spawn(move || watch_changes(&fs, &notifier, &rt, &on, first))
+                .map_err(|e| err!(EIO, "cannot start the change watcher: {e}"))?,
+        );
     }
 
     let mut unmounter = session.unmount_callable();
@@ -329,7 +332,11 @@ fn serve(
     session
         .run()
         .map_err(|e| err!(EIO, "FUSE session ended with an error: {e}"))?;
+    // The watcher uses the runtime: it ends (within one interval) before the runtime does.
     watching.store(false, Ordering::Relaxed);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
     info!(mountpoint = %mountpoint.display(), "unmounted");
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     Ok(())
@@ -351,15 +358,25 @@ fn watch_changes(
     on: &AtomicBool,
     mut last: Vec<i64>,
 ) {
-    while on.load(Ordering::Relaxed) {
+    let mut failing = false;
+    loop {
         std::thread::sleep(WATCH_EVERY);
+        if !on.load(Ordering::Relaxed) {
+            return;
+        }
         let token = match rt.block_on(fs.change_token()) {
             Ok(t) => t,
             Err(e) => {
-                warn!("cannot check the databases for changes made elsewhere: {e}");
+                if !failing {
+                    warn!("cannot check the databases for changes made elsewhere: {e}");
+                }
+                failing = true;
                 continue;
             }
         };
+        if std::mem::take(&mut failing) {
+            info!("checking the databases for changes made elsewhere again");
+        }
         if last != token {
             let dropped = fs.forget_cached();
             for d in &dropped {
