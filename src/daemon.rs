@@ -359,6 +359,10 @@ fn watch_changes(
     mut last: Vec<i64>,
 ) {
     let mut failing = false;
+    // A read that began before the other process's commit may still be in flight when its
+    // entries are dropped, and then remember (here, and in the kernel) what it read: one
+    // more pass an interval later drops that too.
+    let mut again = false;
     loop {
         std::thread::sleep(WATCH_EVERY);
         if !on.load(Ordering::Relaxed) {
@@ -377,7 +381,9 @@ fn watch_changes(
         if std::mem::take(&mut failing) {
             info!("checking the databases for changes made elsewhere again");
         }
-        if last != token {
+        let moved = last != token;
+        if moved || std::mem::take(&mut again) {
+            again = moved;
             let dropped = fs.forget_cached();
             for d in &dropped {
                 // ENOENT: the kernel had already dropped it.
@@ -385,10 +391,12 @@ fn watch_changes(
                 let _ =
                     notifier.inval_entry(fuser::INodeNo(d.parent), std::ffi::OsStr::new(&d.name));
             }
-            info!(
-                entries = dropped.len(),
-                "another process changed the databases or the permissions: cached entries dropped"
-            );
+            if moved {
+                info!(
+                    entries = dropped.len(),
+                    "another process changed the databases or the permissions: cached entries dropped"
+                );
+            }
         }
         last = token;
     }
