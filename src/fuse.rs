@@ -319,12 +319,14 @@ impl Filesystem for FuseAdapter {
                 // Close-to-open: the page cache is kept only while the content version the
                 // kernel cached is still the live one.
                 Ok((fh, keep)) => {
-                    let flags = if keep {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(fh), flags)
+                    let mut out = FopenFlags::empty();
+                    if keep {
+                        out |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    if !RegFs::flush_on_close(flags.0) {
+                        out |= FopenFlags::FOPEN_NOFLUSH;
+                    }
+                    reply.opened(FileHandle(fh), out)
                 }
                 Err(e) => reply.error(errno("open", &e)),
             }
