@@ -260,7 +260,16 @@ fn serve(
     }
     let identity = Identity::new(crate::um::ADMIN_USER, opts.user_map.clone());
     let spool = config.map(|c| c.cache.spool_policy()).unwrap_or_default();
-    let fs = Arc::new(RegFs::new(Arc::new(registry), identity, spool));
+    // What the databases look like before the kernel can cache anything: a change made
+    // elsewhere after this is one the watcher must push out. `None`: a database cannot tell
+    // (a server), and the kernel's short TTL bounds what goes unseen instead.
+    let first_token = runtime.block_on(registry.change_token())?;
+    let fs = Arc::new(RegFs::new(
+        Arc::new(registry),
+        identity,
+        spool,
+        first_token.is_some(),
+    ));
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
 
     let mut config = Config::default();
@@ -278,12 +287,6 @@ fn serve(
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    // What the databases look like before the kernel can cache anything: a change made
-    // elsewhere after this is one the watcher must push out.
-    let first_token = match fs.entry_ttl() > crate::fs::ATTR_TTL {
-        true => Some(runtime.block_on(fs.change_token())?),
-        false => None,
-    };
     let mut session = fuser::Session::new(adapter, mountpoint, &config)
         .map_err(|e| err!(EIO, "cannot mount at {}: {e}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
@@ -369,7 +372,9 @@ fn watch_changes(
             return;
         }
         let token = match rt.block_on(fs.change_token()) {
-            Ok(t) => t,
+            Ok(Some(t)) => t,
+            // The databases are fixed for the mount's life: no store stops telling.
+            Ok(None) => return,
             Err(e) => {
                 if !failing {
                     warn!("cannot check the databases for changes made elsewhere: {e}");

@@ -352,12 +352,15 @@ fn nlink(kind: Kind) -> u32 {
 
 impl RegFs {
     /// `spool` says where the content of large open files is kept (see [`crate::content`]).
-    pub fn new(registry: Arc<Registry>, identity: Identity, spool: SpoolPolicy) -> Self {
-        let entry_ttl = if registry.sees_all_changes() {
-            WATCHED_TTL
-        } else {
-            ATTR_TTL
-        };
+    /// `watched`: a change watcher pushes every change made elsewhere (see
+    /// [`RegFs::entry_ttl`]).
+    pub fn new(
+        registry: Arc<Registry>,
+        identity: Identity,
+        spool: SpoolPolicy,
+        watched: bool,
+    ) -> Self {
+        let entry_ttl = if watched { WATCHED_TTL } else { ATTR_TTL };
         Self {
             entry_ttl,
             registry,
@@ -377,15 +380,16 @@ impl RegFs {
     }
 
     /// How long the kernel may cache entries and attributes. [`WATCHED_TTL`] when every
-    /// database behind the mount reports the commits other processes make (SQLite's), so
-    /// that the daemon can push each such change out through [`RegFs::forget_cached`];
-    /// otherwise [`ATTR_TTL`], which bounds how long a change made elsewhere goes unseen.
+    /// database behind the mount reports the commits other processes make (SQLite's:
+    /// [`Registry::change_token`] is `Some`), so that the daemon can push each such change
+    /// out through [`RegFs::forget_cached`]; otherwise [`ATTR_TTL`], which bounds how long a
+    /// change made elsewhere goes unseen.
     pub fn entry_ttl(&self) -> Duration {
         self.entry_ttl
     }
 
     /// See [`Registry::change_token`].
-    pub async fn change_token(&self) -> Result<Vec<i64>> {
+    pub async fn change_token(&self) -> Result<Option<Vec<i64>>> {
         self.registry.change_token().await
     }
 

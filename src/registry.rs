@@ -45,27 +45,21 @@ impl Registry {
         authz.check(user, &target, p, action).await
     }
 
-    /// Whether every database behind the mount table reports the commits that other
-    /// processes make, so that [`Registry::change_token`] moves with every change made
-    /// elsewhere.
-    pub fn sees_all_changes(&self) -> bool {
-        self.table
-            .mounts()
-            .iter()
-            .all(|m| m.store.sees_foreign_commits())
-    }
-
     /// A value that changes when what this node cached may be out of date: another process
-    /// committed to one of the databases, or the user-management tables changed.
-    pub async fn change_token(&self) -> Result<Vec<i64>> {
+    /// committed to one of the databases, or the user-management tables changed. `None` when
+    /// a database behind the mount table cannot tell ([`Store::foreign_commits`]).
+    pub async fn change_token(&self) -> Result<Option<Vec<i64>>> {
         let mut token = vec![self.authz.as_ref().map_or(0, |a| a.epoch() as i64)];
         let mut seen = std::collections::HashSet::new();
         for m in self.table.mounts() {
             if seen.insert(m.store_id) {
-                token.push(m.store.foreign_commits().await?.unwrap_or(0));
+                let Some(v) = m.store.foreign_commits().await? else {
+                    return Ok(None);
+                };
+                token.push(v);
             }
         }
-        Ok(token)
+        Ok(Some(token))
     }
 
     pub fn mount_table(&self) -> &MountTable {

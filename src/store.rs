@@ -273,12 +273,6 @@ pub trait Store: Send + Sync + 'static {
     /// Space used, for `statfs`.
     async fn space(&self) -> Result<SpaceInfo>;
 
-    /// Whether [`Store::foreign_commits`] reports every change this store's own connections
-    /// did not make.
-    fn sees_foreign_commits(&self) -> bool {
-        false
-    }
-
     /// A value that differs from the one the last call returned when a connection other than
     /// this store's own committed to the database in between (another process, another
     /// node); `None` when the store cannot tell. SQLite's `data_version` does this; for the

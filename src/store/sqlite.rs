@@ -751,10 +751,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn sees_foreign_commits(&self) -> bool {
-        true
-    }
-
     async fn foreign_commits(&self) -> Result<Option<i64>> {
         // The writer's data_version moves with every commit but its own: the readers and the
         // checkpointer never commit, so what moves it is another process.

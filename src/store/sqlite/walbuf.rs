@@ -67,9 +67,8 @@ unsafe fn register_once() -> Result<(), String> {
         }
         let _ = BASE.set(Vfs(default));
         let mut vfs: ffi::sqlite3_vfs = *default;
-        vfs.szOsFile = (*default)
-            .szOsFile
-            .max((REAL_OFFSET as c_int) + (*default).szOsFile);
+        // A WAL file is ours followed by the default VFS's; any other is the default's alone.
+        vfs.szOsFile = REAL_OFFSET as c_int + (*default).szOsFile;
         vfs.zName = NAME.as_ptr();
         vfs.pNext = std::ptr::null_mut();
         vfs.xOpen = Some(open);
