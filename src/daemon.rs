@@ -270,7 +270,8 @@ fn serve(
         spool,
         first_token.is_some(),
     ));
-    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
+    let notifier = Arc::new(std::sync::OnceLock::new());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), notifier.clone());
 
     let mut config = Config::default();
     config.mount_options = vec![
@@ -289,6 +290,7 @@ fn serve(
 
     let mut session = fuser::Session::new(adapter, mountpoint, &config)
         .map_err(|e| err!(EIO, "cannot mount at {}: {e}", mountpoint.display()))?;
+    let _ = notifier.set(session.notifier());
     info!(mountpoint = %mountpoint.display(), "mounted");
     report(ready, "ok");
 

@@ -6,19 +6,19 @@
 //! Every error reply is logged with its reason.
 
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, info, warn};
 
 use crate::error::Error;
-use crate::fs::{Attr, Caller, RegFs};
+use crate::fs::{Attr, Caller, Prefill, RegFs};
 use crate::store::{AttrChange, Kind, RenameMode};
 
 pub struct FuseAdapter {
@@ -27,12 +27,55 @@ pub struct FuseAdapter {
     /// Kernel entry/attribute cache lifetime ([`RegFs::entry_ttl`]). Never zero: zero makes
     /// the kernel look everything up again on every access.
     ttl: Duration,
+    /// The session's notifier, set once the session exists: opens store file content in the
+    /// page cache through it (see [`Prefill`]).
+    notifier: Arc<OnceLock<Notifier>>,
+    /// One such store at a time. A store waits for the page locks that a concurrent reader's
+    /// readahead holds until its read is answered; with one store at a time, another thread
+    /// is always free to answer it. (With one thread there is no such reader: its open would
+    /// wait for this one.)
+    storing: parking_lot::Mutex<()>,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<RegFs>, rt: tokio::runtime::Handle) -> Self {
+    pub fn new(
+        fs: Arc<RegFs>,
+        rt: tokio::runtime::Handle,
+        notifier: Arc<OnceLock<Notifier>>,
+    ) -> Self {
         let ttl = fs.entry_ttl();
-        Self { fs, rt, ttl }
+        Self {
+            fs,
+            rt,
+            ttl,
+            notifier,
+            storing: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// Makes the kernel drop its attributes of `ino`, not its pages: it asks for them at the
+    /// next stat, or read at what it takes for the end of the file. Waits for nothing (no page
+    /// locks), so it is safe while answering a request.
+    fn drop_attrs(&self, ino: u64) {
+        if let Some(notifier) = self.notifier.get()
+            && let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0)
+        {
+            debug!(ino, "attribute invalidation refused: {e}");
+        }
+    }
+
+    /// Stores a [`Prefill`] in the kernel's page cache; whether it did.
+    fn store(&self, p: &Prefill) -> bool {
+        let (Some(notifier), Some(_one)) = (self.notifier.get(), self.storing.try_lock()) else {
+            return false;
+        };
+        match notifier.store(INodeNo(p.ino), 0, p.data()) {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(ino = p.ino, "page cache store refused: {e}");
+                false
+            }
+        }
     }
 
     /// Runs one request's work here, on the calling fuser thread.
@@ -318,7 +361,14 @@ impl Filesystem for FuseAdapter {
             match fs.open(c, ino.0, flags.0).await {
                 // Close-to-open: the page cache is kept only while the content version the
                 // kernel cached is still the live one.
-                Ok((fh, keep)) => {
+                Ok(o) => {
+                    if o.stale_attrs {
+                        self.drop_attrs(ino.0);
+                    }
+                    let keep = match &o.prefill {
+                        Some(p) => fs.prefilled(p, self.store(p)),
+                        None => o.keep_cache,
+                    };
                     let mut out = FopenFlags::empty();
                     if keep {
                         out |= FopenFlags::FOPEN_KEEP_CACHE;
@@ -326,7 +376,7 @@ impl Filesystem for FuseAdapter {
                     if !RegFs::flush_on_close(flags.0) {
                         out |= FopenFlags::FOPEN_NOFLUSH;
                     }
-                    reply.opened(FileHandle(fh), out)
+                    reply.opened(FileHandle(o.fh), out)
                 }
                 Err(e) => reply.error(errno("open", &e)),
             }

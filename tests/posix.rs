@@ -329,6 +329,81 @@ fn another_node_writes_are_seen_at_the_next_open() {
     assert_eq!(std::fs::read_to_string(&fa).unwrap(), "version-3");
 }
 
+/// How many of the pages `len` bytes of `file` span are in the page cache: mapped, never read.
+fn resident_pages(file: &std::fs::File, len: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut present = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: a fresh read-only mapping of an open file, unmapped before returning; mincore
+    // writes one byte per page into a vector of that many bytes.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(
+            addr,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        let r = libc::mincore(addr, len, present.as_mut_ptr());
+        let err = std::io::Error::last_os_error();
+        libc::munmap(addr, len);
+        assert_eq!(r, 0, "mincore: {err}");
+    }
+    present.iter().filter(|b| *b & 1 == 1).count()
+}
+
+#[test]
+fn a_small_files_first_open_brings_its_pages() {
+    // The open that first reads a file of up to 128 KiB stores its content in the kernel's
+    // page cache: the reads that follow need no request.
+    let a = Mounted::new();
+    let sizes = [1, 4095, 4096, 4097, 20_000, 128 << 10, (128 << 10) + 1];
+    let content = |n: usize| (0..n).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>();
+    let name = |n: usize| format!("_system/config/sized-{n}");
+    for n in sizes {
+        std::fs::write(a.p(&name(n)), content(n)).unwrap();
+    }
+    // Another node, started now, has opened none of them.
+    let b = a.another_node();
+    for n in sizes {
+        let mut file = std::fs::File::open(b.p(&name(n))).unwrap();
+        let expected = if n <= 128 << 10 { n.div_ceil(4096) } else { 0 };
+        assert_eq!(
+            resident_pages(&file, n),
+            expected,
+            "pages of a {n}-byte file"
+        );
+        let mut got = Vec::new();
+        file.read_to_end(&mut got).unwrap();
+        assert!(got == content(n), "content of the {n}-byte file");
+    }
+    // Changed elsewhere, shorter and longer: the next open reads all of the new content,
+    // read at once (before the watcher of an embedded mount could tell the kernel).
+    let changed = |n: usize, new: &[u8]| {
+        std::fs::write(a.p(&name(n)), new).unwrap();
+        assert!(
+            std::fs::read(b.p(&name(n))).unwrap() == new,
+            "{n} bytes, then {}",
+            new.len()
+        );
+    };
+    changed(20_000, b"short");
+    changed(4097, &content(9000));
+    changed((128 << 10) + 1, &content(200_000));
+    // Looked up, then changed elsewhere, then opened for the first time.
+    std::fs::write(a.p(&name(7)), content(7)).unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), || b
+        .p(&name(7))
+        .exists()));
+    changed(7, &content(5000));
+}
+
 #[test]
 fn names_and_attributes_changed_elsewhere_reach_the_kernels_cache() {
     // On SQLite the kernel may keep entries for 10 s: regfs watches the databases and drops
