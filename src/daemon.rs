@@ -264,12 +264,8 @@ fn serve(
     // elsewhere after this is one the watcher must push out. `None`: a database cannot tell
     // (a server), and the kernel's short TTL bounds what goes unseen instead.
     let first_token = runtime.block_on(registry.change_token())?;
-    let fs = Arc::new(RegFs::new(
-        Arc::new(registry),
-        identity,
-        spool,
-        first_token.is_some(),
-    ));
+    let watched = first_token.is_some();
+    let fs = Arc::new(RegFs::new(Arc::new(registry), identity, spool, first_token));
     let notifier = Arc::new(std::sync::OnceLock::new());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), notifier.clone());
 
@@ -296,7 +292,7 @@ fn serve(
 
     let watching = Arc::new(AtomicBool::new(true));
     let mut watcher = None;
-    if let Some(first) = first_token {
+    if watched {
         let (fs, notifier, rt, on) = (
             fs.clone(),
             session.notifier(),
@@ -306,7 +302,7 @@ fn serve(
         watcher = Some(
             std::thread::Builder::new()
                 .name("regfs-watch".into())
-                .spawn(move || watch_changes(&fs, &notifier, &rt, &on, first))
+                .spawn(move || watch_changes(&fs, &notifier, &rt, &on))
                 .map_err(|e| err!(EIO, "cannot start the change watcher: {e}"))?,
         );
     }
@@ -361,7 +357,6 @@ fn watch_changes(
     notifier: &fuser::Notifier,
     rt: &tokio::runtime::Handle,
     on: &AtomicBool,
-    mut last: Vec<i64>,
 ) {
     let mut failing = false;
     // A read that began before the other process's commit may still be in flight when its
@@ -388,10 +383,10 @@ fn watch_changes(
         if std::mem::take(&mut failing) {
             info!("checking the databases for changes made elsewhere again");
         }
-        let moved = last != token;
+        let moved = fs.changed_elsewhere(&token);
         if moved || std::mem::take(&mut again) {
             again = moved;
-            let dropped = fs.forget_cached();
+            let dropped = fs.forget_cached(Some(token));
             for d in &dropped {
                 // ENOENT: the kernel had already dropped it.
                 let _ = notifier.inval_inode(fuser::INodeNo(d.ino), 0, 0);
@@ -405,6 +400,5 @@ fn watch_changes(
                 );
             }
         }
-        last = token;
     }
 }

@@ -272,6 +272,8 @@ struct OpenState {
     dirty: bool,
     /// The version `data` was loaded as.
     loaded_version: Option<i64>,
+    /// [`RegFs::era`] when that load began.
+    loaded_era: u64,
     /// Bumped on every change, so a commit only clears `dirty` if nothing changed meanwhile.
     generation: u64,
     handles: u32,
@@ -302,6 +304,7 @@ pub struct Prefill {
     pub ino: u64,
     data: Content,
     version: i64,
+    era: u64,
     generation: u64,
     opens: u64,
 }
@@ -349,6 +352,12 @@ pub struct RegFs {
     list_page: u32,
     spool: SpoolPolicy,
     entry_ttl: Duration,
+    /// On a watched mount, the databases' change token that what regfs remembers agrees with
+    /// (see [`RegFs::forget_cached`]); `None` on other mounts.
+    seen: Mutex<Option<Vec<i64>>>,
+    /// Bumped whenever what regfs remembers is forgotten: a content load that began before
+    /// does not record the version it read as the one the kernel caches.
+    era: AtomicU64,
 }
 
 /// What the kernel should drop after [`RegFs::forget_cached`]: an inode's attributes and
@@ -398,17 +407,24 @@ fn nlink(kind: Kind) -> u32 {
 
 impl RegFs {
     /// `spool` says where the content of large open files is kept (see [`crate::content`]).
-    /// `watched`: a change watcher pushes every change made elsewhere (see
-    /// [`RegFs::entry_ttl`]).
+    /// `watched`: the databases' change token ([`Registry::change_token`]) before the mount
+    /// serves anything, when a watcher will push every change made elsewhere after it (see
+    /// [`RegFs::entry_ttl`] and [`RegFs::forget_cached`]).
     pub fn new(
         registry: Arc<Registry>,
         identity: Identity,
         spool: SpoolPolicy,
-        watched: bool,
+        watched: Option<Vec<i64>>,
     ) -> Self {
-        let entry_ttl = if watched { WATCHED_TTL } else { ATTR_TTL };
+        let entry_ttl = if watched.is_some() {
+            WATCHED_TTL
+        } else {
+            ATTR_TTL
+        };
         Self {
             entry_ttl,
+            seen: Mutex::new(watched),
+            era: AtomicU64::new(0),
             registry,
             identity,
             inodes: Mutex::new(InodeTable::new()),
@@ -439,11 +455,34 @@ impl RegFs {
         self.registry.change_token().await
     }
 
+    /// Whether `token` (the databases' change token now) differs from the one what regfs
+    /// remembers agrees with: something else committed since.
+    pub fn changed_elsewhere(&self, token: &[i64]) -> bool {
+        self.seen.lock().as_deref() != Some(token)
+    }
+
+    /// Whether nothing else committed since what regfs remembers was last brought up to date:
+    /// then a content version recorded as cached by the kernel is still the live one. Always
+    /// false on a mount that is not watched.
+    async fn quiet(&self) -> Result<bool> {
+        if self.seen.lock().is_none() {
+            return Ok(false);
+        }
+        Ok(match self.registry.change_token().await? {
+            Some(token) => !self.changed_elsewhere(&token),
+            None => false,
+        })
+    }
+
     /// Forgets every entry regfs remembers from the database (and which content versions the
     /// kernel's page cache holds), after something else changed the databases or the
-    /// permissions. Returns every inode the kernel knows, with its name, so that the caller
-    /// can make the kernel drop them too.
-    pub fn forget_cached(&self) -> Vec<Dropped> {
+    /// permissions; `token`, if given, is the change token this catches up with. Returns every
+    /// inode the kernel knows, with its name, so that the caller can make the kernel drop them
+    /// too.
+    pub fn forget_cached(&self, token: Option<Vec<i64>>) -> Vec<Dropped> {
+        // Under `seen`, so that no open finds the new token before the versions are forgotten.
+        let mut seen = self.seen.lock();
+        self.era.fetch_add(1, Ordering::SeqCst);
         let mut inodes = self.inodes.lock();
         let mut out = Vec::with_capacity(inodes.nodes.len());
         for (&ino, n) in inodes.nodes.iter_mut() {
@@ -457,6 +496,9 @@ impl RegFs {
                     name: n.name.clone(),
                 });
             }
+        }
+        if let Some(token) = token {
+            *seen = Some(token);
         }
         out
     }
@@ -930,6 +972,7 @@ impl RegFs {
                             data: None,
                             dirty: false,
                             loaded_version: None,
+                            loaded_era: 0,
                             generation: 0,
                             handles: 0,
                             opens: 0,
@@ -982,6 +1025,10 @@ impl RegFs {
     /// Opens a file: see [`Opened`].
     pub async fn open(&self, c: Caller, ino: u64, flags: i32) -> Result<Opened> {
         let p = self.path(ino)?;
+        // Checked before reading what is remembered (see [`RegFs::forget_cached`]), and only
+        // if there is a cached version to keep.
+        let peek = self.inodes.lock().nodes.get(&ino).map(|n| n.cached_version);
+        let quiet = matches!(peek, Some(Some(_))) && self.quiet().await?;
         let (kind, cached, known_size) = match self.inodes.lock().nodes.get(&ino) {
             Some(n) => (
                 Some(n.kind),
@@ -1000,14 +1047,17 @@ impl RegFs {
         let small = known_size.is_some_and(|s| s > 0 && s <= PREFILL_MAX);
         // Close-to-open: what the database has now decides whether the kernel's page cache
         // and attributes still hold. A truncating open replaces both; a prefill learns it from
-        // the content it loads.
+        // the content it loads; and on a watched mount where nothing else committed since the
+        // kernel cached a version, that version is still the live one.
+        let truncating = flags & libc::O_TRUNC != 0;
         let may_prefill = !writing && small && cached.is_none();
-        let live = if flags & libc::O_TRUNC != 0 || may_prefill {
+        let known_live = quiet && !truncating && cached.is_some();
+        let live = if truncating || may_prefill || known_live {
             None
         } else {
             self.registry.stat(SYSTEM_USER, &p).await?
         };
-        let keep = cached.is_some() && live.as_ref().map(|e| e.version) == cached;
+        let keep = known_live || (cached.is_some() && live.as_ref().map(|e| e.version) == cached);
         let mut stale_attrs = false;
         match live {
             Some(entry) => {
@@ -1016,6 +1066,7 @@ impl RegFs {
                 stale_attrs = known_size != Some(entry.size);
                 self.attr(ino, entry);
             }
+            None if known_live => {}
             // The size the next getattr reports must be that of the content this open reads.
             None => self.stale(ino),
         }
@@ -1073,6 +1124,7 @@ impl RegFs {
                     ino,
                     data: data.clone(),
                     version,
+                    era: st.loaded_era,
                     generation: st.generation,
                     opens: st.opens,
                 }))
@@ -1090,8 +1142,11 @@ impl RegFs {
             return false;
         };
         let st = of.state.lock();
-        let unchanged =
-            stored && !st.dirty && st.generation == prefill.generation && st.opens == prefill.opens;
+        let unchanged = stored
+            && self.era.load(Ordering::SeqCst) == prefill.era
+            && !st.dirty
+            && st.generation == prefill.generation
+            && st.opens == prefill.opens;
         if unchanged && let Some(n) = self.inodes.lock().nodes.get_mut(&prefill.ino) {
             n.cached_version = Some(prefill.version);
         }
@@ -1121,6 +1176,7 @@ impl RegFs {
             return Ok(());
         }
         // The handle was authorized when it was opened; loading its content is regfs's own read.
+        let era = self.era.load(Ordering::SeqCst);
         let (version, data) = self
             .registry
             .read_content(SYSTEM_USER, p, &self.spool)
@@ -1129,6 +1185,7 @@ impl RegFs {
         if st.data.is_none() {
             st.data = Some(data);
             st.loaded_version = Some(version);
+            st.loaded_era = era;
         }
         Ok(())
     }
@@ -1148,6 +1205,7 @@ impl RegFs {
             let st = of.state.lock();
             if !st.dirty
                 && let Some(v) = st.loaded_version
+                && st.loaded_era == self.era.load(Ordering::SeqCst)
                 && let Some(n) = self.inodes.lock().nodes.get_mut(&ino)
             {
                 n.cached_version = Some(v);
@@ -1203,6 +1261,7 @@ impl RegFs {
     /// Writes the open file's content to the database in one transaction, if it changed.
     async fn commit(&self, ino: u64, of: &OpenFile, user: &str) -> Result<()> {
         let _guard = of.commit.lock().await;
+        let era = self.era.load(Ordering::SeqCst);
         let (data, generation, pending) = {
             let st = of.state.lock();
             if !st.dirty {
@@ -1240,9 +1299,11 @@ impl RegFs {
                 st.dirty = false;
             }
         }
+        let forgotten = self.era.load(Ordering::SeqCst) != era;
         if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
-            // The page cache holds what was just written: this version's content.
-            n.cached_version = Some(entry.version);
+            // The page cache holds what was just written: this version's content (unless
+            // something else committed meanwhile, and the kernel was told to drop it).
+            n.cached_version = if forgotten { None } else { Some(entry.version) };
             n.last = Some(entry);
             n.fetched = Some(Instant::now());
         }
@@ -1431,7 +1492,8 @@ mod tests {
             .await
             .unwrap();
         let identity = Identity::new(crate::um::ADMIN_USER, Default::default());
-        RegFs::new(Arc::new(registry), identity, SpoolPolicy::default(), true)
+        let token = registry.change_token().await.unwrap();
+        RegFs::new(Arc::new(registry), identity, SpoolPolicy::default(), token)
     }
 
     async fn lookup(fs: &RegFs, parent: u64, name: &str) -> u64 {
@@ -1456,6 +1518,53 @@ mod tests {
         let ino = lookup(fs, dir, name).await;
         assert_ne!(ino, old);
         ino
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_watched_mount_keeps_a_cached_version_until_something_else_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = embedded(dir.path()).await;
+        // Another process on the same databases.
+        let other = embedded(dir.path()).await;
+        let system = lookup(&fs, ROOT_INO, "_system").await;
+        let local = lookup(&fs, system, "local").await;
+        let big = vec![1u8; PREFILL_MAX as usize + 1];
+        write_file(&fs, local, "f", &big).await;
+        let ino = lookup(&fs, local, "f").await;
+        let read_all = async |fh| fs.read(fh, 0, big.len() as u32).await.unwrap();
+
+        // This process's own write: the kernel caches what it wrote, and nothing else has
+        // committed, so the next open keeps it without asking the database.
+        let o = fs.open(ROOT, ino, libc::O_RDONLY).await.unwrap();
+        assert!(o.keep_cache && !o.stale_attrs);
+        fs.release(o.fh).await.unwrap();
+
+        // Another process writes: the next open sees the new version at once, before any
+        // watcher caught up, and has the kernel drop the old size.
+        let o_system = lookup(&other, ROOT_INO, "_system").await;
+        let o_local = lookup(&other, o_system, "local").await;
+        write_file(&other, o_local, "f", &big[1..]).await;
+        let o = fs.open(ROOT, ino, libc::O_RDONLY).await.unwrap();
+        assert!(!o.keep_cache && o.stale_attrs);
+        assert_eq!(read_all(o.fh).await.len(), big.len() - 1);
+
+        // The watcher catches up while that handle is open. Its content was loaded before:
+        // reading it again must not record its version as the kernel's, which is left to
+        // the next open to decide.
+        let token = fs.change_token().await.unwrap().unwrap();
+        assert!(fs.changed_elsewhere(&token));
+        let _ = fs.forget_cached(Some(token.clone()));
+        assert!(!fs.changed_elsewhere(&token));
+        assert_eq!(read_all(o.fh).await.len(), big.len() - 1);
+        fs.release(o.fh).await.unwrap();
+        let o = fs.open(ROOT, ino, libc::O_RDONLY).await.unwrap();
+        assert!(!o.keep_cache);
+        assert_eq!(read_all(o.fh).await.len(), big.len() - 1);
+        fs.release(o.fh).await.unwrap();
+        // Read after the watcher caught up: kept from now on.
+        let o = fs.open(ROOT, ino, libc::O_RDONLY).await.unwrap();
+        assert!(o.keep_cache);
+        fs.release(o.fh).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread")]
