@@ -213,6 +213,16 @@ const REMOVE_PLAIN_BATCH: &str = concat!(
 struct Writer {
     conn: Connection,
     in_tx: bool,
+    /// The checkpoint trigger on this connection's commits (see [`checkpoint::install`]).
+    hook: Option<checkpoint::Hook>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(hook) = self.hook.take() {
+            hook.remove(&self.conn);
+        }
+    }
 }
 
 impl Writer {
@@ -307,6 +317,7 @@ impl SqliteStore {
         let writer = Arc::new(tokio::sync::Mutex::new(Writer {
             conn: connect(file, &opts)?,
             in_tx: false,
+            hook: None,
         }));
         let checkpointer =
             checkpoint::install(&writer, connect(file, &opts)?, file.display().to_string()).await?;

@@ -28,12 +28,47 @@ const WAKE_PAGES: c_int = 1000;
 const INLINE_PAGES: c_int = 65_536;
 
 /// What the hook keeps between commits. Only the writer's commits call it, one at a time.
-struct HookState {
+pub(super) struct HookState {
     wake: SyncSender<()>,
     /// WAL pages at the previous commit: fewer now means SQLite started the WAL over.
     last: AtomicI32,
     /// WAL pages at which to wake the thread next.
     next: AtomicI32,
+}
+
+/// The hook installed on a writer connection, owning its context: removed (and the context
+/// freed) by [`Hook::remove`] when the writer is dropped.
+pub(super) struct Hook(*const HookState);
+
+// SAFETY: the pointer is an `Arc<HookState>` turned raw; HookState is Send and Sync, and it is
+// only read through shared references.
+unsafe impl Send for Hook {}
+unsafe impl Sync for Hook {}
+
+impl Hook {
+    /// Takes the hook off `conn` (its writer), then frees the context: SQLite calls the hook
+    /// only from that connection's commits, so nothing uses the context afterwards.
+    pub(super) fn remove(self, conn: &Connection) {
+        // SAFETY: `conn` is the connection the hook was installed on; clearing it with a null
+        // context is always allowed. The pointer came from `Arc::into_raw` in `install`.
+        unsafe {
+            ffi::sqlite3_wal_hook(conn.handle(), None, std::ptr::null_mut());
+            drop(Arc::from_raw(self.0));
+        }
+    }
+}
+
+#[cfg(test)]
+impl Hook {
+    /// The context, weakly: gone once the hook is removed.
+    pub(super) fn state(&self) -> std::sync::Weak<HookState> {
+        // SAFETY: the pointer came from `Arc::into_raw` and the hook still owns that count;
+        // the count added here is the one the temporary Arc gives back.
+        unsafe {
+            Arc::increment_strong_count(self.0);
+            Arc::downgrade(&Arc::from_raw(self.0))
+        }
+    }
 }
 
 unsafe extern "C" fn wal_hook(
@@ -42,7 +77,7 @@ unsafe extern "C" fn wal_hook(
     name: *const c_char,
     pages: c_int,
 ) -> c_int {
-    // SAFETY: `ctx` is the HookState that `install` leaked for the connection's lifetime.
+    // SAFETY: `ctx` is the HookState of a `Hook`, freed only after the hook is removed.
     let state = unsafe { &*(ctx as *const HookState) };
     if pages < state.last.swap(pages, Ordering::Relaxed) {
         state.next.store(WAKE_PAGES, Ordering::Relaxed);
@@ -128,14 +163,14 @@ pub(super) async fn install(
         last: AtomicI32::new(0),
         next: AtomicI32::new(WAKE_PAGES),
     });
-    // The hook's context must live as long as the writer connection, which may outlive the
-    // store by a little: one small HookState per opened database is leaked.
-    let ctx = Arc::into_raw(state) as *mut c_void;
+    // The context lives as long as the hook: the writer frees it when dropped (see `Hook`).
+    let ctx = Arc::into_raw(state);
     {
-        let w = writer.lock().await;
+        let mut w = writer.lock().await;
         // SAFETY: the connection is ours and idle (its lock is held); `wal_hook` matches the
-        // signature SQLite expects and `ctx` stays valid (see above).
-        unsafe { ffi::sqlite3_wal_hook(w.conn.handle(), Some(wal_hook), ctx) };
+        // signature SQLite expects and `ctx` stays valid until `Hook::remove`.
+        unsafe { ffi::sqlite3_wal_hook(w.conn.handle(), Some(wal_hook), ctx as *mut c_void) };
+        w.hook = Some(Hook(ctx));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let (weak, thread_stop) = (Arc::downgrade(writer), stop.clone());

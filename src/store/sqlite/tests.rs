@@ -361,3 +361,21 @@ async fn foreign_commits_move_with_other_connections_only() {
         .unwrap();
     assert_ne!(s.foreign_commits().await.unwrap(), moved);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_store_frees_its_commit_hook() {
+    let (_d, s) = store().await;
+    s.create("/_system/local/a", file(b"x"), "alice")
+        .await
+        .unwrap();
+    let state = {
+        let w = s.writer.lock().await;
+        w.hook.as_ref().unwrap().state()
+    };
+    assert!(state.upgrade().is_some());
+    drop(s);
+    assert!(
+        state.upgrade().is_none(),
+        "the WAL hook's context outlived its store"
+    );
+}
