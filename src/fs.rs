@@ -358,6 +358,11 @@ pub struct RegFs {
     /// Bumped whenever what regfs remembers is forgotten: a content load that began before
     /// does not record the version it read as the one the kernel caches.
     era: AtomicU64,
+    /// Renames and removes (written) against what reaches the database through an inode's
+    /// path (read): an open, a content load, a commit, a getattr. The kernel resolved the
+    /// inode before it sent the request, and a rename or unlink on another thread may move or
+    /// detach it meanwhile; under this lock the path and the database agree.
+    namespace: tokio::sync::RwLock<()>,
 }
 
 /// What the kernel should drop after [`RegFs::forget_cached`]: an inode's attributes and
@@ -425,6 +430,7 @@ impl RegFs {
             entry_ttl,
             seen: Mutex::new(watched),
             era: AtomicU64::new(0),
+            namespace: tokio::sync::RwLock::new(()),
             registry,
             identity,
             inodes: Mutex::new(InodeTable::new()),
@@ -574,6 +580,7 @@ impl RegFs {
     }
 
     pub async fn getattr(&self, c: Caller, ino: u64) -> Result<Attr> {
+        let _ns = self.namespace.read().await;
         let p = match self.path(ino) {
             Ok(p) => p,
             Err(e) => {
@@ -877,11 +884,13 @@ impl RegFs {
     }
 
     async fn remove(&self, c: Caller, parent: u64, name: &OsStr, dir: bool) -> Result<()> {
-        let (p, name) = self.child_path(parent, name)?;
+        let (_, name) = self.child_path(parent, name)?;
         self.insert_pending_name(parent, &name).await?;
         if dir && let Some(ino) = self.named(parent, &name) {
             self.insert_pending_children(ino).await?;
         }
+        let _ns = self.namespace.write().await;
+        let p = path::join(&self.path(parent)?, &name);
         self.preserve_open_content(parent, &name, &p).await?;
         let user = self.identity.registry_user(c.uid);
         let touched = self.registry.remove(&p, dir, &user).await?;
@@ -922,8 +931,6 @@ impl RegFs {
             return Ok(());
         }
         self.insert_pending_name(new_parent, &new_name).await?;
-        self.preserve_open_content(new_parent, &new_name, &to)
-            .await?;
         // Unflushed local writes go with the file to its new name.
         let moving = self
             .inodes
@@ -938,6 +945,11 @@ impl RegFs {
                 self.commit(ino, &of, &user).await?;
             }
         }
+        let _ns = self.namespace.write().await;
+        let from = path::join(&self.path(parent)?, &name);
+        let to = path::join(&self.path(new_parent)?, &new_name);
+        self.preserve_open_content(new_parent, &new_name, &to)
+            .await?;
         let user = self.identity.registry_user(c.uid);
         let touched = self.registry.rename(&from, &to, mode, &user).await?;
         self.inodes
@@ -962,9 +974,10 @@ impl RegFs {
         c: Caller,
         initial: Option<Content>,
     ) -> (u64, bool) {
-        let of = {
+        {
             let mut open = self.open_files.lock();
-            open.entry(ino)
+            let of = open
+                .entry(ino)
                 .or_insert_with(|| {
                     Arc::new(OpenFile {
                         state: Mutex::new(OpenState {
@@ -981,9 +994,9 @@ impl RegFs {
                         load: tokio::sync::Mutex::new(()),
                     })
                 })
-                .clone()
-        };
-        {
+                .clone();
+            // Counted under the map's lock: a release of the last other handle removes the
+            // entry under it too, so it cannot remove the one this handle is joining.
             let mut st = of.state.lock();
             if st.handles == 0 {
                 // Close-to-open: a fresh open reads what the database has now.
@@ -1024,7 +1037,18 @@ impl RegFs {
 
     /// Opens a file: see [`Opened`].
     pub async fn open(&self, c: Caller, ino: u64, flags: i32) -> Result<Opened> {
-        let p = self.path(ino)?;
+        let _ns = self.namespace.read().await;
+        let p = self.path(ino).map_err(|e| match e.errno() {
+            // Replaced or removed by a rename or unlink after the kernel looked the name up:
+            // ESTALE makes the kernel look it up again and open what the name is now, as
+            // the open would have if it had come a moment later.
+            libc::ENOENT => err!(
+                ESTALE,
+                "{}; the kernel looks the name up again",
+                e.message()
+            ),
+            _ => e,
+        })?;
         // Checked before reading what is remembered (see [`RegFs::forget_cached`]), and only
         // if there is a cached version to keep.
         let peek = self.inodes.lock().nodes.get(&ino).map(|n| n.cached_version);
@@ -1194,6 +1218,12 @@ impl RegFs {
         if of.state.lock().data.is_some() {
             return Ok(());
         }
+        let _ns = self.namespace.read().await;
+        // A rename or unlink that held the lock meanwhile may have loaded it, before the
+        // path went away.
+        if of.state.lock().data.is_some() {
+            return Ok(());
+        }
         let p = self.path(ino)?;
         self.ensure_loaded(of, &p).await
     }
@@ -1270,6 +1300,7 @@ impl RegFs {
             let pending = st.pending.as_ref().map(|p| (p.new.clone(), p.user.clone()));
             (st.data.clone().unwrap_or_default(), st.generation, pending)
         };
+        let _ns = self.namespace.read().await;
         let p = match self.path(ino) {
             Ok(p) => p,
             Err(_) => {
@@ -1345,12 +1376,16 @@ impl RegFs {
         let result = self.commit(ino, &of, &user).await;
         self.files.lock().remove(&fh);
         let last = {
+            // Under the map's lock, as in open_handle.
+            let mut open = self.open_files.lock();
             let mut st = of.state.lock();
             st.handles -= 1;
+            if st.handles == 0 {
+                open.remove(&ino);
+            }
             st.handles == 0
         };
         if last {
-            self.open_files.lock().remove(&ino);
             self.inodes.lock().forget(ino, 1);
         }
         result

@@ -488,3 +488,101 @@ fn a_directory_reports_the_times_its_changes_committed() {
     std::fs::remove_file(d.join("h")).unwrap();
     check("unlink");
 }
+
+/// A file that says how long it is: its length in the first 8 bytes, then one tag byte repeated.
+fn self_describing(len: usize, tag: u8) -> Vec<u8> {
+    let mut v = (len as u64).to_le_bytes().to_vec();
+    v.resize(len.max(8), tag);
+    v
+}
+
+/// Why `data` is not a whole [`self_describing`] file, if it is not.
+fn torn(data: &[u8]) -> Option<String> {
+    if data.len() < 8 {
+        return Some(format!("{} bytes: shorter than its header", data.len()));
+    }
+    let said = u64::from_le_bytes(data[..8].try_into().unwrap()) as usize;
+    if said != data.len() {
+        return Some(format!(
+            "{} bytes read of a {said}-byte version",
+            data.len()
+        ));
+    }
+    let tag = data.get(8).copied();
+    let mixed = data[8..].iter().position(|b| Some(*b) != tag);
+    mixed.map(|at| format!("{said} bytes, mixed content at {}", at + 8))
+}
+
+#[test]
+fn readers_see_whole_versions_while_a_file_is_replaced_under_them() {
+    // A writer replaces a file (writes a temporary file, renames it over) while readers open
+    // and read it, with sizes on both sides of a page and of the 128 KiB the first open
+    // stores in the page cache. An open that races a replacement opens the old file or the
+    // new one, never neither, and every read is one whole version. (Between replacements the
+    // writer waits until each reader finished a read, so that no open races two of them.)
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let m = Mounted::new();
+    let dir = m.p("_system/config");
+    let target = dir.join("replaced.bin");
+    std::fs::write(&target, self_describing(9, 0)).unwrap();
+    let sizes = [9, 4095, 4096, 5000, 70_000, 128 << 10, 140_000];
+    let writing = Arc::new(AtomicBool::new(true));
+    let done: Arc<Vec<AtomicUsize>> = Arc::new((0..3).map(|_| AtomicUsize::new(0)).collect());
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let (target, writing, done) = (target.clone(), writing.clone(), done.clone());
+            std::thread::spawn(move || -> Result<(), String> {
+                while writing.load(Ordering::Relaxed) {
+                    let data = if r == 0 {
+                        // Small reads, so that a version spans many of them.
+                        let mut f =
+                            std::fs::File::open(&target).map_err(|e| format!("open: {e}"))?;
+                        let (mut data, mut buf) = (Vec::new(), [0u8; 1000]);
+                        loop {
+                            let n = f.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+                            if n == 0 {
+                                break data;
+                            }
+                            data.extend_from_slice(&buf[..n]);
+                        }
+                    } else {
+                        std::fs::read(&target).map_err(|e| format!("open and read: {e}"))?
+                    };
+                    if let Some(why) = torn(&data) {
+                        return Err(format!("reader {r}: {why}"));
+                    }
+                    done[r].fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for i in 0..80usize {
+        let tmp = dir.join(format!("replaced.{i}.tmp"));
+        std::fs::write(
+            &tmp,
+            self_describing(sizes[i % sizes.len()], 1 + (i % 200) as u8),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &target).unwrap();
+        let seen: Vec<usize> = done.iter().map(|d| d.load(Ordering::Relaxed)).collect();
+        let each_read = common::wait_until(Duration::from_secs(10), || {
+            let finished = readers.iter().any(|r| r.is_finished());
+            finished
+                || done
+                    .iter()
+                    .zip(&seen)
+                    .all(|(d, s)| d.load(Ordering::Relaxed) > *s)
+        });
+        assert!(each_read, "the readers stopped making progress");
+        if readers.iter().any(|r| r.is_finished()) {
+            break;
+        }
+    }
+    writing.store(false, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap().unwrap();
+    }
+    assert_eq!(torn(&std::fs::read(&target).unwrap()), None);
+}
