@@ -78,6 +78,17 @@ impl MountTable {
         &self.mounts
     }
 
+    /// Each database behind the table once (mounts on one database share its `store_id`).
+    pub fn stores(&self) -> impl Iterator<Item = &Arc<dyn Store>> {
+        let first =
+            |i: usize, m: &Mount| !self.mounts[..i].iter().any(|o| o.store_id == m.store_id);
+        self.mounts
+            .iter()
+            .enumerate()
+            .filter(move |&(i, m)| first(i, m))
+            .map(|(_, m)| &m.store)
+    }
+
     /// The root entry: the node's own database.
     pub fn root(&self) -> &Mount {
         self.mounts

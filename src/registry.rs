@@ -50,14 +50,11 @@ impl Registry {
     /// a database behind the mount table cannot tell ([`Store::foreign_commits`]).
     pub async fn change_token(&self) -> Result<Option<Vec<i64>>> {
         let mut token = vec![self.authz.as_ref().map_or(0, |a| a.epoch() as i64)];
-        let mut seen = std::collections::HashSet::new();
-        for m in self.table.mounts() {
-            if seen.insert(m.store_id) {
-                let Some(v) = m.store.foreign_commits().await? else {
-                    return Ok(None);
-                };
-                token.push(v);
-            }
+        for store in self.table.stores() {
+            let Some(v) = store.foreign_commits().await? else {
+                return Ok(None);
+            };
+            token.push(v);
         }
         Ok(Some(token))
     }
@@ -314,14 +311,9 @@ impl Registry {
 
     /// Space used over every distinct database.
     pub async fn space(&self) -> Result<SpaceInfo> {
-        let mut seen = Vec::new();
         let mut total = SpaceInfo::default();
-        for m in self.table.mounts() {
-            if seen.contains(&m.store_id) {
-                continue;
-            }
-            seen.push(m.store_id);
-            let s = m.store.space().await?;
+        for store in self.table.stores() {
+            let s = store.space().await?;
             total.bytes_used += s.bytes_used;
             total.entries += s.entries;
         }
