@@ -406,6 +406,12 @@ fn pending_entry(new: &NewEntry, name: &str) -> Entry {
     }
 }
 
+/// Whether a handle opened with `flags` may change the file: opened for writing, or
+/// truncated by the open itself (Linux truncates on `O_RDONLY | O_TRUNC`).
+fn may_change(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
 fn nlink(kind: Kind) -> u32 {
     if kind == Kind::Directory { 2 } else { 1 }
 }
@@ -474,7 +480,7 @@ impl RegFs {
         if self.seen.lock().is_none() {
             return Ok(false);
         }
-        Ok(match self.registry.change_token().await? {
+        Ok(match self.change_token().await? {
             Some(token) => !self.changed_elsewhere(&token),
             None => false,
         })
@@ -1032,7 +1038,7 @@ impl RegFs {
     /// or fsync of the handle that wrote it, and its release still comes. Skipping the flush
     /// saves a request on every `cat`, `grep` and editor read.
     pub fn flush_on_close(flags: i32) -> bool {
-        flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+        may_change(flags)
     }
 
     /// Opens a file: see [`Opened`].
@@ -1065,7 +1071,7 @@ impl RegFs {
             return Err(err!(EISDIR, "{p} is a collection"));
         }
         let user = self.identity.registry_user(c.uid);
-        let writing = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let writing = may_change(flags);
         let action = if writing { Action::Add } else { Action::Get };
         self.registry.authorize(&user, &p, action).await?;
         let small = known_size.is_some_and(|s| s > 0 && s <= PREFILL_MAX);
