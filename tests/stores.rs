@@ -777,6 +777,57 @@ fn mariadb_refuses_content_over_max_allowed_packet_with_efbig() {
     });
 }
 
+/// Content larger than one statement's piece goes to PostgreSQL through one binary COPY. When
+/// the server refuses the row (here a trigger; in life a full disk or a constraint), the write
+/// fails with its reason, changes nothing, and the same store (its pooled connections) goes on
+/// working: the COPY and its transaction are ended, not left open on a connection.
+#[test]
+fn postgres_large_content_refused_by_the_server_changes_nothing() {
+    let server = servers::server_for(Kind::Postgres);
+    let db = server.fresh_db();
+    server.sql_in(
+        &db,
+        "CREATE FUNCTION refuse_big() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'no room for % bytes', octet_length(NEW.reg_content_data); END $$",
+    );
+    rt().block_on(async {
+        let s = open(server, &db, Duration::from_secs(20)).await;
+        server.sql_in(
+            &db,
+            "CREATE TRIGGER refuse_big BEFORE INSERT ON reg_content FOR EACH ROW \
+             WHEN (octet_length(NEW.reg_content_data) > 5000000) EXECUTE FUNCTION refuse_big()",
+        );
+        s.create("/_system/config/big", file(b"before"), "u")
+            .await
+            .unwrap();
+        let big = vec![3u8; 6 << 20];
+        let e = s
+            .write("/_system/config/big", &big.clone().into(), "u")
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EIO, "{e}");
+        assert!(e.message().contains("no room for 6291456 bytes"), "{e}");
+        assert_eq!(s.read("/_system/config/big").await.unwrap(), b"before");
+        // Every pooled connection still works, and the next large write goes through.
+        for i in 0..8 {
+            s.create(&format!("/_system/config/f{i}"), file(b"x"), "u")
+                .await
+                .unwrap();
+        }
+        server.sql_in(&db, "DROP TRIGGER refuse_big ON reg_content");
+        s.write("/_system/config/big", &big.clone().into(), "u")
+            .await
+            .unwrap();
+        assert_eq!(s.read("/_system/config/big").await.unwrap(), big);
+        assert_eq!(
+            server
+                .sql_in(&db, "SELECT count(*) FROM reg_content WHERE octet_length(reg_content_data) > 5000000")
+                .trim(),
+            "1"
+        );
+    });
+}
+
 /// A server that stops answering (SIGSTOP) or goes down gives EIO within the bound, and the
 /// store works again once the server is back, without being reopened.
 fn outage(kind: Kind) {

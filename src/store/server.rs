@@ -402,9 +402,8 @@ pub struct SchemaFlavor {
 /// piece.
 const PIECE: usize = 4 << 20;
 
-/// A new `REG_CONTENT` row for `data`, in pieces when it is large: on PostgreSQL the pieces go
-/// to a temporary table and one `string_agg` joins them into the row (the value is written
-/// once); on MySQL the row grows by `CONCAT`, and its length is checked at the end, because
+/// A new `REG_CONTENT` row for `data`, in pieces when it is large: on PostgreSQL the pieces
+/// stream into the row through one binary `COPY` (see [`pg::copy_content`]); on MySQL the row grows by `CONCAT`, and its length is checked at the end, because
 /// MySQL answers a result over `max_allowed_packet` with NULL and a warning.
 async fn content_row(c: &mut Exec<'_>, t: i64, data: &Content) -> Result<Option<i64>> {
     let len = data.len();
@@ -417,29 +416,10 @@ async fn content_row(c: &mut Exec<'_>, t: i64, data: &Content) -> Result<Option<
         (offset, n)
     });
     let id = match c.dialect() {
-        Dialect::Postgres => {
-            c.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS regfs_pieces (n BIGINT, d BYTEA) \
-                 ON COMMIT DELETE ROWS",
-                &[],
-            )
-            .await?;
-            for (offset, n) in pieces {
-                data.read_exact_at(offset, &mut buf[..n])?;
-                c.execute(
-                    "INSERT INTO regfs_pieces (n, d) VALUES (?, ?)",
-                    &args![offset as i64, &buf[..n]],
-                )
-                .await?;
-            }
-            c.insert_id(
-                "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) \
-                 SELECT string_agg(d, ''::bytea ORDER BY n), ? FROM regfs_pieces",
-                "REG_CONTENT_ID",
-                &args![t],
-            )
-            .await?
-        }
+        Dialect::Postgres => match c {
+            Exec::Pg(conn) => pg::copy_content(conn, t, data, PIECE).await?,
+            _ => unreachable!("a PostgreSQL dialect on another driver"),
+        },
         _ => {
             let (offset, n) = pieces.next().unwrap_or((0, 0));
             data.read_exact_at(offset, &mut buf[..n])?;

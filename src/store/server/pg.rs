@@ -10,6 +10,7 @@
 //! default), so two nodes creating one name cannot both pass the guard.
 
 use super::db::{Exec, Val};
+use crate::content::Content;
 use crate::error::Result;
 use crate::store::rows::*;
 use crate::store::{AttrChange, DEFAULT_DIR_PERM, Entry, LogAction};
@@ -416,4 +417,85 @@ pub(crate) async fn set_attr_resource(
         Some(row) => Ok(Some(crate::store::ops::entry_row(&row)?.into_entry())),
         None => Ok(None),
     }
+}
+
+/// A content row too large for one statement, sent once with `COPY ... FROM STDIN` in binary
+/// format: the bytes go straight into REG_CONTENT in pieces of `piece` bytes (the driver holds
+/// one piece at a time), and the server stores them once. Returns the new REG_CONTENT_ID.
+///
+/// The row's id comes from the column's default (the table's sequence, whatever its name), and
+/// `lastval()` reads it back; the row is then checked by id, tenant and length.
+/// REG_TENANT_ID goes as a binary `int4`, WSO2's `INTEGER`.
+pub(crate) async fn copy_content(
+    conn: &mut sqlx::PgConnection,
+    t: i64,
+    data: &Content,
+    piece: usize,
+) -> Result<i64> {
+    let len = data.len();
+    let field = i32::try_from(len).map_err(|_| {
+        err!(
+            EFBIG,
+            "{len} bytes is more than a PostgreSQL bytea can hold"
+        )
+    })?;
+    let tenant = i32::try_from(t).map_err(|_| err!(EINVAL, "tenant id {t} is not an INTEGER"))?;
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    // Header (signature, flags, no extension), then the one tuple: two fields, the bytea's
+    // length and bytes, the tenant; then the trailer.
+    let mut head = b"PGCOPY\n\xff\r\n\0".to_vec();
+    head.extend_from_slice(&0i32.to_be_bytes());
+    head.extend_from_slice(&0i32.to_be_bytes());
+    head.extend_from_slice(&2i16.to_be_bytes());
+    head.extend_from_slice(&field.to_be_bytes());
+    let mut tail = 4i32.to_be_bytes().to_vec();
+    tail.extend_from_slice(&tenant.to_be_bytes());
+    tail.extend_from_slice(&(-1i16).to_be_bytes());
+    let sent: Result<()> = async {
+        copy.send(head).await?;
+        match data.as_slice() {
+            Some(bytes) => {
+                for chunk in bytes.chunks(piece) {
+                    copy.send(chunk).await?;
+                }
+            }
+            None => {
+                let mut buf = vec![0; piece];
+                for offset in (0..len).step_by(piece) {
+                    let n = piece.min((len - offset) as usize);
+                    data.read_exact_at(offset, &mut buf[..n])?;
+                    copy.send(&buf[..n]).await?;
+                }
+            }
+        }
+        copy.send(tail).await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = sent {
+        // Ends the COPY on the server, so that the connection can roll the transaction back.
+        if let Err(abort) = copy.abort(e.to_string()).await {
+            tracing::warn!("aborting the content COPY failed: {abort}");
+        }
+        return Err(e);
+    }
+    copy.finish().await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "SELECT REG_CONTENT_ID::BIGINT FROM REG_CONTENT WHERE REG_CONTENT_ID = lastval() \
+         AND REG_TENANT_ID = $1 AND octet_length(REG_CONTENT_DATA) = $2",
+    )
+    .bind(t)
+    .bind(len as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    id.ok_or_else(|| {
+        err!(
+            EIO,
+            "the content row COPY stored ({len} bytes) is not where lastval() says"
+        )
+    })
 }
