@@ -572,7 +572,7 @@ pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> R
 }
 
 /// Carbon's property, tag, comment and rating mappings of `row`, and its properties.
-async fn delete_mappings(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
+pub(crate) async fn delete_mappings(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
     let eq = c.dialect().null_eq();
     let name = row.name.as_deref();
     // The mapping rows point at the properties, and MySQL checks that foreign key at every

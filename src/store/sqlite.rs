@@ -164,49 +164,23 @@ INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS,
 INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACTION_DATA, \
  REG_TENANT_ID) VALUES (?18, ?6, ?7, 0, NULL, ?2)";
 
-/// Deletes one live row and what hangs off it; foreign keys are checked at commit.
-/// ?1 version, ?2 tenant, ?3 content id, ?4 path id, ?5 name (NULL: collection), ?6 uuid.
-macro_rules! delete_batch_sql {
-    () => {
-        "\
-PRAGMA defer_foreign_keys = ON; \
+/// unlink/rmdir of `row` (Carbon's mappings, if any, went first: see [`ops::delete_mappings`]):
+/// the row, its content and attributes, then the parent's times and the log entry.
+/// ?1 version, ?2 tenant, ?3 content id, ?4 uuid; ?5 parent uuid, ?6 parent's default mode,
+/// ?7 parent created (ns), ?8 now (ns), ?9 parent version, ?10 path, ?11 user, ?12 now.
+///
+/// No `PRAGMA defer_foreign_keys` here, nor anywhere on the writer: setting a flag pragma
+/// expires every prepared statement of the connection, so each one would be compiled again.
+const REMOVE_BATCH: &str = "\
 DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
 DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; \
-DELETE FROM REG_PROPERTY WHERE REG_TENANT_ID = ?2 AND REG_ID IN (SELECT REG_PROPERTY_ID \
- FROM REG_RESOURCE_PROPERTY WHERE REG_PATH_ID = ?4 AND REG_RESOURCE_NAME IS ?5 AND REG_TENANT_ID = ?2); \
-DELETE FROM REG_RESOURCE_PROPERTY WHERE REG_PATH_ID = ?4 AND REG_RESOURCE_NAME IS ?5 AND REG_TENANT_ID = ?2; \
-DELETE FROM REG_RESOURCE_TAG WHERE REG_PATH_ID = ?4 AND REG_RESOURCE_NAME IS ?5 AND REG_TENANT_ID = ?2; \
-DELETE FROM REG_RESOURCE_COMMENT WHERE REG_PATH_ID = ?4 AND REG_RESOURCE_NAME IS ?5 AND REG_TENANT_ID = ?2; \
-DELETE FROM REG_RESOURCE_RATING WHERE REG_PATH_ID = ?4 AND REG_RESOURCE_NAME IS ?5 AND REG_TENANT_ID = ?2; \
-DELETE FROM REGFS_ATTR WHERE REG_UUID = ?6 AND REG_TENANT_ID = ?2"
-    };
-}
-
-/// The parent's times and the log entry of an unlink/rmdir, after the row's deletes.
-/// Parameters: ?7 parent uuid, ?8 parent's default mode, ?9 parent created (ns), ?10 now (ns),
-/// ?11 parent version, ?12 path, ?13 user, ?14 now.
-macro_rules! remove_tail_sql {
-    () => {
-        "; INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
-     CTIME_NS, REG_VERSION) VALUES (?7, ?2, ?8, 0, 0, 0, ?9, ?10, ?10, ?11) \
-     ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
-     CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION; \
-     INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACTION_DATA, \
-     REG_TENANT_ID) VALUES (?12, ?13, ?14, 7, NULL, ?2)"
-    };
-}
-
-/// unlink/rmdir: the delete batch, then the parent's times and the log entry.
-const REMOVE_BATCH: &str = concat!(delete_batch_sql!(), remove_tail_sql!());
-
-/// unlink of a resource that has no properties, tags, comments or ratings (the common case):
-/// five statements instead of eleven.
-const REMOVE_PLAIN_BATCH: &str = concat!(
-    "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
-     DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; \
-     DELETE FROM REGFS_ATTR WHERE REG_UUID = ?6 AND REG_TENANT_ID = ?2",
-    remove_tail_sql!()
-);
+DELETE FROM REGFS_ATTR WHERE REG_UUID = ?4 AND REG_TENANT_ID = ?2; \
+INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
+ CTIME_NS, REG_VERSION) VALUES (?5, ?2, ?6, 0, 0, 0, ?7, ?8, ?8, ?9) \
+ ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
+ CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION; \
+INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACTION_DATA, \
+ REG_TENANT_ID) VALUES (?10, ?11, ?12, 7, NULL, ?2)";
 
 /// The writer connection, and whether a transaction is open on it (an error or a cancelled
 /// future can leave one open; the next mutation rolls it back first).
@@ -435,8 +409,7 @@ fn insert_content(c: &Connection, t: i64, data: &Content) -> Result<Option<i64>>
     Ok(Some(id))
 }
 
-/// The values a [`delete_batch_sql`] batch with [`remove_tail_sql`] binds.
-#[allow(clippy::too_many_arguments)]
+/// The values [`REMOVE_BATCH`] binds.
 fn remove_args<'a>(
     t: i64,
     row: &'a ResourceRow,
@@ -444,13 +417,11 @@ fn remove_args<'a>(
     now: i64,
     p: &'a str,
     user: &'a str,
-) -> [Val<'a>; 14] {
+) -> [Val<'a>; 12] {
     args![
         row.version,
         t,
         row.content_id,
-        row.path_id,
-        row.name.as_deref(),
         &row.uuid,
         &parent.uuid,
         (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
@@ -703,13 +674,15 @@ impl Store for SqliteStore {
             } else {
                 ops::unlink_checks(&mut Exec::Rus(c), t, p, parent).await?
             };
-            let batch = if mapped {
-                REMOVE_BATCH
-            } else {
-                REMOVE_PLAIN_BATCH
-            };
+            if mapped {
+                ops::delete_mappings(&mut Exec::Rus(c), t, &row).await?;
+            }
             let now = now_ns();
-            run_batch(c, batch, &remove_args(t, &row, &parent_row, now, p, user))?;
+            run_batch(
+                c,
+                REMOVE_BATCH,
+                &remove_args(t, &row, &parent_row, now, p, user),
+            )?;
             from_ns(now)
         })
     }

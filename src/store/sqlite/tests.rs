@@ -199,6 +199,33 @@ async fn unlink_removes_what_hangs_off_the_resource() {
     );
 }
 
+/// Removals leave the writer's compiled statements alone. An rmdir (and an unlink of a file
+/// with Carbon's mappings) used to set `PRAGMA defer_foreign_keys`, and setting a flag pragma
+/// expires every statement of the connection: each was compiled again at its next use.
+#[tokio::test]
+async fn removals_keep_the_writers_compiled_statements() {
+    let (_d, s) = store().await;
+    s.create("/m", dir(), "u").await.unwrap();
+    for name in ["/m/a", "/m/b", "/m/c"] {
+        s.create(name, file(b"x"), "u").await.unwrap();
+    }
+    s.create("/m/sub", dir(), "u").await.unwrap();
+    s.remove("/m/a", false, "u").await.unwrap();
+    s.remove("/m/sub", true, "u").await.unwrap();
+    s.remove("/m/b", false, "u").await.unwrap();
+    s.create("/m/d", file(b"x"), "u").await.unwrap();
+    s.remove("/m/c", false, "u").await.unwrap();
+    let w = s.writer.lock().await;
+    for sql in REMOVE_BATCH.split(';').map(str::trim) {
+        let st = w.conn.prepare_cached(sql).unwrap();
+        assert_eq!(
+            st.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "compiled again: {sql}"
+        );
+    }
+}
+
 /// The resource fast path of setattr answers exactly what a stat then reads back.
 #[tokio::test]
 async fn set_attr_returns_what_stat_reads() {
