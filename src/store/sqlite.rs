@@ -280,6 +280,14 @@ fn connect(file: &Path, opts: &StoreOptions) -> Result<Connection> {
              PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 67108864",
         )?;
         c.set_prepared_statement_cache_capacity(128);
+        // Plans never depend on bound values, so a cached statement is compiled once. Without
+        // this, SQLite treats `LIMIT ?` as a constant and recompiles a listing at every
+        // execution (each binding of that parameter expires the plan). regfs has no statistics
+        // tables and binds no LIKE patterns, the other users of bound values.
+        c.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         Ok(c)
     };
     open().map_err(|e| err!(EIO, "cannot open SQLite database {}: {e}", file.display()))

@@ -226,6 +226,37 @@ async fn removals_keep_the_writers_compiled_statements() {
     }
 }
 
+/// A listing, paged, is compiled once per connection: its `LIMIT ?` would otherwise make SQLite
+/// compile it again at every page (binding a value the plan was built on expires the plan).
+#[tokio::test]
+async fn listing_pages_compile_once() {
+    let (_d, s) = store().await;
+    s.create("/m", dir(), "u").await.unwrap();
+    for i in 0..9 {
+        s.create(&format!("/m/f{i}"), file(b"x"), "u")
+            .await
+            .unwrap();
+    }
+    let mut after: Option<String> = None;
+    let mut seen = 0;
+    for _ in 0..2 {
+        loop {
+            let page = s.list("/m", after.as_deref(), 2).await.unwrap();
+            let Some(last) = page.last() else { break };
+            seen += page.len();
+            after = Some(last.name.clone());
+        }
+        after = None;
+    }
+    assert_eq!(seen, 18);
+    let writer = s.writer.lock().await;
+    let readers: Vec<_> = s.readers.iter().map(|r| r.lock()).collect();
+    for conn in readers.iter().map(|r| &**r).chain([&writer.conn]) {
+        let st = conn.prepare_cached(LIST_SQL).unwrap();
+        assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+}
+
 /// The resource fast path of setattr answers exactly what a stat then reads back.
 #[tokio::test]
 async fn set_attr_returns_what_stat_reads() {
