@@ -165,6 +165,15 @@ fn vals_type_error(i: usize, want: &str, got: &rusqlite::types::Value) -> Error 
 /// sqlx's text form of a timestamp in SQLite, which rusqlite's binding keeps.
 const SQLITE_TIME_FORMAT: &str = "%F %T%.f";
 
+/// [`SQLITE_TIME_FORMAT`] parsed once: chrono otherwise parses the format string at every
+/// timestamp, and every create, write and removal binds two and every stat reads two.
+static SQLITE_TIME_ITEMS: std::sync::LazyLock<Vec<chrono::format::Item<'static>>> =
+    std::sync::LazyLock::new(|| {
+        chrono::format::StrftimeItems::new(SQLITE_TIME_FORMAT)
+            .parse_to_owned()
+            .expect("SQLITE_TIME_FORMAT is a valid format")
+    });
+
 impl Row {
     pub fn int(&self, i: usize) -> Result<Option<i64>> {
         match self {
@@ -245,9 +254,12 @@ impl Row {
 /// A TIMESTAMP as SQLite holds it: text, `2024-01-02 03:04:05[.fff]` (sqlx's and rusqlite's
 /// form) or with a `T`.
 fn parse_sqlite_time(s: &str) -> Option<NaiveDateTime> {
-    NaiveDateTime::parse_from_str(s, SQLITE_TIME_FORMAT)
-        .or_else(|_| NaiveDateTime::parse_from_str(s, "%FT%T%.f"))
-        .ok()
+    let mut parsed = chrono::format::Parsed::new();
+    match chrono::format::parse(&mut parsed, s, SQLITE_TIME_ITEMS.iter()) {
+        Ok(()) => parsed.to_naive_datetime_with_offset(0).ok(),
+        // `FromStr` reads the form with a `T`.
+        Err(_) => s.parse().ok(),
+    }
 }
 
 impl rusqlite::ToSql for Val<'_> {
@@ -258,9 +270,9 @@ impl rusqlite::ToSql for Val<'_> {
             Val::Int(None) | Val::Text(None) => ToSqlOutput::Owned(Value::Null),
             Val::Text(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             Val::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-            Val::Time(t) => {
-                ToSqlOutput::Owned(Value::Text(t.format(SQLITE_TIME_FORMAT).to_string()))
-            }
+            Val::Time(t) => ToSqlOutput::Owned(Value::Text(
+                t.format_with_items(SQLITE_TIME_ITEMS.iter()).to_string(),
+            )),
         })
     }
 }
@@ -687,5 +699,33 @@ mod tests {
             redact("mysql://root@localhost/x"),
             "mysql://root@localhost/x"
         );
+    }
+
+    /// SQLite timestamps: what a binding writes reads back the same, and the text forms sqlx,
+    /// rusqlite and Carbon's JDBC driver leave (space or `T`, with or without a fraction) read.
+    #[test]
+    fn sqlite_timestamps_round_trip() {
+        use rusqlite::ToSql;
+        use rusqlite::types::{ToSqlOutput, Value};
+        let t = chrono::DateTime::from_timestamp(1_795_702_532, 747_114_782)
+            .unwrap()
+            .naive_utc();
+        let ToSqlOutput::Owned(Value::Text(text)) = Val::Time(t).to_sql().unwrap() else {
+            panic!("a timestamp binds as text");
+        };
+        assert_eq!(text, "2026-11-26 14:15:32.747114782");
+        assert_eq!(parse_sqlite_time(&text), Some(t));
+        for (s, nanos) in [
+            ("2026-11-26 14:15:32", 0),
+            ("2026-11-26 14:15:32.5", 500_000_000),
+            ("2026-11-26T14:15:32.747114782", 747_114_782),
+            ("2026-11-26T14:15:32", 0),
+        ] {
+            let want = chrono::DateTime::from_timestamp(1_795_702_532, nanos)
+                .unwrap()
+                .naive_utc();
+            assert_eq!(parse_sqlite_time(s), Some(want), "{s}");
+        }
+        assert_eq!(parse_sqlite_time("yesterday"), None);
     }
 }
