@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -350,12 +351,28 @@ def ensure_regfs():
     run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
 
 
-class Postgres:
-    """A throwaway PostgreSQL server on a loopback port, run as the postgres user."""
+def free_port():
+    """A loopback TCP port nothing listens on now, so that a throwaway server never collides
+    with one that is already running (a test server still shutting down, an operator's own)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def __init__(self, base, port=55432):
+
+def log_tail(path, lines=20):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+class Postgres:
+    """A throwaway PostgreSQL server on a free loopback port, run as the postgres user."""
+
+    def __init__(self, base):
         self.dir = os.path.join(base, "pg")
-        self.port = port
+        self.port = free_port()
         bins = sorted(d for d in os.listdir("/usr/lib/postgresql"))
         self.bin = os.path.join("/usr/lib/postgresql", bins[-1], "bin")
 
@@ -367,9 +384,14 @@ class Postgres:
         shutil.chown(self.dir, "postgres", "postgres")
         self.as_pg([os.path.join(self.bin, "initdb"), "-D", self.dir + "/data", "-A", "trust",
                     "-U", "postgres"])
-        self.as_pg([os.path.join(self.bin, "pg_ctl"), "-D", self.dir + "/data", "-w", "-l",
-                    self.dir + "/log", "start", "-o",
-                    f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"])
+        try:
+            self.as_pg([os.path.join(self.bin, "pg_ctl"), "-D", self.dir + "/data", "-w", "-l",
+                        self.dir + "/log", "start", "-o",
+                        f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                        "-c fsync=on"])
+        except subprocess.CalledProcessError:
+            sys.exit(f"bench: PostgreSQL did not start on port {self.port}; its log ends:\n"
+                     + log_tail(self.dir + "/log"))
 
     def createdb(self, name):
         self.as_pg([os.path.join(self.bin, "createdb"), "-h", "127.0.0.1", "-p",
@@ -381,11 +403,11 @@ class Postgres:
 
 
 class MariaDb:
-    """A throwaway MariaDB server on a loopback port, run as the mysql user."""
+    """A throwaway MariaDB server on a free loopback port, run as the mysql user."""
 
-    def __init__(self, base, port=53306):
+    def __init__(self, base):
         self.dir = os.path.join(base, "mariadb")
-        self.port = port
+        self.port = free_port()
         self.proc = None
 
     def client(self, sql):
@@ -411,8 +433,9 @@ class MariaDb:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
             if ok:
                 break
-            if time.time() > deadline:
-                sys.exit("bench: MariaDB did not start within 60 s")
+            if self.proc.poll() is not None or time.time() > deadline:
+                sys.exit(f"bench: MariaDB did not start on port {self.port}; its log ends:\n"
+                         + log_tail(os.path.join(self.dir, "server.log")))
             time.sleep(0.2)
         self.client("CREATE USER 'bench'@'127.0.0.1' IDENTIFIED BY 'bench-pw'; "
                     "GRANT ALL ON *.* TO 'bench'@'127.0.0.1';")
