@@ -403,38 +403,51 @@ pub struct SchemaFlavor {
 const PIECE: usize = 4 << 20;
 
 /// A new `REG_CONTENT` row for `data`, in pieces when it is large: on PostgreSQL the pieces
-/// stream into the row through one binary `COPY` (see [`pg::copy_content`]); on MySQL the row grows by `CONCAT`, and its length is checked at the end, because
-/// MySQL answers a result over `max_allowed_packet` with NULL and a warning.
+/// stream into the row through one binary `COPY` (see [`pg::copy_content`]); on MySQL they
+/// are joined in a user variable on the server and inserted once, and the row's length is
+/// checked, because MySQL answers a `CONCAT` over `max_allowed_packet` with NULL and a warning.
 async fn content_row(c: &mut Exec<'_>, t: i64, data: &Content) -> Result<Option<i64>> {
     let len = data.len();
     if len <= PIECE as u64 {
         return insert_content(c, t, &data.bytes()?).await;
     }
-    let mut buf = vec![0; PIECE];
-    let mut pieces = (0..len).step_by(PIECE).map(|offset| {
-        let n = PIECE.min((len - offset) as usize);
-        (offset, n)
-    });
     let id = match c.dialect() {
         Dialect::Postgres => match c {
             Exec::Pg(conn) => pg::copy_content(conn, t, data, PIECE).await?,
             _ => unreachable!("a PostgreSQL dialect on another driver"),
         },
         _ => {
-            let (offset, n) = pieces.next().unwrap_or((0, 0));
-            data.read_exact_at(offset, &mut buf[..n])?;
-            let id = insert_content(c, t, &buf[..n])
-                .await?
-                .ok_or_else(|| err!(EIO, "content row not created"))?;
-            for (offset, n) in pieces {
-                data.read_exact_at(offset, &mut buf[..n])?;
-                c.execute(
-                    "UPDATE REG_CONTENT SET REG_CONTENT_DATA = CONCAT(REG_CONTENT_DATA, ?) \
-                     WHERE REG_CONTENT_ID = ? AND REG_TENANT_ID = ?",
-                    &args![&buf[..n], id, t],
+            // The value is put together in a user variable on the server and inserted once.
+            // Growing the row by CONCAT rewrote it whole at every piece: a 64 MiB file wrote
+            // 544 MiB to InnoDB.
+            let mut buf = vec![0; PIECE];
+            let pieces = (0..len).step_by(PIECE).map(|offset| {
+                let n = PIECE.min((len - offset) as usize);
+                (offset, n)
+            });
+            let built = async {
+                for (i, (offset, n)) in pieces.enumerate() {
+                    data.read_exact_at(offset, &mut buf[..n])?;
+                    let sql = if i == 0 {
+                        "SET @regfs_content = ?"
+                    } else {
+                        "SET @regfs_content = CONCAT(@regfs_content, ?)"
+                    };
+                    c.execute(sql, &args![&buf[..n]]).await?;
+                }
+                c.insert_id(
+                    "INSERT INTO REG_CONTENT (REG_CONTENT_DATA, REG_TENANT_ID) \
+                     VALUES (@regfs_content, ?)",
+                    "REG_CONTENT_ID",
+                    &args![t],
                 )
-                .await?;
+                .await
             }
+            .await;
+            // The variable lives as long as the pooled connection: free it in any case.
+            let freed = c.execute("SET @regfs_content = NULL", &[]).await;
+            let id = built?;
+            freed?;
             let stored = c
                 .fetch_opt(
                     "SELECT LENGTH(REG_CONTENT_DATA) FROM REG_CONTENT \
