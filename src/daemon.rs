@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::err;
 use crate::error::Result;
@@ -293,6 +293,9 @@ fn serve(
     let watching = Arc::new(AtomicBool::new(true));
     let mut watcher = None;
     if watched {
+        use std::os::fd::AsFd;
+        let expirer = crate::fuse::Expirer::new(session.as_fd())
+            .map_err(|e| err!(EIO, "cannot set up the change watcher's notifications: {e}"))?;
         let (fs, notifier, rt, on) = (
             fs.clone(),
             session.notifier(),
@@ -302,7 +305,7 @@ fn serve(
         watcher = Some(
             std::thread::Builder::new()
                 .name("regfs-watch".into())
-                .spawn(move || watch_changes(&fs, &notifier, &rt, &on))
+                .spawn(move || watch_changes(&fs, &notifier, &expirer, &rt, &on))
                 .map_err(|e| err!(EIO, "cannot start the change watcher: {e}"))?,
         );
     }
@@ -348,13 +351,14 @@ const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 /// The change feed of a mount whose databases all report the commits other processes make
 /// (see [`RegFs::entry_ttl`]): every [`WATCH_EVERY`], compare the registry's change token;
-/// when it moved, drop what regfs remembers and make the kernel drop every entry, attribute
-/// and cached page it holds, so that names, attributes and content changed elsewhere show
-/// within that interval. Runs on a thread of its own: a notification waits for the kernel's
+/// when it moved, drop what regfs remembers, make the kernel drop every attribute and cached
+/// page it holds and expire every entry (looked up again at its next use), so that names,
+/// attributes and content changed elsewhere show within that interval. Runs on a thread of its own: a notification waits for the kernel's
 /// locks, which a request in progress may hold.
 fn watch_changes(
     fs: &RegFs,
     notifier: &fuser::Notifier,
+    expirer: &crate::fuse::Expirer,
     rt: &tokio::runtime::Handle,
     on: &AtomicBool,
 ) {
@@ -390,8 +394,11 @@ fn watch_changes(
             for d in &dropped {
                 // ENOENT: the kernel had already dropped it.
                 let _ = notifier.inval_inode(fuser::INodeNo(d.ino), 0, 0);
-                let _ =
-                    notifier.inval_entry(fuser::INodeNo(d.parent), std::ffi::OsStr::new(&d.name));
+                // Expired, not dropped: a directory dropped while it is some process's
+                // working directory would read as deleted to that process (see `Expirer`).
+                if let Err(e) = expirer.expire_entry(d.parent, std::ffi::OsStr::new(&d.name)) {
+                    debug!(parent = d.parent, name = %d.name, "cannot expire the kernel's entry: {e}");
+                }
             }
             if moved {
                 info!(

@@ -708,3 +708,83 @@ impl Filesystem for FuseAdapter {
         });
     }
 }
+
+/// The one kernel notification regfs sends that fuser 0.18 cannot: an entry invalidation with
+/// `FUSE_EXPIRE_ONLY` (protocol 7.38, Linux 6.2). fuser's `inval_entry` unhashes the dentry,
+/// and a directory unhashed while it is some process's working directory counts as deleted
+/// for that process: getcwd fails with ENOENT (`sh: getcwd() failed`, `pwd -P`, git) although
+/// nothing was removed. An expired dentry stays where it is and is looked up again at its next
+/// use, which drops it then if the name is gone or now names another inode. A kernel older than
+/// 6.2 ignores the flag and drops the entry as fuser's notification would.
+pub struct Expirer(std::os::fd::OwnedFd);
+
+/// `FUSE_NOTIFY_INVAL_ENTRY`, the notification code in the header's error field.
+const FUSE_NOTIFY_INVAL_ENTRY: i32 = 3;
+/// `fuse_notify_inval_entry_out.flags`: expire the entry instead of dropping it.
+const FUSE_EXPIRE_ONLY: u32 = 1;
+
+impl Expirer {
+    /// Writes to its own duplicate of the session's `/dev/fuse` descriptor.
+    pub fn new(session: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Self> {
+        Ok(Expirer(session.try_clone_to_owned()?))
+    }
+
+    /// Expires the kernel's entry `name` in the directory `parent`. Ok when the kernel has no
+    /// such entry (ENOENT): there was nothing to expire.
+    pub fn expire_entry(&self, parent: u64, name: &OsStr) -> std::io::Result<()> {
+        let msg = expire_entry_message(parent, name.as_encoded_bytes())?;
+        match nix::unistd::write(&self.0, &msg) {
+            Ok(n) if n == msg.len() => Ok(()),
+            Ok(n) => Err(std::io::Error::other(format!(
+                "the kernel took {n} of {} bytes of an entry notification",
+                msg.len()
+            ))),
+            Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `fuse_out_header` (len, error = the notification code, unique 0), then
+/// `fuse_notify_inval_entry_out` (parent, namelen, flags), then the name and a NUL, which the
+/// kernel reads as part of the message.
+fn expire_entry_message(parent: u64, name: &[u8]) -> std::io::Result<Vec<u8>> {
+    let namelen = u32::try_from(name.len())
+        .ok()
+        .filter(|&n| n <= 1024)
+        .ok_or_else(|| std::io::Error::other("an entry name longer than FUSE's 1024 bytes"))?;
+    let len = 16 + 16 + name.len() + 1;
+    let mut msg = Vec::with_capacity(len);
+    msg.extend_from_slice(&(len as u32).to_ne_bytes());
+    msg.extend_from_slice(&FUSE_NOTIFY_INVAL_ENTRY.to_ne_bytes());
+    msg.extend_from_slice(&0u64.to_ne_bytes());
+    msg.extend_from_slice(&parent.to_ne_bytes());
+    msg.extend_from_slice(&namelen.to_ne_bytes());
+    msg.extend_from_slice(&FUSE_EXPIRE_ONLY.to_ne_bytes());
+    msg.extend_from_slice(name);
+    msg.push(0);
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expire_only_entry_notification_is_laid_out_as_the_kernel_reads_it() {
+        let msg = expire_entry_message(0x0102_0304_0506_0708, b"name.xml").unwrap();
+        let u32_at = |i: usize| u32::from_ne_bytes(msg[i..i + 4].try_into().unwrap());
+        assert_eq!(msg.len(), 16 + 16 + 8 + 1);
+        assert_eq!(u32_at(0) as usize, msg.len());
+        assert_eq!(u32_at(4), 3, "FUSE_NOTIFY_INVAL_ENTRY");
+        assert_eq!(&msg[8..16], &[0; 8], "unique 0: a notification");
+        assert_eq!(
+            u64::from_ne_bytes(msg[16..24].try_into().unwrap()),
+            0x0102_0304_0506_0708
+        );
+        assert_eq!(u32_at(24), 8, "namelen");
+        assert_eq!(u32_at(28), 1, "FUSE_EXPIRE_ONLY");
+        assert_eq!(&msg[32..], b"name.xml\0");
+        assert!(expire_entry_message(1, &[b'x'; 1025]).is_err());
+    }
+}

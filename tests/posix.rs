@@ -438,6 +438,53 @@ fn names_and_attributes_changed_elsewhere_reach_the_kernels_cache() {
 }
 
 #[test]
+fn a_shell_in_the_mount_keeps_its_working_directory_when_another_process_commits() {
+    // When another process commits, an embedded mount's watcher makes the kernel drop the
+    // entries it cached. Dropping them outright (unhashing the dentries) would leave every
+    // process whose working directory is in the mount with a directory the kernel calls
+    // deleted: getcwd fails with ENOENT (`sh: getcwd() failed`, `pwd -P`, git). They are
+    // expired instead, and looked up again at their next use.
+    let a = Mounted::new();
+    let b = a.another_node();
+    let dir = a.p("_system/governance/cwd/deeper");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut sh = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("read go && exec /bin/pwd -P")
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let before = a.log().matches("cached entries dropped").count();
+    std::fs::write(b.p("_system/governance/cwd/other.txt"), "x").unwrap();
+    // Only the embedded default watches (the servers' entries live 1 s in the kernel).
+    if common::servers::backend().is_none() {
+        assert!(
+            common::wait_until(Duration::from_secs(10), || {
+                a.log().matches("cached entries dropped").count() > before
+            }),
+            "the watcher never dropped the cached entries\n{}",
+            common::tail(&a.log(), 20)
+        );
+    }
+    sh.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = sh.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pwd -P in the mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        dir.to_str().unwrap()
+    );
+    // The entries were only expired: a name changed elsewhere still shows.
+    assert!(a.p("_system/governance/cwd/other.txt").exists());
+}
+
+#[test]
 fn a_directory_reports_the_times_its_changes_committed() {
     // After a change in a directory, regfs answers the kernel's next getattr of it from what
     // the change wrote: those times must be the ones in the database, to the nanosecond.
