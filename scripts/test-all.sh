@@ -47,11 +47,11 @@ mkdir -p target
 : > target/test-all.log
 status=0
 step "cargo test --all-targets (unit, stores on SQLite/PostgreSQL/MariaDB, FUSE mounts on SQLite)"
-cargo test --all-targets 2>&1 | tee -a target/test-all.log || status=1
+cargo test --no-fail-fast --all-targets 2>&1 | tee -a target/test-all.log || status=1
 # The filesystem suites again with the node and shared databases on each server.
 for backend in postgres mariadb; do
     step "filesystem suites with the databases on ${backend}"
-    REGFS_TEST_BACKEND=$backend cargo test --test tools --test posix --test pending --test memory --test semantics --test authz 2>&1 \
+    REGFS_TEST_BACKEND=$backend cargo test --no-fail-fast --test tools --test posix --test pending --test memory --test semantics --test authz 2>&1 \
         | tee -a target/test-all.log || status=1
 done
 # One closing line for the whole run.
