@@ -147,22 +147,58 @@ const WRITE_FRESH_BATCH: &str = concat!(
     write_tail_sql!()
 );
 
+/// The end of a batch that adds or removes an entry: the parent collection's REGFS_ATTR times
+/// become `now` (the row is made, with the collection's default mode, if Carbon made the
+/// collection), and the log entry. Arguments, placeholders or literals: the parent's uuid, its
+/// default mode, its creation time (ns), now (ns), its version, the path, the user, the log
+/// time, the log action. The tenant is always ?2.
+macro_rules! touched_and_logged_sql {
+    ($uuid:literal, $mode:literal, $created:literal, $now:literal, $version:literal,
+     $path:literal, $user:literal, $time:literal, $action:literal) => {
+        concat!(
+            "INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, \
+             MTIME_NS, CTIME_NS, REG_VERSION) VALUES (",
+            $uuid,
+            ", ?2, ",
+            $mode,
+            ", 0, 0, 0, ",
+            $created,
+            ", ",
+            $now,
+            ", ",
+            $now,
+            ", ",
+            $version,
+            ") \
+             ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
+             CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION; \
+             INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
+             REG_ACTION_DATA, REG_TENANT_ID) VALUES (",
+            $path,
+            ", ",
+            $user,
+            ", ",
+            $time,
+            ", ",
+            $action,
+            ", NULL, ?2)"
+        )
+    };
+}
+
 /// A new resource (not a collection). ?1 content id (inserted before, or NULL), ?2 tenant, ?3 parent path id, ?4 name,
 /// ?5 media type, ?6 user, ?7 now, ?8 uuid, ?9-?12 mode, uid, gid, rdev, ?13 now (ns),
 /// ?14 parent uuid, ?15 parent's default mode, ?16 parent created (ns), ?17 parent version,
 /// ?18 path. Returns the new REG_VERSION.
-const CREATE_BATCH: &str = "\
-INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, REG_CREATED_TIME, \
- REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
- VALUES (?3, ?4, ?5, ?6, ?7, ?6, ?7, NULL, ?1, ?2, ?8) RETURNING REG_VERSION; \
-INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
- CTIME_NS, REG_VERSION) VALUES (?8, ?2, ?9, ?10, ?11, ?12, ?13, ?13, ?13, last_insert_rowid()); \
-INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
- CTIME_NS, REG_VERSION) VALUES (?14, ?2, ?15, 0, 0, 0, ?16, ?13, ?13, ?17) \
- ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
- CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION; \
-INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACTION_DATA, \
- REG_TENANT_ID) VALUES (?18, ?6, ?7, 0, NULL, ?2)";
+const CREATE_BATCH: &str = concat!(
+    "INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, \
+     REG_CREATED_TIME, REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, REG_CONTENT_ID, \
+     REG_TENANT_ID, REG_UUID) VALUES (?3, ?4, ?5, ?6, ?7, ?6, ?7, NULL, ?1, ?2, ?8) \
+     RETURNING REG_VERSION; \
+     INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
+     CTIME_NS, REG_VERSION) VALUES (?8, ?2, ?9, ?10, ?11, ?12, ?13, ?13, ?13, last_insert_rowid()); ",
+    touched_and_logged_sql!("?14", "?15", "?16", "?13", "?17", "?18", "?6", "?7", "0")
+);
 
 /// unlink/rmdir of `row` (Carbon's mappings, if any, went first: see [`ops::delete_mappings`]):
 /// the row, its content and attributes, then the parent's times and the log entry.
@@ -171,16 +207,12 @@ INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACT
 ///
 /// No `PRAGMA defer_foreign_keys` here, nor anywhere on the writer: setting a flag pragma
 /// expires every prepared statement of the connection, so each one would be compiled again.
-const REMOVE_BATCH: &str = "\
-DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
-DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; \
-DELETE FROM REGFS_ATTR WHERE REG_UUID = ?4 AND REG_TENANT_ID = ?2; \
-INSERT INTO REGFS_ATTR (REG_UUID, REG_TENANT_ID, MODE, UID, GID, RDEV, ATIME_NS, MTIME_NS, \
- CTIME_NS, REG_VERSION) VALUES (?5, ?2, ?6, 0, 0, 0, ?7, ?8, ?8, ?9) \
- ON CONFLICT (REG_UUID, REG_TENANT_ID) DO UPDATE SET MTIME_NS = excluded.MTIME_NS, \
- CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION; \
-INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, REG_ACTION_DATA, \
- REG_TENANT_ID) VALUES (?10, ?11, ?12, 7, NULL, ?2)";
+const REMOVE_BATCH: &str = concat!(
+    "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ?1 AND REG_TENANT_ID = ?2; \
+     DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ?3 AND REG_TENANT_ID = ?2; \
+     DELETE FROM REGFS_ATTR WHERE REG_UUID = ?4 AND REG_TENANT_ID = ?2; ",
+    touched_and_logged_sql!("?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "7")
+);
 
 /// The writer connection, and whether a transaction is open on it (an error or a cancelled
 /// future can leave one open; the next mutation rolls it back first).
