@@ -32,6 +32,11 @@ SMALL_STEPS = ["create", "ls -lR cold", "ls -lR warm", "stat all", "cat cold", "
 LARGE_STEPS = ["write 64MiB", "read 64MiB cold"]
 
 
+def label(step, args):
+    """A step's name in the tables: the large-file steps say the size that was run."""
+    return step.replace("64MiB", f"{args.big_mib} MiB")
+
+
 def log(msg):
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
@@ -606,7 +611,8 @@ def write_report(args, systems, results):
     lines.append("| step | " + " | ".join(names) + " |")
     lines.append("|---|" + "---|" * len(names))
     for step in SMALL_STEPS + LARGE_STEPS:
-        lines.append(f"| {step} | " + " | ".join(fmt(results[n].get(step, [])) for n in names) + " |")
+        lines.append(f"| {label(step, args)} | "
+                     + " | ".join(fmt(results[n].get(step, [])) for n in names) + " |")
     lines.append("| **small-file total** | " + " | ".join(f"**{total(results, n):.2f}**" for n in names) + " |")
     peaks = []
     for s in systems:
@@ -627,7 +633,7 @@ def write_report(args, systems, results):
             for a, b in pairs:
                 va, vb = results[a].get(step), results[b].get(step)
                 cells.append(ratio(statistics.median(va), statistics.median(vb)) if va and vb else "-")
-            lines.append(f"| {step} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label(step, args)} | " + " | ".join(cells) + " |")
         lines.append("| **small-file total** | " + " | ".join(
             f"**{ratio(total(results, a), total(results, b))}**" for a, b in pairs) + " |")
         lines.append("")
