@@ -353,8 +353,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// (see [`RegFs::entry_ttl`]): every [`WATCH_EVERY`], compare the registry's change token;
 /// when it moved, drop what regfs remembers, make the kernel drop every attribute and cached
 /// page it holds and expire every entry (looked up again at its next use), so that names,
-/// attributes and content changed elsewhere show within that interval. Runs on a thread of its own: a notification waits for the kernel's
-/// locks, which a request in progress may hold.
+/// attributes and content changed elsewhere show within that interval. Runs on a thread of
+/// its own: a notification waits for the kernel's locks, which a request in progress may hold.
 fn watch_changes(
     fs: &RegFs,
     notifier: &fuser::Notifier,
