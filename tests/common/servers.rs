@@ -58,12 +58,30 @@ pub fn server_for(kind: Kind) -> &'static Server {
     }
 }
 
+/// A port no one listens on, never handed out twice in this process, and below the kernel's
+/// ephemeral range. Binding port 0 (what this did before) returns a port that is free only while
+/// the server holds it: when a test stopped its server to restart it, another test starting a
+/// server in parallel got the same port from the kernel, and the restart failed with "Address
+/// already in use" (seen in CI). Ports below the range are never handed out implicitly, and the
+/// counter keeps this process's servers apart; the starting point depends on the process id so
+/// that test binaries differ too.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = 10_000.min(ephemeral_low / 2).max(1024);
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free TCP port in {low}..{ephemeral_low} for a test database server");
 }
 
 fn pg_bin(tool: &str) -> PathBuf {
@@ -332,11 +350,28 @@ impl Server {
             .stderr(log);
         *child = Some(spawn_owned(cmd));
         drop(child);
-        let up = wait_until(Duration::from_secs(60), || self.answers());
+        let mut exited = None;
+        let up = wait_until(Duration::from_secs(60), || {
+            exited = self
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok()?);
+            exited.is_some() || self.answers()
+        });
+        if exited.is_some() {
+            *self.child.lock().unwrap() = None;
+        }
         assert!(
-            up,
-            "{:?} did not start within 60 s; log:\n{}",
+            up && exited.is_none(),
+            "{:?} on port {} {}; log:\n{}",
             self.kind,
+            self.port,
+            match exited {
+                Some(status) => format!("exited at start ({status})"),
+                None => "did not start within 60 s".to_string(),
+            },
             std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
         );
     }
