@@ -6,8 +6,6 @@ use crate::error::Result;
 
 /// Longest name a registry column holds (`REG_NAME VARCHAR(256)`), kept to the POSIX NAME_MAX.
 pub const NAME_MAX: usize = 255;
-/// Longest collection path `REG_PATH.REG_PATH_VALUE VARCHAR(2000)` holds.
-pub const PATH_MAX: usize = 2000;
 
 /// Joins a collection path and a child name.
 pub fn join(parent: &str, name: &str) -> String {
@@ -87,18 +85,6 @@ pub fn check_name(name: &std::ffi::OsStr) -> Result<&str> {
         ));
     }
     Ok(s)
-}
-
-/// Checks that a collection path fits `REG_PATH_VALUE`.
-pub fn check_path_len(path: &str) -> Result<()> {
-    if path.len() > PATH_MAX {
-        return Err(err!(
-            ENAMETOOLONG,
-            "path is {} bytes, the registry holds collection paths of at most {PATH_MAX}",
-            path.len()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -151,6 +151,78 @@ fn rmdir_and_unlink_errors() {
     assert_eq!(errno_of(std::fs::metadata(&d)), libc::ENOENT);
 }
 
+/// `mkdirat` relative to `dir`, as an errno.
+fn mkdirat(dir: &std::fs::File, name: &str) -> i32 {
+    use std::os::fd::AsRawFd;
+    let n = CString::new(name).unwrap();
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), 0o755) } == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+/// `openat` of a directory relative to `dir`.
+fn open_dir_at(dir: &std::fs::File, name: &str) -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let n = CString::new(name).unwrap();
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Directories nest deeper than one system call's PATH_MAX (4096 bytes), as pjdfstest's
+/// `*/03` tests and `rm -rf` of deep trees expect, up to the backend's limit on a collection
+/// path: regfs's 32 KiB on the embedded SQLite, the width of Carbon's REG_PATH_VALUE on a server
+/// (2000 bytes, 750 on MariaDB). Past it mkdir fails with ENAMETOOLONG and creates nothing.
+#[test]
+fn collection_paths_nest_past_path_max_up_to_the_backends_limit() {
+    use common::servers::{Kind, backend};
+    let m = Mounted::new();
+    let limit = match backend() {
+        None => 32 * 1024,
+        Some(Kind::Postgres) => 2000,
+        Some(Kind::MariaDb) => 750,
+    };
+    let name = "d".repeat(250);
+    let mut registry_path = String::from("/_system/local");
+    let mut dir = std::fs::File::open(m.p("_system/local")).unwrap();
+    loop {
+        registry_path = format!("{registry_path}/{name}");
+        let r = mkdirat(&dir, &name);
+        if registry_path.len() > limit {
+            assert_eq!(r, libc::ENAMETOOLONG, "at {} bytes", registry_path.len());
+            assert_eq!(
+                errno_of(open_dir_at(&dir, &name)),
+                libc::ENOENT,
+                "a refused mkdir created nothing"
+            );
+            break;
+        }
+        assert_eq!(r, 0, "mkdir at {} bytes", registry_path.len());
+        dir = open_dir_at(&dir, &name).unwrap();
+    }
+    // Files and tools work at the bottom, then rm -rf takes the whole chain.
+    use std::os::fd::AsRawFd;
+    let at_bottom = format!("/proc/self/fd/{}/f", dir.as_raw_fd());
+    std::fs::write(&at_bottom, "deep").unwrap();
+    assert_eq!(std::fs::read_to_string(&at_bottom).unwrap(), "deep");
+    drop(dir);
+    m.sh(&m.p("_system/local"), &format!("rm -rf {name}"));
+    assert_eq!(
+        errno_of(std::fs::metadata(m.p("_system/local").join(&name))),
+        libc::ENOENT
+    );
+}
+
 #[test]
 fn names_the_registry_cannot_store() {
     let m = Mounted::new();

@@ -326,12 +326,13 @@ pub(crate) async fn ensure_path_row(
     if p.len() > d.max_path() {
         return Err(err!(
             ENAMETOOLONG,
-            "{p}: collection paths are at most {} bytes in {}'s REG_PATH_VALUE",
+            "{p}: the collection path is {} bytes; {} holds at most {} ({})",
+            p.len(),
+            d.label(),
             d.max_path(),
-            d.label()
+            d.max_path_reason()
         ));
     }
-    path::check_path_len(p)?;
     if !storable(d, p) {
         return Err(err!(
             EILSEQ,

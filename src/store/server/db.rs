@@ -14,6 +14,9 @@ use sqlx::{Column, Connection as _, Executor, Row as _, TypeInfo};
 use crate::err;
 use crate::error::{Error, Result};
 
+/// Longest collection path on SQLite (see [`Dialect::max_path`]).
+pub const SQLITE_MAX_PATH: usize = 32 * 1024;
+
 /// The SQL dialect of a server data source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -75,11 +78,26 @@ impl Dialect {
         }
     }
 
-    /// The longest collection path the schema can hold (REG_PATH_VALUE's width).
+    /// The longest collection path the schema can hold: `REG_PATH_VALUE`'s width in Carbon's
+    /// schema on the servers, where a Carbon node may share the database. SQLite does not
+    /// enforce a declared width and no Carbon node runs on it, so there the limit is regfs's
+    /// own: room for a path as long as the kernel hands over in one call (PATH_MAX, 4096 bytes)
+    /// below directories already several levels deep, as POSIX tools expect, and bounded
+    /// because every collection stores its whole path (a chain costs the square of its depth).
     pub fn max_path(self) -> usize {
         match self {
-            Dialect::Postgres | Dialect::Sqlite => 2000,
+            Dialect::Postgres => 2000,
             Dialect::MySql => 750,
+            Dialect::Sqlite => SQLITE_MAX_PATH,
+        }
+    }
+
+    /// Why [`Self::max_path`] is what it is, for the ENAMETOOLONG log line.
+    pub fn max_path_reason(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "the width of REG_PATH_VALUE in Carbon's PostgreSQL schema",
+            Dialect::MySql => "the width of REG_PATH_VALUE in Carbon's MySQL schema",
+            Dialect::Sqlite => "regfs's limit for the embedded database",
         }
     }
 
