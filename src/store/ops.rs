@@ -566,6 +566,56 @@ pub(crate) async fn insert_property(
     Ok(())
 }
 
+/// Carbon's update in versioned-mappings mode (see [`VERSIONED_MAPPINGS`]): the properties,
+/// tags, comments and ratings of version `old` are copied to version `new`, each as a new
+/// entity row mapped to `new`, as Carbon's `addProperties` and `copyTags`/`copyComments`/
+/// `copyRatings` do; `old`'s rows stay, as Carbon leaves them. Without it a Carbon node would
+/// see the resource lose them at every write through regfs. One query when there are none.
+pub(crate) async fn carry_versioned_mappings(
+    c: &mut Exec<'_>,
+    t: i64,
+    old: i64,
+    new: i64,
+) -> Result<()> {
+    let probe = VERSIONED_MAPPINGS
+        .iter()
+        .enumerate()
+        .map(|(i, (map, id, _, _))| {
+            format!("SELECT {i}, {id} FROM {map} WHERE REG_VERSION = ? AND REG_TENANT_ID = ?")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let probe = format!("{probe} ORDER BY 1, 2");
+    let key = args![old, t];
+    let all: Vec<Val<'_>> = key
+        .iter()
+        .cycle()
+        .take(key.len() * VERSIONED_MAPPINGS.len())
+        .copied()
+        .collect();
+    for row in c.fetch(&probe, &all).await? {
+        let (map, id_column, entity, columns) = VERSIONED_MAPPINGS[row.req_int(0)? as usize];
+        let copied = c
+            .insert_id(
+                &format!(
+                    "INSERT INTO {entity} ({columns}, REG_TENANT_ID) SELECT {columns}, \
+                     REG_TENANT_ID FROM {entity} WHERE REG_ID = ? AND REG_TENANT_ID = ?"
+                ),
+                "REG_ID",
+                &args![row.req_int(1)?, t],
+            )
+            .await?;
+        c.execute(
+            &format!(
+                "INSERT INTO {map} ({id_column}, REG_VERSION, REG_TENANT_ID) VALUES (?, ?, ?)"
+            ),
+            &args![copied, new, t],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Deletes one live row and what hangs off it; REG_PATH rows stay, as in Carbon.
 pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
     delete_mappings(c, t, row).await?;

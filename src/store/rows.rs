@@ -294,6 +294,37 @@ pub(crate) const PATH_KEYED_TABLES: [&str; 4] = [
     "REG_RESOURCE_RATING",
 ];
 
+/// Carbon's mappings kept by `REG_VERSION` rather than by path id and name when registry.xml's
+/// `staticConfiguration` turns versioning of properties, tags, comments or ratings on (the
+/// default of Carbon 4.4.x; 4.5 and later default to off). Per kind: the mapping table, its
+/// column naming the entity row, the entity table and the entity's own columns.
+pub(crate) const VERSIONED_MAPPINGS: [(&str, &str, &str, &str); 4] = [
+    (
+        "REG_RESOURCE_PROPERTY",
+        "REG_PROPERTY_ID",
+        "REG_PROPERTY",
+        "REG_NAME, REG_VALUE",
+    ),
+    (
+        "REG_RESOURCE_TAG",
+        "REG_TAG_ID",
+        "REG_TAG",
+        "REG_TAG_NAME, REG_USER_ID, REG_TAGGED_TIME",
+    ),
+    (
+        "REG_RESOURCE_COMMENT",
+        "REG_COMMENT_ID",
+        "REG_COMMENT",
+        "REG_COMMENT_TEXT, REG_USER_ID, REG_COMMENTED_TIME",
+    ),
+    (
+        "REG_RESOURCE_RATING",
+        "REG_RATING_ID",
+        "REG_RATING",
+        "REG_RATING, REG_USER_ID, REG_RATED_TIME",
+    ),
+];
+
 /// Base collections Carbon creates on a tenant's first start, with their descriptions.
 pub(crate) const BASE_COLLECTIONS: [(&str, Option<&str>); 8] = [
     ("/", None),

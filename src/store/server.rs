@@ -797,6 +797,7 @@ impl Store for ServerStore {
                 &old.uuid,
             )
             .await?;
+            carry_versioned_mappings(c, t, old.version, version).await?;
             let attrs = attrs.rewritten(version, now);
             put_attr(c, t, &old.uuid, attrs).await?;
             insert_log(c, t, p, user, LogAction::Update, None).await?;

@@ -694,6 +694,7 @@ impl Store for SqliteStore {
                 &ops::update_args(t, &old, &attrs, Val::from(content_id), user, now, p),
             )?
             .ok_or_else(|| err!(EIO, "write of {p} stored no version"))?;
+            ops::carry_versioned_mappings(&mut Exec::Rus(c), t, old.version, version).await?;
             let attrs = attrs.rewritten(version, now);
             resource_entry(&old, version, data.len(), attrs)
         })

@@ -79,13 +79,26 @@ impl Mounted {
     /// Runs SQL on one of this mount's databases, read-only in spirit, and returns the rows as
     /// text: the shared database (`shared = true`) or the node's own.
     pub fn query(&self, shared: bool, sql: &str) -> Vec<Vec<String>> {
+        self.run_sql(shared, sql, true)
+    }
+
+    /// Runs SQL that writes on one of this mount's databases, as another program (a Carbon
+    /// node) would; returns the rows as [`Self::query`] does.
+    pub fn execute(&self, shared: bool, sql: &str) -> Vec<Vec<String>> {
+        self.run_sql(shared, sql, false)
+    }
+
+    fn run_sql(&self, shared: bool, sql: &str, read_only: bool) -> Vec<Vec<String>> {
         let text = match servers::backend() {
             None => {
                 let db = self
                     .data
                     .join(if shared { "shared.db" } else { "local.db" });
-                let out = Command::new("sqlite3")
-                    .arg("-readonly")
+                let mut sqlite3 = Command::new("sqlite3");
+                if read_only {
+                    sqlite3.arg("-readonly");
+                }
+                let out = sqlite3
                     .arg("-separator")
                     .arg("\t")
                     .arg(&db)

@@ -209,9 +209,10 @@ pub(crate) async fn write(
          ATIME_NS = excluded.ATIME_NS, MTIME_NS = excluded.MTIME_NS, \
          CTIME_NS = excluded.CTIME_NS, REG_VERSION = excluded.REG_VERSION), \
          log AS (INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
-         REG_ACTION_DATA, REG_TENANT_ID) SELECT $20, $10, $11, {}, NULL, $2 FROM res) \
+         REG_ACTION_DATA, REG_TENANT_ID) SELECT $20, $10, $11, {}, NULL, $2 FROM res), {} \
          SELECT REG_VERSION FROM res",
-        LogAction::Update as i32
+        LogAction::Update as i32,
+        carry_versioned_mappings("res")
     );
     let row = c
         .fetch_opt(
@@ -223,6 +224,33 @@ pub(crate) async fn write(
         Some(row) => Ok(Some(row.req_int(0)?)),
         None => Ok(None),
     }
+}
+
+/// [`crate::store::ops::carry_versioned_mappings`] as common table expressions of a write
+/// statement: the entity rows mapped to the old version ($1) are copied and mapped to the
+/// version `res` inserted, in REG_ID order. Nothing is read or written unless `res` has a row.
+fn carry_versioned_mappings(res: &str) -> String {
+    VERSIONED_MAPPINGS
+        .iter()
+        .enumerate()
+        .map(|(i, (map, id, entity, columns))| {
+            let from_e = columns
+                .split(", ")
+                .map(|col| format!("e.{col}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "vcopy{i} AS (INSERT INTO {entity} ({columns}, REG_TENANT_ID) \
+                 SELECT {from_e}, $2 FROM {entity} e JOIN {map} m ON e.REG_ID = m.{id} \
+                 AND e.REG_TENANT_ID = m.REG_TENANT_ID WHERE m.REG_VERSION = $1 \
+                 AND m.REG_TENANT_ID = $2 AND EXISTS (SELECT 1 FROM {res}) ORDER BY e.REG_ID \
+                 RETURNING REG_ID), \
+                 vmap{i} AS (INSERT INTO {map} ({id}, REG_VERSION, REG_TENANT_ID) \
+                 SELECT vcopy{i}.REG_ID, {res}.REG_VERSION, $2 FROM vcopy{i}, {res})"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Unlink of the resource `name` in `dir`: the row, its content and attributes, Carbon's
