@@ -1127,6 +1127,17 @@ impl RegFs {
                 st.loaded_version = None;
             }
         }
+        if truncating {
+            // FUSE_ATOMIC_O_TRUNC: the truncation is this handle's change, committed with what
+            // it writes at its flush or fsync (or alone, if it writes nothing). No reader on
+            // another node sees the file empty between the open and the write that follows,
+            // and `> file` makes one version, not an empty one and then another.
+            self.change(&of, |data| {
+                *data = Content::default();
+                Ok(())
+            })
+            .await?;
+        }
         if may_prefill && first {
             opened.prefill = self.prefill(ino, &of, &p).await?;
         }

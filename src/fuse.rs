@@ -153,7 +153,12 @@ fn time(t: TimeOrNow) -> SystemTime {
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Listings with attributes in one round trip; parallel lookups in one directory.
-        let wanted = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_PARALLEL_DIROPS;
+        // FUSE_ATOMIC_O_TRUNC: an open with O_TRUNC arrives as one open request with the flag,
+        // not an open and then a setattr of size 0, so the truncation is committed with what
+        // the handle writes at its close (see `RegFs::open`).
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_write(1 << 20);
         Ok(())

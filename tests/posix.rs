@@ -401,6 +401,51 @@ fn another_node_writes_are_seen_at_the_next_open() {
     assert_eq!(std::fs::read_to_string(&fa).unwrap(), "version-3");
 }
 
+/// `> file` (an open with O_TRUNC, then writes, then close) is one change: another node reads
+/// the old content until the close and the new content after it, never an empty file, and the
+/// registry gets one new version and one UPDATE log entry. An O_TRUNC open that writes nothing
+/// still empties the file at its close. Locally the truncation shows at once.
+#[test]
+fn a_truncating_open_commits_with_its_writes() {
+    let a = Mounted::new();
+    let b = a.another_node();
+    let fa = a.p("_system/config/t.txt");
+    let fb = b.p("_system/config/t.txt");
+    std::fs::write(&fa, "old content").unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&fb).ok().as_deref() == Some("old content")
+    }));
+    let updates = || {
+        a.query(
+            true,
+            "SELECT COUNT(*) FROM REG_LOG WHERE REG_PATH = '/_system/config/t.txt' \
+             AND REG_ACTION = 1",
+        )[0][0]
+            .parse::<i64>()
+            .unwrap()
+    };
+    let before = updates();
+    let mut w = std::fs::File::create(&fa).unwrap();
+    assert_eq!(
+        std::fs::metadata(&fa).unwrap().len(),
+        0,
+        "truncated locally at once"
+    );
+    assert_eq!(std::fs::read_to_string(&fb).unwrap(), "old content");
+    w.write_all(b"new").unwrap();
+    assert_eq!(std::fs::read_to_string(&fb).unwrap(), "old content");
+    drop(w);
+    assert_eq!(std::fs::read_to_string(&fb).unwrap(), "new");
+    assert_eq!(
+        updates(),
+        before + 1,
+        "one version for the truncation and the write"
+    );
+    drop(std::fs::File::create(&fa).unwrap());
+    assert_eq!(std::fs::read_to_string(&fb).unwrap(), "");
+    assert_eq!(std::fs::metadata(&fa).unwrap().len(), 0);
+}
+
 /// How many of the pages `len` bytes of `file` span are in the page cache: mapped, never read.
 fn resident_pages(file: &std::fs::File, len: usize) -> usize {
     use std::os::fd::AsRawFd;
