@@ -126,6 +126,10 @@ pub struct FileConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Carbon's `<versionResourcesOnChange>` (registry.xml): archive every overwritten,
+    /// removed or replaced resource as a version, as Carbon does (default false, as Carbon's).
+    #[serde(default)]
+    pub version_resources_on_change: bool,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -463,6 +467,7 @@ async fn open_store(cfg: &FileConfig, name: &str, d: &DataSource) -> Result<Arc<
     let opts = StoreOptions {
         tenant_id: cfg.tenant,
         busy_timeout: timeout,
+        version_on_change: cfg.version_resources_on_change,
         ..StoreOptions::default()
     };
     let store: Arc<dyn Store> = match d.location(&format!("{key}.url"))? {

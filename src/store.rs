@@ -192,6 +192,10 @@ pub struct StoreOptions {
     /// How many times a transaction is retried on a conflict before EIO.
     pub max_retries: u32,
     pub max_connections: u32,
+    /// Carbon's `versionResourcesOnChange`: before a resource (not a collection) is
+    /// overwritten, removed or replaced by a rename, its row and content are archived as a
+    /// version (`REG_RESOURCE_HISTORY`, `REG_CONTENT_HISTORY`, `REG_SNAPSHOT`), as Carbon does.
+    pub version_on_change: bool,
 }
 
 impl Default for StoreOptions {
@@ -201,6 +205,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(10),
             max_retries: 5,
             max_connections: 4,
+            version_on_change: false,
         }
     }
 }

@@ -195,6 +195,7 @@ pub fn load(conf: &Path) -> Result<FileConfig> {
         ));
     }
     let node_read_only = truthy(reg.text_of("readOnly"));
+    let version_resources_on_change = truthy(reg.text_of("versionResourcesOnChange"));
     let current = reg
         .text_of("currentDBConfig")
         .ok_or_else(|| err!(EINVAL, "{}", at("<currentDBConfig> is missing")))?;
@@ -403,6 +404,7 @@ pub fn load(conf: &Path) -> Result<FileConfig> {
         user_map: BTreeMap::new(),
         cache: CacheConfig::default(),
         log: LogConfig::default(),
+        version_resources_on_change,
     };
     cfg.check()
         .map_err(|e| err!(EINVAL, "{}: {}", conf.display(), e.message()))?;
@@ -417,6 +419,39 @@ mod tests {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn version_resources_on_change_is_read_from_registry_xml() {
+        for (setting, expected) in [("", false), ("false", false), ("true", true)] {
+            let d = tempfile::tempdir().unwrap();
+            let element = match setting {
+                "" => String::new(),
+                v => format!("<versionResourcesOnChange> {v} </versionResourcesOnChange>"),
+            };
+            write(
+                d.path(),
+                "registry.xml",
+                &format!(
+                    r#"<wso2registry><currentDBConfig>wso2registry</currentDBConfig>
+                   <dbConfig name="wso2registry"><dataSource>jdbc/WSO2CarbonDB</dataSource></dbConfig>
+                   {element}</wso2registry>"#
+                ),
+            );
+            write(
+                d.path(),
+                "datasources/master-datasources.xml",
+                r#"<datasources-configuration><datasources><datasource>
+                   <name>WSO2_CARBON_DB</name><jndiConfig><name>jdbc/WSO2CarbonDB</name></jndiConfig>
+                   <definition type="RDBMS"><configuration>
+                   <url>jdbc:postgresql://127.0.0.1:5432/carbon</url><username>u</username>
+                   </configuration></definition></datasource></datasources>
+                   </datasources-configuration>"#,
+            );
+            write(d.path(), "user-mgt.xml", "<UserManager/>");
+            let cfg = load(d.path()).unwrap();
+            assert_eq!(cfg.version_resources_on_change, expected, "{setting:?}");
+        }
     }
 
     #[test]

@@ -838,3 +838,73 @@ fn versioned_properties_tags_comments_and_ratings_follow_each_write() {
     }
     assert_eq!(std::fs::read(&f).unwrap().len(), 5 << 20);
 }
+
+/// With Carbon's `versionResourcesOnChange` (`version_resources_on_change = true`), nothing a
+/// write, a rename over a file or an unlink replaces is lost: each old content is archived as a
+/// version the way Carbon archives it (REG_CONTENT_HISTORY, REG_RESOURCE_HISTORY, and a
+/// REG_SNAPSHOT row whose REG_RESOURCE_VIDS is the version as 8 big-endian bytes), so Carbon
+/// lists it as `a.xml;version:N`. Directories are not archived, as in Carbon.
+#[test]
+fn with_version_resources_on_change_nothing_overwritten_is_lost() {
+    use common::servers::{Kind, backend};
+    let dir = common::open_tempdir();
+    let cfg = common::config_with(dir.path(), "version_resources_on_change = true");
+    let m = Mounted::with_data(dir, cfg, &[]);
+    let gov = m.p("_system/governance");
+    let f = gov.join("a.xml");
+    std::fs::write(&f, "one").unwrap();
+    std::fs::write(&f, "two").unwrap();
+    m.sh(&gov, "sed -i s/two/three/ a.xml && mkdir d && rmdir d");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "three");
+    std::fs::remove_file(&f).unwrap();
+
+    let hex = |col: &str| match backend() {
+        None => format!("hex({col})"),
+        Some(Kind::Postgres) => format!("upper(encode({col}, 'hex'))"),
+        Some(Kind::MariaDb) => format!("HEX({col})"),
+    };
+    let where_a = "REG_PATH_ID = (SELECT REG_PATH_ID FROM REG_PATH \
+                   WHERE REG_PATH_VALUE = '/_system/governance' AND REG_TENANT_ID = -1234)";
+    let history = m.query(
+        true,
+        &format!(
+            "SELECT h.REG_VERSION, {} FROM REG_RESOURCE_HISTORY h JOIN REG_CONTENT_HISTORY c \
+             ON c.REG_CONTENT_ID = h.REG_CONTENT_ID AND c.REG_TENANT_ID = h.REG_TENANT_ID \
+             WHERE h.{where_a} AND h.REG_NAME = 'a.xml' ORDER BY h.REG_VERSION",
+            hex("c.REG_CONTENT_DATA")
+        ),
+    );
+    let contents: Vec<&str> = history.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(
+        contents,
+        ["6F6E65", "74776F", "7468726565"],
+        "one, two and three archived in order: {history:?}"
+    );
+    let snapshots = m.query(
+        true,
+        &format!(
+            "SELECT {} FROM REG_SNAPSHOT WHERE {where_a} AND REG_RESOURCE_NAME = 'a.xml' \
+             ORDER BY REG_SNAPSHOT_ID",
+            hex("REG_RESOURCE_VIDS")
+        ),
+    );
+    let versions: Vec<String> = history
+        .iter()
+        .map(|r| format!("{:016X}", r[0].parse::<i64>().unwrap()))
+        .collect();
+    assert_eq!(
+        snapshots.into_iter().flatten().collect::<Vec<_>>(),
+        versions,
+        "one snapshot per archived version, naming it"
+    );
+    let collections = m.query(
+        true,
+        "SELECT COUNT(*) FROM REG_RESOURCE_HISTORY WHERE REG_NAME IS NULL",
+    );
+    assert_eq!(collections, [["0"]], "a directory is not archived");
+    let live = m.query(
+        true,
+        &format!("SELECT COUNT(*) FROM REG_RESOURCE WHERE {where_a} AND REG_NAME = 'a.xml'"),
+    );
+    assert_eq!(live, [["0"]], "the unlink still removed the live row");
+}

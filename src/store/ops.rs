@@ -616,6 +616,56 @@ pub(crate) async fn carry_versioned_mappings(
     Ok(())
 }
 
+/// Carbon's snapshot of a resource about to be overwritten, removed or replaced when
+/// `versionResourcesOnChange` is on (`VersionRepository.createSnapshot` of a non-collection):
+/// its content is copied to REG_CONTENT_HISTORY under the same id and its row to
+/// REG_RESOURCE_HISTORY under the same version (each unless already there), a REG_SNAPSHOT row
+/// lists the version (8 bytes, big-endian), and the associations whose source is `p` are copied
+/// to `p;version:N`. The caller then deletes the live rows as it always does. Returns N, the
+/// snapshot id (what Carbon shows as `p;version:N`).
+pub(crate) async fn archive(c: &mut Exec<'_>, t: i64, row: &ResourceRow, p: &str) -> Result<i64> {
+    if let Some(content) = row.content_id {
+        c.execute(
+            "INSERT INTO REG_CONTENT_HISTORY (REG_CONTENT_ID, REG_CONTENT_DATA, REG_TENANT_ID) \
+             SELECT REG_CONTENT_ID, REG_CONTENT_DATA, REG_TENANT_ID FROM REG_CONTENT \
+             WHERE REG_CONTENT_ID = ? AND REG_TENANT_ID = ? AND NOT EXISTS (SELECT 1 FROM \
+             REG_CONTENT_HISTORY WHERE REG_CONTENT_ID = ? AND REG_TENANT_ID = ?)",
+            &args![content, t, content, t],
+        )
+        .await?;
+    }
+    const COLUMNS: &str = "REG_PATH_ID, REG_NAME, REG_VERSION, REG_MEDIA_TYPE, REG_CREATOR, \
+         REG_CREATED_TIME, REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_DESCRIPTION, \
+         REG_CONTENT_ID, REG_TENANT_ID, REG_UUID";
+    c.execute(
+        &format!(
+            "INSERT INTO REG_RESOURCE_HISTORY ({COLUMNS}) SELECT {COLUMNS} FROM REG_RESOURCE \
+             WHERE REG_VERSION = ? AND REG_TENANT_ID = ? AND NOT EXISTS (SELECT 1 FROM \
+             REG_RESOURCE_HISTORY WHERE REG_VERSION = ? AND REG_TENANT_ID = ?)"
+        ),
+        &args![row.version, t, row.version, t],
+    )
+    .await?;
+    let vids = row.version.to_be_bytes();
+    let snapshot = c
+        .insert_id(
+            "INSERT INTO REG_SNAPSHOT (REG_PATH_ID, REG_RESOURCE_NAME, REG_RESOURCE_VIDS, \
+             REG_TENANT_ID) VALUES (?, ?, ?, ?)",
+            "REG_SNAPSHOT_ID",
+            &args![row.path_id, row.name.as_deref(), &vids[..], t],
+        )
+        .await?;
+    let versioned = format!("{p};version:{snapshot}");
+    c.execute(
+        "INSERT INTO REG_ASSOCIATION (REG_SOURCEPATH, REG_TARGETPATH, REG_ASSOCIATION_TYPE, \
+         REG_TENANT_ID) SELECT ?, REG_TARGETPATH, REG_ASSOCIATION_TYPE, REG_TENANT_ID \
+         FROM REG_ASSOCIATION WHERE REG_SOURCEPATH = ? AND REG_TENANT_ID = ?",
+        &args![versioned.as_str(), p, t],
+    )
+    .await?;
+    Ok(snapshot)
+}
+
 /// Deletes one live row and what hangs off it; REG_PATH rows stay, as in Carbon.
 pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
     delete_mappings(c, t, row).await?;
@@ -998,7 +1048,8 @@ pub(crate) async fn base_collections(c: &mut Exec<'_>, t: i64) -> Result<()> {
 }
 
 /// Moves `from` to `to` inside one database, with its subtree for a collection. Returns the
-/// collections' new times (see [`Store::rename`]).
+/// collections' new times (see [`Store::rename`]). A resource it replaces is archived first
+/// when `versioning` (Carbon's `versionResourcesOnChange`) is on.
 pub(crate) async fn rename(
     c: &mut Exec<'_>,
     t: i64,
@@ -1006,6 +1057,7 @@ pub(crate) async fn rename(
     to: &str,
     mode: RenameMode,
     user: &str,
+    versioning: bool,
 ) -> Result<Option<SystemTime>> {
     let (Some(from_parent), Some(to_parent)) = (path::parent(from), path::parent(to)) else {
         return Err(err!(EBUSY, "the root cannot be renamed"));
@@ -1063,6 +1115,9 @@ pub(crate) async fn rename(
                 return Err(err!(ENOTEMPTY, "collection {to} is not empty"));
             }
             _ => {}
+        }
+        if versioning && !dst_is_dir {
+            archive(c, t, &dst, to).await?;
         }
         delete_row(c, t, &dst).await?;
     }

@@ -742,7 +742,8 @@ impl Store for ServerStore {
 
     async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let t = self.t();
-        if self.d == Dialect::Postgres && data.len() <= PIECE as u64 {
+        let versioning = self.opts.version_on_change;
+        if self.d == Dialect::Postgres && data.len() <= PIECE as u64 && !versioning {
             let data = data.bytes()?;
             let data = &data[..];
             return autocommit!(self, "write", |c| {
@@ -767,6 +768,9 @@ impl Store for ServerStore {
             };
             // Carbon's update: delete the old row and its content, insert a new row (new
             // REG_VERSION) that keeps creator, creation time and UUID.
+            if versioning {
+                archive(c, t, &old, p).await?;
+            }
             let now = now_ns();
             let now_naive = naive_from_ns(now);
             c.execute(
@@ -810,7 +814,8 @@ impl Store for ServerStore {
         let Some(parent) = path::parent(p) else {
             return Err(err!(EBUSY, "the root cannot be removed"));
         };
-        if self.d == Dialect::Postgres && !dir {
+        let versioning = self.opts.version_on_change;
+        if self.d == Dialect::Postgres && !dir && !versioning {
             let name = path::name(p);
             return autocommit!(self, "unlink", |c| {
                 let now = now_ns();
@@ -840,6 +845,9 @@ impl Store for ServerStore {
                 }
                 false => ops::unlink_checks(c, t, p, parent).await?,
             };
+            if versioning && !dir {
+                archive(c, t, &row, p).await?;
+            }
             match mapped {
                 true => delete_row(c, t, &row).await?,
                 false => ops::delete_own_rows(c, t, &row).await?,
@@ -860,13 +868,15 @@ impl Store for ServerStore {
         user: &str,
     ) -> Result<Option<SystemTime>> {
         let t = self.t();
+        let versioning = self.opts.version_on_change;
         if self.d == Dialect::Postgres
+            && !versioning
             && let Some(done) = self.pg_rename(from, to, mode, user).await?
         {
             return Ok(Some(done));
         }
         transaction!(self, "rename", |c| {
-            ops::rename(c, t, from, to, mode, user).await?
+            ops::rename(c, t, from, to, mode, user, versioning).await?
         })
     }
 

@@ -668,6 +668,7 @@ impl Store for SqliteStore {
 
     async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let t = self.t();
+        let versioning = self.opts.version_on_change;
         transaction!(self, "write", |c| {
             let Some((old, attrs)) = ops::file_row_with_attrs(&mut Exec::Rus(c), t, p).await?
             else {
@@ -681,6 +682,9 @@ impl Store for SqliteStore {
             };
             // Carbon's update: delete the old row and its content, insert a new row (new
             // REG_VERSION) that keeps creator, creation time and UUID.
+            if versioning {
+                ops::archive(&mut Exec::Rus(c), t, &old, p).await?;
+            }
             let now = now_ns();
             let content_id = insert_content(c, t, data)?;
             let batch = if old.content_id.is_some() {
@@ -702,6 +706,7 @@ impl Store for SqliteStore {
 
     async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<SystemTime> {
         let t = self.t();
+        let versioning = self.opts.version_on_change;
         let Some(parent) = path::parent(p) else {
             return Err(err!(EBUSY, "the root cannot be removed"));
         };
@@ -715,6 +720,9 @@ impl Store for SqliteStore {
             } else {
                 ops::unlink_checks(&mut Exec::Rus(c), t, p, parent).await?
             };
+            if versioning && !dir {
+                ops::archive(&mut Exec::Rus(c), t, &row, p).await?;
+            }
             if mapped {
                 ops::delete_mappings(&mut Exec::Rus(c), t, &row).await?;
             }
@@ -737,7 +745,16 @@ impl Store for SqliteStore {
     ) -> Result<Option<SystemTime>> {
         let t = self.t();
         transaction!(self, "rename", |c| {
-            ops::rename(&mut Exec::Rus(c), t, from, to, mode, user).await?
+            ops::rename(
+                &mut Exec::Rus(c),
+                t,
+                from,
+                to,
+                mode,
+                user,
+                self.opts.version_on_change,
+            )
+            .await?
         })
     }
 

@@ -89,11 +89,29 @@ impl Mounted {
     }
 
     fn run_sql(&self, shared: bool, sql: &str, read_only: bool) -> Vec<Vec<String>> {
+        let url_in_config = || {
+            let cfg = std::fs::read_to_string(&self.data).unwrap();
+            let section = if shared {
+                "[data_sources.shared]"
+            } else {
+                "[data_sources.node]"
+            };
+            let url = cfg
+                .split(section)
+                .nth(1)
+                .and_then(|rest| rest.lines().find(|l| l.starts_with("url")))
+                .expect("the data source's url");
+            let url = url.split('"').nth(1).expect("a quoted url");
+            url.to_string()
+        };
         let text = match servers::backend() {
             None => {
-                let db = self
-                    .data
-                    .join(if shared { "shared.db" } else { "local.db" });
+                let db = if self.data.extension().is_some_and(|e| e == "toml") {
+                    PathBuf::from(url_in_config().trim_start_matches("sqlite:"))
+                } else {
+                    self.data
+                        .join(if shared { "shared.db" } else { "local.db" })
+                };
                 let mut sqlite3 = Command::new("sqlite3");
                 if read_only {
                     sqlite3.arg("-readonly");
@@ -113,18 +131,8 @@ impl Mounted {
                 String::from_utf8_lossy(&out.stdout).into_owned()
             }
             Some(kind) => {
-                let cfg = std::fs::read_to_string(&self.data).unwrap();
-                let section = if shared {
-                    "[data_sources.shared]"
-                } else {
-                    "[data_sources.node]"
-                };
-                let url = cfg
-                    .split(section)
-                    .nth(1)
-                    .and_then(|rest| rest.lines().find(|l| l.starts_with("url")))
-                    .expect("the data source's url");
-                let db = url.trim().trim_end_matches('"').rsplit('/').next().unwrap();
+                let url = url_in_config();
+                let db = url.rsplit('/').next().unwrap();
                 servers::server_for(kind).sql_in(db, sql)
             }
         };
@@ -196,7 +204,7 @@ impl Mounted {
         if m.data.extension().is_some_and(|e| e == "toml") {
             let log = m.log();
             assert!(
-                log.contains("postgres://") || log.contains("mysql://") || log.contains("sqlite"),
+                log.contains("opened") && log.contains("data_source"),
                 "the config's data sources were not opened; log:\n{log}"
             );
         }
@@ -279,6 +287,40 @@ fn source_args(data: &Path) -> Vec<std::ffi::OsString> {
         "--data-dir"
     };
     vec![flag.into(), data.as_os_str().to_owned()]
+}
+
+/// A configuration file for a mount under `dir` on the `REGFS_TEST_BACKEND` (SQLite files in
+/// `dir` by default), laid out as the embedded default is, with `top` (top-level keys of
+/// regfs.toml) added.
+pub fn config_with(dir: &Path, top: &str) -> PathBuf {
+    let file = match servers::backend() {
+        Some(kind) => server_config(dir, kind),
+        None => {
+            let file = dir.join("regfs.toml");
+            let db = |name: &str| dir.join(name).display().to_string();
+            std::fs::write(
+                &file,
+                format!(
+                    "node_data_source = \"node\"\n\n\
+                     [data_sources.node]\nurl = \"sqlite:{}\"\n\n\
+                     [data_sources.shared]\nurl = \"sqlite:{}\"\n\n\
+                     [remote_instances.gov]\ndata_source = \"shared\"\n\n\
+                     [[mounts]]\npath = \"/_system/config\"\ninstance = \"gov\"\n\
+                     target_path = \"/_system/config\"\n\n\
+                     [[mounts]]\npath = \"/_system/governance\"\ninstance = \"gov\"\n\
+                     target_path = \"/_system/governance\"\n\n\
+                     [user_management]\ndata_source = \"shared\"\n",
+                    db("local.db"),
+                    db("shared.db")
+                ),
+            )
+            .unwrap();
+            file
+        }
+    };
+    let rest = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{top}\n{rest}")).unwrap();
+    file
 }
 
 /// A config on the shared test server of `kind`: the node's own database and the shared
