@@ -566,6 +566,11 @@ pub(crate) async fn insert_property(
     Ok(())
 }
 
+/// `key` `n` times over: the arguments of `n` queries joined by UNION ALL.
+fn repeat_args<'a>(key: &[Val<'a>], n: usize) -> Vec<Val<'a>> {
+    key.iter().cycle().take(key.len() * n).copied().collect()
+}
+
 /// Carbon's update in versioned-mappings mode (see [`VERSIONED_MAPPINGS`]): the properties,
 /// tags, comments and ratings of version `old` are copied to version `new`, each as a new
 /// entity row mapped to `new`, as Carbon's `addProperties` and `copyTags`/`copyComments`/
@@ -586,13 +591,7 @@ pub(crate) async fn carry_versioned_mappings(
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let probe = format!("{probe} ORDER BY 1, 2");
-    let key = args![old, t];
-    let all: Vec<Val<'_>> = key
-        .iter()
-        .cycle()
-        .take(key.len() * VERSIONED_MAPPINGS.len())
-        .copied()
-        .collect();
+    let all = repeat_args(&args![old, t], VERSIONED_MAPPINGS.len());
     for row in c.fetch(&probe, &all).await? {
         let (map, id_column, entity, columns) = VERSIONED_MAPPINGS[row.req_int(0)? as usize];
         let copied = c
@@ -696,13 +695,7 @@ pub(crate) async fn delete_mappings(c: &mut Exec<'_>, t: i64, row: &ResourceRow)
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
-        let key = args![row.path_id, name, t];
-        let all: Vec<Val<'_>> = key
-            .iter()
-            .cycle()
-            .take(key.len() * PATH_KEYED_TABLES.len())
-            .copied()
-            .collect();
+        let all = repeat_args(&args![row.path_id, name, t], PATH_KEYED_TABLES.len());
         c.fetch(&probe, &all).await?
     };
     let mut props = Vec::new();
