@@ -515,10 +515,22 @@ impl RegFs {
         out
     }
 
+    /// The path of a name to create (see [`path::check_name`]).
     fn child_path(&self, parent: u64, name: &OsStr) -> Result<(String, String)> {
         let name = path::check_name(name)?;
         let dir = self.path(parent)?;
         Ok((path::join(&dir, name), name.to_string()))
+    }
+
+    /// The path of a name to remove or rename away: [`Self::child_path`], except that an
+    /// archived version (`NAME;version:N`, which a lookup finds) is read-only (EROFS).
+    fn existing_child_path(&self, parent: u64, name: &OsStr) -> Result<(String, String)> {
+        if let Ok(version) = path::check_lookup_name(name)
+            && path::split_version(version).is_some()
+        {
+            return Err(err!(EROFS, "{version} is an archived version: read-only"));
+        }
+        self.child_path(parent, name)
     }
 
     /// Overlays what local open files know (unflushed size, times) on an entry just read from
@@ -561,7 +573,10 @@ impl RegFs {
     }
 
     pub async fn lookup(&self, c: Caller, parent: u64, name: &OsStr) -> Result<Attr> {
-        let (p, name) = self.child_path(parent, name)?;
+        // `NAME;version:N` looks up an archived version (read-only, never listed).
+        let name = path::check_lookup_name(name)?;
+        let p = path::join(&self.path(parent)?, name);
+        let name = name.to_string();
         let user = self.identity.registry_user(c.uid);
         let pending = self
             .named(parent, &name)
@@ -890,7 +905,7 @@ impl RegFs {
     }
 
     async fn remove(&self, c: Caller, parent: u64, name: &OsStr, dir: bool) -> Result<()> {
-        let (_, name) = self.child_path(parent, name)?;
+        let (_, name) = self.existing_child_path(parent, name)?;
         self.insert_pending_name(parent, &name).await?;
         if dir && let Some(ino) = self.named(parent, &name) {
             self.insert_pending_children(ino).await?;
@@ -931,7 +946,7 @@ impl RegFs {
         new_name: &OsStr,
         mode: RenameMode,
     ) -> Result<()> {
-        let (from, name) = self.child_path(parent, name)?;
+        let (from, name) = self.existing_child_path(parent, name)?;
         let (to, new_name) = self.child_path(new_parent, new_name)?;
         if from == to {
             return Ok(());
@@ -1072,6 +1087,9 @@ impl RegFs {
         }
         let user = self.identity.registry_user(c.uid);
         let writing = may_change(flags);
+        if writing && path::split_version(&p).is_some() {
+            return Err(err!(EROFS, "{p} is an archived version: read-only"));
+        }
         let action = if writing { Action::Add } else { Action::Get };
         self.registry.authorize(&user, &p, action).await?;
         let small = known_size.is_some_and(|s| s > 0 && s <= PREFILL_MAX);

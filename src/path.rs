@@ -53,6 +53,30 @@ pub fn normalize(path: &str) -> String {
     }
 }
 
+/// WSO2's path of an archived version, `PATH;version:N` (N a REG_SNAPSHOT id): the path and N.
+/// `None` for any other path.
+pub fn split_version(p: &str) -> Option<(&str, i64)> {
+    let (base, n) = p.rsplit_once(";version:")?;
+    let name_ok = !base.is_empty() && !base.ends_with('/') && !base.contains(';');
+    let n_ok = !n.is_empty() && n.len() <= 18 && n.bytes().all(|b| b.is_ascii_digit());
+    match name_ok && n_ok {
+        true => Some((base, n.parse().ok()?)),
+        false => None,
+    }
+}
+
+/// The name a lookup may ask for: a valid entry name ([`check_name`]), or one followed by
+/// `;version:N`, an archived version of it (see [`split_version`]).
+pub fn check_lookup_name(name: &std::ffi::OsStr) -> Result<&str> {
+    if let Some(s) = name.to_str()
+        && let Some((base, _)) = split_version(s)
+    {
+        check_name(std::ffi::OsStr::new(base))?;
+        return Ok(s);
+    }
+    check_name(name)
+}
+
 /// Checks a new entry name against the rules in SEMANTICS.md ("Names"):
 /// valid UTF-8 (the columns are text), at most 255 bytes, no `;` (WSO2's parameter separator,
 /// as in `file;version:3`), and not `.meta` (reserved by Carbon).
@@ -91,6 +115,24 @@ pub fn check_name(name: &std::ffi::OsStr) -> Result<&str> {
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+
+    #[test]
+    fn version_paths() {
+        assert_eq!(split_version("/a/b.xml;version:12"), Some(("/a/b.xml", 12)));
+        assert_eq!(split_version("/a/b.xml"), None);
+        assert_eq!(split_version("/a/b.xml;version:"), None);
+        assert_eq!(split_version("/a/b.xml;version:1x"), None);
+        assert_eq!(split_version("/a/;version:1"), None);
+        assert_eq!(split_version("/a/b;c;version:1"), None);
+        assert_eq!(
+            check_lookup_name(OsStr::new("b.xml;version:3")).unwrap(),
+            "b.xml;version:3"
+        );
+        assert_eq!(
+            check_lookup_name(OsStr::new("b;x")).unwrap_err().errno(),
+            libc::EINVAL
+        );
+    }
 
     #[test]
     fn joins_and_splits() {

@@ -41,6 +41,8 @@ impl Registry {
         let Some(authz) = &self.authz else {
             return Ok(());
         };
+        // An archived version is authorized as its resource's path, as Carbon does.
+        let p = path::split_version(p).map_or(p, |(base, _)| base);
         let target = self.table.resolve(p).target;
         authz.check(user, &target, p, action).await
     }
@@ -84,6 +86,9 @@ impl Registry {
     }
 
     fn writable(&self, p: &str) -> Result<crate::mount_table::Resolved<'_>> {
+        if path::split_version(p).is_some() {
+            return Err(err!(EROFS, "{p} is an archived version: read-only"));
+        }
         let r = self.table.resolve(p);
         if r.mount.read_only {
             return Err(err!(
@@ -100,6 +105,11 @@ impl Registry {
     /// (get on /a/secret/open) works under a denied collection (/a/secret), whose listing and
     /// attributes' readers still need get.
     pub async fn stat(&self, user: &str, p: &str) -> Result<Option<Entry>> {
+        if let Some((base, snapshot)) = path::split_version(p) {
+            self.authorize(user, base, Action::Get).await?;
+            let r = self.table.resolve(base);
+            return r.mount.store.stat_version(&r.target, snapshot).await;
+        }
         let denied = self.authorize(user, p, Action::Get).await.err();
         let r = self.table.resolve(p);
         let entry = r.mount.store.stat(&r.target).await?;
@@ -208,6 +218,10 @@ impl Registry {
         policy: &SpoolPolicy,
     ) -> Result<(i64, Content)> {
         self.authorize(user, p, Action::Get).await?;
+        if let Some((base, snapshot)) = path::split_version(p) {
+            let r = self.table.resolve(base);
+            return r.mount.store.read_version(&r.target, snapshot).await;
+        }
         let r = self.table.resolve(p);
         r.mount.store.read_content(&r.target, policy).await
     }

@@ -230,6 +230,14 @@ pub trait Store: Send + Sync + 'static {
     /// policy's memory limit comes back in a spool file.
     async fn read_content(&self, path: &str, policy: &SpoolPolicy) -> Result<(i64, Content)>;
 
+    /// An archived version of the resource at `path`, Carbon's `path;version:N` (N a
+    /// REG_SNAPSHOT id, see [`crate::path::split_version`]): a read-only regular file with the
+    /// archived row's times and content length. `None` if there is no such version.
+    async fn stat_version(&self, path: &str, snapshot: i64) -> Result<Option<Entry>>;
+
+    /// The content of an archived version, in memory, with its `REG_VERSION`.
+    async fn read_version(&self, path: &str, snapshot: i64) -> Result<(i64, Content)>;
+
     /// The content of a resource, in memory (symlink targets, small files).
     async fn read(&self, path: &str) -> Result<Vec<u8>> {
         let (_, content) = self.read_content(path, &SpoolPolicy::in_memory()).await?;

@@ -907,4 +907,44 @@ fn with_version_resources_on_change_nothing_overwritten_is_lost() {
         &format!("SELECT COUNT(*) FROM REG_RESOURCE WHERE {where_a} AND REG_NAME = 'a.xml'"),
     );
     assert_eq!(live, [["0"]], "the unlink still removed the live row");
+
+    // Each version reads back under WSO2's own path syntax, after the file itself is gone;
+    // versions are read-only and never listed.
+    let ids = m.query(
+        true,
+        &format!(
+            "SELECT REG_SNAPSHOT_ID FROM REG_SNAPSHOT WHERE {where_a} \
+             AND REG_RESOURCE_NAME = 'a.xml' ORDER BY REG_SNAPSHOT_ID"
+        ),
+    );
+    let read: Vec<String> = ids
+        .iter()
+        .map(|id| std::fs::read_to_string(gov.join(format!("a.xml;version:{}", id[0]))).unwrap())
+        .collect();
+    assert_eq!(read, ["one", "two", "three"]);
+    let v1 = gov.join(format!("a.xml;version:{}", ids[0][0]));
+    let md = std::fs::metadata(&v1).unwrap();
+    assert_eq!((md.len(), md.permissions().mode() & 0o7777), (3, 0o444));
+    assert_eq!(
+        errno_of(std::fs::OpenOptions::new().append(true).open(&v1)),
+        libc::EROFS
+    );
+    assert_eq!(errno_of(std::fs::remove_file(&v1)), libc::EROFS);
+    assert_eq!(errno_of(std::fs::rename(&v1, gov.join("x"))), libc::EROFS);
+    assert_eq!(
+        errno_of(std::fs::metadata(gov.join("a.xml;version:999999"))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno_of(std::fs::metadata(gov.join("b.xml;version:1"))),
+        libc::ENOENT
+    );
+    assert!(
+        std::fs::read_dir(&gov).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(';')),
+        "versions are not listed"
+    );
 }

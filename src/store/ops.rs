@@ -665,6 +665,90 @@ pub(crate) async fn archive(c: &mut Exec<'_>, t: i64, row: &ResourceRow, p: &str
     Ok(snapshot)
 }
 
+/// The archived row of `p;version:N` and its content length, read as Carbon reads it
+/// (`JDBCResourceVersionDAO.get`): snapshot N of `p`'s path id and name lists versions in
+/// REG_RESOURCE_VIDS (8 bytes each, big-endian, a 0 ends the list), and the first of them
+/// archived in REG_RESOURCE_HISTORY under that path id and name is the one. `None` if `p` has
+/// no snapshot N.
+pub(crate) async fn version_row(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    snapshot: i64,
+) -> Result<Option<(ResourceRow, u64)>> {
+    let Some(parent) = path::parent(p) else {
+        return Ok(None);
+    };
+    let d = c.dialect();
+    let sql = format!(
+        "SELECT s.REG_PATH_ID, s.REG_RESOURCE_VIDS FROM REG_SNAPSHOT s JOIN REG_PATH p \
+         ON p.REG_PATH_ID = s.REG_PATH_ID AND p.REG_TENANT_ID = s.REG_TENANT_ID \
+         WHERE s.REG_SNAPSHOT_ID = ? AND s.REG_TENANT_ID = ? AND p.REG_PATH_VALUE = {} \
+         AND s.REG_RESOURCE_NAME = ?",
+        path_param(d)
+    );
+    let Some(snap) = c
+        .fetch_opt(&sql, &args![snapshot, t, parent, path::name(p)])
+        .await?
+    else {
+        return Ok(None);
+    };
+    let path_id = snap.req_int(0)?;
+    let vids = snap.blob(1)?.unwrap_or_default();
+    let sql = format!(
+        "SELECT {RESOURCE_COLUMNS}, {} FROM REG_RESOURCE_HISTORY r LEFT JOIN \
+         REG_CONTENT_HISTORY c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
+         AND c.REG_TENANT_ID = r.REG_TENANT_ID WHERE r.REG_VERSION = ? \
+         AND r.REG_TENANT_ID = ? AND r.REG_PATH_ID = ? AND r.REG_NAME = ?",
+        d.int64("COALESCE(LENGTH(c.REG_CONTENT_DATA), 0)")
+    );
+    for chunk in vids.chunks_exact(8) {
+        let version = i64::from_be_bytes(chunk.try_into().expect("8 bytes"));
+        if version == 0 {
+            break;
+        }
+        if let Some(row) = c
+            .fetch_opt(&sql, &args![version, t, path_id, path::name(p)])
+            .await?
+        {
+            let size = row.req_int(RESOURCE_WIDTH)?.max(0) as u64;
+            return Ok(Some((resource_row(&row, 0)?, size)));
+        }
+    }
+    Ok(None)
+}
+
+/// [`version_row`] as the read-only regular file `p;version:N` shows: the archived row's
+/// times, mode 0444, owned by root.
+pub(crate) fn version_entry(row: &ResourceRow, size: u64) -> Entry {
+    let mut attrs = default_attrs(row);
+    attrs.mode = (libc::S_IFREG | 0o444) as i64;
+    resource_entry(row, row.version, size, attrs)
+}
+
+/// The archived content `row` (from [`version_row`]) points at.
+pub(crate) async fn version_content(
+    c: &mut Exec<'_>,
+    t: i64,
+    row: &ResourceRow,
+) -> Result<Content> {
+    let Some(id) = row.content_id else {
+        return Ok(Content::default());
+    };
+    let data = c
+        .fetch_opt(
+            "SELECT REG_CONTENT_DATA FROM REG_CONTENT_HISTORY WHERE REG_CONTENT_ID = ? \
+             AND REG_TENANT_ID = ?",
+            &args![id, t],
+        )
+        .await?
+        .map(|r| r.blob(0))
+        .transpose()?
+        .flatten()
+        .unwrap_or_default();
+    Ok(data.into())
+}
+
 /// Deletes one live row and what hangs off it; REG_PATH rows stay, as in Carbon.
 pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
     delete_mappings(c, t, row).await?;

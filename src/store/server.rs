@@ -672,6 +672,24 @@ impl Store for ServerStore {
         Err(err!(EIO, "{p} kept changing while it was read"))
     }
 
+    async fn stat_version(&self, p: &str, snapshot: i64) -> Result<Option<Entry>> {
+        let t = self.t();
+        let found = read!(self, "stat version", |c| {
+            version_row(c, t, p, snapshot).await
+        })?;
+        Ok(found.map(|(row, size)| version_entry(&row, size)))
+    }
+
+    async fn read_version(&self, p: &str, snapshot: i64) -> Result<(i64, Content)> {
+        let t = self.t();
+        read!(self, "read version", |c| {
+            let Some((row, _)) = version_row(c, t, p, snapshot).await? else {
+                return Err(err!(ENOENT, "{p} has no version {snapshot}"));
+            };
+            Ok((row.version, version_content(c, t, &row).await?))
+        })
+    }
+
     async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
         let t = self.t();
         let Some(parent) = path::parent(p) else {

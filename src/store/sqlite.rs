@@ -582,6 +582,25 @@ impl Store for SqliteStore {
         Err(err!(EIO, "{p} kept changing while it was read"))
     }
 
+    // Archived versions are read rarely: on the writer's connection, outside a transaction
+    // (history rows never change), so the shared query code can run on it.
+    async fn stat_version(&self, p: &str, snapshot: i64) -> Result<Option<Entry>> {
+        let mut w = self.writer.lock().await;
+        w.rollback_if_open();
+        let found = ops::version_row(&mut Exec::Rus(&mut w.conn), self.t(), p, snapshot).await?;
+        Ok(found.map(|(row, size)| ops::version_entry(&row, size)))
+    }
+
+    async fn read_version(&self, p: &str, snapshot: i64) -> Result<(i64, Content)> {
+        let mut w = self.writer.lock().await;
+        w.rollback_if_open();
+        let c = &mut Exec::Rus(&mut w.conn);
+        let Some((row, _)) = ops::version_row(c, self.t(), p, snapshot).await? else {
+            return Err(err!(ENOENT, "{p} has no version {snapshot}"));
+        };
+        Ok((row.version, ops::version_content(c, self.t(), &row).await?))
+    }
+
     async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
         let t = self.t();
         let Some(parent) = path::parent(p) else {
