@@ -948,3 +948,90 @@ fn with_version_resources_on_change_nothing_overwritten_is_lost() {
         "versions are not listed"
     );
 }
+
+/// A save by rename (sed -i here; editors, rsync and Python's os.replace work the same way)
+/// replaces a resource with a temporary file that has no registry metadata of its own: the
+/// resource keeps its UUID, creator, creation time, description, media type and its
+/// properties and tags, path-keyed (Carbon 4.5 and later) or version-keyed (Carbon 4.4),
+/// with the new content. A moved resource that has metadata of its own keeps its own.
+#[test]
+fn a_save_by_rename_keeps_the_resources_registry_identity() {
+    let m = Mounted::new();
+    let gov = m.p("_system/governance");
+    std::fs::write(gov.join("svc.wsdl"), "<old/>").unwrap();
+    std::fs::write(gov.join("other.xml"), "<other/>").unwrap();
+    let gov_id = "(SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = '/_system/governance' \
+                  AND REG_TENANT_ID = -1234)";
+    let identity = |name: &str| -> Vec<String> {
+        let rows = m.query(
+            true,
+            &format!(
+                "SELECT REG_UUID, REG_CREATOR, REG_DESCRIPTION, REG_MEDIA_TYPE, REG_VERSION \
+                 FROM REG_RESOURCE WHERE REG_PATH_ID = {gov_id} AND REG_NAME = '{name}'"
+            ),
+        );
+        assert_eq!(rows.len(), 1, "{name}: {rows:?}");
+        rows[0].clone()
+    };
+    // As Carbon would have left them: a description, a creator, a path-keyed property and
+    // tag, and a version-keyed property.
+    let v = identity("svc.wsdl")[4].clone();
+    m.execute(
+        true,
+        &format!(
+            "UPDATE REG_RESOURCE SET REG_DESCRIPTION = 'echo service', REG_CREATOR = 'carbon' \
+             WHERE REG_VERSION = {v}; \
+             INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) \
+             VALUES ('owner', 'team-a', -1234); \
+             INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_PATH_ID, \
+             REG_RESOURCE_NAME, REG_TENANT_ID) SELECT MAX(REG_ID), {gov_id}, 'svc.wsdl', -1234 \
+             FROM REG_PROPERTY; \
+             INSERT INTO REG_TAG (REG_TAG_NAME, REG_USER_ID, REG_TAGGED_TIME, REG_TENANT_ID) \
+             VALUES ('soap', 'admin', CURRENT_TIMESTAMP, -1234); \
+             INSERT INTO REG_RESOURCE_TAG (REG_TAG_ID, REG_PATH_ID, REG_RESOURCE_NAME, \
+             REG_TENANT_ID) SELECT MAX(REG_ID), {gov_id}, 'svc.wsdl', -1234 FROM REG_TAG; \
+             INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) \
+             VALUES ('registry.lifecycle.state', 'Testing', -1234); \
+             INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_VERSION, REG_TENANT_ID) \
+             SELECT MAX(REG_ID), {v}, -1234 FROM REG_PROPERTY;"
+        ),
+    );
+    let metadata = |name: &str| -> Vec<Vec<String>> {
+        let v = identity(name)[4].clone();
+        m.query(
+            true,
+            &format!(
+                "SELECT p.REG_NAME, p.REG_VALUE FROM REG_PROPERTY p JOIN REG_RESOURCE_PROPERTY x \
+                 ON x.REG_PROPERTY_ID = p.REG_ID AND x.REG_TENANT_ID = p.REG_TENANT_ID \
+                 WHERE (x.REG_PATH_ID = {gov_id} AND x.REG_RESOURCE_NAME = '{name}') \
+                 OR x.REG_VERSION = {v} \
+                 UNION ALL SELECT 'tag', t.REG_TAG_NAME FROM REG_TAG t JOIN REG_RESOURCE_TAG x \
+                 ON x.REG_TAG_ID = t.REG_ID AND x.REG_TENANT_ID = t.REG_TENANT_ID \
+                 WHERE x.REG_PATH_ID = {gov_id} AND x.REG_RESOURCE_NAME = '{name}' ORDER BY 1"
+            ),
+        )
+    };
+    let before = identity("svc.wsdl");
+    let meta = metadata("svc.wsdl");
+    assert_eq!(meta.len(), 3, "{meta:?}");
+    m.sh(&gov, "chmod 640 svc.wsdl && sed -i s/old/new/ svc.wsdl");
+    assert_eq!(
+        std::fs::read_to_string(gov.join("svc.wsdl")).unwrap(),
+        "<new/>"
+    );
+    let after = identity("svc.wsdl");
+    assert_ne!(after[4], before[4], "a new version");
+    assert_eq!(
+        after[..4],
+        before[..4],
+        "uuid, creator, description, media type kept"
+    );
+    assert_eq!(metadata("svc.wsdl"), meta, "properties and tags kept");
+    let md = std::fs::metadata(gov.join("svc.wsdl")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o640, "sed kept the mode");
+    // Moving a resource that has metadata of its own over another: its own identity goes
+    // with it, and the replaced one's goes.
+    std::fs::rename(gov.join("svc.wsdl"), gov.join("other.xml")).unwrap();
+    assert_eq!(identity("other.xml")[..4], before[..4]);
+    assert_eq!(metadata("other.xml"), meta);
+}

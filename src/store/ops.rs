@@ -749,6 +749,19 @@ pub(crate) async fn version_content(
     Ok(data.into())
 }
 
+/// Whether Carbon's version-keyed mappings (see [`VERSIONED_MAPPINGS`]) name `version`.
+async fn has_versioned_mappings(c: &mut Exec<'_>, t: i64, version: i64) -> Result<bool> {
+    let probe = VERSIONED_MAPPINGS
+        .iter()
+        .map(|(map, _, _, _)| {
+            format!("SELECT 1 FROM {map} WHERE REG_VERSION = ? AND REG_TENANT_ID = ?")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let all = repeat_args(&args![version, t], VERSIONED_MAPPINGS.len());
+    Ok(!c.fetch(&probe, &all).await?.is_empty())
+}
+
 /// Deletes one live row and what hangs off it; REG_PATH rows stay, as in Carbon.
 pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
     delete_mappings(c, t, row).await?;
@@ -1155,6 +1168,7 @@ pub(crate) async fn rename(
             (src, require_dir(c, t, from_parent).await?, true)
         }
     };
+    let mut src = src;
     let src_is_dir = src.name.is_none();
     // The same for the destination's collection and whatever is at the destination.
     let (dst_parent, dst) = match dir_and_entry(c, t, to_parent, to).await? {
@@ -1177,6 +1191,7 @@ pub(crate) async fn rename(
         }
         return Err(err!(EINVAL, "cannot move {from} into its own subtree {to}"));
     }
+    let mut keep_identity = None;
     if let Some(dst) = dst {
         if dst.uuid == src.uuid {
             return Ok(None);
@@ -1196,7 +1211,22 @@ pub(crate) async fn rename(
         if versioning && !dst_is_dir {
             archive(c, t, &dst, to).await?;
         }
-        delete_row(c, t, &dst).await?;
+        // A save by rename (sed -i, editors, rsync, Python's os.replace) writes a temporary
+        // file and renames it over the resource: what the registry knows of the resource
+        // (UUID, creator, creation time, description, media type, properties, tags, comments,
+        // ratings) must not go with the old content. When the moved resource has none of that
+        // of its own, it takes the replaced one's, as Carbon's update would keep them.
+        if !src_is_dir
+            && !dst_is_dir
+            && !src_mapped
+            && !has_versioned_mappings(c, t, src.version).await?
+        {
+            carry_versioned_mappings(c, t, dst.version, src.version).await?;
+            delete_own_rows(c, t, &dst).await?;
+            keep_identity = Some(dst);
+        } else {
+            delete_row(c, t, &dst).await?;
+        }
     }
     if src_is_dir {
         let colls = subtree_collections(c, t, from).await?;
@@ -1251,6 +1281,29 @@ pub(crate) async fn rename(
                 ],
             )
             .await?;
+        }
+        if let Some(dst) = keep_identity {
+            c.execute(
+                "UPDATE REG_RESOURCE SET REG_UUID = ?, REG_CREATOR = ?, REG_CREATED_TIME = ?, \
+                 REG_DESCRIPTION = ?, REG_MEDIA_TYPE = ? WHERE REG_VERSION = ? \
+                 AND REG_TENANT_ID = ?",
+                &args![
+                    &dst.uuid,
+                    &dst.creator,
+                    dst.created,
+                    dst.description.as_deref(),
+                    dst.media_type.as_deref(),
+                    src.version,
+                    t
+                ],
+            )
+            .await?;
+            c.execute(
+                "UPDATE REGFS_ATTR SET REG_UUID = ? WHERE REG_UUID = ? AND REG_TENANT_ID = ?",
+                &args![&dst.uuid, &src.uuid, t],
+            )
+            .await?;
+            src.uuid = dst.uuid;
         }
     }
     let now = now_ns();

@@ -221,13 +221,7 @@ impl ServerStore {
     /// A resource's rename on PostgreSQL in one statement (see [`pg::rename_resource`]) with
     /// the collections' rows remembered or read once; `None` when the general path must decide
     /// (a collection, an error, attributes that need defaults).
-    async fn pg_rename(
-        &self,
-        from: &str,
-        to: &str,
-        mode: RenameMode,
-        user: &str,
-    ) -> Result<Option<SystemTime>> {
+    async fn pg_rename(&self, from: &str, to: &str, user: &str) -> Result<Option<SystemTime>> {
         let t = self.t();
         let (Some(src_parent), Some(dst_parent)) = (path::parent(from), path::parent(to)) else {
             return Ok(None);
@@ -259,7 +253,6 @@ impl ServerStore {
                 path::name(to),
                 from,
                 to,
-                mode == RenameMode::Replace,
                 user,
                 now,
             )
@@ -889,7 +882,7 @@ impl Store for ServerStore {
         let versioning = self.opts.version_on_change;
         if self.d == Dialect::Postgres
             && !versioning
-            && let Some(done) = self.pg_rename(from, to, mode, user).await?
+            && let Some(done) = self.pg_rename(from, to, user).await?
         {
             return Ok(Some(done));
         }

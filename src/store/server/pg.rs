@@ -298,15 +298,15 @@ pub(crate) async fn unlink(
     Ok(row.req_int(0)? > 0)
 }
 
-/// The rename of the resource `src_name` in `src_dir` to `dst_name` in `dst_dir` (whose path
-/// is `to`) in one statement, replacing a resource there unless `replace` is false: the row
-/// and its mappings move, the replaced resource goes with its content, attributes and
-/// mappings, the resource's ctime and both collections' times become `now`, and the log entry.
+/// The rename of the resource `src_name` in `src_dir` to the free name `dst_name` in `dst_dir`
+/// (whose path is `to`) in one statement: the row and its mappings move, the resource's ctime
+/// and both collections' times become `now`, and the log entry.
 ///
 /// `false` if it did nothing, and the caller's general path then decides: a collection row
-/// that fails its guard (see [`unlink`]), no such resource, a collection at `to`, a resource
-/// at `to` without `replace`, or attributes that are not the resource's own yet (none, or
-/// written for an older version: that needs the general path's defaults).
+/// that fails its guard (see [`unlink`]), no such resource, anything at `to` (a replacement
+/// keeps the replaced resource's registry identity: see `ops::rename`), or attributes that
+/// are not the resource's own yet (none, or written for an older version: that needs the
+/// general path's defaults).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn rename_resource(
     c: &mut Exec<'_>,
@@ -317,7 +317,6 @@ pub(crate) async fn rename_resource(
     dst_name: &str,
     from: &str,
     to: &str,
-    replace: bool,
     user: &str,
     now: i64,
 ) -> Result<bool> {
@@ -342,7 +341,7 @@ pub(crate) async fn rename_resource(
     let dst_touch = if src_dir.uuid == dst_dir.uuid {
         String::new()
     } else {
-        format!(", {}", touch_parent_as("dtouch", "moved", 19))
+        format!(", {}", touch_parent_as("dtouch", "moved", 18))
     };
     let sql = format!(
         "WITH ok AS (SELECT 1 AS go WHERE {} AND {} \
@@ -350,26 +349,24 @@ pub(crate) async fn rename_resource(
          AND a.REG_TENANT_ID = s.REG_TENANT_ID AND a.REG_VERSION = s.REG_VERSION \
          WHERE s.REG_PATH_ID = $1 AND s.REG_NAME = $3 AND s.REG_TENANT_ID = $2) \
          AND NOT {} \
-         AND ($9 = 1 OR NOT EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = $5 \
-         AND REG_NAME = $6 AND REG_TENANT_ID = $2))), \
-         {}, \
+         AND NOT EXISTS (SELECT 1 FROM REG_RESOURCE WHERE REG_PATH_ID = $5 \
+         AND REG_NAME = $6 AND REG_TENANT_ID = $2)), \
          moved AS (UPDATE REG_RESOURCE SET REG_PATH_ID = $5, REG_NAME = $6 \
          WHERE REG_PATH_ID = $1 AND REG_NAME = $3 AND REG_TENANT_ID = $2 \
          AND EXISTS (SELECT 1 FROM ok) RETURNING REG_UUID), \
          {}, \
-         ctime AS (UPDATE REGFS_ATTR SET CTIME_NS = $10 WHERE REG_UUID IN \
+         ctime AS (UPDATE REGFS_ATTR SET CTIME_NS = $9 WHERE REG_UUID IN \
          (SELECT REG_UUID FROM moved) AND REG_TENANT_ID = $2), \
          log AS (INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
-         REG_ACTION_DATA, REG_TENANT_ID) SELECT $8, $11, $12, {}, $13, $2 FROM moved), \
+         REG_ACTION_DATA, REG_TENANT_ID) SELECT $8, $10, $11, {}, $12, $2 FROM moved), \
          {}{} \
          SELECT COUNT(*) FROM moved",
         live_collection("$4", "$1"),
         live_collection("$7", "$5"),
         collection_at("$8"),
-        delete_resource("victim", "$5", "$6", "EXISTS (SELECT 1 FROM ok)"),
         moved_maps.join(", "),
         action as i32,
-        touch_parent_as("stouch", "moved", 14),
+        touch_parent_as("stouch", "moved", 13),
         dst_touch,
     );
     let mut all = args![
@@ -381,7 +378,6 @@ pub(crate) async fn rename_resource(
         dst_name,
         dst_dir.version,
         to,
-        replace as i64,
         now,
         user,
         naive_from_ns(now),
