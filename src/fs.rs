@@ -1100,12 +1100,24 @@ impl RegFs {
         let truncating = flags & libc::O_TRUNC != 0;
         let may_prefill = !writing && small && cached.is_none();
         let known_live = quiet && !truncating && cached.is_some();
-        let live = if truncating || may_prefill || known_live {
+        // A truncating open asks too, although it reads nothing: its change is committed only
+        // at close, whose errors most programs ignore, so a database that is down must fail
+        // the open itself (`> file` then says so).
+        let live = if may_prefill || known_live {
             None
         } else {
             self.registry.stat(SYSTEM_USER, &p).await?
         };
-        let keep = known_live || (cached.is_some() && live.as_ref().map(|e| e.version) == cached);
+        if truncating && live.is_none() && self.pending_entry(ino).is_none() {
+            // Removed elsewhere since the kernel looked it up: ESTALE makes it look the name
+            // up again, so `> file` creates the file anew instead of committing to nothing.
+            return Err(err!(
+                ESTALE,
+                "{p} was removed elsewhere; the kernel looks the name up again"
+            ));
+        }
+        let keep = !truncating
+            && (known_live || (cached.is_some() && live.as_ref().map(|e| e.version) == cached));
         let mut stale_attrs = false;
         match live {
             Some(entry) => {

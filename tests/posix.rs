@@ -444,6 +444,10 @@ fn a_truncating_open_commits_with_its_writes() {
     drop(std::fs::File::create(&fa).unwrap());
     assert_eq!(std::fs::read_to_string(&fb).unwrap(), "");
     assert_eq!(std::fs::metadata(&fa).unwrap().len(), 0);
+    // Removed on the other node while this one still knows the name: `> file` makes it anew.
+    std::fs::remove_file(&fb).unwrap();
+    std::fs::write(&fa, "again").unwrap();
+    assert_eq!(std::fs::read_to_string(&fb).unwrap(), "again");
 }
 
 /// How many of the pages `len` bytes of `file` span are in the page cache: mapped, never read.
