@@ -517,20 +517,19 @@ impl RegFs {
 
     /// The path of a name to create (see [`path::check_name`]).
     fn child_path(&self, parent: u64, name: &OsStr) -> Result<(String, String)> {
-        let name = path::check_name(name)?;
-        let dir = self.path(parent)?;
-        Ok((path::join(&dir, name), name.to_string()))
+        self.join_child(parent, path::check_name(name)?)
     }
 
-    /// The path of a name to remove or rename away: [`Self::child_path`], except that an
-    /// archived version (`NAME;version:N`, which a lookup finds) is read-only (EROFS).
+    /// The path of a name to look up, remove or rename away: also an archived version,
+    /// `NAME;version:N` (see [`path::check_lookup_name`]), which the registry refuses to
+    /// change (EROFS).
     fn existing_child_path(&self, parent: u64, name: &OsStr) -> Result<(String, String)> {
-        if let Ok(version) = path::check_lookup_name(name)
-            && path::split_version(version).is_some()
-        {
-            return Err(err!(EROFS, "{version} is an archived version: read-only"));
-        }
-        self.child_path(parent, name)
+        self.join_child(parent, path::check_lookup_name(name)?)
+    }
+
+    fn join_child(&self, parent: u64, name: &str) -> Result<(String, String)> {
+        let dir = self.path(parent)?;
+        Ok((path::join(&dir, name), name.to_string()))
     }
 
     /// Overlays what local open files know (unflushed size, times) on an entry just read from
@@ -574,9 +573,7 @@ impl RegFs {
 
     pub async fn lookup(&self, c: Caller, parent: u64, name: &OsStr) -> Result<Attr> {
         // `NAME;version:N` looks up an archived version (read-only, never listed).
-        let name = path::check_lookup_name(name)?;
-        let p = path::join(&self.path(parent)?, name);
-        let name = name.to_string();
+        let (p, name) = self.existing_child_path(parent, name)?;
         let user = self.identity.registry_user(c.uid);
         let pending = self
             .named(parent, &name)
@@ -1087,11 +1084,13 @@ impl RegFs {
         }
         let user = self.identity.registry_user(c.uid);
         let writing = may_change(flags);
-        if writing && path::split_version(&p).is_some() {
-            return Err(err!(EROFS, "{p} is an archived version: read-only"));
+        // A handle that may change the file is refused now if its commit would be (a
+        // read-only mount, an archived version): errors at close go unseen by most programs.
+        if writing {
+            self.registry.check_write(&p, &user).await?;
+        } else {
+            self.registry.authorize(&user, &p, Action::Get).await?;
         }
-        let action = if writing { Action::Add } else { Action::Get };
-        self.registry.authorize(&user, &p, action).await?;
         let small = known_size.is_some_and(|s| s > 0 && s <= PREFILL_MAX);
         // Close-to-open: what the database has now decides whether the kernel's page cache
         // and attributes still hold. A truncating open replaces both; a prefill learns it from

@@ -252,9 +252,21 @@ impl Registry {
     }
 
     pub async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
+        let r = self.overwritable(p, user).await?;
+        r.mount.store.write(&r.target, data, user).await
+    }
+
+    /// Whether [`Registry::write`] of `p` by `user` would pass its checks now (read-only
+    /// mounts, archived versions, permissions), without writing: a handle that may change a
+    /// file is checked when it is opened.
+    pub async fn check_write(&self, p: &str, user: &str) -> Result<()> {
+        self.overwritable(p, user).await.map(drop)
+    }
+
+    async fn overwritable(&self, p: &str, user: &str) -> Result<crate::mount_table::Resolved<'_>> {
         let r = self.writable(p)?;
         self.authorize(user, p, Action::Add).await?;
-        r.mount.store.write(&r.target, data, user).await
+        Ok(r)
     }
 
     /// Returns the collection's new times (see [`Store::remove`]).

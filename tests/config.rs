@@ -121,6 +121,18 @@ fn mounts_resolve_to_their_databases_and_target_paths() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
     let err = std::fs::remove_file(m.p("_system/governance/svc.wsdl")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    // An existing file is refused at its open, not at a close whose error goes unseen.
+    let err = std::fs::write(m.p("_system/governance/svc.wsdl"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    let err = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.p("_system/governance/svc.wsdl"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert_eq!(
+        std::fs::read_to_string(m.p("_system/governance/svc.wsdl")).unwrap(),
+        "wsdl\n"
+    );
 
     // Renames across databases: EXDEV.
     let err = std::fs::rename(
