@@ -19,6 +19,13 @@ use crate::error::{Error, Result};
 /// The size of the pieces large content moves in, between spool files and databases.
 pub const CHUNK: usize = 1 << 20;
 
+/// The pieces `len` bytes of content move in, `piece` bytes at most each: (offset, length).
+pub fn pieces(len: u64, piece: usize) -> impl Iterator<Item = (u64, usize)> {
+    (0..len)
+        .step_by(piece)
+        .map(move |offset| (offset, piece.min((len - offset) as usize)))
+}
+
 /// Where content larger than `memory_limit` bytes is kept while a file is open.
 #[derive(Debug, Clone)]
 pub struct SpoolPolicy {

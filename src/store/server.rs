@@ -414,12 +414,8 @@ async fn content_row(c: &mut Exec<'_>, t: i64, data: &Content) -> Result<Option<
             // Growing the row by CONCAT rewrote it whole at every piece: a 64 MiB file wrote
             // 544 MiB to InnoDB.
             let mut buf = vec![0; PIECE];
-            let pieces = (0..len).step_by(PIECE).map(|offset| {
-                let n = PIECE.min((len - offset) as usize);
-                (offset, n)
-            });
             let built = async {
-                for (i, (offset, n)) in pieces.enumerate() {
+                for (i, (offset, n)) in crate::content::pieces(len, PIECE).enumerate() {
                     data.read_exact_at(offset, &mut buf[..n])?;
                     let sql = if i == 0 {
                         "SET @regfs_content = ?"
@@ -640,8 +636,7 @@ impl Store for ServerStore {
             let mut content = policy.content_for(len)?;
             let mut complete = true;
             let mut held = self.bounded("read", self.pool.acquire()).await?;
-            for offset in (0..len).step_by(PIECE) {
-                let n = PIECE.min((len - offset) as usize);
+            for (offset, n) in crate::content::pieces(len, PIECE) {
                 let piece = self
                     .bounded(
                         "read",

@@ -489,8 +489,7 @@ pub(crate) async fn copy_content(
             }
             None => {
                 let mut buf = vec![0; piece];
-                for offset in (0..len).step_by(piece) {
-                    let n = piece.min((len - offset) as usize);
+                for (offset, n) in crate::content::pieces(len, piece) {
                     data.read_exact_at(offset, &mut buf[..n])?;
                     copy.send(&buf[..n]).await?;
                 }

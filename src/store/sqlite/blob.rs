@@ -8,7 +8,7 @@
 
 use rusqlite::{Connection, MAIN_DB};
 
-use crate::content::{CHUNK, Content, SpoolPolicy};
+use crate::content::{CHUNK, Content, SpoolPolicy, pieces};
 use crate::err;
 use crate::error::Result;
 
@@ -40,12 +40,9 @@ pub(super) fn fill(c: &Connection, id: i64, data: &Content) -> Result<()> {
             }
             None => {
                 let mut buf = vec![0; CHUNK.min(len as usize)];
-                let mut offset = 0;
-                while offset < len {
-                    let n = CHUNK.min((len - offset) as usize);
+                for (offset, n) in pieces(len, CHUNK) {
                     data.read_exact_at(offset, &mut buf[..n])?;
                     blob.write_at(&buf[..n], offset as usize)?;
-                    offset += n as u64;
                 }
             }
         }
@@ -60,12 +57,9 @@ pub(super) fn load(c: &Connection, id: i64, policy: &SpoolPolicy) -> Result<Cont
         let len = blob.len() as u64;
         let mut content = policy.content_for(len)?;
         let mut buf = vec![0; CHUNK.min(len as usize)];
-        let mut offset = 0;
-        while offset < len {
-            let n = CHUNK.min((len - offset) as usize);
+        for (offset, n) in pieces(len, CHUNK) {
             blob.read_at_exact(&mut buf[..n], offset as usize)?;
             content.write_at(policy, offset, &buf[..n])?;
-            offset += n as u64;
         }
         Ok(content)
     })
