@@ -582,18 +582,8 @@ pub(crate) async fn carry_versioned_mappings(
     old: i64,
     new: i64,
 ) -> Result<()> {
-    let probe = VERSIONED_MAPPINGS
-        .iter()
-        .enumerate()
-        .map(|(i, (map, id, _, _))| {
-            format!("SELECT {i}, {id} FROM {map} WHERE REG_VERSION = ? AND REG_TENANT_ID = ?")
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let probe = format!("{probe} ORDER BY 1, 2");
-    let all = repeat_args(&args![old, t], VERSIONED_MAPPINGS.len());
-    for row in c.fetch(&probe, &all).await? {
-        let (map, id_column, entity, columns) = VERSIONED_MAPPINGS[row.req_int(0)? as usize];
+    for (kind, entity_id) in versioned_mappings(c, t, old).await? {
+        let (map, id_column, entity, columns) = VERSIONED_MAPPINGS[kind];
         let copied = c
             .insert_id(
                 &format!(
@@ -601,7 +591,7 @@ pub(crate) async fn carry_versioned_mappings(
                      REG_TENANT_ID FROM {entity} WHERE REG_ID = ? AND REG_TENANT_ID = ?"
                 ),
                 "REG_ID",
-                &args![row.req_int(1)?, t],
+                &args![entity_id, t],
             )
             .await?;
         c.execute(
@@ -749,17 +739,24 @@ pub(crate) async fn version_content(
     Ok(data.into())
 }
 
-/// Whether Carbon's version-keyed mappings (see [`VERSIONED_MAPPINGS`]) name `version`.
-async fn has_versioned_mappings(c: &mut Exec<'_>, t: i64, version: i64) -> Result<bool> {
+/// Carbon's version-keyed mappings (see [`VERSIONED_MAPPINGS`]) of `version`, in one query:
+/// (index into [`VERSIONED_MAPPINGS`], the entity row's id), in that order.
+async fn versioned_mappings(c: &mut Exec<'_>, t: i64, version: i64) -> Result<Vec<(usize, i64)>> {
     let probe = VERSIONED_MAPPINGS
         .iter()
-        .map(|(map, _, _, _)| {
-            format!("SELECT 1 FROM {map} WHERE REG_VERSION = ? AND REG_TENANT_ID = ?")
+        .enumerate()
+        .map(|(i, (map, id, _, _))| {
+            format!("SELECT {i}, {id} FROM {map} WHERE REG_VERSION = ? AND REG_TENANT_ID = ?")
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
+    let probe = format!("{probe} ORDER BY 1, 2");
     let all = repeat_args(&args![version, t], VERSIONED_MAPPINGS.len());
-    Ok(!c.fetch(&probe, &all).await?.is_empty())
+    let mut out = Vec::new();
+    for row in c.fetch(&probe, &all).await? {
+        out.push((row.req_int(0)? as usize, row.req_int(1)?));
+    }
+    Ok(out)
 }
 
 /// Deletes one live row and what hangs off it; REG_PATH rows stay, as in Carbon.
@@ -1154,7 +1151,7 @@ pub(crate) async fn rename(
     };
     // A resource and its collection come in one query (with whether Carbon's mappings name
     // it); a collection, or an error, takes the general path.
-    let (src, src_parent, src_mapped) = match dir_and_entry(c, t, from_parent, from).await? {
+    let (mut src, src_parent, src_mapped) = match dir_and_entry(c, t, from_parent, from).await? {
         Some(DirAndEntry {
             dir,
             file: Some(row),
@@ -1168,7 +1165,6 @@ pub(crate) async fn rename(
             (src, require_dir(c, t, from_parent).await?, true)
         }
     };
-    let mut src = src;
     let src_is_dir = src.name.is_none();
     // The same for the destination's collection and whatever is at the destination.
     let (dst_parent, dst) = match dir_and_entry(c, t, to_parent, to).await? {
@@ -1219,7 +1215,7 @@ pub(crate) async fn rename(
         if !src_is_dir
             && !dst_is_dir
             && !src_mapped
-            && !has_versioned_mappings(c, t, src.version).await?
+            && versioned_mappings(c, t, src.version).await?.is_empty()
         {
             carry_versioned_mappings(c, t, dst.version, src.version).await?;
             delete_own_rows(c, t, &dst).await?;
