@@ -297,24 +297,8 @@ pub fn config_with(dir: &Path, top: &str) -> PathBuf {
         Some(kind) => server_config(dir, kind),
         None => {
             let file = dir.join("regfs.toml");
-            let db = |name: &str| dir.join(name).display().to_string();
-            std::fs::write(
-                &file,
-                format!(
-                    "node_data_source = \"node\"\n\n\
-                     [data_sources.node]\nurl = \"sqlite:{}\"\n\n\
-                     [data_sources.shared]\nurl = \"sqlite:{}\"\n\n\
-                     [remote_instances.gov]\ndata_source = \"shared\"\n\n\
-                     [[mounts]]\npath = \"/_system/config\"\ninstance = \"gov\"\n\
-                     target_path = \"/_system/config\"\n\n\
-                     [[mounts]]\npath = \"/_system/governance\"\ninstance = \"gov\"\n\
-                     target_path = \"/_system/governance\"\n\n\
-                     [user_management]\ndata_source = \"shared\"\n",
-                    db("local.db"),
-                    db("shared.db")
-                ),
-            )
-            .unwrap();
+            let db = |name: &str| format!("sqlite:{}", dir.join(name).display());
+            std::fs::write(&file, layout_toml(&db("local.db"), &db("shared.db"), "")).unwrap();
             file
         }
     };
@@ -344,17 +328,29 @@ pub fn server_config_on(dir: &Path, server: &servers::Server, timeout_secs: u64)
     let file = dir.join("regfs.toml");
     std::fs::write(
         &file,
-        format!(
-            r#"node_data_source = "node"
+        layout_toml(
+            &server.url(&node),
+            &server.url(&shared),
+            &format!("busy_timeout_secs = {timeout_secs}\n{password}"),
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// regfs.toml laid out as the embedded default is: the node's own database and the shared one
+/// (each data source with `source_lines` added), /_system/config and /_system/governance
+/// mounted from the shared database under the same paths, and the UM_* tables there.
+fn layout_toml(node_url: &str, shared_url: &str, source_lines: &str) -> String {
+    format!(
+        r#"node_data_source = "node"
 
 [data_sources.node]
 url = "{node_url}"
-busy_timeout_secs = {timeout_secs}
-{password}
+{source_lines}
 [data_sources.shared]
 url = "{shared_url}"
-busy_timeout_secs = {timeout_secs}
-{password}
+{source_lines}
 [remote_instances.gov]
 data_source = "shared"
 
@@ -370,13 +366,8 @@ target_path = "/_system/governance"
 
 [user_management]
 data_source = "shared"
-"#,
-            node_url = server.url(&node),
-            shared_url = server.url(&shared),
-        ),
+"#
     )
-    .unwrap();
-    file
 }
 
 /// Runs the regfs CLI with `args` (no stdin) and returns its output.
