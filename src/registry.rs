@@ -236,7 +236,8 @@ impl Registry {
     /// for its first commit is checked here when it is opened. Whether the name is free is
     /// not asked again: the kernel looked it up just before, in the same open.
     pub async fn check_create(&self, p: &str, user: &str) -> Result<()> {
-        self.creatable(p, user).await.map(drop)
+        let r = self.creatable(p, user).await?;
+        r.mount.store.check_new_name(&r.target).await
     }
 
     async fn creatable(&self, p: &str, user: &str) -> Result<crate::mount_table::Resolved<'_>> {

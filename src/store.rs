@@ -247,6 +247,14 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a new collection or resource; its parent must exist. EEXIST if `path` exists.
     async fn create(&self, path: &str, new: NewEntry, user: &str) -> Result<Entry>;
 
+    /// Whether a new file at `path` could be stored under that name, asked when a create's
+    /// insert waits for its first commit: EILSEQ for characters the database's columns cannot
+    /// hold, EEXIST for a name its collation cannot tell from one already there. Whether the
+    /// name itself is free is not asked. Nothing is written.
+    async fn check_new_name(&self, _path: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Replaces a resource's content: a new `REG_RESOURCE` row with a new `REG_VERSION`.
     async fn write(&self, path: &str, data: &Content, user: &str) -> Result<Entry>;
 

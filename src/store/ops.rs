@@ -6,6 +6,7 @@ use chrono::NaiveDateTime;
 
 use super::rows::*;
 use super::server::db::{Dialect, Exec, Row, Val};
+use super::server::text::{NAME_COLUMNS, PATH_COLUMNS, TextColumns};
 use super::*;
 use crate::error::Result;
 use crate::{args, err, path};
@@ -103,19 +104,63 @@ pub(crate) fn entry_row(row: &Row) -> Result<EntryRow> {
     })
 }
 
-/// MySQL keeps collection paths in latin1 (Carbon's schema): a path with other characters
-/// cannot be stored there.
-pub(crate) fn storable(d: Dialect, p: &str) -> bool {
-    d != Dialect::MySql || p.chars().all(|c| (c as u32) <= 0xFF)
+/// Whether the database's character sets can hold the collection path `p` (REG_PATH and
+/// REG_LOG): a path they cannot hold names nothing there, and a lookup of it finds nothing.
+pub(crate) fn storable(text: &TextColumns, p: &str) -> bool {
+    text.fits(p, PATH_COLUMNS)
 }
 
-/// A collection path as a bound parameter: converted to the column's character set on MySQL
-/// so that the comparison uses REG_PATH_VALUE's index and collation.
-pub(crate) fn path_param(d: Dialect) -> &'static str {
-    match d {
-        Dialect::Postgres | Dialect::Sqlite => "?",
-        Dialect::MySql => "CONVERT(? USING latin1) COLLATE latin1_general_cs",
+/// Whether the name of the resource at `p` can be a row's REG_NAME (and the mappings' names).
+pub(crate) fn storable_name(text: &TextColumns, p: &str) -> bool {
+    text.fits(path::name(p), NAME_COLUMNS)
+}
+
+/// EILSEQ, with the column and character set that cannot hold it, when an entry at `p` (a
+/// collection when `dir`) cannot be stored in this database; checked before anything is
+/// written.
+pub(crate) fn check_storable(text: &TextColumns, p: &str, dir: bool) -> Result<()> {
+    let parent = path::parent(p).unwrap_or("/");
+    let (what, col) = if dir {
+        ("path", text.unstorable(p, PATH_COLUMNS))
+    } else {
+        match text.unstorable(parent, PATH_COLUMNS) {
+            Some(col) => ("collection path", Some(col)),
+            None => match text.unstorable(path::name(p), NAME_COLUMNS) {
+                Some(col) => ("name", Some(col)),
+                None => ("path", text.unstorable(p, PATH_COLUMNS)),
+            },
+        }
+    };
+    match col {
+        Some(col) if col.table.is_empty() => Err(err!(
+            EILSEQ,
+            "{p}: the {what} has characters the database's encoding {} cannot hold",
+            col.charset_name
+        )),
+        Some(col) => Err(err!(
+            EILSEQ,
+            "{p}: the {what} has characters that {}.{} (character set {}) cannot hold",
+            col.table,
+            col.column,
+            col.charset_name
+        )),
+        None => Ok(()),
     }
+}
+
+/// `expr = ?` for a collection path in REG_PATH_VALUE, byte-exact (see [`TextColumns::eq`]).
+pub(crate) fn path_eq(text: &TextColumns, expr: &str) -> String {
+    text.eq(expr, "REG_PATH", "REG_PATH_VALUE")
+}
+
+/// `expr = ?` for a resource name in REG_RESOURCE.REG_NAME, byte-exact.
+pub(crate) fn name_eq(text: &TextColumns, expr: &str) -> String {
+    text.eq(expr, "REG_RESOURCE", "REG_NAME")
+}
+
+/// `expr <=> ?` for a name in a mapping table's REG_RESOURCE_NAME (NULL for a collection).
+pub(crate) fn mapped_name_eq(text: &TextColumns, table: &str, expr: &str) -> String {
+    text.null_safe_eq(expr, table, "REG_RESOURCE_NAME")
 }
 
 pub(crate) fn entry_select(d: Dialect, collection: bool) -> String {
@@ -139,24 +184,26 @@ pub(crate) fn entry_select(d: Dialect, collection: bool) -> String {
 /// The collection or the resource at `p`, in one query (one round trip).
 pub(crate) async fn stat_on(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<Entry>> {
     let d = c.dialect();
+    let text = c.text();
     let collection = format!(
         "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
          AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME IS NULL \
          LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
-         WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+         WHERE {} AND p.REG_TENANT_ID = ?",
         entry_select(d, true),
-        path_param(d)
+        path_eq(text, "p.REG_PATH_VALUE")
     );
     let file = format!(
         "{} FROM REG_PATH p JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
-         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME = ? \
+         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND {} \
          LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID AND c.REG_TENANT_ID = r.REG_TENANT_ID \
          LEFT JOIN REGFS_ATTR a ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID \
-         WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+         WHERE {} AND p.REG_TENANT_ID = ?",
         entry_select(d, false),
-        path_param(d)
+        name_eq(text, "r.REG_NAME"),
+        path_eq(text, "p.REG_PATH_VALUE")
     );
-    let Some((sql, args)) = collection_or_file(d, t, p, collection, file) else {
+    let Some((sql, args)) = collection_or_file(text, t, p, collection, file) else {
         return Ok(None);
     };
     let row = c.fetch_opt(&sql, &args).await?;
@@ -169,7 +216,7 @@ pub(crate) async fn stat_on(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<
 /// out. A path is a collection or a resource, never both, so at most one part has a row.
 /// `None` when neither part can match.
 fn collection_or_file<'a>(
-    d: Dialect,
+    text: &TextColumns,
     t: i64,
     p: &'a str,
     collection: String,
@@ -177,11 +224,13 @@ fn collection_or_file<'a>(
 ) -> Option<(String, Vec<Val<'a>>)> {
     let mut parts = Vec::new();
     let mut args = Vec::new();
-    if storable(d, p) {
+    if storable(text, p) {
         parts.push(collection);
         args.extend(args![p, t]);
     }
-    if let Some(parent) = path::parent(p).filter(|parent| storable(d, parent)) {
+    if let Some(parent) =
+        path::parent(p).filter(|parent| storable(text, parent) && storable_name(text, p))
+    {
         parts.push(file);
         args.extend(args![path::name(p), parent, t]);
     }
@@ -189,22 +238,23 @@ fn collection_or_file<'a>(
 }
 
 /// The live collection at a path: binds the path and the tenant.
-fn collection_sql(d: Dialect) -> String {
+fn collection_sql(text: &TextColumns) -> String {
     format!(
         "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
          ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-         AND r.REG_NAME IS NULL WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
-        path_param(d)
+         AND r.REG_NAME IS NULL WHERE {} AND p.REG_TENANT_ID = ?",
+        path_eq(text, "p.REG_PATH_VALUE")
     )
 }
 
 /// The live resource of a name in a collection: binds the name, the parent path and the tenant.
-fn file_sql(d: Dialect) -> String {
+fn file_sql(text: &TextColumns) -> String {
     format!(
         "SELECT {RESOURCE_COLUMNS} FROM REG_PATH p JOIN REG_RESOURCE r \
          ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-         AND r.REG_NAME = ? WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
-        path_param(d)
+         AND {} WHERE {} AND p.REG_TENANT_ID = ?",
+        name_eq(text, "r.REG_NAME"),
+        path_eq(text, "p.REG_PATH_VALUE")
     )
 }
 
@@ -213,25 +263,25 @@ pub(crate) async fn collection_row(
     t: i64,
     p: &str,
 ) -> Result<Option<ResourceRow>> {
-    let d = c.dialect();
-    if !storable(d, p) {
+    let sql = collection_sql(c.text());
+    if !storable(c.text(), p) {
         return Ok(None);
     }
-    c.fetch_opt(&collection_sql(d), &args![p, t])
+    c.fetch_opt(&sql, &args![p, t])
         .await?
         .map(|r| resource_row(&r, 0))
         .transpose()
 }
 
 pub(crate) async fn file_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<ResourceRow>> {
-    let d = c.dialect();
     let Some(parent) = path::parent(p) else {
         return Ok(None);
     };
-    if !storable(d, parent) {
+    if !storable(c.text(), parent) || !storable_name(c.text(), p) {
         return Ok(None);
     }
-    c.fetch_opt(&file_sql(d), &args![path::name(p), parent, t])
+    let sql = file_sql(c.text());
+    c.fetch_opt(&sql, &args![path::name(p), parent, t])
         .await?
         .map(|r| resource_row(&r, 0))
         .transpose()
@@ -239,8 +289,9 @@ pub(crate) async fn file_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option
 
 /// The collection or the resource at `p`, in one query.
 pub(crate) async fn any_row(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<ResourceRow>> {
-    let d = c.dialect();
-    let Some((sql, args)) = collection_or_file(d, t, p, collection_sql(d), file_sql(d)) else {
+    let text = c.text();
+    let Some((sql, args)) = collection_or_file(text, t, p, collection_sql(text), file_sql(text))
+    else {
         return Ok(None);
     };
     c.fetch_opt(&sql, &args)
@@ -276,9 +327,13 @@ async fn file_row_query(
     size: bool,
 ) -> Result<Option<(ResourceRow, AttrRow, u64)>> {
     let d = c.dialect();
-    let Some(parent) = path::parent(p).filter(|parent| storable(d, parent)) else {
+    let text = c.text();
+    let Some(parent) = path::parent(p).filter(|parent| storable(text, parent)) else {
         return Ok(None);
     };
+    if !storable_name(text, p) {
+        return Ok(None);
+    }
     let (size_column, content_join) = if size {
         (
             d.int64("COALESCE(LENGTH(c.REG_CONTENT_DATA), 0)"),
@@ -291,10 +346,11 @@ async fn file_row_query(
     let sql = format!(
         "SELECT {RESOURCE_COLUMNS}, {ATTR_COLUMNS}, {size_column} FROM REG_PATH p \
          JOIN REG_RESOURCE r ON r.REG_PATH_ID = p.REG_PATH_ID \
-         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND r.REG_NAME = ? LEFT JOIN REGFS_ATTR a \
+         AND r.REG_TENANT_ID = p.REG_TENANT_ID AND {} LEFT JOIN REGFS_ATTR a \
          ON a.REG_UUID = r.REG_UUID AND a.REG_TENANT_ID = r.REG_TENANT_ID{content_join} \
-         WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
-        path_param(d)
+         WHERE {} AND p.REG_TENANT_ID = ?",
+        name_eq(text, "r.REG_NAME"),
+        path_eq(text, "p.REG_PATH_VALUE")
     );
     let Some(r) = c.fetch_opt(&sql, &args![path::name(p), parent, t]).await? else {
         return Ok(None);
@@ -333,25 +389,121 @@ pub(crate) async fn ensure_path_row(
             d.max_path_reason()
         ));
     }
-    if !storable(d, p) {
-        return Err(err!(
-            EILSEQ,
-            "{p}: MySQL stores collection paths as latin1 (Carbon's schema); this name has other characters"
-        ));
-    }
+    check_storable(c.text(), p, true)?;
     let sql = format!(
-        "SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = {} AND REG_TENANT_ID = ?",
-        path_param(d)
+        "SELECT REG_PATH_ID FROM REG_PATH p WHERE {} AND REG_TENANT_ID = ?",
+        path_eq(c.text(), "p.REG_PATH_VALUE")
     );
     if let Some(row) = c.fetch_opt(&sql, &args![p, t]).await? {
         return row.req_int(0);
     }
+    // A path the column's collation confuses with another one already there (trailing
+    // spaces, or case on a case-insensitive 4.4.x column) cannot get a row of its own where
+    // REG_PATH_VALUE is unique, and would be that other path to Carbon where it is not.
+    if let Some(other) = confused_path(c, t, p).await? {
+        return Err(err!(
+            EEXIST,
+            "{p}: the database compares collection paths with the collation of REG_PATH_VALUE, \
+             which does not tell it from {other:?} (already there); choose a name that differs \
+             in more than case or trailing spaces"
+        ));
+    }
+    c.insert_id(
+        "INSERT INTO REG_PATH (REG_PATH_VALUE, REG_PATH_PARENT_ID, REG_TENANT_ID) VALUES (?, ?, ?)",
+        "REG_PATH_ID",
+        &args![p, parent_id, t],
+    )
+    .await
+}
+
+/// A REG_PATH row (live or not) whose value the column's collation takes for `p` though its
+/// bytes differ; `None` where the collation is exact.
+async fn confused_path(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<String>> {
+    if c.text().merging("REG_PATH", "REG_PATH_VALUE").is_none() {
+        return Ok(None);
+    }
     let sql = format!(
-        "INSERT INTO REG_PATH (REG_PATH_VALUE, REG_PATH_PARENT_ID, REG_TENANT_ID) VALUES ({}, ?, ?)",
-        path_param(d)
+        "SELECT REG_PATH_VALUE FROM REG_PATH WHERE {} AND REG_TENANT_ID = ? LIMIT 1",
+        c.text()
+            .collated_eq("REG_PATH_VALUE", "REG_PATH", "REG_PATH_VALUE")
     );
-    c.insert_id(&sql, "REG_PATH_ID", &args![p, parent_id, t])
-        .await
+    c.fetch_opt(&sql, &args![p, t])
+        .await?
+        .map(|r| r.req_text(0))
+        .transpose()
+}
+
+/// A live entry in the collection `dir_id` whose name the database's collations take for the
+/// name of `p` though the bytes differ (`Case.txt` for `case.txt`, `a` for `"a "`): Carbon
+/// would find that entry for `p`, so `p` cannot be created beside it. `None` where the
+/// collations are exact.
+pub(crate) async fn confused_entry(
+    c: &mut Exec<'_>,
+    t: i64,
+    dir_id: i64,
+    p: &str,
+    except: Option<&str>,
+) -> Result<Option<String>> {
+    let name = path::name(p);
+    if c.text().merging("REG_RESOURCE", "REG_NAME").is_some() {
+        let sql = format!(
+            "SELECT REG_NAME FROM REG_RESOURCE WHERE REG_PATH_ID = ? AND {} \
+             AND REG_TENANT_ID = ? LIMIT 1",
+            c.text().collated_eq("REG_NAME", "REG_RESOURCE", "REG_NAME")
+        );
+        for row in c
+            .fetch(
+                &sql.replace(" LIMIT 1", " LIMIT 2"),
+                &args![dir_id, name, t],
+            )
+            .await?
+        {
+            let other = row.req_text(0)?;
+            if Some(other.as_str()) != except {
+                return Ok(Some(other));
+            }
+        }
+    }
+    if c.text().merging("REG_PATH", "REG_PATH_VALUE").is_some() {
+        let sql = format!(
+            "SELECT p.REG_PATH_VALUE FROM REG_PATH p JOIN REG_RESOURCE r \
+             ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
+             AND r.REG_NAME IS NULL WHERE p.REG_PATH_PARENT_ID = ? AND {} \
+             AND p.REG_TENANT_ID = ? LIMIT 1",
+            c.text()
+                .collated_eq("p.REG_PATH_VALUE", "REG_PATH", "REG_PATH_VALUE")
+        );
+        for row in c
+            .fetch(&sql.replace(" LIMIT 1", " LIMIT 2"), &args![dir_id, p, t])
+            .await?
+        {
+            let other = path::name(&row.req_text(0)?).to_string();
+            if Some(other.as_str()) != except {
+                return Ok(Some(other));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// EEXIST with a log line's reason when [`confused_entry`] finds one other than `except` (the
+/// name a rename in the same collection moves away from).
+pub(crate) async fn refuse_confused(
+    c: &mut Exec<'_>,
+    t: i64,
+    dir_id: i64,
+    p: &str,
+    except: Option<&str>,
+) -> Result<()> {
+    match confused_entry(c, t, dir_id, p, except).await? {
+        Some(other) => Err(err!(
+            EEXIST,
+            "{p}: the database's collation does not tell this name from {other:?}, which is \
+             already in the collection (Carbon would read that entry for this name); choose a \
+             name that differs in more than case or trailing spaces"
+        )),
+        None => Ok(()),
+    }
 }
 
 pub(crate) async fn insert_log(
@@ -646,9 +798,13 @@ pub(crate) async fn archive(c: &mut Exec<'_>, t: i64, row: &ResourceRow, p: &str
         .await?;
     let versioned = format!("{p};version:{snapshot}");
     c.execute(
-        "INSERT INTO REG_ASSOCIATION (REG_SOURCEPATH, REG_TARGETPATH, REG_ASSOCIATION_TYPE, \
+        &format!(
+            "INSERT INTO REG_ASSOCIATION (REG_SOURCEPATH, REG_TARGETPATH, REG_ASSOCIATION_TYPE, \
          REG_TENANT_ID) SELECT ?, REG_TARGETPATH, REG_ASSOCIATION_TYPE, REG_TENANT_ID \
-         FROM REG_ASSOCIATION WHERE REG_SOURCEPATH = ? AND REG_TENANT_ID = ?",
+         FROM REG_ASSOCIATION WHERE {} AND REG_TENANT_ID = ?",
+            c.text()
+                .eq("REG_SOURCEPATH", "REG_ASSOCIATION", "REG_SOURCEPATH")
+        ),
         &args![versioned.as_str(), p, t],
     )
     .await?;
@@ -673,10 +829,14 @@ pub(crate) async fn version_row(
     let sql = format!(
         "SELECT s.REG_PATH_ID, s.REG_RESOURCE_VIDS FROM REG_SNAPSHOT s JOIN REG_PATH p \
          ON p.REG_PATH_ID = s.REG_PATH_ID AND p.REG_TENANT_ID = s.REG_TENANT_ID \
-         WHERE s.REG_SNAPSHOT_ID = ? AND s.REG_TENANT_ID = ? AND p.REG_PATH_VALUE = {} \
-         AND s.REG_RESOURCE_NAME = ?",
-        path_param(d)
+         WHERE s.REG_SNAPSHOT_ID = ? AND s.REG_TENANT_ID = ? AND {} AND {}",
+        path_eq(c.text(), "p.REG_PATH_VALUE"),
+        c.text()
+            .eq("s.REG_RESOURCE_NAME", "REG_SNAPSHOT", "REG_RESOURCE_NAME")
     );
+    if !storable(c.text(), parent) || !storable_name(c.text(), p) {
+        return Ok(None);
+    }
     let Some(snap) = c
         .fetch_opt(&sql, &args![snapshot, t, parent, path::name(p)])
         .await?
@@ -689,8 +849,10 @@ pub(crate) async fn version_row(
         "SELECT {RESOURCE_COLUMNS}, {} FROM REG_RESOURCE_HISTORY r LEFT JOIN \
          REG_CONTENT_HISTORY c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
          AND c.REG_TENANT_ID = r.REG_TENANT_ID WHERE r.REG_VERSION = ? \
-         AND r.REG_TENANT_ID = ? AND r.REG_PATH_ID = ? AND r.REG_NAME = ?",
-        d.int64("COALESCE(LENGTH(c.REG_CONTENT_DATA), 0)")
+         AND r.REG_TENANT_ID = ? AND r.REG_PATH_ID = ? AND {}",
+        d.int64("COALESCE(LENGTH(c.REG_CONTENT_DATA), 0)"),
+        c.text()
+            .eq("r.REG_NAME", "REG_RESOURCE_HISTORY", "REG_NAME")
     );
     for chunk in vids.chunks_exact(8) {
         let version = i64::from_be_bytes(chunk.try_into().expect("8 bytes"));
@@ -767,7 +929,7 @@ pub(crate) async fn delete_row(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> R
 
 /// Carbon's property, tag, comment and rating mappings of `row`, and its properties.
 pub(crate) async fn delete_mappings(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
-    let eq = c.dialect().null_eq();
+    let text = c.text();
     let name = row.name.as_deref();
     // The mapping rows point at the properties, and MySQL checks that foreign key at every
     // statement: the mappings go first, so the property ids are read before they go.
@@ -784,7 +946,8 @@ pub(crate) async fn delete_mappings(c: &mut Exec<'_>, t: i64, row: &ResourceRow)
                 };
                 format!(
                     "SELECT {id} FROM {table} WHERE REG_PATH_ID = ? \
-                     AND REG_RESOURCE_NAME {eq} ? AND REG_TENANT_ID = ?"
+                     AND {} AND REG_TENANT_ID = ?",
+                    mapped_name_eq(text, table, "REG_RESOURCE_NAME")
                 )
             })
             .collect::<Vec<_>>()
@@ -802,8 +965,8 @@ pub(crate) async fn delete_mappings(c: &mut Exec<'_>, t: i64, row: &ResourceRow)
     if !rows.is_empty() {
         for table in PATH_KEYED_TABLES {
             let sql = format!(
-                "DELETE FROM {table} WHERE REG_PATH_ID = ? AND REG_RESOURCE_NAME {eq} ? \
-                 AND REG_TENANT_ID = ?"
+                "DELETE FROM {table} WHERE REG_PATH_ID = ? AND {} AND REG_TENANT_ID = ?",
+                mapped_name_eq(c.text(), table, "REG_RESOURCE_NAME")
             );
             c.execute(&sql, &args![row.path_id, name, t]).await?;
         }
@@ -984,31 +1147,35 @@ pub(crate) async fn dir_and_entry(
     p: &str,
 ) -> Result<Option<DirAndEntry>> {
     let d = c.dialect();
-    if !storable(d, parent) {
+    let text = c.text();
+    if !storable(text, parent) {
         return Ok(None);
     }
     let name = path::name(p);
     // Arguments in the order their placeholders appear: the collection test, the mapping
     // tests, the resource's name, the parent.
     let mut args = Vec::new();
-    let collection = if storable(d, p) {
+    let collection = if storable(text, p) {
         args.extend(args![p, t]);
         format!(
             "CASE WHEN EXISTS (SELECT 1 FROM REG_PATH cp JOIN REG_RESOURCE cr \
              ON cr.REG_PATH_ID = cp.REG_PATH_ID AND cr.REG_TENANT_ID = cp.REG_TENANT_ID \
-             AND cr.REG_NAME IS NULL WHERE cp.REG_PATH_VALUE = {} AND cp.REG_TENANT_ID = ?) \
+             AND cr.REG_NAME IS NULL WHERE {} AND cp.REG_TENANT_ID = ?) \
              THEN 1 ELSE 0 END",
-            path_param(d)
+            path_eq(text, "cp.REG_PATH_VALUE")
         )
     } else {
         "0".to_string()
     };
-    let eq = d.null_eq();
+    // A name the columns cannot hold matches no row; it is looked up as NULL, which no
+    // resource has, so the query still reads the parent.
+    let name = storable_name(text, p).then_some(name);
     let mut mapped = Vec::new();
     for table in PATH_KEYED_TABLES {
         mapped.push(format!(
             "EXISTS (SELECT 1 FROM {table} m WHERE m.REG_PATH_ID = p.REG_PATH_ID \
-             AND m.REG_RESOURCE_NAME {eq} ? AND m.REG_TENANT_ID = ?)"
+             AND {} AND m.REG_TENANT_ID = ?)",
+            text.eq("m.REG_RESOURCE_NAME", table, "REG_RESOURCE_NAME")
         ));
         args.extend(args![name, t]);
     }
@@ -1018,12 +1185,13 @@ pub(crate) async fn dir_and_entry(
         "SELECT {RESOURCE_COLUMNS}, {}, {}, {} FROM REG_PATH p JOIN REG_RESOURCE r \
          ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
          AND r.REG_NAME IS NULL LEFT JOIN REG_RESOURCE f ON f.REG_PATH_ID = p.REG_PATH_ID \
-         AND f.REG_TENANT_ID = p.REG_TENANT_ID AND f.REG_NAME = ? \
-         WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
+         AND f.REG_TENANT_ID = p.REG_TENANT_ID AND {} \
+         WHERE {} AND p.REG_TENANT_ID = ?",
         RESOURCE_COLUMNS.replace("r.", "f."),
         d.int64(&collection),
         d.int64(&format!("CASE WHEN {mapped} THEN 1 ELSE 0 END")),
-        path_param(d)
+        name_eq(text, "f.REG_NAME"),
+        path_eq(text, "p.REG_PATH_VALUE")
     );
     let Some(row) = c.fetch_opt(&sql, &args).await? else {
         return Ok(None);
@@ -1187,6 +1355,11 @@ pub(crate) async fn rename(
         }
         return Err(err!(EINVAL, "cannot move {from} into its own subtree {to}"));
     }
+    check_storable(c.text(), to, src_is_dir)?;
+    if dst.is_none() {
+        let own = (from_parent == to_parent).then(|| path::name(from));
+        refuse_confused(c, t, dst_parent.path_id, to, own).await?;
+    }
     let mut keep_identity = None;
     if let Some(dst) = dst {
         if dst.uuid == src.uuid {
@@ -1264,7 +1437,8 @@ pub(crate) async fn rename(
         for table in PATH_KEYED_TABLES.iter().filter(|_| src_mapped) {
             let sql = format!(
                 "UPDATE {table} SET REG_PATH_ID = ?, REG_RESOURCE_NAME = ? \
-                     WHERE REG_PATH_ID = ? AND REG_RESOURCE_NAME = ? AND REG_TENANT_ID = ?"
+                     WHERE REG_PATH_ID = ? AND {} AND REG_TENANT_ID = ?",
+                c.text().eq("REG_RESOURCE_NAME", table, "REG_RESOURCE_NAME")
             );
             c.execute(
                 &sql,

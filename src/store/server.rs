@@ -9,6 +9,7 @@
 
 pub mod db;
 mod pg;
+pub mod text;
 
 use std::time::Duration;
 
@@ -129,6 +130,7 @@ impl ServerStore {
     /// Connects to a PostgreSQL or MySQL/MariaDB server.
     pub async fn open(name: &str, server: ServerOptions, opts: StoreOptions) -> Result<Self> {
         let pool = Pool::connect(&server).await?;
+        pool.read_text_columns().await?;
         Ok(Self {
             name: format!("{name} ({})", db::redact(&server.url)),
             d: pool.dialect(),
@@ -406,7 +408,7 @@ async fn content_row(c: &mut Exec<'_>, t: i64, data: &Content) -> Result<Option<
     }
     let id = match c.dialect() {
         Dialect::Postgres => match c {
-            Exec::Pg(conn) => pg::copy_content(conn, t, data, PIECE).await?,
+            Exec::Pg(conn, _) => pg::copy_content(conn, t, data, PIECE).await?,
             _ => unreachable!("a PostgreSQL dialect on another driver"),
         },
         _ => {
@@ -512,7 +514,8 @@ impl Store for ServerStore {
     async fn list(&self, dir: &str, after: Option<&str>, limit: u32) -> Result<Vec<DirEntry>> {
         let t = self.t();
         let d = self.d;
-        if !storable(d, dir) {
+        let text = self.pool.text_columns();
+        if !storable(&text, dir) {
             return Ok(Vec::new());
         }
         let after = after.unwrap_or("");
@@ -522,8 +525,8 @@ impl Store for ServerStore {
             format!("{dir}/")
         };
         let dir_id_sql = format!(
-            "(SELECT REG_PATH_ID FROM REG_PATH WHERE REG_PATH_VALUE = {} AND REG_TENANT_ID = ?)",
-            path_param(d)
+            "(SELECT REG_PATH_ID FROM REG_PATH dp WHERE {} AND REG_TENANT_ID = ?)",
+            path_eq(&text, "dp.REG_PATH_VALUE")
         );
         let name = d.bytewise("r.REG_NAME");
         let files_sql = format!(
@@ -585,7 +588,8 @@ impl Store for ServerStore {
         };
         let t = self.t();
         let d = self.d;
-        if !storable(d, parent) {
+        let text = self.pool.text_columns();
+        if !storable(&text, parent) || !storable_name(&text, p) {
             return Err(err!(ENOENT, "resource {p} does not exist"));
         }
         // The version, the content row and its length, and the value itself when it is at most
@@ -596,10 +600,11 @@ impl Store for ServerStore {
              CASE WHEN LENGTH(c.REG_CONTENT_DATA) <= {PIECE} THEN c.REG_CONTENT_DATA END \
              FROM REG_PATH p JOIN REG_RESOURCE r \
              ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-             AND r.REG_NAME = ? LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
+             AND {} LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
              AND c.REG_TENANT_ID = r.REG_TENANT_ID \
-             WHERE p.REG_PATH_VALUE = {} AND p.REG_TENANT_ID = ?",
-            path_param(d)
+             WHERE {} AND p.REG_TENANT_ID = ?",
+            name_eq(&text, "r.REG_NAME"),
+            path_eq(&text, "p.REG_PATH_VALUE")
         );
         let position = match d {
             Dialect::Postgres => "CAST(? AS INTEGER)",
@@ -684,6 +689,7 @@ impl Store for ServerStore {
             return Err(err!(EEXIST, "the root always exists"));
         };
         let name = path::name(p);
+        check_storable(&self.pool.text_columns(), p, new.kind == Kind::Directory)?;
         if self.d == Dialect::Postgres && new.kind != Kind::Directory && new.content.len() <= PIECE
         {
             return self.pg_create(p, parent, name, &new, user).await;
@@ -697,6 +703,7 @@ impl Store for ServerStore {
                 // Not a live collection: require_dir says which errno.
                 None => require_dir(c, t, parent).await?,
             };
+            ops::refuse_confused(c, t, dir.path_id, p, None).await?;
             let now = now_ns();
             let created = naive_from_ns(now);
             let is_dir = new.kind == Kind::Directory;
@@ -743,6 +750,23 @@ impl Store for ServerStore {
                 attrs,
             )
             .into_entry()
+        })
+    }
+
+    async fn check_new_name(&self, p: &str) -> Result<()> {
+        let text = self.pool.text_columns();
+        check_storable(&text, p, false)?;
+        let merging = text.merging("REG_RESOURCE", "REG_NAME").is_some()
+            || text.merging("REG_PATH", "REG_PATH_VALUE").is_some();
+        let Some(parent) = path::parent(p).filter(|_| merging) else {
+            return Ok(());
+        };
+        let t = self.t();
+        read!(self, "create", |c| {
+            match ops::collection_row(c, t, parent).await? {
+                Some(dir) => ops::refuse_confused(c, t, dir.path_id, p, None).await,
+                None => Ok(()),
+            }
         })
     }
 
@@ -877,6 +901,7 @@ impl Store for ServerStore {
         let versioning = self.opts.version_on_change;
         if self.d == Dialect::Postgres
             && !versioning
+            && check_storable(&self.pool.text_columns(), to, false).is_ok()
             && let Some(done) = self.pg_rename(from, to, user).await?
         {
             return Ok(Some(done));

@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow, Postgres};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Column, Connection as _, Executor, Row as _, TypeInfo};
 
+use super::text::TextColumns;
 use crate::err;
 use crate::error::{Error, Result};
 
@@ -35,11 +36,13 @@ impl Dialect {
         }
     }
 
-    /// `expr` compared and sorted by bytes, whatever the column's collation.
+    /// `expr` compared and sorted by bytes, whatever the column's collation. On MySQL as the
+    /// UTF-8 bytes (code point order), since every `_bin` collation there pads with spaces and
+    /// would sort `a` and `a ` as one.
     pub fn bytewise(self, expr: &str) -> String {
         match self {
             Dialect::Postgres => format!("({expr}) COLLATE \"C\""),
-            Dialect::MySql => format!("CONVERT({expr} USING utf8mb4) COLLATE utf8mb4_bin"),
+            Dialect::MySql => format!("CAST(CONVERT({expr} USING utf8mb4) AS BINARY)"),
             Dialect::Sqlite => format!("({expr})"),
         }
     }
@@ -334,8 +337,8 @@ pub fn lite_run(
 
 /// A connection (or a transaction's connection) to run statements on.
 pub enum Exec<'c> {
-    Pg(&'c mut PgConnection),
-    My(&'c mut MySqlConnection),
+    Pg(&'c mut PgConnection, &'c TextColumns),
+    My(&'c mut MySqlConnection, &'c TextColumns),
     Lite(&'c mut SqliteConnection),
     /// The SQLite store's connections: statements run synchronously on the calling thread.
     Rus(&'c mut rusqlite::Connection),
@@ -357,13 +360,18 @@ macro_rules! bind_all {
     }};
 }
 
-/// `?` placeholders → `$1..$n`.
+/// `?` placeholders → `$1..$n`; `?^` (the previous parameter again) → the previous number.
 fn pg_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut n = 0;
-    for ch in sql.chars() {
+    let mut chars = sql.chars().peekable();
+    while let Some(ch) = chars.next() {
         if ch == '?' {
-            n += 1;
+            if chars.peek() == Some(&'^') {
+                chars.next();
+            } else {
+                n += 1;
+            }
             out.push('$');
             out.push_str(&n.to_string());
         } else {
@@ -373,23 +381,69 @@ fn pg_placeholders(sql: &str) -> String {
     out
 }
 
+/// `?^` in SQL stands for the parameter before it, bound again (see
+/// [`TextColumns::eq`](super::text::TextColumns::eq)): for the drivers with plain positional
+/// `?`, the SQL with `?` in its place and the arguments with that value repeated.
+fn repeat_placeholders<'s, 'a>(
+    sql: &'s str,
+    args: &'s [Val<'a>],
+) -> (std::borrow::Cow<'s, str>, std::borrow::Cow<'s, [Val<'a>]>) {
+    use std::borrow::Cow;
+    if !sql.contains("?^") {
+        return (Cow::Borrowed(sql), Cow::Borrowed(args));
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut vals = Vec::with_capacity(args.len() + 2);
+    let mut next: usize = 0;
+    let mut chars = sql.chars().peekable();
+    while let Some(ch) = chars.next() {
+        out.push(ch);
+        if ch != '?' {
+            continue;
+        }
+        if chars.peek() == Some(&'^') {
+            chars.next();
+            if let Some(v) = next.checked_sub(1).and_then(|i| args.get(i)) {
+                vals.push(*v);
+            }
+        } else {
+            if let Some(v) = args.get(next) {
+                vals.push(*v);
+            }
+            next += 1;
+        }
+    }
+    vals.extend_from_slice(args.get(next..).unwrap_or(&[]));
+    (Cow::Owned(out), Cow::Owned(vals))
+}
+
 impl Exec<'_> {
     pub fn dialect(&self) -> Dialect {
         match self {
-            Exec::Pg(_) => Dialect::Postgres,
-            Exec::My(_) => Dialect::MySql,
+            Exec::Pg(..) => Dialect::Postgres,
+            Exec::My(..) => Dialect::MySql,
             Exec::Lite(_) | Exec::Rus(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// How this database's text columns store and compare names.
+    pub fn text(&self) -> &TextColumns {
+        match self {
+            Exec::Pg(_, t) | Exec::My(_, t) => t,
+            Exec::Lite(_) | Exec::Rus(_) => TextColumns::exact(),
         }
     }
 
     /// Runs one statement; returns the number of rows it changed.
     pub async fn execute(&mut self, sql: &str, args: &[Val<'_>]) -> Result<u64> {
+        let (sql, args) = repeat_placeholders(sql, args);
+        let (sql, args) = (&*sql, &*args);
         Ok(match self {
-            Exec::Pg(c) => {
+            Exec::Pg(c, _) => {
                 let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(pg_placeholders(sql))), args);
                 c.execute(q).await?.rows_affected()
             }
-            Exec::My(c) => {
+            Exec::My(c, _) => {
                 let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
                 c.execute(q).await?.rows_affected()
             }
@@ -403,12 +457,14 @@ impl Exec<'_> {
 
     /// Runs one query and returns all its rows.
     pub async fn fetch(&mut self, sql: &str, args: &[Val<'_>]) -> Result<Vec<Row>> {
+        let (sql, args) = repeat_placeholders(sql, args);
+        let (sql, args) = (&*sql, &*args);
         Ok(match self {
-            Exec::Pg(c) => {
+            Exec::Pg(c, _) => {
                 let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(pg_placeholders(sql))), args);
                 c.fetch_all(q).await?.into_iter().map(Row::Pg).collect()
             }
-            Exec::My(c) => {
+            Exec::My(c, _) => {
                 let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
                 c.fetch_all(q).await?.into_iter().map(Row::My).collect()
             }
@@ -428,7 +484,7 @@ impl Exec<'_> {
     /// Inserts one row and returns the id the database generated for `id_column`.
     pub async fn insert_id(&mut self, sql: &str, id_column: &str, args: &[Val<'_>]) -> Result<i64> {
         match self {
-            Exec::Pg(_) | Exec::Lite(_) | Exec::Rus(_) => {
+            Exec::Pg(..) | Exec::Lite(_) | Exec::Rus(_) => {
                 let sql = format!("{sql} RETURNING {id_column}");
                 let row = self
                     .fetch_opt(&sql, args)
@@ -436,8 +492,9 @@ impl Exec<'_> {
                     .ok_or_else(|| err!(EIO, "insert returned no id"))?;
                 row.req_int(0)
             }
-            Exec::My(c) => {
-                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
+            Exec::My(c, _) => {
+                let (sql, args) = repeat_placeholders(sql, args);
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.into_owned())), &*args);
                 Ok(c.execute(q).await?.last_insert_id() as i64)
             }
         }
@@ -460,45 +517,63 @@ impl Exec<'_> {
     }
 }
 
-/// A pool of server connections.
+/// A pool of server connections, with what its database's catalog says of the text columns
+/// ([`Pool::read_text_columns`]).
 #[derive(Clone)]
-pub enum Pool {
+pub struct Pool {
+    kind: PoolKind,
+    text: std::sync::Arc<parking_lot::RwLock<std::sync::Arc<TextColumns>>>,
+}
+
+#[derive(Clone)]
+enum PoolKind {
     Pg(sqlx::PgPool),
     My(sqlx::MySqlPool),
 }
 
-/// A connection taken from the pool, or an open transaction.
-pub enum Held {
+/// A connection taken from the pool.
+pub struct Held {
+    conn: HeldConn,
+    text: std::sync::Arc<TextColumns>,
+}
+
+enum HeldConn {
     Pg(sqlx::pool::PoolConnection<Postgres>),
     My(sqlx::pool::PoolConnection<MySql>),
 }
 
-pub enum Tx {
+/// An open transaction.
+pub struct Tx {
+    tx: TxConn,
+    text: std::sync::Arc<TextColumns>,
+}
+
+enum TxConn {
     Pg(sqlx::Transaction<'static, Postgres>),
     My(sqlx::Transaction<'static, MySql>),
 }
 
 impl Held {
     pub fn exec(&mut self) -> Exec<'_> {
-        match self {
-            Held::Pg(c) => Exec::Pg(&mut *c),
-            Held::My(c) => Exec::My(&mut *c),
+        match &mut self.conn {
+            HeldConn::Pg(c) => Exec::Pg(&mut *c, &self.text),
+            HeldConn::My(c) => Exec::My(&mut *c, &self.text),
         }
     }
 }
 
 impl Tx {
     pub fn exec(&mut self) -> Exec<'_> {
-        match self {
-            Tx::Pg(t) => Exec::Pg(&mut *t),
-            Tx::My(t) => Exec::My(&mut *t),
+        match &mut self.tx {
+            TxConn::Pg(t) => Exec::Pg(&mut *t, &self.text),
+            TxConn::My(t) => Exec::My(&mut *t, &self.text),
         }
     }
 
     pub async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Pg(t) => t.commit().await?,
-            Tx::My(t) => t.commit().await?,
+        match self.tx {
+            TxConn::Pg(t) => t.commit().await?,
+            TxConn::My(t) => t.commit().await?,
         }
         Ok(())
     }
@@ -544,7 +619,7 @@ impl Pool {
                     .connect_with(opts)
                     .await
                     .map_err(|e| err!(EIO, "cannot connect to PostgreSQL at {safe}: {e}"))?;
-                Ok(Pool::Pg(pool))
+                Ok(Pool::new(PoolKind::Pg(pool)))
             }
             "mysql" | "mariadb" => {
                 let url = o.url.replacen("mariadb:", "mysql:", 1);
@@ -570,7 +645,7 @@ impl Pool {
                     .connect_with(opts)
                     .await
                     .map_err(|e| err!(EIO, "cannot connect to MySQL at {safe}: {e}"))?;
-                Ok(Pool::My(pool))
+                Ok(Pool::new(PoolKind::My(pool)))
             }
             other => Err(err!(
                 EINVAL,
@@ -579,11 +654,33 @@ impl Pool {
         }
     }
 
-    pub fn dialect(&self) -> Dialect {
-        match self {
-            Pool::Pg(_) => Dialect::Postgres,
-            Pool::My(_) => Dialect::MySql,
+    fn new(kind: PoolKind) -> Pool {
+        Pool {
+            kind,
+            text: Default::default(),
         }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.kind {
+            PoolKind::Pg(_) => Dialect::Postgres,
+            PoolKind::My(_) => Dialect::MySql,
+        }
+    }
+
+    /// What [`Pool::read_text_columns`] read last.
+    pub fn text_columns(&self) -> std::sync::Arc<TextColumns> {
+        self.text.read().clone()
+    }
+
+    /// Reads the text columns' character sets and collations from the catalog (see
+    /// [`TextColumns`]); every connection taken after this compares and checks names by them.
+    /// Call again after the schema changed (`regfs init`).
+    pub async fn read_text_columns(&self) -> Result<std::sync::Arc<TextColumns>> {
+        let mut held = self.acquire().await?;
+        let text = std::sync::Arc::new(TextColumns::probe(&mut held.exec()).await?);
+        *self.text.write() = text.clone();
+        Ok(text)
     }
 
     /// Runs a DDL script ([`Exec::script`]), retried a few times: nodes starting together race
@@ -610,16 +707,24 @@ impl Pool {
     }
 
     pub async fn acquire(&self) -> Result<Held> {
-        Ok(match self {
-            Pool::Pg(p) => Held::Pg(p.acquire().await.map_err(unreachable_db)?),
-            Pool::My(p) => Held::My(p.acquire().await.map_err(unreachable_db)?),
+        let conn = match &self.kind {
+            PoolKind::Pg(p) => HeldConn::Pg(p.acquire().await.map_err(unreachable_db)?),
+            PoolKind::My(p) => HeldConn::My(p.acquire().await.map_err(unreachable_db)?),
+        };
+        Ok(Held {
+            conn,
+            text: self.text.read().clone(),
         })
     }
 
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(match self {
-            Pool::Pg(p) => Tx::Pg(p.begin().await.map_err(unreachable_db)?),
-            Pool::My(p) => Tx::My(p.begin().await.map_err(unreachable_db)?),
+        let tx = match &self.kind {
+            PoolKind::Pg(p) => TxConn::Pg(p.begin().await.map_err(unreachable_db)?),
+            PoolKind::My(p) => TxConn::My(p.begin().await.map_err(unreachable_db)?),
+        };
+        Ok(Tx {
+            tx,
+            text: self.text.read().clone(),
         })
     }
 }
@@ -709,6 +814,21 @@ mod tests {
     #[test]
     fn placeholders_and_redaction() {
         assert_eq!(pg_placeholders("a = ? AND b = ?"), "a = $1 AND b = $2");
+        assert_eq!(
+            pg_placeholders("a = ? AND b = ?^ AND c = ?"),
+            "a = $1 AND b = $1 AND c = $2"
+        );
+        let args = [Val::Int(Some(1)), Val::Int(Some(2))];
+        let (sql, vals) = repeat_placeholders("a = ? AND b = ?^ AND c = ?", &args);
+        assert_eq!(sql, "a = ? AND b = ? AND c = ?");
+        let ints: Vec<_> = vals
+            .iter()
+            .map(|v| match v {
+                Val::Int(i) => i.unwrap(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(ints, [1, 1, 2]);
         assert_eq!(
             redact("postgres://regfs:secret@127.0.0.1:5432/reg"),
             "postgres://regfs:***@127.0.0.1:5432/reg"
