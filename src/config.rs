@@ -460,7 +460,7 @@ fn server_options(
     })
 }
 
-/// Opens (and initialises) the store of one data source.
+/// Connects to the store of one data source; nothing is written.
 async fn open_store(cfg: &FileConfig, name: &str, d: &DataSource) -> Result<Arc<dyn Store>> {
     let key = format!("data_sources.{name}");
     let timeout = std::time::Duration::from_secs(d.busy_timeout_secs.max(1));
@@ -493,19 +493,45 @@ async fn open_store(cfg: &FileConfig, name: &str, d: &DataSource) -> Result<Arc<
         }
     };
     tracing::info!(data_source = name, store = store.name(), "opened");
-    store.init().await.map_err(|e| {
-        crate::Error::new(e.errno(), format!("data source {name}: {}", e.message()))
-    })?;
     Ok(store)
 }
 
+/// `e` with the data source's name in front.
+fn in_source(name: &str, e: crate::Error) -> crate::Error {
+    crate::Error::new(e.errno(), format!("data source {name}: {}", e.message()))
+}
+
+/// `regfs init` for a config file: creates what each data source lacks of the schema (on a
+/// server, Carbon's registry tables only where there are none, and regfs's own `REGFS_*`
+/// objects) and the user-management tables where they are missing. Needs a database user who
+/// may create tables; a mount afterwards only reads the catalog.
+pub async fn install(cfg: &FileConfig) -> Result<()> {
+    for (name, d) in &cfg.data_sources {
+        let store = open_store(cfg, name, d).await?;
+        store.install().await.map_err(|e| in_source(name, e))?;
+    }
+    if let Some((key, d, url)) = um_server(cfg)? {
+        let pool = Pool::connect(&server_options(d, &key, url, 2)?).await?;
+        UmDb::install_server(&pool).await?;
+    }
+    Ok(())
+}
+
 /// Opens the data sources, builds the mount table and authorizer a config file describes.
+/// Every database's catalog is checked before anything is written, so that a mount refused
+/// for a missing table leaves every database as it was.
 pub async fn registry_from(cfg: &FileConfig) -> Result<Registry> {
     let mut stores: std::collections::BTreeMap<&str, (usize, Arc<dyn Store>)> = Default::default();
     for (i, (name, d)) in cfg.data_sources.iter().enumerate() {
         let store = open_store(cfg, name, d).await?;
+        store.check().await.map_err(|e| in_source(name, e))?;
         stores.insert(name.as_str(), (i, store));
     }
+    let um = um_checked(cfg).await?;
+    for (name, (_, store)) in &stores {
+        store.init().await.map_err(|e| in_source(name, e))?;
+    }
+    um.seed().await?;
     let (root_id, root_store) = stores[cfg.node_data_source.as_str()].clone();
     let root = Mount {
         path: "/".into(),
@@ -551,7 +577,7 @@ pub async fn registry_from(cfg: &FileConfig) -> Result<Registry> {
                 .await?;
         }
     }
-    let um = Arc::new(um_from(cfg).await?);
+    let um = Arc::new(um);
     let admin = cfg
         .user_management
         .as_ref()
@@ -570,22 +596,50 @@ pub async fn registry_from(cfg: &FileConfig) -> Result<Registry> {
     Ok(registry)
 }
 
-/// The user-management database a config file names.
+/// The user-management database a config file names, seeded as Carbon seeds a new realm.
 pub async fn um_from(cfg: &FileConfig) -> Result<UmDb> {
-    let um_source = cfg
-        .user_management
-        .as_ref()
-        .map(|u| u.data_source.as_str())
-        .unwrap_or(cfg.node_data_source.as_str());
+    let um = um_checked(cfg).await?;
+    um.seed().await?;
+    Ok(um)
+}
+
+/// The user-management data source: its key, definition and server URL when it is a server.
+fn um_server(cfg: &FileConfig) -> Result<Option<(String, &DataSource, String)>> {
+    let um_source = um_source(cfg);
     let d = &cfg.data_sources[um_source];
     let key = format!("data_sources.{um_source}");
-    match d.location(&format!("{key}.url"))? {
-        Location::Sqlite(file) => UmDb::open(&file, cfg.tenant).await,
-        Location::Server(url) => {
+    Ok(match d.location(&format!("{key}.url"))? {
+        Location::Sqlite(_) => None,
+        Location::Server(url) => Some((key, d, url)),
+    })
+}
+
+fn um_source(cfg: &FileConfig) -> &str {
+    cfg.user_management
+        .as_ref()
+        .map(|u| u.data_source.as_str())
+        .unwrap_or(cfg.node_data_source.as_str())
+}
+
+/// The user-management database, its catalog checked; not seeded yet (see [`UmDb::seed`]).
+async fn um_checked(cfg: &FileConfig) -> Result<UmDb> {
+    let um_source = um_source(cfg);
+    match um_server(cfg)? {
+        None => {
+            let d = &cfg.data_sources[um_source];
+            match d.location(&format!("data_sources.{um_source}.url"))? {
+                Location::Sqlite(file) => UmDb::open(&file, cfg.tenant).await,
+                Location::Server(_) => unreachable!("um_server found no server"),
+            }
+        }
+        Some((key, d, url)) => {
             let pool = Pool::connect(&server_options(d, &key, url, 2)?).await?;
-            UmDb::open_server(pool, cfg.tenant)
-                .await
-                .map_err(|e| err!(EIO, "user management on {um_source}: {}", e.message()))
+            UmDb::check_server(pool, cfg.tenant).await.map_err(|e| {
+                crate::Error::new(
+                    e.errno(),
+                    format!("user management on {um_source}: {}", e.message()),
+                )
+            })
         }
     }
 }

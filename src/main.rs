@@ -95,7 +95,9 @@ enum Command {
         #[arg(long = "map", value_name = "ACCOUNT=USER", value_parser = parse_map)]
         map: Vec<(String, String)>,
     },
-    /// Create the schema, base collections and the seeded realm in the data directory.
+    /// Create the schema (on a server: Carbon's tables where there are none, and regfs's own
+    /// REGFS_* objects), the base collections and the seeded realm. Run once per database, by a
+    /// database user who may create tables; mounts then need only SELECT/INSERT/UPDATE/DELETE.
     Init {
         #[command(flatten)]
         data: DataDir,
@@ -225,6 +227,9 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
     match command {
         Command::Mount { .. } => unreachable!("handled before"),
         Command::Init { data } => {
+            if let Some(cfg) = data.file_config()? {
+                config::install(&cfg).await?;
+            }
             data.registry().await?;
             match data.config.as_ref().or(data.wso2_conf.as_ref()) {
                 Some(file) => println!("regfs: initialized the databases of {}", file.display()),

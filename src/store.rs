@@ -216,8 +216,23 @@ pub trait Store: Send + Sync + 'static {
     /// A short name for logs: the data source's name or file.
     fn name(&self) -> &str;
 
-    /// Creates the schema if it is missing and the base collections Carbon creates on first start
-    /// (`/`, `/_system`, `/_system/{local,config,governance}` and their `repository` children).
+    /// Creates what the database lacks of the schema (`regfs init`, by a user who may create
+    /// tables): on a server, Carbon's registry tables only where there are none, and regfs's
+    /// own `REGFS_*` objects. The embedded SQLite store makes its schema when it opens.
+    async fn install(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checks, from the catalog only, that the database has every table a mount uses; the
+    /// error names what is missing and `regfs init`. Writes nothing.
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Readies the database for a mount with rows only: checks (from the catalog) that every
+    /// table is there, naming what is missing and `regfs init` otherwise, and creates the base
+    /// collections Carbon creates on first start (`/`, `/_system`,
+    /// `/_system/{local,config,governance}` and their `repository` children).
     async fn init(&self) -> Result<()>;
 
     /// The entry at `path`, or `None`.

@@ -130,6 +130,182 @@ enum Backend {
 pub struct UmDb {
     backend: Backend,
     tenant: i64,
+    flavor: Flavor,
+}
+
+/// Which of Carbon 4.12.x's user-management columns the database has: a realm Carbon 4.4.x
+/// made has none of them, and its `JDBCRealmConstants` write rows without them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flavor {
+    /// `UM_USER.UM_USER_ID` (the user's UUID, UniqueID user stores).
+    pub user_uuid: bool,
+    /// `UM_ROLE.UM_ROLE_UUID`.
+    pub role_uuid: bool,
+    /// `UM_ROLE.UM_CREATED_TIME` and `UM_LAST_MODIFIED`.
+    pub role_times: bool,
+    /// `UM_HYBRID_ROLE.UM_UUID`.
+    pub hybrid_uuid: bool,
+}
+
+impl Flavor {
+    /// Carbon 4.12.x's realm, which regfs's own schema follows.
+    pub const CURRENT: Flavor = Flavor {
+        user_uuid: true,
+        role_uuid: true,
+        role_times: true,
+        hybrid_uuid: true,
+    };
+
+    pub fn label(self) -> &'static str {
+        if self == Flavor::CURRENT {
+            "Carbon 4.12.x style"
+        } else if !self.user_uuid && !self.role_uuid && !self.hybrid_uuid {
+            "Carbon 4.4.x style"
+        } else {
+            "mixed"
+        }
+    }
+}
+
+/// The tables regfs reads and writes users, roles and grants in.
+pub const UM_TABLES: &[&str] = &[
+    "UM_DOMAIN",
+    "UM_USER",
+    "UM_ROLE",
+    "UM_USER_ROLE",
+    "UM_HYBRID_ROLE",
+    "UM_HYBRID_USER_ROLE",
+    "UM_SYSTEM_ROLE",
+    "UM_SYSTEM_USER",
+    "UM_SYSTEM_USER_ROLE",
+    "UM_PERMISSION",
+    "UM_ROLE_PERMISSION",
+    "UM_USER_PERMISSION",
+];
+
+/// What the catalog of a server's UM database says: the [`UM_TABLES`] missing, and the flavor.
+async fn probe_server(pool: &Pool) -> Result<(Vec<&'static str>, Flavor)> {
+    let schema = match pool.dialect() {
+        Dialect::MySql => "DATABASE()",
+        _ => "current_schema()",
+    };
+    let mut held = pool.acquire().await?;
+    let mut c = held.exec();
+    let tables = c
+        .fetch(
+            &format!(
+                "SELECT UPPER(table_name) FROM information_schema.tables \
+                 WHERE table_schema = {schema} AND UPPER(table_name) LIKE 'UM\\_%'"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.req_text(0))
+        .collect::<Result<std::collections::HashSet<_>>>()?;
+    let columns = c
+        .fetch(
+            &format!(
+                "SELECT UPPER(table_name), UPPER(column_name) FROM information_schema.columns \
+                 WHERE table_schema = {schema} \
+                 AND UPPER(table_name) IN ('UM_USER', 'UM_ROLE', 'UM_HYBRID_ROLE')"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok(format!("{}.{}", r.req_text(0)?, r.req_text(1)?)))
+        .collect::<Result<std::collections::HashSet<_>>>()?;
+    let missing = UM_TABLES
+        .iter()
+        .copied()
+        .filter(|t| !tables.contains(*t))
+        .collect();
+    let has = |c: &str| columns.contains(c);
+    Ok((
+        missing,
+        Flavor {
+            user_uuid: has("UM_USER.UM_USER_ID"),
+            role_uuid: has("UM_ROLE.UM_ROLE_UUID"),
+            role_times: has("UM_ROLE.UM_CREATED_TIME") && has("UM_ROLE.UM_LAST_MODIFIED"),
+            hybrid_uuid: has("UM_HYBRID_ROLE.UM_UUID"),
+        },
+    ))
+}
+
+/// Inserts a user as the realm's `ADD_USER_SQL` does; returns its `UM_ID`.
+async fn insert_user(
+    c: &mut Exec<'_>,
+    flavor: Flavor,
+    t: i64,
+    name: &str,
+    hash: &str,
+    salt: &str,
+) -> Result<i64> {
+    let now = now();
+    if flavor.user_uuid {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        c.insert_id(
+            "INSERT INTO UM_USER (UM_USER_ID, UM_USER_NAME, UM_USER_PASSWORD, UM_SALT_VALUE, \
+             UM_REQUIRE_CHANGE, UM_CHANGED_TIME, UM_TENANT_ID) VALUES (?, ?, ?, ?, FALSE, ?, ?)",
+            "UM_ID",
+            &args![&uuid, name, hash, salt, now, t],
+        )
+        .await
+    } else {
+        c.insert_id(
+            "INSERT INTO UM_USER (UM_USER_NAME, UM_USER_PASSWORD, UM_SALT_VALUE, \
+             UM_REQUIRE_CHANGE, UM_CHANGED_TIME, UM_TENANT_ID) VALUES (?, ?, ?, FALSE, ?, ?)",
+            "UM_ID",
+            &args![name, hash, salt, now, t],
+        )
+        .await
+    }
+}
+
+/// Inserts a PRIMARY-store role as the realm's `ADD_ROLE_SQL` does; returns its `UM_ID`.
+async fn insert_role(c: &mut Exec<'_>, flavor: Flavor, t: i64, name: &str) -> Result<i64> {
+    let mut columns = vec!["UM_ROLE_NAME", "UM_TENANT_ID", "UM_SHARED_ROLE"];
+    let mut values = vec!["?", "?", "FALSE"];
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let now = now();
+    let mut args = args![name, t].to_vec();
+    if flavor.role_uuid {
+        columns.push("UM_ROLE_UUID");
+        values.push("?");
+        args.push(Val::from(uuid.as_str()));
+    }
+    if flavor.role_times {
+        columns.extend(["UM_CREATED_TIME", "UM_LAST_MODIFIED"]);
+        values.extend(["?", "?"]);
+        args.extend(args![now, now]);
+    }
+    let sql = format!(
+        "INSERT INTO UM_ROLE ({}) VALUES ({})",
+        columns.join(", "),
+        values.join(", ")
+    );
+    c.insert_id(&sql, "UM_ID", &args).await
+}
+
+/// Inserts an Internal/Application role into UM_HYBRID_ROLE; returns its `UM_ID`.
+async fn insert_hybrid_role(c: &mut Exec<'_>, flavor: Flavor, t: i64, name: &str) -> Result<i64> {
+    if flavor.hybrid_uuid {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        c.insert_id(
+            "INSERT INTO UM_HYBRID_ROLE (UM_ROLE_NAME, UM_TENANT_ID, UM_UUID) VALUES (?, ?, ?)",
+            "UM_ID",
+            &args![name, t, &uuid],
+        )
+        .await
+    } else {
+        c.insert_id(
+            "INSERT INTO UM_HYBRID_ROLE (UM_ROLE_NAME, UM_TENANT_ID) VALUES (?, ?)",
+            "UM_ID",
+            &args![name, t],
+        )
+        .await
+    }
 }
 
 /// Runs `$body` (an expression of type `Result<T>` using `$c: &mut Exec`) on a connection.
@@ -228,29 +404,65 @@ impl UmDb {
         let db = Self {
             backend: Backend::Sqlite(Mutex::new(conn)),
             tenant,
+            flavor: Flavor::CURRENT,
         };
         db.seed().await?;
         Ok(db)
     }
 
-    /// Opens the UM tables on a PostgreSQL or MySQL server (Carbon's shared UM database),
-    /// creating and seeding what is missing.
-    pub async fn open_server(pool: Pool, tenant: i64) -> Result<Self> {
+    /// Creates the user-management tables on a server where they are missing (`regfs init`,
+    /// run by a user who may create tables). A database with Carbon's UM tables (4.4.x or
+    /// 4.12.x) is left as it is.
+    pub async fn install_server(pool: &Pool) -> Result<()> {
+        let (missing, _) = probe_server(pool).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
         let schema = match pool.dialect() {
             Dialect::MySql => MYSQL_UM_SCHEMA,
             _ => POSTGRES_UM_SCHEMA,
         };
-        pool.run_ddl(schema, "the user-management tables").await?;
-        let db = Self {
-            backend: Backend::Server(pool),
-            tenant,
-        };
+        pool.run_ddl(schema, "the user-management tables").await
+    }
+
+    /// Opens the UM tables on a PostgreSQL or MySQL server (Carbon's shared UM database), as
+    /// they are: the catalog is only read (a DML-only user is enough), and a realm with no
+    /// users yet is seeded as Carbon seeds it. Missing tables are an error that names them
+    /// and `regfs init`.
+    pub async fn open_server(pool: Pool, tenant: i64) -> Result<Self> {
+        let db = Self::check_server(pool, tenant).await?;
         db.seed().await?;
         Ok(db)
     }
 
-    async fn seed(&self) -> Result<()> {
+    /// [`Self::open_server`] without seeding: reads the catalog only.
+    pub async fn check_server(pool: Pool, tenant: i64) -> Result<Self> {
+        let (missing, flavor) = probe_server(&pool).await?;
+        if !missing.is_empty() {
+            return Err(err!(
+                ENOENT,
+                "the user-management database has no {} table{}: create {} with `regfs init` \
+                 (run once, by a database user who may create tables), or load Carbon's \
+                 dbscripts",
+                missing.join(", "),
+                if missing.len() == 1 { "" } else { "s" },
+                if missing.len() == 1 { "it" } else { "them" }
+            ));
+        }
+        tracing::info!("user-management tables: {}", flavor.label());
+        Ok(Self {
+            backend: Backend::Server(pool),
+            tenant,
+            flavor,
+        })
+    }
+
+    /// Seeds a realm that has no user-store domains yet as Carbon seeds a new one: the
+    /// domains, `admin` (password `admin`) in role `admin`, `Internal/everyone`, the anonymous
+    /// user and role, and the root permissions. A seeded realm is left as it is.
+    pub async fn seed(&self) -> Result<()> {
         let t = self.tenant;
+        let flavor = self.flavor;
         in_tx!(self, |c| async {
             let seeded = scalar(
                 c,
@@ -270,36 +482,15 @@ impl UmDb {
                 .await?;
             }
             let salt = new_salt()?;
-            let uuid = uuid::Uuid::new_v4().to_string();
             let hash = hash_password(DEFAULT_ADMIN_PASSWORD, &salt);
-            let user_id = c
-                .insert_id(
-                    "INSERT INTO UM_USER (UM_USER_ID, UM_USER_NAME, UM_USER_PASSWORD, UM_SALT_VALUE, \
-                     UM_REQUIRE_CHANGE, UM_CHANGED_TIME, UM_TENANT_ID) VALUES (?, ?, ?, ?, FALSE, ?, ?)",
-                    "UM_ID",
-                    &args![&uuid, ADMIN_USER, &hash, &salt, now(), t],
-                )
-                .await?;
-            let role_uuid = uuid::Uuid::new_v4().to_string();
-            let role_id = c
-                .insert_id(
-                    "INSERT INTO UM_ROLE (UM_ROLE_UUID, UM_ROLE_NAME, UM_TENANT_ID, UM_SHARED_ROLE, \
-                     UM_CREATED_TIME, UM_LAST_MODIFIED) VALUES (?, ?, ?, FALSE, ?, ?)",
-                    "UM_ID",
-                    &args![&role_uuid, ADMIN_ROLE, t, now(), now()],
-                )
-                .await?;
+            let user_id = insert_user(c, flavor, t, ADMIN_USER, &hash, &salt).await?;
+            let role_id = insert_role(c, flavor, t, ADMIN_ROLE).await?;
             c.execute(
                 "INSERT INTO UM_USER_ROLE (UM_ROLE_ID, UM_USER_ID, UM_TENANT_ID) VALUES (?, ?, ?)",
                 &args![role_id, user_id, t],
             )
             .await?;
-            let everyone_uuid = uuid::Uuid::new_v4().to_string();
-            c.execute(
-                "INSERT INTO UM_HYBRID_ROLE (UM_ROLE_NAME, UM_TENANT_ID, UM_UUID) VALUES ('everyone', ?, ?)",
-                &args![t, &everyone_uuid],
-            )
-            .await?;
+            insert_hybrid_role(c, flavor, t, "everyone").await?;
             let anon_role = c
                 .insert_id(
                     "INSERT INTO UM_SYSTEM_ROLE (UM_ROLE_NAME, UM_TENANT_ID) VALUES ('wso2.anonymous.role', ?)",
@@ -504,19 +695,15 @@ impl UmDb {
         check_user_name(name)?;
         let salt = new_salt()?;
         let hash = hash_password(password, &salt);
-        let uuid = uuid::Uuid::new_v4().to_string();
         let t = self.tenant;
+        let flavor = self.flavor;
         in_tx!(self, |c| async {
             if scalar(c, USER_ID_BY_NAME, &args![name, t]).await?.is_some() {
                 return Err(err!(EEXIST, "user {name} already exists"));
             }
-            c.execute(
-                "INSERT INTO UM_USER (UM_USER_ID, UM_USER_NAME, UM_USER_PASSWORD, UM_SALT_VALUE, \
-                 UM_REQUIRE_CHANGE, UM_CHANGED_TIME, UM_TENANT_ID) VALUES (?, ?, ?, ?, FALSE, ?, ?)",
-                &args![&uuid, name, &hash, &salt, now(), t],
-            )
-            .await
-            .map_err(|e| exists(e, || format!("user {name} already exists")))?;
+            insert_user(c, flavor, t, name, &hash, &salt)
+                .await
+                .map_err(|e| exists(e, || format!("user {name} already exists")))?;
             Ok(())
         })
     }
@@ -598,25 +785,14 @@ impl UmDb {
     pub async fn role_add(&self, role: &str) -> Result<()> {
         let r = RoleRef::parse(role)?;
         let t = self.tenant;
-        let uuid = uuid::Uuid::new_v4().to_string();
+        let flavor = self.flavor;
         in_tx!(self, |c| async {
             if role_id(c, t, &r).await.is_ok() {
                 return Err(err!(EEXIST, "role {} already exists", r.display()));
             }
             match &r {
-                RoleRef::Primary(name) => c
-                    .execute(
-                        "INSERT INTO UM_ROLE (UM_ROLE_UUID, UM_ROLE_NAME, UM_TENANT_ID, UM_SHARED_ROLE, \
-                         UM_CREATED_TIME, UM_LAST_MODIFIED) VALUES (?, ?, ?, FALSE, ?, ?)",
-                        &args![&uuid, name, t, now(), now()],
-                    )
-                    .await,
-                RoleRef::Hybrid { stored, .. } => c
-                    .execute(
-                        "INSERT INTO UM_HYBRID_ROLE (UM_ROLE_NAME, UM_TENANT_ID, UM_UUID) VALUES (?, ?, ?)",
-                        &args![stored, t, &uuid],
-                    )
-                    .await,
+                RoleRef::Primary(name) => insert_role(c, flavor, t, name).await,
+                RoleRef::Hybrid { stored, .. } => insert_hybrid_role(c, flavor, t, stored).await,
             }
             .map_err(|e| exists(e, || format!("role {} already exists", r.display())))?;
             Ok(())

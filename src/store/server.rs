@@ -26,6 +26,30 @@ use crate::{args, err, path};
 
 const POSTGRES_SCHEMA: &str = include_str!("server/postgres_schema.sql");
 const MYSQL_SCHEMA: &str = include_str!("server/mysql_schema.sql");
+const POSTGRES_REGFS: &str = include_str!("server/postgres_regfs.sql");
+const MYSQL_REGFS: &str = include_str!("server/mysql_regfs.sql");
+
+/// The tables a mount reads and writes: Carbon's registry tables and regfs's own.
+pub const REGISTRY_TABLES: &[&str] = &[
+    "REG_CLUSTER_LOCK",
+    "REG_LOG",
+    "REG_PATH",
+    "REG_CONTENT",
+    "REG_CONTENT_HISTORY",
+    "REG_RESOURCE",
+    "REG_RESOURCE_HISTORY",
+    "REG_COMMENT",
+    "REG_RESOURCE_COMMENT",
+    "REG_RATING",
+    "REG_RESOURCE_RATING",
+    "REG_TAG",
+    "REG_RESOURCE_TAG",
+    "REG_PROPERTY",
+    "REG_RESOURCE_PROPERTY",
+    "REG_ASSOCIATION",
+    "REG_SNAPSHOT",
+    "REGFS_ATTR",
+];
 
 pub struct ServerStore {
     name: String,
@@ -381,6 +405,44 @@ impl ServerStore {
     }
 }
 
+impl ServerStore {
+    /// What a mount needs of the catalog: the [`REGISTRY_TABLES`] missing, and whether the
+    /// index PostgreSQL's REG_CONTENT deletes need is there (MySQL has one for the foreign key).
+    async fn catalog(&self) -> Result<(Vec<&'static str>, bool)> {
+        let (schema, index_sql) = match self.d {
+            Dialect::MySql => ("DATABASE()", None),
+            _ => (
+                "current_schema()",
+                Some(
+                    "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() \
+                     AND UPPER(indexname) = 'REGFS_RESOURCE_IND_BY_CONTENT_ID'",
+                ),
+            ),
+        };
+        let sql = format!(
+            "SELECT UPPER(table_name) FROM information_schema.tables WHERE table_schema = {schema}"
+        );
+        read!(self, "catalog", |c| {
+            let tables = c
+                .fetch(&sql, &[])
+                .await?
+                .iter()
+                .map(|r| r.req_text(0))
+                .collect::<Result<std::collections::HashSet<_>>>()?;
+            let missing = REGISTRY_TABLES
+                .iter()
+                .copied()
+                .filter(|t| !tables.contains(*t))
+                .collect();
+            let index = match index_sql {
+                Some(sql) => c.fetch_opt(sql, &[]).await?.is_some(),
+                None => true,
+            };
+            Ok((missing, index))
+        })
+    }
+}
+
 /// What [`ServerStore::probe`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchemaFlavor {
@@ -475,35 +537,69 @@ impl Store for ServerStore {
         &self.name
     }
 
-    async fn init(&self) -> Result<()> {
+    async fn install(&self) -> Result<()> {
         let before = self.probe().await?;
+        let (carbon, regfs) = match self.d {
+            Dialect::Postgres | Dialect::Sqlite => (POSTGRES_SCHEMA, POSTGRES_REGFS),
+            Dialect::MySql => (MYSQL_SCHEMA, MYSQL_REGFS),
+        };
+        let bound = self.timeout * 4;
+        let ddl = |script: &'static str, what: &'static str| async move {
+            tokio::time::timeout(bound, self.pool.run_ddl(script, what))
+                .await
+                .map_err(|_| err!(EIO, "creating {what} did not finish within {bound:?}"))?
+        };
         if before.exists {
             tracing::info!(
                 store = %self.name,
-                "existing registry schema: {} (mapping tables {} an ID column, REG_PATH_VALUE {})",
-                if before.mapping_ids { "Carbon 4.12.x style" } else { "Carbon 4.4.x style" },
-                if before.mapping_ids { "have" } else { "have no" },
-                if before.unique_paths { "unique" } else { "not unique" },
+                "Carbon's registry tables are there ({}); adding only regfs's own objects",
+                if before.mapping_ids { "4.12.x style" } else { "4.4.x style" },
             );
+        } else {
+            ddl(carbon, "the registry schema").await?;
         }
-        let schema = match self.d {
-            Dialect::Postgres | Dialect::Sqlite => POSTGRES_SCHEMA,
-            Dialect::MySql => MYSQL_SCHEMA,
-        };
+        ddl(regfs, "regfs's tables").await?;
+        self.pool.read_text_columns().await?;
+        Ok(())
+    }
+
+    async fn init(&self) -> Result<()> {
+        self.check().await?;
         let t = self.t();
-        // DDL in its own transaction-less step: MySQL commits DDL implicitly anyway.
-        tokio::time::timeout(self.timeout * 4, self.pool.run_ddl(schema, "the schema"))
-            .await
-            .map_err(|_| {
-                err!(
-                    EIO,
-                    "creating the schema did not finish within {:?}",
-                    self.timeout * 4
-                )
-            })??;
         transaction!(self, "init", |c| {
             ops::base_collections(c, t).await?;
         })
+    }
+
+    async fn check(&self) -> Result<()> {
+        let (missing, index) = self.catalog().await?;
+        if !missing.is_empty() {
+            return Err(err!(
+                ENOENT,
+                "the database has no {} table{}: create {} with `regfs init` (run once, by a \
+                 database user who may create tables; a mount only reads and writes rows)",
+                missing.join(", "),
+                if missing.len() == 1 { "" } else { "s" },
+                if missing.len() == 1 { "it" } else { "them" }
+            ));
+        }
+        if !index {
+            warn!(
+                store = %self.name,
+                "index REGFS_RESOURCE_IND_BY_CONTENT_ID on REG_RESOURCE is missing: removing \
+                 files checks a foreign key by scanning REG_RESOURCE; `regfs init` creates it"
+            );
+        }
+        let flavor = self.probe().await?;
+        tracing::info!(
+            store = %self.name,
+            "registry schema: {} (mapping tables {} an ID column, REG_PATH_VALUE {})",
+            if flavor.mapping_ids { "Carbon 4.12.x style" } else { "Carbon 4.4.x style" },
+            if flavor.mapping_ids { "have" } else { "have no" },
+            if flavor.unique_paths { "unique" } else { "not unique" },
+        );
+        self.pool.read_text_columns().await?;
+        Ok(())
     }
 
     async fn stat(&self, p: &str) -> Result<Option<Entry>> {

@@ -1,8 +1,10 @@
--- WSO2 Carbon registry schema (4.12.x mysql.sql) plus regfs's REGFS_ATTR: AUTO_INCREMENT ids,
--- LONGBLOB content, and collection paths as latin1 VARCHAR(750) compared case-sensitively
--- (Carbon's CARBON-5917: InnoDB's 767-byte index limit). Indexes sit inside CREATE TABLE, so the
--- whole script is IF NOT EXISTS and only adds what a Carbon-made database lacks. Other text is
--- utf8mb4 with a binary collation: a filesystem tells `a` from `A`.
+-- WSO2 Carbon registry schema (4.12.x mysql.sql): AUTO_INCREMENT ids, LONGBLOB content, and
+-- collection paths as latin1 VARCHAR(750) compared case-sensitively (Carbon's CARBON-5917:
+-- InnoDB's 767-byte index limit). Other text is utf8mb4 with a binary collation: a filesystem
+-- tells `a` from `A`. `regfs init` runs it only on a database where REG_PATH is missing; a
+-- database made by Carbon's own script gets only regfs's own objects (mysql_regfs.sql). The
+-- index REGFS_RESOURCE_IND_BY_CONTENT_ID is regfs's: the foreign-key check of a REG_CONTENT
+-- delete needs it (InnoDB makes an equivalent one for Carbon's foreign key by itself).
 
 CREATE TABLE IF NOT EXISTS REG_CLUSTER_LOCK (
     REG_LOCK_NAME VARCHAR(20),
@@ -204,18 +206,3 @@ CREATE TABLE IF NOT EXISTS REG_SNAPSHOT (
     CONSTRAINT REG_SNAPSHOT_FK_BY_PATH_ID FOREIGN KEY (REG_PATH_ID, REG_TENANT_ID) REFERENCES REG_PATH (REG_PATH_ID, REG_TENANT_ID),
     INDEX REG_SNAPSHOT_IND_BY_PATH_ID_AND_RESOURCE_NAME (REG_PATH_ID, REG_RESOURCE_NAME, REG_TENANT_ID)
 ) ENGINE INNODB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
-
--- regfs's own: POSIX attributes (see the SQLite DDL for the meaning of each column).
-CREATE TABLE IF NOT EXISTS REGFS_ATTR (
-    REG_UUID VARCHAR(100) NOT NULL,
-    REG_TENANT_ID INTEGER NOT NULL DEFAULT 0,
-    MODE BIGINT NOT NULL,
-    UID BIGINT NOT NULL,
-    GID BIGINT NOT NULL,
-    RDEV BIGINT NOT NULL DEFAULT 0,
-    ATIME_NS BIGINT NOT NULL,
-    MTIME_NS BIGINT NOT NULL,
-    CTIME_NS BIGINT NOT NULL,
-    REG_VERSION INTEGER NOT NULL,
-    PRIMARY KEY (REG_UUID, REG_TENANT_ID)
-) ENGINE INNODB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
