@@ -210,6 +210,8 @@ target_path = "/_system/governance"
 [user_management]
 data_source = "shared"
 """)
+    # As a DBA would, once: creates the schema (a mount only checks the catalog).
+    run([REGFS, "init", "--config", path], stdout=subprocess.DEVNULL)
     return path
 
 

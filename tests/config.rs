@@ -265,6 +265,18 @@ fn the_two_database_example_works_as_documented() {
         .unwrap();
     // The test PostgreSQL trusts loopback, so this password is sent but not checked; the
     // variable must be set all the same.
+    let init = std::process::Command::new(common::regfs_bin())
+        .arg("init")
+        .arg("--config")
+        .arg(&file)
+        .env("REGFS_CONFIG_DB_PASSWORD", "unused-by-trust-auth")
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "regfs init: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let m = Mounted::with_env(
         d,
         file.clone(),
@@ -481,6 +493,8 @@ fn wso2_conf_directory_is_mounted_as_that_node_sees_it() {
         .tempdir()
         .unwrap();
     let conf_arg = conf.to_string_lossy().to_string();
+    // What the DBA runs once: regfs's own tables beside the ones Carbon's would be.
+    common::run_regfs_ok(["init", "--wso2-conf", &conf_arg]);
     let m = Mounted::with_data(d, dir.path().join("unused"), &["--wso2-conf", &conf_arg]);
     m.sh(
         &m.mnt,

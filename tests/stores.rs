@@ -52,6 +52,7 @@ async fn open(server: &Server, db: &str, timeout: Duration) -> ServerStore {
     )
     .await
     .unwrap();
+    s.install().await.unwrap();
     s.init().await.unwrap();
     s
 }
@@ -659,46 +660,12 @@ on_both_servers!(
     mariadb_unlink_removes_mappings
 );
 
-/// The 4.4.x shape of the mapping tables and of REG_PATH, as Carbon's 4.4.x scripts make them.
-fn carbon_44_schema(kind: Kind) -> String {
-    let mut ddl = String::new();
-    let (int_id, path_value) = match kind {
-        Kind::Postgres => (
-            "INTEGER DEFAULT NEXTVAL('REG_PATH_PK_SEQ')",
-            "VARCHAR(2000)",
-        ),
-        Kind::MariaDb => (
-            "INTEGER NOT NULL AUTO_INCREMENT",
-            "VARCHAR(750) CHARACTER SET latin1 COLLATE latin1_general_cs",
-        ),
-    };
-    if kind == Kind::Postgres {
-        ddl.push_str("CREATE SEQUENCE REG_PATH_PK_SEQ;");
-    }
-    ddl.push_str(&format!(
-        "CREATE TABLE REG_PATH (REG_PATH_ID {int_id}, REG_PATH_VALUE {path_value} NOT NULL, \
-         REG_PATH_PARENT_ID INTEGER, REG_TENANT_ID INTEGER DEFAULT 0, \
-         CONSTRAINT PK_REG_PATH PRIMARY KEY (REG_PATH_ID, REG_TENANT_ID));\
-         CREATE INDEX REG_PATH_IND_BY_PATH_VALUE ON REG_PATH (REG_PATH_VALUE, REG_TENANT_ID);"
-    ));
-    for (table, id_col) in [
-        ("REG_RESOURCE_PROPERTY", "REG_PROPERTY_ID"),
-        ("REG_RESOURCE_TAG", "REG_TAG_ID"),
-        ("REG_RESOURCE_COMMENT", "REG_COMMENT_ID"),
-        ("REG_RESOURCE_RATING", "REG_RATING_ID"),
-    ] {
-        ddl.push_str(&format!(
-            "CREATE TABLE {table} ({id_col} INTEGER NOT NULL, REG_VERSION INTEGER, \
-             REG_PATH_ID INTEGER, REG_RESOURCE_NAME VARCHAR(256), REG_TENANT_ID INTEGER DEFAULT 0);"
-        ));
-    }
-    ddl
-}
-
+/// A database made by Carbon's own 4.4.x script: mapping tables without ID columns, REG_PATH
+/// without its UNIQUE constraint; `install` adds only regfs's objects.
 fn accepts_carbon_44(kind: Kind) {
     let server = servers::server_for(kind);
     let db = server.fresh_db();
-    server.sql_in(&db, &carbon_44_schema(kind));
+    server.sql_file_in(&db, &common::carbon_dbscript(kind, "4.4.x"));
     rt().block_on(async {
         let s = open(server, &db, Duration::from_secs(20)).await;
         let flavor = s.probe().await.unwrap();
@@ -951,6 +918,16 @@ fn user_management_on(kind: Kind) {
             .await
             .unwrap()
         };
+        let missing = regfs::um::UmDb::open_server(pool().await, -1234).await;
+        assert!(
+            missing
+                .as_ref()
+                .is_err_and(|e| e.message().contains("regfs init")),
+            "an empty database is refused with a pointer to regfs init"
+        );
+        regfs::um::UmDb::install_server(&pool().await)
+            .await
+            .unwrap();
         let um = regfs::um::UmDb::open_server(pool().await, -1234)
             .await
             .unwrap();

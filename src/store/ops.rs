@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 
 use super::rows::*;
 use super::server::db::{Dialect, Exec, Row, Val};
-use super::server::text::{NAME_COLUMNS, PATH_COLUMNS, TextColumns};
+use super::server::text::{LOG_COLUMNS, NAME_COLUMNS, PATH_COLUMNS, TextColumns};
 use super::*;
 use crate::error::Result;
 use crate::{args, err, path};
@@ -127,7 +127,7 @@ pub(crate) fn check_storable(text: &TextColumns, p: &str, dir: bool) -> Result<(
             Some(col) => ("collection path", Some(col)),
             None => match text.unstorable(path::name(p), NAME_COLUMNS) {
                 Some(col) => ("name", Some(col)),
-                None => ("path", text.unstorable(p, PATH_COLUMNS)),
+                None => ("path", text.unstorable(p, LOG_COLUMNS)),
             },
         }
     };

@@ -335,6 +335,12 @@ pub fn server_config_on(dir: &Path, server: &servers::Server, timeout_secs: u64)
         ),
     )
     .unwrap();
+    // What a DBA does once per database: a mount only checks the catalog.
+    run_regfs_ok([
+        std::ffi::OsStr::new("init"),
+        "--config".as_ref(),
+        file.as_os_str(),
+    ]);
     file
 }
 
@@ -447,4 +453,23 @@ pub fn sh_output(cwd: &Path, script: &str) -> Output {
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Carbon's own DDL for a server kind and kernel line (`4.12.x`, `4.4.x`), unedited, where the
+/// workplace keeps it beside the project (`../shared/carbon/dbscripts/`).
+pub fn carbon_dbscript(kind: servers::Kind, version: &str) -> PathBuf {
+    let name = match kind {
+        servers::Kind::Postgres => format!("postgresql-{version}.sql"),
+        servers::Kind::MariaDb => format!("mysql-{version}.sql"),
+    };
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/carbon/dbscripts")
+        .join(name);
+    assert!(
+        file.exists(),
+        "{} is missing: the suites load Carbon's own DDL from ../shared/carbon (beside the \
+         project), as the workplace lays it out",
+        file.display()
+    );
+    file
 }

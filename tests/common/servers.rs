@@ -455,6 +455,98 @@ impl Server {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs the SQL script `file` in database `db` as the superuser, stopping at the first
+    /// error (Carbon's dbscripts, loaded as Carbon's installation guide says).
+    pub fn sql_file_in(&self, db: &str, file: &Path) {
+        let mut c = self.client_in(db);
+        let out = match self.kind {
+            Kind::Postgres => c.arg("-f").arg(file).output().unwrap(),
+            Kind::MariaDb => c
+                .stdin(std::fs::File::open(file).unwrap())
+                .output()
+                .unwrap(),
+        };
+        assert!(
+            out.status.success(),
+            "loading {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A new empty database with the given default character set (MariaDB; PostgreSQL's are
+    /// UTF8 whatever `charset` says); returns its name.
+    pub fn fresh_db_with_charset(&self, charset: &str) -> String {
+        match self.kind {
+            Kind::Postgres => self.fresh_db(),
+            Kind::MariaDb => {
+                let name = format!(
+                    "regfs_{}",
+                    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+                );
+                self.sql(&format!("CREATE DATABASE {name} CHARACTER SET {charset}"));
+                name
+            }
+        }
+    }
+
+    /// The schema of database `db` as the server's dump tool writes it (no data, no owners or
+    /// privileges, no AUTO_INCREMENT counters), one statement per item.
+    pub fn schema_dump(&self, db: &str) -> Vec<String> {
+        let out = match self.kind {
+            Kind::Postgres => Command::new(pg_bin("pg_dump"))
+                .args(["-s", "-x", "-O", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+                .arg(self.port.to_string())
+                .arg(db)
+                .output()
+                .unwrap(),
+            Kind::MariaDb => Command::new("mariadb-dump")
+                .arg("--no-defaults")
+                .arg(format!("--socket={}", self.socket().display()))
+                .args([
+                    "-u",
+                    "root",
+                    "--no-data",
+                    "--skip-comments",
+                    "--skip-dump-date",
+                ])
+                .arg(db)
+                .output()
+                .unwrap(),
+        };
+        assert!(
+            out.status.success(),
+            "dumping {db}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split(";\n")
+            .map(|stmt| {
+                let kept: Vec<&str> = stmt
+                    .lines()
+                    // pg_dump's \restrict lines carry a random key per dump.
+                    .filter(|l| {
+                        !l.trim().is_empty()
+                            && !l.starts_with("--")
+                            && !l.starts_with("\\restrict")
+                            && !l.starts_with("\\unrestrict")
+                    })
+                    .collect();
+                let joined = kept.join("\n");
+                // MariaDB writes the next AUTO_INCREMENT value into CREATE TABLE.
+                match joined.find(" AUTO_INCREMENT=") {
+                    Some(i) => {
+                        let rest = &joined[i + 16..];
+                        let end = rest.find(' ').unwrap_or(rest.len());
+                        format!("{}{}", &joined[..i], &rest[end..])
+                    }
+                    None => joined,
+                }
+            })
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
     /// Stops every process of the server (SIGSTOP): it keeps its connections but answers nothing.
     /// Returns once every thread of the server's main process is stopped: kill() returns before
     /// the stop has reached threads running elsewhere, and a query could slip through.

@@ -501,17 +501,18 @@ impl Exec<'_> {
     }
 
     /// Runs a script of `;`-separated statements without parameters (DDL).
+    /// Comment lines (`--`) go first, so that a `;` in a comment ends no statement.
     pub async fn script(&mut self, sql: &str) -> Result<()> {
-        for stmt in sql.split(';') {
-            let body: String = stmt
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n");
+        let code: String = sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for body in code.split(';') {
             if body.trim().is_empty() {
                 continue;
             }
-            self.execute(&body, &[]).await?;
+            self.execute(body, &[]).await?;
         }
         Ok(())
     }

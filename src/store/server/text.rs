@@ -90,8 +90,10 @@ pub struct TextColumn {
 pub const PATH_COLUMNS: &[(&str, &str)] =
     &[("REG_PATH", "REG_PATH_VALUE"), ("REG_LOG", "REG_PATH")];
 
-/// The columns a resource's name is stored in (its full path goes to [`PATH_COLUMNS`]' log
-/// column too).
+/// The column a resource's full path is stored in: the activity log.
+pub const LOG_COLUMNS: &[(&str, &str)] = &[("REG_LOG", "REG_PATH")];
+
+/// The columns a resource's name is stored in (its full path goes to [`LOG_COLUMNS`]).
 pub const NAME_COLUMNS: &[(&str, &str)] = &[
     ("REG_RESOURCE", "REG_NAME"),
     ("REG_RESOURCE_HISTORY", "REG_NAME"),
