@@ -214,6 +214,21 @@ async fn rows_are_laid_out_as_carbon_lays_them_out() {
         .await
         .unwrap();
         assert_eq!(media, "application/vnd.wso2.mount");
+        // Carbon's createLink puts the link with activity logging off: the link path's log
+        // has the base collection's ADD, its DELETE_RESOURCE (overwrite="true" replaced it)
+        // and CREATE_REMOTE_LINK with `instance;targetPath`, and no ADD of the link itself.
+        let actions: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT REG_ACTION, REG_ACTION_DATA FROM REG_LOG WHERE REG_PATH = ? ORDER BY REG_LOG_ID",
+        )
+        .bind(mount)
+        .fetch_all(&local)
+        .await
+        .unwrap();
+        assert_eq!(
+            actions,
+            vec![(0, None), (7, None), (12, Some(format!("gov;{mount}")))],
+            "{mount}"
+        );
     }
     // The partitions' content lives only in the shared database.
     let in_local: i64 = sqlx::query_scalar(

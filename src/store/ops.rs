@@ -1073,8 +1073,28 @@ pub(crate) async fn delete_subtree(c: &mut Exec<'_>, t: i64, p: &str) -> Result<
     Ok(())
 }
 
+/// A new collection with its ADD entry in REG_LOG; returns (path id, version, UUID).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn create_collection(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    parent_id: i64,
+    user: &str,
+    media_type: Option<&str>,
+    description: Option<&str>,
+    created: NaiveDateTime,
+) -> Result<(i64, i64, String)> {
+    let made =
+        create_collection_unlogged(c, t, p, parent_id, user, media_type, description, created)
+            .await?;
+    insert_log(c, t, p, user, LogAction::Add, None).await?;
+    Ok(made)
+}
+
+/// [`create_collection`] without the REG_LOG entry (Carbon's puts with activity logging off).
+#[allow(clippy::too_many_arguments)]
+async fn create_collection_unlogged(
     c: &mut Exec<'_>,
     t: i64,
     p: &str,
@@ -1101,7 +1121,6 @@ pub(crate) async fn create_collection(
         &uuid,
     )
     .await?;
-    insert_log(c, t, p, user, LogAction::Add, None).await?;
     Ok((path_id, version, uuid))
 }
 
@@ -1573,21 +1592,56 @@ pub(crate) async fn mount_link(
         }
         _ => false,
     };
-    let keep_local = !replace && any_row(c, t, mount_path).await?.is_some();
-    if !already && !keep_local {
-        delete_subtree(c, t, mount_path).await?;
-        let parent_id = ensure_collections(c, t, parent, SYSTEM_USER).await?;
-        let (path_id, _, _) = create_collection(
-            c,
-            t,
-            mount_path,
-            parent_id,
-            SYSTEM_USER,
-            Some(LINK_MEDIA_TYPE),
-            None,
-            now_naive(),
-        )
-        .await?;
+    if already {
+        return Ok(());
+    }
+    let existing = any_row(c, t, mount_path).await?;
+    // Carbon's createLink puts the link with activity logging off: the only entry it logs is
+    // CREATE_REMOTE_LINK (and, for overwrite="true", the DELETE_RESOURCE of what was there).
+    let path_id = match existing {
+        // overwrite="virtual" over a local collection: the collection itself becomes the link
+        // and is marked as one that existed, so that removing the link keeps it.
+        Some(row) if !replace && row.name.is_none() => {
+            c.execute(
+                "UPDATE REG_RESOURCE SET REG_MEDIA_TYPE = ? WHERE REG_VERSION = ? \
+                 AND REG_TENANT_ID = ?",
+                &args![LINK_MEDIA_TYPE, row.version, t],
+            )
+            .await?;
+            insert_property(c, t, row.path_id, None, "registry.existingresource", "true").await?;
+            row.path_id
+        }
+        // overwrite="virtual" over a local resource: it stays, hidden while the mount is there.
+        Some(_) if !replace => return Ok(()),
+        other => {
+            if other.is_some() {
+                delete_subtree(c, t, mount_path).await?;
+                insert_log(
+                    c,
+                    t,
+                    mount_path,
+                    SYSTEM_USER,
+                    LogAction::DeleteResource,
+                    None,
+                )
+                .await?;
+            }
+            let parent_id = ensure_collections(c, t, parent, SYSTEM_USER).await?;
+            let (path_id, _, _) = create_collection_unlogged(
+                c,
+                t,
+                mount_path,
+                parent_id,
+                SYSTEM_USER,
+                Some(LINK_MEDIA_TYPE),
+                None,
+                now_naive(),
+            )
+            .await?;
+            path_id
+        }
+    };
+    {
         insert_property(c, t, path_id, None, "registry.nonrecursive", "true").await?;
         insert_property(
             c,

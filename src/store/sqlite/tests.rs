@@ -437,3 +437,67 @@ async fn dropping_a_store_frees_its_commit_hook() {
         "the WAL hook's context outlived its store"
     );
 }
+
+/// overwrite="virtual" over a local collection: as Carbon's createLink, the collection becomes
+/// the link, marked `registry.existingresource`, with only CREATE_REMOTE_LINK logged for it;
+/// its content stays. A second start changes nothing.
+#[tokio::test]
+async fn a_virtual_mount_link_marks_the_existing_collection() {
+    let (_d, s) = store().await;
+    s.create("/_system/local/app", dir(), "alice")
+        .await
+        .unwrap();
+    s.create("/_system/local/app/keep.txt", file(b"k"), "alice")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        s.ensure_mount_link(
+            "/_system/local/app",
+            "gov",
+            "/_system/governance/app",
+            false,
+        )
+        .await
+        .unwrap();
+    }
+    let pool = sql(&s).await;
+    let props: Vec<(String, String)> = sqlx::query_as(
+        "SELECT pr.REG_NAME, pr.REG_VALUE FROM REG_RESOURCE_PROPERTY rp \
+         JOIN REG_PROPERTY pr ON pr.REG_ID = rp.REG_PROPERTY_ID JOIN REG_PATH p \
+         ON p.REG_PATH_ID = rp.REG_PATH_ID WHERE p.REG_PATH_VALUE = '/_system/local/app' \
+         AND rp.REG_RESOURCE_NAME IS NULL ORDER BY pr.REG_NAME",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        props,
+        vec![
+            ("registry.existingresource".into(), "true".into()),
+            (
+                "registry.linkrestoration".into(),
+                "/_system/local/app;gov;/_system/governance/app;wso2.system.user".into()
+            ),
+            ("registry.nonrecursive".into(), "true".into()),
+        ]
+    );
+    let log: Vec<i64> = sqlx::query_scalar(
+        "SELECT REG_ACTION FROM REG_LOG WHERE REG_PATH = '/_system/local/app' ORDER BY REG_LOG_ID",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        log,
+        vec![0, 12],
+        "the user's ADD, then only CREATE_REMOTE_LINK"
+    );
+    let entry = s.stat("/_system/local/app").await.unwrap().unwrap();
+    assert_eq!(entry.media_type.as_deref(), Some(LINK_MEDIA_TYPE));
+    assert!(
+        s.stat("/_system/local/app/keep.txt")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
