@@ -697,7 +697,7 @@ impl RegFs {
     pub async fn readlink(&self, c: Caller, ino: u64) -> Result<Vec<u8>> {
         let p = self.path(ino)?;
         let user = self.identity.registry_user(c.uid);
-        self.registry.read(&user, &p).await
+        self.registry.readlink(&user, &p).await
     }
 
     /// Creates `parent/name` owned by the caller (group from a setgid parent).
@@ -911,7 +911,24 @@ impl RegFs {
         let p = path::join(&self.path(parent)?, &name);
         self.preserve_open_content(parent, &name, &p).await?;
         let user = self.identity.registry_user(c.uid);
-        let touched = self.registry.remove(&p, dir, &user).await?;
+        // A Carbon link to a resource is a resource row: its removal is Carbon's removeLink.
+        let carbon_link = !dir
+            && self.named(parent, &name).is_some_and(|ino| {
+                self.inodes
+                    .lock()
+                    .nodes
+                    .get(&ino)
+                    .and_then(|n| n.last.as_ref())
+                    .is_some_and(|e| {
+                        e.kind == Kind::Symlink
+                            && e.media_type.as_deref() == Some(crate::store::LINK_MEDIA_TYPE)
+                    })
+            });
+        let touched = if carbon_link {
+            self.registry.remove_link(&p, &user).await?
+        } else {
+            self.registry.remove(&p, dir, &user).await?
+        };
         self.inodes.lock().detach(parent, &name);
         self.touched(parent, touched);
         Ok(())

@@ -111,6 +111,47 @@ pub fn check_name(name: &std::ffi::OsStr) -> Result<&str> {
     Ok(s)
 }
 
+/// The registry path a symlink at `link` whose text is `text` points to, when `text` is a
+/// relative path in normal form (`../` only at its start, no `.`, empty or trailing
+/// components) that stays inside the registry: such a link can be Carbon's own, and its text
+/// reads back unchanged ([`relative_to`]). `None` for an absolute target, one that climbs out
+/// of the registry root, or one written in another form: those stay regfs's own symlinks.
+pub fn link_target(link: &str, text: &str) -> Option<String> {
+    if text.is_empty() || text.starts_with('/') || text.ends_with('/') {
+        return None;
+    }
+    let mut dir: Vec<&str> = parent(link)?.split('/').filter(|c| !c.is_empty()).collect();
+    let mut climbing = true;
+    for part in text.split('/') {
+        match part {
+            ".." if climbing => {
+                dir.pop()?;
+            }
+            "" | "." | ".." => return None,
+            name => {
+                climbing = false;
+                dir.push(name);
+            }
+        }
+    }
+    Some(format!("/{}", dir.join("/")))
+}
+
+/// The relative path from the collection `dir` to `target` (both registry paths): what a
+/// symlink in `dir` holds to point at `target`.
+pub fn relative_to(dir: &str, target: &str) -> String {
+    let from: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+    let to: Vec<&str> = target.split('/').filter(|c| !c.is_empty()).collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; from.len() - common];
+    parts.extend(&to[common..]);
+    if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +224,35 @@ mod tests {
             check_name(OsStr::from_bytes(b"\xff")).unwrap_err().errno(),
             libc::EILSEQ
         );
+    }
+
+    #[test]
+    fn link_targets_in_normal_form_round_trip() {
+        let link = "/_system/config/app/lnk";
+        for (text, target) in [
+            ("x.xml", "/_system/config/app/x.xml"),
+            ("../../governance/svc", "/_system/governance/svc"),
+            ("sub/dir", "/_system/config/app/sub/dir"),
+            ("..", "/_system/config"),
+        ] {
+            assert_eq!(
+                super::link_target(link, text).as_deref(),
+                Some(target),
+                "{text}"
+            );
+            assert_eq!(super::relative_to("/_system/config/app", target), text);
+        }
+        for text in [
+            "/etc/passwd",
+            "../../../../x",
+            "a/../b",
+            "./a",
+            "a//b",
+            "a/",
+            "",
+        ] {
+            assert_eq!(super::link_target(link, text), None, "{text}");
+        }
+        assert_eq!(super::relative_to("/a", "/a"), ".");
     }
 }

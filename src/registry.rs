@@ -13,7 +13,24 @@ use crate::err;
 use crate::error::Result;
 use crate::mount_table::MountTable;
 use crate::path;
-use crate::store::{AttrChange, DirEntry, Entry, Kind, NewEntry, RenameMode, SpaceInfo};
+use crate::store::{
+    AttrChange, DirEntry, Entry, Kind, LINK_MEDIA_TYPE, NewEntry, RenameMode, SpaceInfo, Store,
+};
+
+/// Longest symlink text made into a Carbon link: `registry.linkrestoration` holds the link's
+/// path, the target and the user in REG_PROPERTY.REG_VALUE, 1000 characters in Carbon's schema.
+const CARBON_LINK_TARGET_MAX: usize = 400;
+
+/// What a Carbon symbolic link's `registry.linkrestoration` (`path;target;user`) points to, as
+/// the text of a symlink: the target relative to the link's collection. Carbon resolves it the
+/// same way (`Repository.put`: relative to the recorded path, applied to the current one), so a
+/// moved link keeps pointing where it did relative to itself.
+fn link_text(restoration: &str) -> Option<String> {
+    let mut parts = restoration.split(';');
+    let (link, target) = (parts.next()?, parts.next()?);
+    let dir = path::parent(link).unwrap_or("/");
+    Some(path::relative_to(dir, target))
+}
 
 /// One page of a listing.
 pub struct Page {
@@ -112,12 +129,53 @@ impl Registry {
         }
         let denied = self.authorize(user, p, Action::Get).await.err();
         let r = self.table.resolve(p);
-        let entry = r.mount.store.stat(&r.target).await?;
+        let entry = match r.mount.store.stat(&r.target).await? {
+            Some(e) => Some(Self::as_link(r.mount.store.as_ref(), &r.target, e).await?),
+            None => None,
+        };
         match (denied, &entry) {
             (Some(e), Some(found)) => Self::walk_through(user, p, e, found.kind).map(|_| entry),
             (Some(e), None) => Err(e),
             (None, _) => Ok(entry),
         }
+    }
+
+    /// A Carbon symbolic link (media type [`LINK_MEDIA_TYPE`], three-part
+    /// `registry.linkrestoration`) shows as a symlink to its target; anything else as it is.
+    /// Only rows of that media type cost a query.
+    async fn as_link(store: &dyn Store, target: &str, mut entry: Entry) -> Result<Entry> {
+        if entry.media_type.as_deref() != Some(LINK_MEDIA_TYPE) {
+            return Ok(entry);
+        }
+        if let Some(text) = store
+            .link_restoration(target)
+            .await?
+            .as_deref()
+            .and_then(link_text)
+        {
+            entry.kind = Kind::Symlink;
+            entry.perm = 0o777;
+            entry.size = text.len() as u64;
+        }
+        Ok(entry)
+    }
+
+    /// What the symlink at `p` points to: a Carbon link's target relative to it, or a regfs
+    /// symlink's stored text.
+    pub async fn readlink(&self, user: &str, p: &str) -> Result<Vec<u8>> {
+        self.authorize(user, p, Action::Get).await?;
+        let r = self.table.resolve(p);
+        if let Some(text) = r
+            .mount
+            .store
+            .link_restoration(&r.target)
+            .await?
+            .as_deref()
+            .and_then(link_text)
+        {
+            return Ok(text.into_bytes());
+        }
+        r.mount.store.read(&r.target).await
     }
 
     /// [`Registry::stat`]'s permission rule for an entry already at hand (a recent read).
@@ -183,6 +241,14 @@ impl Registry {
             page.sort_by(|a, b| a.name.cmp(&b.name));
             page.truncate(limit as usize);
         }
+        for d in page
+            .iter_mut()
+            .filter(|d| d.entry.media_type.as_deref() == Some(LINK_MEDIA_TYPE))
+        {
+            let child = path::join(dir, &d.name);
+            let r = self.table.resolve(&child);
+            d.entry = Self::as_link(r.mount.store.as_ref(), &r.target, d.entry.clone()).await?;
+        }
         let cursor = page.last().map(|d| d.name.clone());
         let more = full;
         if let Some(authz) = &self.authz {
@@ -226,9 +292,48 @@ impl Registry {
         r.mount.store.read_content(&r.target, policy).await
     }
 
+    /// Creates `p`. A symlink whose text points inside the registry in normal form (see
+    /// [`path::link_target`]) becomes a Carbon symbolic link, as `EmbeddedRegistry.createLink`
+    /// writes one, so that Carbon's console shows it as a link; other symlinks (absolute, or
+    /// out of the registry) are regfs's own, their text kept as content.
     pub async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
         let r = self.creatable(p, user).await?;
-        r.mount.store.create(&r.target, new, user).await
+        let carbon_target = (new.kind == Kind::Symlink)
+            .then(|| std::str::from_utf8(&new.content).ok())
+            .flatten()
+            .filter(|text| text.len() <= CARBON_LINK_TARGET_MAX && !text.contains(';'))
+            .and_then(|text| path::link_target(p, text))
+            .filter(|target| target != p && !p.contains(';'));
+        let Some(target) = carbon_target else {
+            return r.mount.store.create(&r.target, new, user).await;
+        };
+        // Carbon makes the link a resource when its target is one, else a collection.
+        let t = self.table.resolve(&target);
+        let as_resource = t
+            .mount
+            .store
+            .stat(&t.target)
+            .await?
+            .is_some_and(|e| e.kind != Kind::Directory);
+        let restoration = format!("{p};{target};{user}");
+        let entry = r
+            .mount
+            .store
+            .create_link(&r.target, &restoration, &target, as_resource, new, user)
+            .await?;
+        // Carbon's addMountEntry: a record of the link in the node's own database.
+        let record = p.replace('/', "-");
+        let props: [(&str, &str); 3] = [("path", p), ("target", &target), ("author", user)];
+        if let Err(e) = self
+            .table
+            .root()
+            .store
+            .mount_record(&record, Some(&props))
+            .await
+        {
+            warn!("{p}: the link is there, but its mount record was not written: {e}");
+        }
+        Self::as_link(r.mount.store.as_ref(), &r.target, entry).await
     }
 
     /// Whether [`Registry::create`] of `p` by `user` would pass its checks now (mount points,
@@ -270,6 +375,24 @@ impl Registry {
         Ok(r)
     }
 
+    /// Removes the Carbon symbolic link `p` as Carbon's `removeLink` does, with its mount
+    /// record. Returns the collection's new times.
+    pub async fn remove_link(&self, p: &str, user: &str) -> Result<SystemTime> {
+        let r = self.writable(p)?;
+        self.authorize(user, p, Action::Delete).await?;
+        let touched = r.mount.store.remove_link(&r.target, user).await?;
+        if let Err(e) = self
+            .table
+            .root()
+            .store
+            .mount_record(&p.replace('/', "-"), None)
+            .await
+        {
+            warn!("{p}: the link was removed, but its mount record was not: {e}");
+        }
+        Ok(touched)
+    }
+
     /// Returns the collection's new times (see [`Store::remove`]).
     pub async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<SystemTime> {
         if self.table.is_mount_point(p) {
@@ -277,7 +400,17 @@ impl Registry {
         }
         let r = self.writable(p)?;
         self.authorize(user, p, Action::Delete).await?;
-        let touched = r.mount.store.remove(&r.target, dir, user).await?;
+        let touched = match r.mount.store.remove(&r.target, dir, user).await {
+            // An unlink of a collection: a Carbon link is one (the kernel saw a symlink).
+            Err(e)
+                if !dir
+                    && e.errno() == libc::EISDIR
+                    && r.mount.store.link_restoration(&r.target).await?.is_some() =>
+            {
+                return self.remove_link(p, user).await;
+            }
+            other => other?,
+        };
         // Carbon clears a deleted path's grants (AuthorizationUtils.clearAuthorizations).
         if let Some(authz) = &self.authz
             && let Err(e) = authz.clear_path(&r.target).await

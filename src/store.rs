@@ -41,6 +41,8 @@ pub enum LogAction {
     Rename = 9,
     Move = 10,
     CreateRemoteLink = 12,
+    CreateSymbolicLink = 13,
+    RemoveLink = 14,
 }
 
 /// The media type Carbon gives a new resource from its file extension: its own mappings for
@@ -302,6 +304,36 @@ pub trait Store: Send + Sync + 'static {
         target_path: &str,
         replace: bool,
     ) -> Result<()>;
+
+    /// The `registry.linkrestoration` value of the Carbon symbolic link at `path` (a
+    /// collection or resource of media type [`LINK_MEDIA_TYPE`] whose value has three parts,
+    /// `path;target;user`), or `None` when `path` is no such link. Mount links (four parts)
+    /// are `None` too.
+    async fn link_restoration(&self, path: &str) -> Result<Option<String>>;
+
+    /// A Carbon symbolic link at `path`, as `EmbeddedRegistry.createLink(path, target)` puts it:
+    /// a collection (a resource when `as_resource`, the target being one) of media type
+    /// [`LINK_MEDIA_TYPE`] with `registry.nonrecursive` and `registry.linkrestoration` =
+    /// `restoration`, and REG_LOG CREATE_SYMBOLIC_LINK with `target`; `attrs` give its POSIX
+    /// owner and times. EEXIST if `path` exists. One transaction.
+    async fn create_link(
+        &self,
+        path: &str,
+        restoration: &str,
+        target: &str,
+        as_resource: bool,
+        new: NewEntry,
+        user: &str,
+    ) -> Result<Entry>;
+
+    /// Removes the Carbon symbolic link at `path` as `removeLink` does: the link's row goes
+    /// (DELETE_RESOURCE), then REMOVE_LINK is logged. Returns the collection's new times.
+    async fn remove_link(&self, path: &str, user: &str) -> Result<SystemTime>;
+
+    /// Writes (`props` given) or removes (`None`) the record `name` under
+    /// [`MOUNT_RECORDS_PATH`], as Carbon's `RegistryUtils.addMountEntry` writes one for every
+    /// link; this is the node's own database.
+    async fn mount_record(&self, name: &str, props: Option<&[(&str, &str)]>) -> Result<()>;
 
     /// Creates the collection `path` and any missing ancestors (Carbon's addEmptyCollection).
     async fn create_path(&self, path: &str, user: &str) -> Result<()>;

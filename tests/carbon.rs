@@ -314,6 +314,111 @@ fn carbon_case(kind: Kind, version: &str, charset: &str) {
         "a resource Carbon inserted reads through the mount"
     );
 
+    // A symbolic link as Carbon's createLink stores it (a collection of the link media type
+    // with registry.linkrestoration) reads as a symlink, and `ln -s` writes one.
+    let link_sql = match kind {
+        Kind::Postgres => {
+            "WITH p AS (INSERT INTO REG_PATH (REG_PATH_VALUE, REG_PATH_PARENT_ID, REG_TENANT_ID) \
+             SELECT '/_system/governance/carbonlink', REG_PATH_ID, -1234 FROM REG_PATH \
+             WHERE REG_PATH_VALUE = '/_system/governance' AND REG_TENANT_ID = -1234 \
+             RETURNING REG_PATH_ID), \
+             r AS (INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, \
+             REG_CREATED_TIME, REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_TENANT_ID, REG_UUID) \
+             SELECT p.REG_PATH_ID, NULL, 'application/vnd.wso2-link', 'admin', now(), 'admin', \
+             now(), -1234, 'c0ffee00-0000-4000-8000-000000000002' FROM p RETURNING REG_PATH_ID), \
+             pr AS (INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) VALUES \
+             ('registry.linkrestoration', '/_system/governance/carbonlink;/_system/governance/app;admin', \
+             -1234) RETURNING REG_ID) \
+             INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_PATH_ID, REG_RESOURCE_NAME, \
+             REG_TENANT_ID) SELECT pr.REG_ID, r.REG_PATH_ID, NULL, -1234 FROM pr, r"
+        }
+        Kind::MariaDb => {
+            "INSERT INTO REG_PATH (REG_PATH_VALUE, REG_PATH_PARENT_ID, REG_TENANT_ID) \
+             SELECT '/_system/governance/carbonlink', REG_PATH_ID, -1234 FROM REG_PATH \
+             WHERE REG_PATH_VALUE = '/_system/governance' AND REG_TENANT_ID = -1234; \
+             SET @p = LAST_INSERT_ID(); \
+             INSERT INTO REG_RESOURCE (REG_PATH_ID, REG_NAME, REG_MEDIA_TYPE, REG_CREATOR, \
+             REG_CREATED_TIME, REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, REG_TENANT_ID, REG_UUID) \
+             VALUES (@p, NULL, 'application/vnd.wso2-link', 'admin', NOW(), 'admin', NOW(), -1234, \
+             'c0ffee00-0000-4000-8000-000000000002'); \
+             INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) VALUES \
+             ('registry.linkrestoration', '/_system/governance/carbonlink;/_system/governance/app;admin', -1234); \
+             INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_PATH_ID, REG_RESOURCE_NAME, \
+             REG_TENANT_ID) VALUES (LAST_INSERT_ID(), @p, NULL, -1234)"
+        }
+    };
+    server.sql_in(&db, link_sql);
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_link(
+            gov.join("carbonlink")
+        )
+        .is_ok_and(|t| t == Path::new("app"))),
+        "a link Carbon made reads as a symlink to its target"
+    );
+    assert_eq!(
+        std::fs::read_to_string(gov.join("carbonlink/conf/a.xml")).unwrap(),
+        "<a>2</a>\n"
+    );
+    m.sh(
+        &gov,
+        "ln -s app/conf/a.xml mylink && ln -s ../governance/app dirlink && ln -s /etc/hostname own \
+         && test \"$(readlink mylink)\" = app/conf/a.xml && grep -q 2 mylink \
+         && test -f dirlink/conf/a.xml && test \"$(readlink own)\" = /etc/hostname",
+    );
+    for (name, target) in [
+        ("mylink", "/_system/governance/app/conf/a.xml"),
+        ("dirlink", "/_system/governance/app"),
+    ] {
+        let p = format!("/_system/governance/{name}");
+        assert_eq!(
+            count(
+                server,
+                &db,
+                &format!(
+                    "SELECT COUNT(*) FROM REG_LOG WHERE REG_PATH = '{p}' AND REG_ACTION = 13 \
+                     AND REG_ACTION_DATA = '{target}'"
+                )
+            ),
+            1,
+            "CREATE_SYMBOLIC_LINK for {name}"
+        );
+        assert_eq!(
+            count(
+                server,
+                &db,
+                &format!(
+                    "SELECT COUNT(*) FROM REG_PROPERTY WHERE REG_NAME = 'registry.linkrestoration' \
+                     AND REG_VALUE = '{p};{target};admin'"
+                )
+            ),
+            1,
+            "registry.linkrestoration of {name}"
+        );
+    }
+    assert_eq!(
+        count(
+            server,
+            &db,
+            "SELECT COUNT(*) FROM REG_LOG WHERE REG_PATH = '/_system/governance/own' AND REG_ACTION = 13"
+        ),
+        0,
+        "a symlink out of the registry stays regfs's own"
+    );
+    m.sh(
+        &gov,
+        "rm mylink dirlink own carbonlink && test -f app/conf/a.xml",
+    );
+    assert_eq!(
+        count(
+            server,
+            &db,
+            "SELECT COUNT(*) FROM REG_LOG WHERE REG_ACTION = 14 AND REG_PATH IN \
+             ('/_system/governance/mylink', '/_system/governance/dirlink', '/_system/governance/carbonlink')"
+        ),
+        3,
+        "REMOVE_LINK for each Carbon link"
+    );
+
     // Names that differ only in case or trailing spaces.
     let expect = Expect {
         merging: kind == Kind::MariaDb,

@@ -1388,7 +1388,11 @@ pub(crate) async fn rename(
             return Err(err!(EEXIST, "{to} exists (RENAME_NOREPLACE)"));
         }
         let dst_is_dir = dst.name.is_none();
-        match (src_is_dir, dst_is_dir) {
+        // A Carbon symbolic link is a collection (or resource) of the link media type; to
+        // rename it is a symlink, neither a directory nor one to fill.
+        let is_link = |r: &ResourceRow| r.media_type.as_deref() == Some(LINK_MEDIA_TYPE);
+        let (src_dir, dst_dir) = (src_is_dir && !is_link(&src), dst_is_dir && !is_link(&dst));
+        match (src_dir, dst_dir) {
             (true, false) => return Err(err!(ENOTDIR, "{to} is not a collection")),
             (false, true) => return Err(err!(EISDIR, "{to} is a collection")),
             (true, true) if has_children(c, t, dst.path_id).await? => {
@@ -1399,6 +1403,10 @@ pub(crate) async fn rename(
         if versioning && !dst_is_dir {
             archive(c, t, &dst, to).await?;
         }
+        if dst_is_dir && !dst_dir {
+            // A link collection goes with whatever hangs below it.
+            delete_subtree(c, t, to).await?;
+        }
         // A save by rename (sed -i, editors, rsync, Python's os.replace) writes a temporary
         // file and renames it over the resource: what the registry knows of the resource
         // (UUID, creator, creation time, description, media type, properties, tags, comments,
@@ -1406,13 +1414,14 @@ pub(crate) async fn rename(
         // of its own, it takes the replaced one's, as Carbon's update would keep them.
         if !src_is_dir
             && !dst_is_dir
+            && !is_link(&dst)
             && !src_mapped
             && versioned_mappings(c, t, src.version).await?.is_empty()
         {
             carry_versioned_mappings(c, t, dst.version, src.version).await?;
             delete_own_rows(c, t, &dst).await?;
             keep_identity = Some(dst);
-        } else {
+        } else if !(dst_is_dir && !dst_dir) {
             delete_row(c, t, &dst).await?;
         }
     }
@@ -1661,38 +1670,187 @@ pub(crate) async fn mount_link(
             Some(&format!("{instance_id};{target_path}")),
         )
         .await?;
-        if let Some(old) = file_row(c, t, &record).await? {
-            delete_row(c, t, &old).await?;
-        }
-        let records_id = ensure_collections(c, t, MOUNT_RECORDS_PATH, SYSTEM_USER).await?;
-        let record_name = path::name(&record);
-        let uuid = uuid::Uuid::new_v4().to_string();
-        let now = now_naive();
-        insert_resource(
+        mount_record(
             c,
             t,
-            records_id,
-            Some(record_name),
-            Some(MOUNT_MEDIA_TYPE),
-            SYSTEM_USER,
-            now,
-            SYSTEM_USER,
-            now,
+            path::name(&record),
+            Some(&[
+                ("path", mount_path),
+                ("target", instance_id),
+                ("subPath", target_path),
+                ("author", SYSTEM_USER),
+                ("registry.fixedmount", "true"),
+            ]),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes (with `props`) or removes the resource `name` under [`MOUNT_RECORDS_PATH`]: Carbon's
+/// record of a mount or link (`RegistryUtils.addMountEntry`), media type
+/// [`MOUNT_MEDIA_TYPE`], no content, the properties given, an ADD in REG_LOG.
+pub(crate) async fn mount_record(
+    c: &mut Exec<'_>,
+    t: i64,
+    name: &str,
+    props: Option<&[(&str, &str)]>,
+) -> Result<()> {
+    let record = path::join(MOUNT_RECORDS_PATH, name);
+    if let Some(old) = file_row(c, t, &record).await? {
+        delete_row(c, t, &old).await?;
+        if props.is_none() {
+            insert_log(c, t, &record, SYSTEM_USER, LogAction::DeleteResource, None).await?;
+        }
+    }
+    let Some(props) = props else {
+        return Ok(());
+    };
+    let records_id = ensure_collections(c, t, MOUNT_RECORDS_PATH, SYSTEM_USER).await?;
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let now = now_naive();
+    insert_resource(
+        c,
+        t,
+        records_id,
+        Some(name),
+        Some(MOUNT_MEDIA_TYPE),
+        SYSTEM_USER,
+        now,
+        SYSTEM_USER,
+        now,
+        None,
+        None,
+        &uuid,
+    )
+    .await?;
+    for (k, v) in props {
+        insert_property(c, t, records_id, Some(name), k, v).await?;
+    }
+    insert_log(c, t, &record, SYSTEM_USER, LogAction::Add, None).await?;
+    Ok(())
+}
+
+/// The `registry.linkrestoration` value of the Carbon symbolic link at `p` (see
+/// [`Store::link_restoration`]); properties keyed by path (4.12.x) or by version (4.4.x).
+pub(crate) async fn link_restoration(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<String>> {
+    let Some(row) = any_row(c, t, p).await? else {
+        return Ok(None);
+    };
+    if row.media_type.as_deref() != Some(LINK_MEDIA_TYPE) {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT pr.REG_VALUE FROM REG_RESOURCE_PROPERTY rp JOIN REG_PROPERTY pr \
+         ON pr.REG_ID = rp.REG_PROPERTY_ID AND pr.REG_TENANT_ID = rp.REG_TENANT_ID \
+         WHERE rp.REG_TENANT_ID = ? AND pr.REG_NAME = 'registry.linkrestoration' \
+         AND ((rp.REG_PATH_ID = ? AND {}) OR rp.REG_VERSION = ?)",
+        mapped_name_eq(c.text(), "REG_RESOURCE_PROPERTY", "rp.REG_RESOURCE_NAME")
+    );
+    let value = c
+        .fetch_opt(
+            &sql,
+            &args![t, row.path_id, row.name.as_deref(), row.version],
+        )
+        .await?
+        .map(|r| r.text(0))
+        .transpose()?
+        .flatten();
+    Ok(value.filter(|v| v.split(';').count() == 3))
+}
+
+/// A Carbon symbolic link at `p` (see [`Store::create_link`]); returns the new row's entry
+/// as stored (a collection or a resource, which the registry shows as a symlink).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn create_link(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    restoration: &str,
+    target: &str,
+    as_resource: bool,
+    new: &NewEntry,
+    user: &str,
+) -> Result<Entry> {
+    let Some(parent) = path::parent(p) else {
+        return Err(err!(EEXIST, "the root always exists"));
+    };
+    check_storable(c.text(), p, !as_resource)?;
+    let dir = require_dir(c, t, parent).await?;
+    if any_row(c, t, p).await?.is_some() {
+        return Err(err!(EEXIST, "{p} already exists"));
+    }
+    refuse_confused(c, t, dir.path_id, p, None).await?;
+    let now = now_ns();
+    let created = naive_from_ns(now);
+    let (path_id, name, version, uuid) = if as_resource {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let name = path::name(p);
+        let version = insert_resource(
+            c,
+            t,
+            dir.path_id,
+            Some(name),
+            Some(LINK_MEDIA_TYPE),
+            user,
+            created,
+            user,
+            created,
             None,
             None,
             &uuid,
         )
         .await?;
-        for (k, v) in [
-            ("path", mount_path),
-            ("target", instance_id),
-            ("subPath", target_path),
-            ("author", SYSTEM_USER),
-            ("registry.fixedmount", "true"),
-        ] {
-            insert_property(c, t, records_id, Some(record_name), k, v).await?;
-        }
-        insert_log(c, t, &record, SYSTEM_USER, LogAction::Add, None).await?;
+        (dir.path_id, Some(name), version, uuid)
+    } else {
+        let (path_id, version, uuid) = create_collection_unlogged(
+            c,
+            t,
+            p,
+            dir.path_id,
+            user,
+            Some(LINK_MEDIA_TYPE),
+            None,
+            created,
+        )
+        .await?;
+        (path_id, None, version, uuid)
+    };
+    insert_property(c, t, path_id, name, "registry.nonrecursive", "true").await?;
+    insert_property(c, t, path_id, name, "registry.linkrestoration", restoration).await?;
+    insert_log(c, t, p, user, LogAction::CreateSymbolicLink, Some(target)).await?;
+    let attrs = AttrRow::for_new(new, now, version);
+    put_attr_touching(c, t, &uuid, attrs, &dir).await?;
+    Ok(EntryRow::from_parts(
+        !as_resource,
+        version,
+        uuid,
+        Some(LINK_MEDIA_TYPE.to_string()),
+        created,
+        0,
+        attrs,
+    )
+    .into_entry())
+}
+
+/// Removes the Carbon symbolic link at `p` (see [`Store::remove_link`]).
+pub(crate) async fn remove_link(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    user: &str,
+) -> Result<SystemTime> {
+    let Some(parent) = path::parent(p) else {
+        return Err(err!(EBUSY, "the root cannot be removed"));
+    };
+    if link_restoration(c, t, p).await?.is_none() {
+        return Err(err!(ENOENT, "{p} is not a symbolic link"));
     }
-    Ok(())
+    let dir = require_dir(c, t, parent).await?;
+    delete_subtree(c, t, p).await?;
+    let now = now_ns();
+    touch_dir(c, t, &dir, now).await?;
+    insert_log(c, t, p, user, LogAction::DeleteResource, None).await?;
+    insert_log(c, t, p, user, LogAction::RemoveLink, None).await?;
+    Ok(from_ns(now))
 }

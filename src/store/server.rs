@@ -1026,6 +1026,47 @@ impl Store for ServerStore {
         })
     }
 
+    async fn link_restoration(&self, p: &str) -> Result<Option<String>> {
+        let t = self.t();
+        read!(self, "readlink", |c| {
+            ops::link_restoration(c, t, p).await
+        })
+    }
+
+    async fn create_link(
+        &self,
+        p: &str,
+        restoration: &str,
+        target: &str,
+        as_resource: bool,
+        new: NewEntry,
+        user: &str,
+    ) -> Result<Entry> {
+        let t = self.t();
+        transaction!(self, "symlink", |c| {
+            let entry =
+                ops::create_link(c, t, p, restoration, target, as_resource, &new, user).await?;
+            self.changed();
+            entry
+        })
+    }
+
+    async fn remove_link(&self, p: &str, user: &str) -> Result<SystemTime> {
+        let t = self.t();
+        transaction!(self, "unlink", |c| {
+            let touched = ops::remove_link(c, t, p, user).await?;
+            self.changed();
+            touched
+        })
+    }
+
+    async fn mount_record(&self, name: &str, props: Option<&[(&str, &str)]>) -> Result<()> {
+        let t = self.t();
+        transaction!(self, "mount record", |c| {
+            ops::mount_record(c, t, name, props).await?;
+        })
+    }
+
     async fn ensure_mount_link(
         &self,
         mount_path: &str,

@@ -784,6 +784,51 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn link_restoration(&self, p: &str) -> Result<Option<String>> {
+        let mut w = self.writer.lock().await;
+        w.rollback_if_open();
+        ops::link_restoration(&mut Exec::Rus(&mut w.conn), self.t(), p).await
+    }
+
+    async fn create_link(
+        &self,
+        p: &str,
+        restoration: &str,
+        target: &str,
+        as_resource: bool,
+        new: NewEntry,
+        user: &str,
+    ) -> Result<Entry> {
+        let t = self.t();
+        transaction!(self, "symlink", |c| {
+            ops::create_link(
+                &mut Exec::Rus(c),
+                t,
+                p,
+                restoration,
+                target,
+                as_resource,
+                &new,
+                user,
+            )
+            .await?
+        })
+    }
+
+    async fn remove_link(&self, p: &str, user: &str) -> Result<SystemTime> {
+        let t = self.t();
+        transaction!(self, "unlink", |c| {
+            ops::remove_link(&mut Exec::Rus(c), t, p, user).await?
+        })
+    }
+
+    async fn mount_record(&self, name: &str, props: Option<&[(&str, &str)]>) -> Result<()> {
+        let t = self.t();
+        transaction!(self, "mount record", |c| {
+            ops::mount_record(&mut Exec::Rus(c), t, name, props).await?;
+        })
+    }
+
     async fn ensure_mount_link(
         &self,
         mount_path: &str,
