@@ -1403,7 +1403,8 @@ pub(crate) async fn rename(
         if versioning && !dst_is_dir {
             archive(c, t, &dst, to).await?;
         }
-        if dst_is_dir && !dst_dir {
+        let dst_link_collection = dst_is_dir && !dst_dir;
+        if dst_link_collection {
             // A link collection goes with whatever hangs below it.
             delete_subtree(c, t, to).await?;
         }
@@ -1421,7 +1422,7 @@ pub(crate) async fn rename(
             carry_versioned_mappings(c, t, dst.version, src.version).await?;
             delete_own_rows(c, t, &dst).await?;
             keep_identity = Some(dst);
-        } else if !(dst_is_dir && !dst_dir) {
+        } else if !dst_link_collection {
             delete_row(c, t, &dst).await?;
         }
     }
