@@ -104,20 +104,19 @@ pub const NAME_COLUMNS: &[(&str, &str)] = &[
     ("REG_RESOURCE_RATING", "REG_RESOURCE_NAME"),
 ];
 
-/// Every text column regfs compares names in or stores them in.
-const PROBED: &[(&str, &str)] = &[
-    ("REG_PATH", "REG_PATH_VALUE"),
-    ("REG_LOG", "REG_PATH"),
-    ("REG_RESOURCE", "REG_NAME"),
-    ("REG_RESOURCE_HISTORY", "REG_NAME"),
-    ("REG_SNAPSHOT", "REG_RESOURCE_NAME"),
-    ("REG_RESOURCE_PROPERTY", "REG_RESOURCE_NAME"),
-    ("REG_RESOURCE_TAG", "REG_RESOURCE_NAME"),
-    ("REG_RESOURCE_COMMENT", "REG_RESOURCE_NAME"),
-    ("REG_RESOURCE_RATING", "REG_RESOURCE_NAME"),
+/// The association paths, compared when a version's associations are copied.
+const ASSOCIATION_COLUMNS: &[(&str, &str)] = &[
     ("REG_ASSOCIATION", "REG_SOURCEPATH"),
     ("REG_ASSOCIATION", "REG_TARGETPATH"),
 ];
+
+/// Whether regfs compares names or stores them in `table.column`.
+fn probed(table: &str, column: &str) -> bool {
+    [PATH_COLUMNS, NAME_COLUMNS, ASSOCIATION_COLUMNS]
+        .iter()
+        .flat_map(|cols| cols.iter())
+        .any(|(t, c)| *t == table && *c == column)
+}
 
 /// The text columns of one database.
 #[derive(Debug, Clone, Default)]
@@ -178,7 +177,7 @@ impl TextColumns {
                 let mut columns = HashMap::new();
                 for r in &rows {
                     let (table, column) = (r.req_text(0)?, r.req_text(1)?);
-                    if !PROBED.iter().any(|(t, c)| *t == table && *c == column) {
+                    if !probed(&table, &column) {
                         continue;
                     }
                     let charset_name = r.req_text(2)?;
