@@ -466,7 +466,8 @@ impl Registry {
     pub async fn set_attr(&self, user: &str, p: &str, change: AttrChange) -> Result<Entry> {
         let r = self.writable(p)?;
         self.authorize(user, p, Action::Add).await?;
-        r.mount.store.set_attr(&r.target, change).await
+        let entry = r.mount.store.set_attr(&r.target, change).await?;
+        Self::as_link(r.mount.store.as_ref(), &r.target, entry).await
     }
 
     /// Space used over every distinct database.

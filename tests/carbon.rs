@@ -363,7 +363,9 @@ fn carbon_case(kind: Kind, version: &str, charset: &str) {
         &gov,
         "ln -s app/conf/a.xml mylink && ln -s ../governance/app dirlink && ln -s /etc/hostname own \
          && test \"$(readlink mylink)\" = app/conf/a.xml && grep -q 2 mylink \
-         && test -f dirlink/conf/a.xml && test \"$(readlink own)\" = /etc/hostname",
+         && test -f dirlink/conf/a.xml && test \"$(readlink own)\" = /etc/hostname \
+         && chown -h 123:456 mylink dirlink && test \"$(stat -c %u:%g:%F dirlink)\" = '123:456:symbolic link' \
+         && touch -h -d @1700000000 mylink && test \"$(stat -c %Y mylink)\" = 1700000000",
     );
     for (name, target) in [
         ("mylink", "/_system/governance/app/conf/a.xml"),
