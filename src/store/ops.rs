@@ -433,57 +433,81 @@ async fn confused_path(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<Strin
         .transpose()
 }
 
-/// A live entry in the collection `dir_id` whose name the database's collations take for the
-/// name of `p` though the bytes differ (`Case.txt` for `case.txt`, `a` for `"a "`): Carbon
-/// would find that entry for `p`, so `p` cannot be created beside it. `None` where the
-/// collations are exact.
-pub(crate) async fn confused_entry(
+/// A collection named by its path id or by its path.
+#[derive(Clone, Copy)]
+pub(crate) enum DirKey<'a> {
+    Id(i64),
+    Path(&'a str),
+}
+
+/// A live entry in the collection `dir` whose name the database's collations take for the
+/// name of `p` though the bytes differ (`Case.txt` for `case.txt`, `a` for `"a "`), other
+/// than `except` (the name a rename in the same collection moves away from): Carbon would
+/// find that entry for `p`, so `p` cannot be created beside it. One query, where the
+/// collations are exact none.
+pub(crate) async fn confused_entry<'a>(
     c: &mut Exec<'_>,
     t: i64,
-    dir_id: i64,
-    p: &str,
-    except: Option<&str>,
+    dir: DirKey<'a>,
+    p: &'a str,
+    except: Option<&'a str>,
 ) -> Result<Option<String>> {
+    let text = c.text();
+    let names = text.merging("REG_RESOURCE", "REG_NAME").is_some();
+    let paths = text.merging("REG_PATH", "REG_PATH_VALUE").is_some();
+    if !names && !paths {
+        return Ok(None);
+    }
     let name = path::name(p);
-    if c.text().merging("REG_RESOURCE", "REG_NAME").is_some() {
-        let sql = format!(
-            "SELECT REG_NAME FROM REG_RESOURCE WHERE REG_PATH_ID = ? AND {} \
-             AND REG_TENANT_ID = ? LIMIT 1",
-            c.text().collated_eq("REG_NAME", "REG_RESOURCE", "REG_NAME")
-        );
-        for row in c
-            .fetch(
-                &sql.replace(" LIMIT 1", " LIMIT 2"),
-                &args![dir_id, name, t],
-            )
-            .await?
-        {
-            let other = row.req_text(0)?;
-            if Some(other.as_str()) != except {
-                return Ok(Some(other));
-            }
-        }
+    let excluded = except.unwrap_or(name);
+    let excluded_path = path::join(path::parent(p).unwrap_or("/"), excluded);
+    let dir_id = match dir {
+        DirKey::Id(_) => "?".to_string(),
+        DirKey::Path(_) => format!(
+            "(SELECT dp.REG_PATH_ID FROM REG_PATH dp WHERE {} AND dp.REG_TENANT_ID = ?)",
+            path_eq(text, "dp.REG_PATH_VALUE")
+        ),
+    };
+    let dir_args: Vec<Val<'a>> = match dir {
+        DirKey::Id(id) => vec![Val::from(id)],
+        DirKey::Path(parent) => args![parent, t].to_vec(),
+    };
+    let mut parts = Vec::new();
+    let mut args: Vec<Val<'_>> = Vec::new();
+    if names {
+        parts.push(format!(
+            "(SELECT f.REG_NAME FROM REG_RESOURCE f WHERE f.REG_PATH_ID = {dir_id} \
+             AND f.REG_TENANT_ID = ? AND {} AND {} LIMIT 1)",
+            text.collated_eq("f.REG_NAME", "REG_RESOURCE", "REG_NAME"),
+            text.bytes_differ("f.REG_NAME", "REG_RESOURCE", "REG_NAME")
+        ));
+        args.extend(dir_args.iter().copied());
+        args.extend(args![t, name, excluded]);
+    } else {
+        parts.push("NULL".to_string());
     }
-    if c.text().merging("REG_PATH", "REG_PATH_VALUE").is_some() {
-        let sql = format!(
-            "SELECT p.REG_PATH_VALUE FROM REG_PATH p JOIN REG_RESOURCE r \
-             ON r.REG_PATH_ID = p.REG_PATH_ID AND r.REG_TENANT_ID = p.REG_TENANT_ID \
-             AND r.REG_NAME IS NULL WHERE p.REG_PATH_PARENT_ID = ? AND {} \
-             AND p.REG_TENANT_ID = ? LIMIT 1",
-            c.text()
-                .collated_eq("p.REG_PATH_VALUE", "REG_PATH", "REG_PATH_VALUE")
-        );
-        for row in c
-            .fetch(&sql.replace(" LIMIT 1", " LIMIT 2"), &args![dir_id, p, t])
-            .await?
-        {
-            let other = path::name(&row.req_text(0)?).to_string();
-            if Some(other.as_str()) != except {
-                return Ok(Some(other));
-            }
-        }
+    if paths {
+        parts.push(format!(
+            "(SELECT cp.REG_PATH_VALUE FROM REG_PATH cp JOIN REG_RESOURCE cr \
+             ON cr.REG_PATH_ID = cp.REG_PATH_ID AND cr.REG_TENANT_ID = cp.REG_TENANT_ID \
+             AND cr.REG_NAME IS NULL WHERE cp.REG_PATH_PARENT_ID = {dir_id} \
+             AND cp.REG_TENANT_ID = ? AND {} AND {} LIMIT 1)",
+            text.collated_eq("cp.REG_PATH_VALUE", "REG_PATH", "REG_PATH_VALUE"),
+            text.bytes_differ("cp.REG_PATH_VALUE", "REG_PATH", "REG_PATH_VALUE")
+        ));
+        args.extend(dir_args.iter().copied());
+        args.extend(args![t, p, excluded_path.as_str()]);
+    } else {
+        parts.push("NULL".to_string());
     }
-    Ok(None)
+    let sql = format!("SELECT {}", parts.join(", "));
+    let Some(row) = c.fetch_opt(&sql, &args).await? else {
+        return Ok(None);
+    };
+    if let Some(other) = row.text(0)? {
+        return Ok(Some(other));
+    }
+    Ok(row.text(1)?.map(|other| path::name(&other).to_string()))
 }
 
 /// EEXIST with a log line's reason when [`confused_entry`] finds one other than `except` (the
@@ -491,11 +515,11 @@ pub(crate) async fn confused_entry(
 pub(crate) async fn refuse_confused(
     c: &mut Exec<'_>,
     t: i64,
-    dir_id: i64,
+    dir: DirKey<'_>,
     p: &str,
     except: Option<&str>,
 ) -> Result<()> {
-    match confused_entry(c, t, dir_id, p, except).await? {
+    match confused_entry(c, t, dir, p, except).await? {
         Some(other) => Err(err!(
             EEXIST,
             "{p}: the database's collation does not tell this name from {other:?}, which is \
@@ -1377,7 +1401,7 @@ pub(crate) async fn rename(
     check_storable(c.text(), to, src_is_dir)?;
     if dst.is_none() {
         let own = (from_parent == to_parent).then(|| path::name(from));
-        refuse_confused(c, t, dst_parent.path_id, to, own).await?;
+        refuse_confused(c, t, DirKey::Id(dst_parent.path_id), to, own).await?;
     }
     let mut keep_identity = None;
     if let Some(dst) = dst {
@@ -1781,7 +1805,7 @@ pub(crate) async fn create_link(
     if any_row(c, t, p).await?.is_some() {
         return Err(err!(EEXIST, "{p} already exists"));
     }
-    refuse_confused(c, t, dir.path_id, p, None).await?;
+    refuse_confused(c, t, DirKey::Id(dir.path_id), p, None).await?;
     let now = now_ns();
     let created = naive_from_ns(now);
     let (path_id, name, version, uuid) = if as_resource {

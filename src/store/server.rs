@@ -799,7 +799,7 @@ impl Store for ServerStore {
                 // Not a live collection: require_dir says which errno.
                 None => require_dir(c, t, parent).await?,
             };
-            ops::refuse_confused(c, t, dir.path_id, p, None).await?;
+            ops::refuse_confused(c, t, ops::DirKey::Id(dir.path_id), p, None).await?;
             let now = now_ns();
             let created = naive_from_ns(now);
             let is_dir = new.kind == Kind::Directory;
@@ -859,10 +859,7 @@ impl Store for ServerStore {
         };
         let t = self.t();
         read!(self, "create", |c| {
-            match ops::collection_row(c, t, parent).await? {
-                Some(dir) => ops::refuse_confused(c, t, dir.path_id, p, None).await,
-                None => Ok(()),
-            }
+            ops::refuse_confused(c, t, ops::DirKey::Path(parent), p, None).await
         })
     }
 

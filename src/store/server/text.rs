@@ -281,6 +281,17 @@ impl TextColumns {
     pub fn collated_eq(&self, expr: &str, table: &str, column: &str) -> String {
         format!("{expr} = {}", self.param(table, column))
     }
+
+    /// `expr` differs in bytes from the bound parameter (as the column stores it).
+    pub fn bytes_differ(&self, expr: &str, table: &str, column: &str) -> String {
+        match self.columns.get(&(table.to_string(), column.to_string())) {
+            Some(col) if self.mysql => format!(
+                "CAST({expr} AS BINARY) <> CAST(CONVERT(? USING {}) AS BINARY)",
+                col.charset_name
+            ),
+            _ => format!("{expr} <> ?"),
+        }
+    }
 }
 
 fn null_eq_of(t: &TextColumns) -> &'static str {
