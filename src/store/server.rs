@@ -576,8 +576,9 @@ impl Store for ServerStore {
         if !missing.is_empty() {
             return Err(err!(
                 ENOENT,
-                "the database has no {} table{}: create {} with `regfs init` (run once, by a \
-                 database user who may create tables; a mount only reads and writes rows)",
+                "the database has no {} table{}: create {} with `regfs init` and the same \
+                 --config or --wso2-conf (run once, by a database user who may create tables; \
+                 a mount only reads and writes rows)",
                 missing.join(", "),
                 if missing.len() == 1 { "" } else { "s" },
                 if missing.len() == 1 { "it" } else { "them" }
