@@ -510,7 +510,7 @@ pub async fn install(cfg: &FileConfig) -> Result<()> {
         let store = open_store(cfg, name, d).await?;
         store.install().await.map_err(|e| in_source(name, e))?;
     }
-    if let Some((key, d, url)) = um_server(cfg)? {
+    if let (key, d, Location::Server(url)) = um_location(cfg)? {
         let pool = Pool::connect(&server_options(d, &key, url, 2)?).await?;
         UmDb::install_server(&pool).await?;
     }
@@ -603,41 +603,30 @@ pub async fn um_from(cfg: &FileConfig) -> Result<UmDb> {
     Ok(um)
 }
 
-/// The user-management data source: its key, definition and server URL when it is a server.
-fn um_server(cfg: &FileConfig) -> Result<Option<(String, &DataSource, String)>> {
-    let um_source = um_source(cfg);
-    let d = &cfg.data_sources[um_source];
-    let key = format!("data_sources.{um_source}");
-    Ok(match d.location(&format!("{key}.url"))? {
-        Location::Sqlite(_) => None,
-        Location::Server(url) => Some((key, d, url)),
-    })
-}
-
-fn um_source(cfg: &FileConfig) -> &str {
-    cfg.user_management
+/// The user-management data source's key, definition and location.
+fn um_location(cfg: &FileConfig) -> Result<(String, &DataSource, Location)> {
+    let um_source = cfg
+        .user_management
         .as_ref()
         .map(|u| u.data_source.as_str())
-        .unwrap_or(cfg.node_data_source.as_str())
+        .unwrap_or(cfg.node_data_source.as_str());
+    let d = &cfg.data_sources[um_source];
+    let key = format!("data_sources.{um_source}");
+    let location = d.location(&format!("{key}.url"))?;
+    Ok((key, d, location))
 }
 
 /// The user-management database, its catalog checked; not seeded yet (see [`UmDb::seed`]).
 async fn um_checked(cfg: &FileConfig) -> Result<UmDb> {
-    let um_source = um_source(cfg);
-    match um_server(cfg)? {
-        None => {
-            let d = &cfg.data_sources[um_source];
-            match d.location(&format!("data_sources.{um_source}.url"))? {
-                Location::Sqlite(file) => UmDb::open(&file, cfg.tenant).await,
-                Location::Server(_) => unreachable!("um_server found no server"),
-            }
-        }
-        Some((key, d, url)) => {
+    match um_location(cfg)? {
+        (_, _, Location::Sqlite(file)) => UmDb::open(&file, cfg.tenant).await,
+        (key, d, Location::Server(url)) => {
             let pool = Pool::connect(&server_options(d, &key, url, 2)?).await?;
             UmDb::check_server(pool, cfg.tenant).await.map_err(|e| {
+                let source = key.trim_start_matches("data_sources.");
                 crate::Error::new(
                     e.errno(),
-                    format!("user management on {um_source}: {}", e.message()),
+                    format!("user management on {source}: {}", e.message()),
                 )
             })
         }

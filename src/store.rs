@@ -231,9 +231,8 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Readies the database for a mount with rows only: checks (from the catalog) that every
-    /// table is there, naming what is missing and `regfs init` otherwise, and creates the base
-    /// collections Carbon creates on first start (`/`, `/_system`,
+    /// Readies the database for a mount with rows only, once [`Store::check`] passed: creates
+    /// the base collections Carbon creates on first start (`/`, `/_system`,
     /// `/_system/{local,config,governance}` and their `repository` children).
     async fn init(&self) -> Result<()>;
 

@@ -185,30 +185,16 @@ pub const UM_TABLES: &[&str] = &[
 
 /// What the catalog of a server's UM database says: the [`UM_TABLES`] missing, and the flavor.
 async fn probe_server(pool: &Pool) -> Result<(Vec<&'static str>, Flavor)> {
-    let schema = match pool.dialect() {
-        Dialect::MySql => "DATABASE()",
-        _ => "current_schema()",
-    };
     let mut held = pool.acquire().await?;
     let mut c = held.exec();
-    let tables = c
-        .fetch(
-            &format!(
-                "SELECT UPPER(table_name) FROM information_schema.tables \
-                 WHERE table_schema = {schema} AND UPPER(table_name) LIKE 'UM\\_%'"
-            ),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.req_text(0))
-        .collect::<Result<std::collections::HashSet<_>>>()?;
+    let missing = c.missing_tables(UM_TABLES).await?;
     let columns = c
         .fetch(
             &format!(
                 "SELECT UPPER(table_name), UPPER(column_name) FROM information_schema.columns \
-                 WHERE table_schema = {schema} \
-                 AND UPPER(table_name) IN ('UM_USER', 'UM_ROLE', 'UM_HYBRID_ROLE')"
+                 WHERE table_schema = {} \
+                 AND UPPER(table_name) IN ('UM_USER', 'UM_ROLE', 'UM_HYBRID_ROLE')",
+                pool.dialect().current_schema()
             ),
             &[],
         )
@@ -216,11 +202,6 @@ async fn probe_server(pool: &Pool) -> Result<(Vec<&'static str>, Flavor)> {
         .iter()
         .map(|r| Ok(format!("{}.{}", r.req_text(0)?, r.req_text(1)?)))
         .collect::<Result<std::collections::HashSet<_>>>()?;
-    let missing = UM_TABLES
-        .iter()
-        .copied()
-        .filter(|t| !tables.contains(*t))
-        .collect();
     let has = |c: &str| columns.contains(c);
     Ok((
         missing,

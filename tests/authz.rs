@@ -18,22 +18,9 @@ const STRANGER: u32 = 3005; // unmapped: anonymous
 
 /// Runs `regfs ARGS` against the mount's data directory; stdin feeds passwords.
 fn regfs(m: &Mounted, args: &[&str]) -> (bool, String) {
-    let mut child = Command::new(common::regfs_bin())
-        .args(args)
-        .args(m.source_args())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"s3cret-pw\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    all.extend(m.source_args());
+    let out = common::run_regfs_with_stdin(all, "s3cret-pw\n");
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)

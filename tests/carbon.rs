@@ -145,23 +145,9 @@ fn refused_mount(cfg: &Path, dir: &Path) -> String {
 
 /// Runs the regfs CLI with `stdin`; asserts success and returns stdout.
 fn cli(args: &[&str], cfg: &Path, stdin: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(common::regfs_bin())
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    all.extend(["--config".into(), cfg.as_os_str().to_owned()]);
+    let out = common::run_regfs_with_stdin(all, stdin);
     assert!(
         out.status.success(),
         "regfs {args:?}: {}",

@@ -368,10 +368,7 @@ impl ServerStore {
     /// What the catalog says about a schema Carbon's own scripts made: 4.4.x mapping tables have
     /// no ID column and REG_PATH_VALUE is not unique there.
     pub async fn probe(&self) -> Result<SchemaFlavor> {
-        let schema_filter = match self.d {
-            Dialect::Postgres | Dialect::Sqlite => "table_schema = current_schema()",
-            Dialect::MySql => "table_schema = DATABASE()",
-        };
+        let schema_filter = format!("table_schema = {}", self.d.current_schema());
         // One query, three catalog counts.
         let d = self.d;
         let sql = format!(
@@ -409,31 +406,12 @@ impl ServerStore {
     /// What a mount needs of the catalog: the [`REGISTRY_TABLES`] missing, and whether the
     /// index PostgreSQL's REG_CONTENT deletes need is there (MySQL has one for the foreign key).
     async fn catalog(&self) -> Result<(Vec<&'static str>, bool)> {
-        let (schema, index_sql) = match self.d {
-            Dialect::MySql => ("DATABASE()", None),
-            _ => (
-                "current_schema()",
-                Some(
-                    "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() \
-                     AND UPPER(indexname) = 'REGFS_RESOURCE_IND_BY_CONTENT_ID'",
-                ),
-            ),
-        };
-        let sql = format!(
-            "SELECT UPPER(table_name) FROM information_schema.tables WHERE table_schema = {schema}"
+        let index_sql = (self.d != Dialect::MySql).then_some(
+            "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() \
+             AND UPPER(indexname) = 'REGFS_RESOURCE_IND_BY_CONTENT_ID'",
         );
         read!(self, "catalog", |c| {
-            let tables = c
-                .fetch(&sql, &[])
-                .await?
-                .iter()
-                .map(|r| r.req_text(0))
-                .collect::<Result<std::collections::HashSet<_>>>()?;
-            let missing = REGISTRY_TABLES
-                .iter()
-                .copied()
-                .filter(|t| !tables.contains(*t))
-                .collect();
+            let missing = c.missing_tables(REGISTRY_TABLES).await?;
             let index = match index_sql {
                 Some(sql) => c.fetch_opt(sql, &[]).await?.is_some(),
                 None => true,
@@ -564,7 +542,6 @@ impl Store for ServerStore {
     }
 
     async fn init(&self) -> Result<()> {
-        self.check().await?;
         let t = self.t();
         transaction!(self, "init", |c| {
             ops::base_collections(c, t).await?;
@@ -599,7 +576,6 @@ impl Store for ServerStore {
             if flavor.mapping_ids { "have" } else { "have no" },
             if flavor.unique_paths { "unique" } else { "not unique" },
         );
-        self.pool.read_text_columns().await?;
         Ok(())
     }
 

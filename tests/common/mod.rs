@@ -389,6 +389,29 @@ where
         .expect("run regfs")
 }
 
+/// Runs the regfs CLI with `args`, `stdin` fed to it (passwords), and returns its output.
+pub fn run_regfs_with_stdin<I, S>(args: I, stdin: &str) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::io::Write;
+    let mut child = Command::new(regfs_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run regfs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// [`run_regfs`], asserting that it succeeded.
 #[track_caller]
 pub fn run_regfs_ok<I, S>(args: I) -> Output

@@ -47,6 +47,15 @@ impl Dialect {
         }
     }
 
+    /// The catalog's name for the schema this connection works in, for `information_schema`
+    /// queries (`table_schema = ...`).
+    pub fn current_schema(self) -> &'static str {
+        match self {
+            Dialect::Postgres | Dialect::Sqlite => "current_schema()",
+            Dialect::MySql => "DATABASE()",
+        }
+    }
+
     /// `expr` as a 64-bit integer (MySQL's SUM gives DECIMAL).
     pub fn int64(self, expr: &str) -> String {
         match self {
@@ -501,6 +510,26 @@ impl Exec<'_> {
     }
 
     /// Runs a script of `;`-separated statements without parameters (DDL).
+    /// The tables of `wanted` (upper-case names) that the catalog does not list in this
+    /// connection's schema, in `wanted`'s order.
+    pub async fn missing_tables(&mut self, wanted: &[&'static str]) -> Result<Vec<&'static str>> {
+        let sql = format!(
+            "SELECT UPPER(table_name) FROM information_schema.tables WHERE table_schema = {}",
+            self.dialect().current_schema()
+        );
+        let present = self
+            .fetch(&sql, &[])
+            .await?
+            .iter()
+            .map(|r| r.req_text(0))
+            .collect::<Result<std::collections::HashSet<_>>>()?;
+        Ok(wanted
+            .iter()
+            .copied()
+            .filter(|t| !present.contains(*t))
+            .collect())
+    }
+
     /// Comment lines (`--`) go first, so that a `;` in a comment ends no statement.
     pub async fn script(&mut self, sql: &str) -> Result<()> {
         let code: String = sql
@@ -530,6 +559,15 @@ pub struct Pool {
 enum PoolKind {
     Pg(sqlx::PgPool),
     My(sqlx::MySqlPool),
+}
+
+impl PoolKind {
+    fn dialect(&self) -> Dialect {
+        match self {
+            PoolKind::Pg(_) => Dialect::Postgres,
+            PoolKind::My(_) => Dialect::MySql,
+        }
+    }
 }
 
 /// A connection taken from the pool.
@@ -656,17 +694,15 @@ impl Pool {
     }
 
     fn new(kind: PoolKind) -> Pool {
+        let empty = TextColumns::empty(kind.dialect());
         Pool {
             kind,
-            text: Default::default(),
+            text: std::sync::Arc::new(parking_lot::RwLock::new(std::sync::Arc::new(empty))),
         }
     }
 
     pub fn dialect(&self) -> Dialect {
-        match self.kind {
-            PoolKind::Pg(_) => Dialect::Postgres,
-            PoolKind::My(_) => Dialect::MySql,
-        }
+        self.kind.dialect()
     }
 
     /// What [`Pool::read_text_columns`] read last.

@@ -119,28 +119,43 @@ fn probed(table: &str, column: &str) -> bool {
 }
 
 /// The text columns of one database.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TextColumns {
     /// MySQL: one entry per probed column.
     columns: HashMap<(String, String), TextColumn>,
     /// PostgreSQL: the database encoding, which every column has.
     encoding: Option<TextColumn>,
-    mysql: bool,
+    dialect: Dialect,
 }
 
-static EXACT: std::sync::LazyLock<TextColumns> = std::sync::LazyLock::new(TextColumns::default);
+static EXACT: std::sync::LazyLock<TextColumns> =
+    std::sync::LazyLock::new(|| TextColumns::empty(Dialect::Sqlite));
 
 impl TextColumns {
-    /// Every character fits and `=` is exact: SQLite, and a server before its catalog is read.
+    /// Every character fits and `=` is exact: SQLite.
     pub fn exact() -> &'static TextColumns {
         &EXACT
+    }
+
+    /// What is known of a `dialect` database before its catalog is read: nothing of its
+    /// columns, so every character fits and comparisons are plain.
+    pub fn empty(dialect: Dialect) -> TextColumns {
+        TextColumns {
+            columns: HashMap::new(),
+            encoding: None,
+            dialect,
+        }
+    }
+
+    fn mysql(&self) -> bool {
+        self.dialect == Dialect::MySql
     }
 
     /// Reads the catalog: the probed columns' character sets and collations on MySQL, the
     /// database encoding on PostgreSQL. Columns of tables that do not exist are left out.
     pub async fn probe(c: &mut Exec<'_>) -> Result<TextColumns> {
         match c.dialect() {
-            Dialect::Sqlite => Ok(TextColumns::default()),
+            Dialect::Sqlite => Ok(TextColumns::empty(Dialect::Sqlite)),
             Dialect::Postgres => {
                 let row = c
                     .fetch_opt(
@@ -162,7 +177,7 @@ impl TextColumns {
                         charset_name: name,
                         collation: String::new(),
                     }),
-                    ..TextColumns::default()
+                    ..TextColumns::empty(Dialect::Postgres)
                 })
             }
             Dialect::MySql => {
@@ -201,8 +216,7 @@ impl TextColumns {
                 }
                 Ok(TextColumns {
                     columns,
-                    encoding: None,
-                    mysql: true,
+                    ..TextColumns::empty(Dialect::MySql)
                 })
             }
         }
@@ -232,7 +246,7 @@ impl TextColumns {
     /// (a utf8mb4 parameter against a latin1 column converts the column instead).
     pub fn param(&self, table: &str, column: &str) -> String {
         match self.columns.get(&(table.to_string(), column.to_string())) {
-            Some(col) if self.mysql => format!(
+            Some(col) if self.mysql() => format!(
                 "CONVERT(? USING {}) COLLATE {}",
                 col.charset_name, col.collation
             ),
@@ -249,16 +263,12 @@ impl TextColumns {
 
     /// [`Self::eq`] that also matches NULL to NULL.
     pub fn null_safe_eq(&self, expr: &str, table: &str, column: &str) -> String {
-        match self.columns.get(&(table.to_string(), column.to_string())) {
-            Some(_) if self.mysql => self.compare(expr, table, column, "<=>"),
-            _ if self.mysql => format!("{expr} <=> ?"),
-            _ => format!("{expr} {} ?", null_eq_of(self)),
-        }
+        self.compare(expr, table, column, self.dialect.null_eq())
     }
 
     fn compare(&self, expr: &str, table: &str, column: &str, op: &str) -> String {
         match self.columns.get(&(table.to_string(), column.to_string())) {
-            Some(col) if self.mysql => format!(
+            Some(col) if self.mysql() => format!(
                 "({expr} {op} CONVERT(? USING {cs}) COLLATE {coll} AND CAST({expr} AS BINARY) {op} \
                  CAST(CONVERT(?^ USING {cs}) AS BINARY))",
                 cs = col.charset_name,
@@ -273,7 +283,7 @@ impl TextColumns {
     pub fn merging(&self, table: &str, column: &str) -> Option<&TextColumn> {
         let col = self.columns.get(&(table.to_string(), column.to_string()))?;
         let exact = col.collation == "binary" || col.collation.ends_with("_nopad_bin");
-        (self.mysql && !exact).then_some(col)
+        (self.mysql() && !exact).then_some(col)
     }
 
     /// `expr = ?` in the column's own collation (what Carbon's queries match), for finding a
@@ -285,22 +295,12 @@ impl TextColumns {
     /// `expr` differs in bytes from the bound parameter (as the column stores it).
     pub fn bytes_differ(&self, expr: &str, table: &str, column: &str) -> String {
         match self.columns.get(&(table.to_string(), column.to_string())) {
-            Some(col) if self.mysql => format!(
+            Some(col) if self.mysql() => format!(
                 "CAST({expr} AS BINARY) <> CAST(CONVERT(? USING {}) AS BINARY)",
                 col.charset_name
             ),
             _ => format!("{expr} <> ?"),
         }
-    }
-}
-
-fn null_eq_of(t: &TextColumns) -> &'static str {
-    if t.mysql {
-        "<=>"
-    } else if t.encoding.is_some() {
-        Dialect::Postgres.null_eq()
-    } else {
-        Dialect::Sqlite.null_eq()
     }
 }
 
@@ -326,7 +326,7 @@ mod tests {
                 })
                 .collect(),
             encoding: None,
-            mysql: true,
+            dialect: Dialect::MySql,
         }
     }
 
