@@ -332,6 +332,11 @@ impl Server {
                         "--pid-file={}",
                         self.dir.join("mariadb.pid").display()
                     ))
+                    // A private tmpdir: every mariadbd deletes the `#sql*` files in its tmpdir
+                    // when it starts (mysql_rm_tmp_tables), so servers sharing /tmp delete each
+                    // other's internal temporary tables ("Error on delete of
+                    // '/tmp/#sql-temptable-...'", seen in CI).
+                    .arg(format!("--tmpdir={}", self.dir.display()))
                     .args([
                         "--bind-address=127.0.0.1",
                         "--innodb-flush-log-at-trx-commit=2",
