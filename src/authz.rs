@@ -246,6 +246,7 @@ pub struct Authorizer {
 
 #[derive(Default)]
 struct Cached {
+    /// The state of the UM tables every cached value was read in.
     fingerprint: Option<String>,
     tree: Option<Arc<PermissionTree>>,
     subjects: HashMap<String, Arc<Subject>>,
@@ -266,15 +267,7 @@ impl Authorizer {
         let fp = self.um.fingerprint().await?;
         let mut st = self.state.lock();
         if st.fingerprint.as_deref() != Some(fp.as_str()) {
-            if st.fingerprint.is_some() {
-                info!("user-management tables changed: permission cache dropped");
-                self.epoch
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            *st = Cached {
-                fingerprint: Some(fp),
-                ..Default::default()
-            };
+            self.reset(&mut st, fp);
         }
         Ok(())
     }
@@ -305,8 +298,11 @@ impl Authorizer {
         if let Some(t) = self.state.lock().tree.clone() {
             return Ok(t);
         }
-        let tree = Arc::new(self.um.load_tree().await?);
-        self.state.lock().tree = Some(tree.clone());
+        let (tree, fp) = self.consistent(self.um.load_tree()).await?;
+        let tree = Arc::new(tree);
+        if let Some(mut st) = self.adopt(fp) {
+            st.tree = Some(tree.clone());
+        }
         Ok(tree)
     }
 
@@ -315,9 +311,52 @@ impl Authorizer {
         if let Some(s) = self.state.lock().subjects.get(&key).cloned() {
             return Ok(s);
         }
-        let s = Arc::new(self.um.subject(user).await?);
-        self.state.lock().subjects.insert(key, s.clone());
+        let (s, fp) = self.consistent(self.um.subject(user)).await?;
+        let s = Arc::new(s);
+        if let Some(mut st) = self.adopt(fp) {
+            st.subjects.insert(key, s.clone());
+        }
         Ok(s)
+    }
+
+    /// Runs `load` between two fingerprints of the UM tables: the value read is known to be
+    /// the state of that fingerprint only if both agree (`None` otherwise: nothing to cache).
+    /// The fingerprint is not monotonic (a revoke takes the counts back to before the grant),
+    /// so a value cached without the exact state it was read in could outlive a grant and its
+    /// revoke that both fell between two polls (seen: a revoked grant kept working).
+    async fn consistent<T>(
+        &self,
+        load: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<(T, Option<String>)> {
+        let before = self.um.fingerprint().await?;
+        let value = load.await?;
+        let after = self.um.fingerprint().await?;
+        Ok((value, (before == after).then_some(after)))
+    }
+
+    /// The cache, ready to take a value read in the UM state `fp`: emptied first if it holds
+    /// another state's values (this load saw a change before the poll did). `None` if the
+    /// value must not be cached.
+    fn adopt(&self, fp: Option<String>) -> Option<parking_lot::MutexGuard<'_, Cached>> {
+        let fp = fp?;
+        let mut st = self.state.lock();
+        if st.fingerprint.as_deref() != Some(fp.as_str()) {
+            self.reset(&mut st, fp);
+        }
+        Some(st)
+    }
+
+    /// Drops every cached value: the UM tables are now in state `fp`.
+    fn reset(&self, st: &mut Cached, fp: String) {
+        if st.fingerprint.is_some() {
+            info!("user-management tables changed: permission cache dropped");
+            self.epoch
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        *st = Cached {
+            fingerprint: Some(fp),
+            ..Default::default()
+        };
     }
 
     /// The decision with its reasoning, for `regfs perm check`.
@@ -380,6 +419,34 @@ impl Authorizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A grant and its revoke that both fall between two polls of the UM tables: a tree
+    /// loaded while the grant stood must not stay cached after the revoke, although the
+    /// revoke takes the tables' counts and highest ids back to what they were before.
+    #[tokio::test]
+    async fn a_grant_revoked_between_two_polls_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let um = Arc::new(UmDb::open(&dir.path().join("um.db"), -1234).await.unwrap());
+        um.seed().await.unwrap();
+        um.user_add("bob", "pw-bob-1234").await.unwrap();
+        um.role_add("ops").await.unwrap();
+        um.role_membership("ops", "bob", true).await.unwrap();
+        let authz = Authorizer::new(um.clone(), "admin");
+        authz.refresh().await.unwrap();
+        let ops = crate::um::Grantee::Role("ops".into());
+        let add = |allowed| um.set_permission("/proj", Action::Add, &ops, allowed);
+        // Polled with nothing cached yet; the grant comes, and is read while it stands (the
+        // poll that would notice it comes only after the revoke).
+        authz.refresh().await.unwrap();
+        add(Some(true)).await.unwrap();
+        assert!(authz.can("bob", "/proj/f", Action::Add).await.unwrap());
+        add(None).await.unwrap();
+        authz.refresh().await.unwrap();
+        assert!(
+            !authz.can("bob", "/proj/f", Action::Add).await.unwrap(),
+            "the revoked grant is still cached"
+        );
+    }
 
     fn subject(name: &str, roles: &[&str]) -> Subject {
         Subject {

@@ -256,18 +256,30 @@ fn permission_matrix_for_several_local_users() {
 
     // Changes apply to a running mount, and a revoked grant stops working.
     admin(&m, &["perm", "grant", "ops", g, "add"]);
-    assert!(common::wait_until(Duration::from_secs(10), || {
-        as_user(BOB, &proj, "echo b > by-bob.txt").0 == 0
-    }));
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            as_user(BOB, &proj, "echo b > by-bob.txt").0 == 0
+        }),
+        "the grant never reached the running mount\n{}",
+        common::tail(&m.log(), 40)
+    );
     admin(&m, &["perm", "revoke", "ops", g, "add"]);
-    assert!(common::wait_until(Duration::from_secs(10), || {
-        as_user(BOB, &proj, "echo b2 > by-bob2.txt").0 != 0
-    }));
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            as_user(BOB, &proj, "echo b2 > by-bob2.txt").0 != 0
+        }),
+        "the revoked grant kept working\n{}",
+        common::tail(&m.log(), 40)
+    );
     denied(BOB, &proj, "echo b3 > by-bob3.txt");
     admin(&m, &["role", "revoke", "devs", "alice"]);
-    assert!(common::wait_until(Duration::from_secs(10), || {
-        as_user(ALICE, &proj, "echo a2 > by-alice2.txt").0 != 0
-    }));
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            as_user(ALICE, &proj, "echo a2 > by-alice2.txt").0 != 0
+        }),
+        "the revoked role kept working\n{}",
+        common::tail(&m.log(), 40)
+    );
 
     // Every denial has a log line naming user, path and action.
     let log = m.log();
