@@ -36,17 +36,36 @@ pub struct MountOptions {
     pub wso2_conf: Option<PathBuf>,
 }
 
-/// Whether `mountpoint` is listed in /proc/mounts as a FUSE mount.
-pub fn is_fuse_mount(mountpoint: &Path) -> bool {
+/// The mounts at `mountpoint` in /proc/mounts (several if stacked), each as its source and
+/// type, e.g. (`regfs`, `fuse`) for a regfs mounted by root.
+fn mounts_at(mountpoint: &Path) -> Vec<(String, String)> {
     let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
-        return false;
+        return Vec::new();
     };
     let want = mountpoint.to_string_lossy();
-    mounts.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        let (_, target, fstype) = (f.next(), f.next(), f.next().unwrap_or(""));
-        target.map(unescape_mount_field).as_deref() == Some(&*want) && fstype.starts_with("fuse")
-    })
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (source, target, fstype) = (f.next()?, f.next()?, f.next()?);
+            (unescape_mount_field(target) == *want)
+                .then(|| (unescape_mount_field(source), fstype.to_string()))
+        })
+        .collect()
+}
+
+/// Whether `mountpoint` is listed in /proc/mounts as a FUSE mount.
+pub fn is_fuse_mount(mountpoint: &Path) -> bool {
+    mounts_at(mountpoint)
+        .iter()
+        .any(|(_, t)| t == "fuse" || t.starts_with("fuse."))
+}
+
+/// Whether one of the mounts at `mountpoint` is a regfs (its fsname or subtype says so).
+fn is_regfs_mount(mountpoint: &Path) -> bool {
+    mounts_at(mountpoint)
+        .iter()
+        .any(|(source, t)| source == "regfs" || t == "fuse.regfs")
 }
 
 fn unescape_mount_field(s: &str) -> String {
@@ -56,43 +75,182 @@ fn unescape_mount_field(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
-/// A crashed regfs leaves its mount point answering "Transport endpoint is not connected".
-/// Detach such a stale FUSE mount so the new mount can take its place.
-fn recover_stale_mount(mountpoint: &Path) -> Result<()> {
-    match std::fs::metadata(mountpoint) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(err!(
-            ENOTDIR,
-            "mount point {} is not a directory",
+/// The mount point as /proc/mounts spells it, without touching the mount point itself (a
+/// stale mount answers nothing but ENOTCONN): `mnt`, `./mnt` and `/abs/mnt/` all name the
+/// same mount. The parent's symbolic links are resolved, the last component's are not.
+fn absolute_mountpoint(given: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(given)
+        .map_err(|e| err!(ENOENT, "mount point {}: {e}", given.display()))?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) if name != ".." => {
+            let parent = std::fs::canonicalize(parent)
+                .map_err(|e| err!(ENOENT, "mount point {}: {e}", given.display()))?;
+            Ok(parent.join(name))
+        }
+        _ => std::fs::canonicalize(&abs)
+            .map_err(|e| err!(ENOENT, "mount point {}: {e}", given.display())),
+    }
+}
+
+/// Whether the FUSE filesystem mounted at `mountpoint` answers: a statfs always reaches the
+/// process serving it (the kernel caches none). `Some(false)`: the connection is gone (its
+/// process died); `None`: no answer within `limit` (a process still exiting, or hung).
+fn fuse_answers(mountpoint: &Path, limit: Duration) -> Option<bool> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = mountpoint.to_path_buf();
+    // A hung filesystem would hold this thread forever: it is left behind, not joined.
+    std::thread::spawn(move || {
+        let _ = tx.send(nix::sys::statvfs::statvfs(&p));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(_)) => Some(true),
+        Ok(Err(nix::errno::Errno::ENOTCONN)) => Some(false),
+        // Any other refusal (EACCES, ...): something answered.
+        Ok(Err(_)) => Some(true),
+        Err(_) => None,
+    }
+}
+
+fn detach_stale(mountpoint: &Path) -> Result<()> {
+    eprintln!(
+        "regfs: {} holds a stale FUSE mount left by a crashed process; detaching it",
+        mountpoint.display()
+    );
+    nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+        err!(
+            EBUSY,
+            "cannot detach the stale mount at {}: {e}; run `umount -l {}` as root",
+            mountpoint.display(),
             mountpoint.display()
-        )),
+        )
+    })
+}
+
+/// How long a mount point's FUSE process may take to answer before it is taken for gone or
+/// hung: a process killed a moment ago finishes exiting within it.
+const LIVENESS_WAIT: Duration = Duration::from_secs(10);
+
+/// Makes `given` ready to mount on: a stale FUSE mount left by a crashed (or just killed)
+/// regfs is detached; a running regfs there is refused, as is anything that is not a
+/// directory. Returns the canonical mount point, and a warning for the log if it is not empty.
+fn prepare_mountpoint(given: &Path) -> Result<(PathBuf, Option<String>)> {
+    let abs = absolute_mountpoint(given)?;
+    let fuse = is_fuse_mount(&abs);
+    match std::fs::metadata(&abs) {
+        Ok(m) if !m.is_dir() => {
+            return Err(err!(
+                ENOTDIR,
+                "mount point {} is not a directory",
+                abs.display()
+            ));
+        }
+        Ok(_) if fuse => match fuse_answers(&abs, LIVENESS_WAIT) {
+            Some(false) => detach_stale(&abs)?,
+            Some(true) => {
+                let what = if is_regfs_mount(&abs) {
+                    "a running regfs"
+                } else {
+                    "another FUSE filesystem"
+                };
+                return Err(err!(
+                    EBUSY,
+                    "{} is already mounted by {what}: unmount it first (`umount {}`) or choose another directory",
+                    abs.display(),
+                    abs.display()
+                ));
+            }
+            None => {
+                return Err(err!(
+                    EBUSY,
+                    "{} is a FUSE mount whose process does not answer (within {} s); if that process is gone, run `umount -l {}` as root",
+                    abs.display(),
+                    LIVENESS_WAIT.as_secs(),
+                    abs.display()
+                ));
+            }
+        },
+        Ok(_) => {}
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            if !is_fuse_mount(mountpoint) {
+            if !fuse {
                 return Err(err!(
                     ENOTCONN,
                     "{} is not reachable (transport endpoint is not connected) and is not a FUSE mount",
-                    mountpoint.display()
+                    abs.display()
                 ));
             }
-            eprintln!(
-                "regfs: {} holds a stale FUSE mount left by a crashed process; detaching it",
-                mountpoint.display()
-            );
-            nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
-                err!(
-                    EBUSY,
-                    "cannot detach the stale mount at {}: {e}; run `umount -l {}` as root",
-                    mountpoint.display(),
-                    mountpoint.display()
-                )
-            })?;
-            Ok(())
+            detach_stale(&abs)?;
         }
-        Err(e) => Err(err!(
-            ENOENT,
-            "mount point {} is not usable: {e}",
+        Err(e) => {
+            return Err(err!(
+                ENOENT,
+                "mount point {} is not usable: {e}",
+                abs.display()
+            ));
+        }
+    }
+    let mountpoint = std::fs::canonicalize(&abs)
+        .map_err(|e| err!(ENOENT, "mount point {}: {e}", abs.display()))?;
+    let nonempty = std::fs::read_dir(&mountpoint)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    let warning = nonempty.then(|| {
+        format!(
+            "mount point {} is not empty: what it holds is hidden while regfs is mounted",
             mountpoint.display()
-        )),
+        )
+    });
+    if let Some(w) = &warning {
+        eprintln!("regfs: warning: {w}");
+    }
+    Ok((mountpoint, warning))
+}
+
+/// The log file, reopened at its path on SIGHUP: logrotate moves the old file away and
+/// `systemctl reload` sends SIGHUP, after which lines go to a new file at the configured path.
+struct LogFile {
+    path: PathBuf,
+    file: parking_lot::Mutex<std::fs::File>,
+}
+
+static LOG_FILE: std::sync::OnceLock<LogFile> = std::sync::OnceLock::new();
+
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+impl LogFile {
+    fn reopen(&self) -> std::io::Result<()> {
+        let f = open_log(&self.path)?;
+        *self.file.lock() = f;
+        Ok(())
+    }
+}
+
+struct LogWriter(&'static LogFile);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.file.lock().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.file.lock().flush()
+    }
+}
+
+/// Reopens the log file (SIGHUP); what it says goes to the log.
+fn reopen_log() {
+    match LOG_FILE.get() {
+        Some(log) => match log.reopen() {
+            Ok(()) => info!(file = %log.path.display(), "SIGHUP: log file reopened"),
+            Err(e) => warn!(
+                "SIGHUP: cannot reopen the log file {}: {e}; logging on to the old one",
+                log.path.display()
+            ),
+        },
+        None => info!("SIGHUP: no log file to reopen (logging to stderr)"),
     }
 }
 
@@ -103,14 +261,17 @@ fn init_logging(level: &str, file: Option<&Path>) -> Result<()> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let f = open_log(path)
                 .map_err(|e| err!(EIO, "cannot open log file {}: {e}", path.display()))?;
+            // An absolute path: the daemon's working directory is no longer the caller's.
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            let log = LOG_FILE.get_or_init(|| LogFile {
+                path,
+                file: parking_lot::Mutex::new(f),
+            });
             builder
                 .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
+                .with_writer(move || LogWriter(log))
                 .init();
         }
         None => builder.with_writer(std::io::stderr).init(),
@@ -143,11 +304,12 @@ pub fn run(mut opts: MountOptions) -> Result<()> {
         }
     }
     let opts = opts;
-    recover_stale_mount(&opts.mountpoint)?;
-    let mountpoint = std::fs::canonicalize(&opts.mountpoint)
-        .map_err(|e| err!(ENOENT, "mount point {}: {e}", opts.mountpoint.display()))?;
+    let (mountpoint, warning) = prepare_mountpoint(&opts.mountpoint)?;
     if opts.foreground {
         init_logging(&opts.log_level, opts.log_file.as_deref())?;
+        if let Some(w) = &warning {
+            warn!("{w}");
+        }
         return serve(&opts, config.as_ref(), &mountpoint, &mut None);
     }
     // Fork before any thread exists (no runtime, no pools yet).
@@ -182,6 +344,9 @@ pub fn run(mut opts: MountOptions) -> Result<()> {
                 std::process::exit(1);
             }
             detach_stdio();
+            if let Some(w) = &warning {
+                warn!("{w}");
+            }
             if let Err(e) = serve(&opts, config.as_ref(), &mountpoint, &mut status) {
                 report(&mut status, &e.to_string());
                 error!("{e}");
@@ -284,6 +449,24 @@ fn serve(
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
+    // The handlers exist before the mount is visible: a signal that comes as soon as it is
+    // (or while it is being made) is queued for the task below, which unmounts, instead of
+    // killing regfs and leaving a dead mount behind.
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _rt = runtime.enter();
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Some((term, int, hup)),
+            _ => {
+                warn!("cannot install signal handlers; unmount with umount");
+                None
+            }
+        }
+    };
     let mut session = fuser::Session::new(adapter, mountpoint, &config)
         .map_err(|e| err!(EIO, "cannot mount at {}: {e}", mountpoint.display()))?;
     let _ = notifier.set(session.notifier());
@@ -313,17 +496,19 @@ fn serve(
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.to_path_buf();
     runtime.spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            warn!("cannot install signal handlers; unmount with umount");
+        let Some((mut term, mut int, mut hup)) = signals else {
             return;
         };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: unmounting"),
-            _ = int.recv() => info!("SIGINT: unmounting"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: unmounting"),
+                _ = int.recv() => info!("SIGINT: unmounting"),
+                _ = hup.recv() => {
+                    reopen_log();
+                    continue;
+                }
+            }
+            break;
         }
         if let Err(e) = unmounter.unmount() {
             warn!(

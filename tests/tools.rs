@@ -238,6 +238,200 @@ fn sigint_and_fusermount_unmount_cleanly() {
     );
 }
 
+/// A signal that comes the moment the mount is visible still unmounts cleanly: the handlers
+/// exist before the mount does. Tried several times, each as soon as /proc/mounts shows it.
+#[test]
+fn a_signal_right_after_the_mount_appears_unmounts_cleanly() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
+    let data = common::fresh_data(dir.path());
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    for (round, sig) in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ]
+    .into_iter()
+    .cycle()
+    .take(6)
+    .enumerate()
+    {
+        let log = dir.path().join(format!("round-{round}.log"));
+        let mut child = Command::new(common::regfs_bin())
+            .arg("mount")
+            .arg("--foreground")
+            .args(common::source_args(&data))
+            .arg(&mnt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        // Polled without a pause: the signal must come as early as the mount can be seen.
+        let start = std::time::Instant::now();
+        while !common::is_mounted(&mnt) && start.elapsed() < std::time::Duration::from_secs(30) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+        let _ = nix::sys::signal::kill(pid, sig);
+        let exited = common::wait_until(std::time::Duration::from_secs(20), || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let left = common::is_mounted(&mnt);
+        if left {
+            let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+        }
+        assert!(
+            exited,
+            "round {round}: regfs did not exit after {sig}:\n{text}"
+        );
+        assert!(!left, "round {round}: {sig} left the mount behind:\n{text}");
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "round {round}: regfs ended with {status} after {sig}:\n{text}"
+        );
+    }
+}
+
+/// SIGHUP (logrotate, `systemctl reload`) reopens the log file; the mount keeps serving.
+#[test]
+fn sighup_reopens_the_log_file_and_the_mount_keeps_serving() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("regfs.log");
+    let rotated = logs.path().join("regfs.log.1");
+    let mut m = Mounted::with_args(&["--log-file", log.to_str().unwrap()]);
+    std::fs::write(m.p("_system/local/before"), "b").unwrap();
+    std::fs::rename(&log, &rotated).unwrap();
+    nix::sys::signal::kill(m.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(20), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("SIGHUP: log file reopened"))
+        }),
+        "no new log file after SIGHUP; old one:\n{}",
+        common::tail(&std::fs::read_to_string(&rotated).unwrap_or_default(), 20)
+    );
+    assert_eq!(m.exited(), None, "SIGHUP ended regfs");
+    std::fs::write(m.p("_system/local/after"), "a").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(m.p("_system/local/before")).unwrap(),
+        "b"
+    );
+    m.unmount();
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(new.contains("SIGTERM: unmounting"), "{new}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        !old.contains("SIGTERM"),
+        "lines still went to the rotated file:\n{old}"
+    );
+}
+
+/// `regfs mount` in the background (it returns once the mount serves), run in `cwd`.
+fn mount_in(cwd: &std::path::Path, m: &Mounted, mountpoint: &str) -> std::process::Output {
+    std::process::Command::new(common::regfs_bin())
+        .arg("mount")
+        .args(m.source_args())
+        .arg(mountpoint)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn mounts_at(mnt: &std::path::Path) -> usize {
+    let want = mnt.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+        .count()
+}
+
+/// A second mount on a directory regfs already serves is refused, however the path is
+/// spelled, and the first keeps serving.
+#[test]
+fn a_second_mount_on_a_served_directory_is_refused() {
+    let m = Mounted::new();
+    std::fs::write(m.p("_system/local/kept"), "k").unwrap();
+    let abs = format!("{}/", m.mnt.display());
+    for spelling in ["mnt", "./mnt", "mnt/", abs.as_str()] {
+        let out = mount_in(m.dir.path(), &m, spelling);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{spelling}: mounted a second time");
+        assert!(
+            err.contains("already mounted by a running regfs") && err.contains("umount"),
+            "{spelling}: {err}"
+        );
+        assert_eq!(mounts_at(&m.mnt), 1, "{spelling}: a mount was stacked");
+    }
+    assert_eq!(
+        std::fs::read_to_string(m.p("_system/local/kept")).unwrap(),
+        "k"
+    );
+}
+
+/// After kill -9, a mount right away (before the old process is gone) with a relative path
+/// recovers the stale mount point; a non-empty mount point is mounted with a warning.
+#[test]
+fn stale_mounts_are_recovered_by_any_spelling_and_non_empty_points_warned() {
+    for spelling in ["mnt", "./mnt/"] {
+        let m = Mounted::new();
+        std::fs::write(m.p("_system/local/survivor"), "yes").unwrap();
+        nix::sys::signal::kill(m.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let out = mount_in(m.dir.path(), &m, spelling);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let ok = out.status.success();
+        let read = std::fs::read_to_string(m.p("_system/local/survivor"));
+        let _ = std::process::Command::new("umount").arg(&m.mnt).status();
+        assert!(
+            common::wait_until(std::time::Duration::from_secs(20), || {
+                !common::is_mounted(&m.mnt)
+            }),
+            "{spelling}: the recovered mount did not go"
+        );
+        assert!(ok, "{spelling}: {err}");
+        assert!(err.contains("stale FUSE mount"), "{spelling}: {err}");
+        assert_eq!(read.unwrap(), "yes", "{spelling}");
+    }
+
+    let m = Mounted::new();
+    let busy = m.dir.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("hidden"), "h").unwrap();
+    let out = mount_in(m.dir.path(), &m, "busy");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let listed: Vec<String> = std::fs::read_dir(&busy)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = std::process::Command::new("umount").arg(&busy).status();
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || { !common::is_mounted(&busy) }
+    ));
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("is not empty"), "{err}");
+    assert!(
+        listed.contains(&"_system".to_string()) && !listed.contains(&"hidden".to_string()),
+        "the mount shows the registry, not what it hides: {listed:?}"
+    );
+    assert_eq!(std::fs::read_to_string(busy.join("hidden")).unwrap(), "h");
+}
+
 #[test]
 fn init_creates_the_schema_in_empty_databases() {
     let dir = tempfile::tempdir().unwrap();

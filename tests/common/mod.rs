@@ -12,6 +12,8 @@ pub struct Mounted {
     pub mnt: PathBuf,
     pub data: PathBuf,
     child: Option<Child>,
+    /// The `--log-file` the mount was given, if any: [`Mounted::log`] reads it too.
+    log_file: Option<PathBuf>,
 }
 
 pub fn is_mounted(mnt: &Path) -> bool {
@@ -184,11 +186,17 @@ impl Mounted {
             .stderr(log)
             .spawn()
             .expect("spawn regfs");
+        let log_file = args
+            .iter()
+            .position(|a| *a == "--log-file")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from);
         let mut m = Mounted {
             dir,
             mnt,
             data,
             child: Some(child),
+            log_file,
         };
         let up = wait_until(Duration::from_secs(30), || {
             is_mounted(&m.mnt)
@@ -216,8 +224,19 @@ impl Mounted {
         nix::unistd::Pid::from_raw(self.child.as_ref().expect("regfs is running").id() as i32)
     }
 
+    /// What the mount printed (its stderr), then what it wrote to its `--log-file`.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("regfs.log")).unwrap_or_default()
+        let mut log =
+            std::fs::read_to_string(self.dir.path().join("regfs.log")).unwrap_or_default();
+        if let Some(f) = &self.log_file {
+            log.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+        }
+        log
+    }
+
+    /// Whether the serving process has exited (it is reaped if so).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     /// `MOUNT/rel`.
@@ -280,7 +299,7 @@ pub fn fresh_data(dir: &Path) -> PathBuf {
     }
 }
 
-fn source_args(data: &Path) -> Vec<std::ffi::OsString> {
+pub fn source_args(data: &Path) -> Vec<std::ffi::OsString> {
     let flag = if data.extension().is_some_and(|e| e == "toml") {
         "--config"
     } else {
