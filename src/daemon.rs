@@ -433,6 +433,7 @@ fn serve(
     let fs = Arc::new(RegFs::new(Arc::new(registry), identity, spool, first_token));
     let notifier = Arc::new(std::sync::OnceLock::new());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), notifier.clone());
+    fs.set_kernel_cache(adapter.kernel_cache());
 
     let mut config = Config::default();
     config.mount_options = vec![

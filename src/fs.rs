@@ -2,7 +2,7 @@
 //! close-to-open write-back of content. No kernel types here, so all of it is testable without a
 //! mount; `fuse.rs` only translates requests and replies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use crate::authz::{Action, SYSTEM_USER};
 use crate::content::{Content, SpoolPolicy};
 use crate::err;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::path;
 use crate::registry::Registry;
@@ -270,6 +270,13 @@ struct OpenState {
     pending: Option<Pending>,
     data: Option<Content>,
     dirty: bool,
+    /// The registry user whose uncommitted changes `data` holds: it is committed as them,
+    /// authorized for them, and attributed to them. A change by another user commits theirs
+    /// first (see [`RegFs::change`]). Set whenever `dirty` is.
+    writer: Option<String>,
+    /// The handles whose changes are in the uncommitted `data`: only their flush, fsync or
+    /// close commits it. A handle that changed nothing (a reader) commits nothing.
+    contributors: HashSet<u64>,
     /// The version `data` was loaded as.
     loaded_version: Option<i64>,
     /// [`RegFs::era`] when that load began.
@@ -330,6 +337,28 @@ struct FileHandle {
     ino: u64,
     append: bool,
     user: String,
+    /// The handle wrote data (not only truncated or created the file). Until it does, its
+    /// flush commits nothing: the shell's `> file` opens, dup2s and closes the original fd (a
+    /// flush) before it writes, and a commit there would make an empty version first.
+    wrote: bool,
+}
+
+/// Whose changes a commit writes.
+#[derive(Clone, Copy, Debug)]
+enum CommitFor {
+    /// A handle's flush, fsync or close: the uncommitted changes, if this handle made some.
+    Handle(u64),
+    /// Whatever is uncommitted, as its writer (a rename, a setattr, another user's change,
+    /// a listing that needs a pending file's row).
+    Writer,
+}
+
+/// The kernel's caches, as far as regfs itself must drop them (the FUSE adapter implements
+/// it; nothing is dropped without one, e.g. in tests without a kernel).
+pub trait KernelCache: Send + Sync {
+    /// Drops the pages the kernel holds of `ino` (and its attributes). Must not wait for the
+    /// kernel: it may be called while a request on `ino` is being answered.
+    fn drop_pages(&self, ino: u64);
 }
 
 struct DirHandle {
@@ -363,6 +392,7 @@ pub struct RegFs {
     /// inode before it sent the request, and a rename or unlink on another thread may move or
     /// detach it meanwhile; under this lock the path and the database agree.
     namespace: tokio::sync::RwLock<()>,
+    kernel: std::sync::OnceLock<Arc<dyn KernelCache>>,
 }
 
 /// What the kernel should drop after [`RegFs::forget_cached`]: an inode's attributes and
@@ -412,6 +442,12 @@ fn may_change(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
 
+/// Whether the registry refused a commit for good (permissions, a read-only mount): trying
+/// again changes nothing, unlike a database that is down.
+fn refused(e: &Error) -> bool {
+    matches!(e.errno(), libc::EACCES | libc::EPERM | libc::EROFS)
+}
+
 fn nlink(kind: Kind) -> u32 {
     if kind == Kind::Directory { 2 } else { 1 }
 }
@@ -437,6 +473,7 @@ impl RegFs {
             seen: Mutex::new(watched),
             era: AtomicU64::new(0),
             namespace: tokio::sync::RwLock::new(()),
+            kernel: std::sync::OnceLock::new(),
             registry,
             identity,
             inodes: Mutex::new(InodeTable::new()),
@@ -451,6 +488,11 @@ impl RegFs {
 
     fn path(&self, ino: u64) -> Result<String> {
         self.inodes.lock().path(ino)
+    }
+
+    /// Gives regfs the kernel's caches to drop what it must (content refused at commit).
+    pub fn set_kernel_cache(&self, kernel: Arc<dyn KernelCache>) {
+        let _ = self.kernel.set(kernel);
     }
 
     /// How long the kernel may cache entries and attributes. [`WATCHED_TTL`] when every
@@ -657,17 +699,19 @@ impl RegFs {
                 Some(of) => {
                     if size == 0 {
                         // O_TRUNC and the like: no need to load what is thrown away.
-                        self.change(&of, |data| {
+                        self.change(ino, &of, (&user, None), true, |data| {
                             *data = Content::default();
                             Ok(())
                         })
                         .await?;
                     } else {
                         self.ensure_loaded(&of, &p).await?;
-                        self.change(&of, |data| data.set_len(&self.spool, size))
-                            .await?;
+                        self.change(ino, &of, (&user, None), false, |data| {
+                            data.set_len(&self.spool, size)
+                        })
+                        .await?;
                     }
-                    self.commit(ino, &of, &user).await?;
+                    self.commit(ino, &of, CommitFor::Writer).await?;
                 }
                 None => {
                     self.registry.authorize(&user, &p, Action::Add).await?;
@@ -681,6 +725,15 @@ impl RegFs {
                         n.cached_version = None;
                     }
                 }
+            }
+        }
+        if change.atime.is_some() || change.mtime.is_some() {
+            // Times set on a file with writes not yet committed (`cp -a`, `tar x`, `rsync -a`
+            // set them before close): the writes go in first, so that their commit does not
+            // stamp the file with the time of the close.
+            let of = self.open_files.lock().get(&ino).cloned();
+            if let Some(of) = of {
+                self.commit(ino, &of, CommitFor::Writer).await?;
             }
         }
         let entry = if change.is_empty() {
@@ -800,6 +853,8 @@ impl RegFs {
         let of = self.open_files.lock().get(&attr.ino).cloned();
         if let Some(of) = of {
             let mut st = of.state.lock();
+            st.writer = Some(user.clone());
+            st.contributors.insert(fh);
             st.pending = Some(Pending { new, entry, user });
             st.dirty = true;
             st.generation += 1;
@@ -853,11 +908,10 @@ impl RegFs {
         let Some(of) = self.open_files.lock().get(&ino).cloned() else {
             return Ok(());
         };
-        let user = match &of.state.lock().pending {
-            Some(p) => p.user.clone(),
-            None => return Ok(()),
-        };
-        self.commit(ino, &of, &user).await
+        if of.state.lock().pending.is_none() {
+            return Ok(());
+        }
+        self.commit(ino, &of, CommitFor::Writer).await
     }
 
     async fn insert_pending_name(&self, parent: u64, name: &str) -> Result<()> {
@@ -976,8 +1030,7 @@ impl RegFs {
         if let Some(ino) = moving {
             let of = self.open_files.lock().get(&ino).cloned();
             if let Some(of) = of {
-                let user = self.identity.registry_user(c.uid);
-                self.commit(ino, &of, &user).await?;
+                self.commit(ino, &of, CommitFor::Writer).await?;
             }
         }
         let _ns = self.namespace.write().await;
@@ -1019,6 +1072,8 @@ impl RegFs {
                             pending: None,
                             data: None,
                             dirty: false,
+                            writer: None,
+                            contributors: HashSet::new(),
                             loaded_version: None,
                             loaded_era: 0,
                             generation: 0,
@@ -1037,6 +1092,8 @@ impl RegFs {
                 // Close-to-open: a fresh open reads what the database has now.
                 st.data = initial;
                 st.dirty = false;
+                st.writer = None;
+                st.contributors.clear();
                 st.loaded_version = None;
                 // The open file keeps the inode alive.
                 if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
@@ -1057,6 +1114,7 @@ impl RegFs {
                 ino,
                 append: flags & libc::O_APPEND != 0,
                 user: self.identity.registry_user(c.uid),
+                wrote: false,
             },
         );
         (fh, first)
@@ -1072,7 +1130,7 @@ impl RegFs {
 
     /// Opens a file: see [`Opened`].
     pub async fn open(&self, c: Caller, ino: u64, flags: i32) -> Result<Opened> {
-        let _ns = self.namespace.read().await;
+        let ns = self.namespace.read().await;
         let p = self.path(ino).map_err(|e| match e.errno() {
             // Replaced or removed by a rename or unlink after the kernel looked the name up:
             // ESTALE makes the kernel look it up again and open what the name is now, as
@@ -1178,11 +1236,16 @@ impl RegFs {
             // it writes at its flush or fsync (or alone, if it writes nothing). No reader on
             // another node sees the file empty between the open and the write that follows,
             // and `> file` makes one version, not an empty one and then another.
-            self.change(&of, |data| {
+            // Another user's uncommitted changes are committed first, which takes the
+            // namespace lock itself; nothing below needs it (a truncating open prefills
+            // nothing).
+            drop(ns);
+            self.change(ino, &of, (&user, Some(fh)), true, |data| {
                 *data = Content::default();
                 Ok(())
             })
             .await?;
+            return Ok(opened);
         }
         if may_prefill && first {
             opened.prefill = self.prefill(ino, &of, &p).await?;
@@ -1309,23 +1372,35 @@ impl RegFs {
     }
 
     pub async fn write(&self, fh: u64, offset: u64, buf: &[u8]) -> Result<u32> {
-        let (ino, append, _, of) = self.handle(fh)?;
+        let (ino, append, user, of) = self.handle(fh)?;
         self.loaded(ino, &of).await?;
-        self.change(&of, |data| {
+        self.change(ino, &of, (&user, Some(fh)), false, |data| {
             let start = if append { data.len() } else { offset };
             let end = start.saturating_add(buf.len() as u64);
             check_size(end)?;
             data.write_at(&self.spool, start, buf)
         })
         .await?;
+        if let Some(h) = self.files.lock().get_mut(&fh) {
+            h.wrote = true;
+        }
         Ok(buf.len() as u32)
     }
 
-    /// Applies `f` to an open file's content and marks it dirty. In-memory content is
-    /// copy-on-write, so only spooled content waits for a commit in progress.
+    /// Applies `f` to an open file's content and marks it dirty, as a change by the registry
+    /// user `by.0` through handle `by.1` (none: a truncate by path). `whole`: `f` replaces
+    /// the whole content (it needs none loaded). Takes the namespace lock to commit: the
+    /// caller must not hold it. Uncommitted changes of
+    /// another user are committed first, as theirs: one buffer never mixes two writers'
+    /// changes, and each version is attributed to (and authorized for) the user who made it.
+    /// In-memory content is copy-on-write, so only spooled content waits for a commit in
+    /// progress.
     async fn change(
         &self,
+        ino: u64,
         of: &OpenFile,
+        by: (&str, Option<u64>),
+        whole: bool,
         f: impl FnOnce(&mut Content) -> Result<()>,
     ) -> Result<()> {
         let spooled = |st: &OpenState| st.data.as_ref().is_some_and(Content::is_spooled);
@@ -1335,12 +1410,29 @@ impl RegFs {
                 true => Some(of.commit.lock().await),
                 false => None,
             };
-            let mut st = of.state.lock();
-            if guard.is_none() && spooled(&st) {
-                // Another write moved it to a spool file meanwhile: take the lock after all.
-                continue;
+            {
+                let mut st = of.state.lock();
+                if guard.is_none() && spooled(&st) {
+                    // Another write moved it to a spool file meanwhile: take the lock after all.
+                    continue;
+                }
+                if !st.dirty || st.writer.as_deref() == Some(by.0) {
+                    st.writer = Some(by.0.to_string());
+                    if let Some(fh) = by.1 {
+                        st.contributors.insert(fh);
+                    }
+                    return Self::apply(&mut st, f);
+                }
             }
-            return Self::apply(&mut st, f);
+            {
+                drop(guard);
+                self.commit(ino, of, CommitFor::Writer).await?;
+                if !whole && of.state.lock().data.is_none() {
+                    // The other user's changes were refused and dropped: this change applies
+                    // to what the database has.
+                    self.loaded(ino, of).await?;
+                }
+            }
         }
     }
 
@@ -1351,17 +1443,32 @@ impl RegFs {
         Ok(())
     }
 
-    /// Writes the open file's content to the database in one transaction, if it changed.
-    async fn commit(&self, ino: u64, of: &OpenFile, user: &str) -> Result<()> {
+    /// Writes the open file's uncommitted changes to the database in one transaction, as
+    /// their writer (see [`CommitFor`]). Changes the registry refuses (the writer lost add,
+    /// a read-only mount) are dropped: no other handle commits them or reads them after.
+    async fn commit(&self, ino: u64, of: &OpenFile, why: CommitFor) -> Result<()> {
         let _guard = of.commit.lock().await;
         let era = self.era.load(Ordering::SeqCst);
-        let (data, generation, pending) = {
+        let (data, generation, pending, writer) = {
             let st = of.state.lock();
             if !st.dirty {
                 return Ok(());
             }
+            if let CommitFor::Handle(fh) = why
+                && !st.contributors.contains(&fh)
+            {
+                return Ok(());
+            }
+            let Some(writer) = st.writer.clone() else {
+                return Err(err!(EIO, "inode {ino}: uncommitted changes with no writer"));
+            };
             let pending = st.pending.as_ref().map(|p| (p.new.clone(), p.user.clone()));
-            (st.data.clone().unwrap_or_default(), st.generation, pending)
+            (
+                st.data.clone().unwrap_or_default(),
+                st.generation,
+                pending,
+                writer,
+            )
         };
         let _ns = self.namespace.read().await;
         let p = match self.path(ino) {
@@ -1371,26 +1478,38 @@ impl RegFs {
                     ino,
                     "dropping writes to a file that was unlinked while open"
                 );
-                of.state.lock().dirty = false;
+                let mut st = of.state.lock();
+                st.dirty = false;
+                st.contributors.clear();
                 return Ok(());
             }
         };
-        let entry = match pending {
-            Some((new, creator)) => {
-                let entry = self.insert_new(&p, new, &data, &creator).await?;
-                let parent = self.inodes.lock().nodes.get(&ino).map(|n| n.parent);
-                if let Some(parent) = parent {
-                    self.touched(parent, entry.ctime);
-                }
-                entry
-            }
-            None => self.registry.write(&p, &data, user).await?,
+        let inserting = pending.is_some();
+        let written = match pending {
+            Some((new, creator)) => self.insert_new(&p, new, &data, &creator).await,
+            None => self.registry.write(&p, &data, &writer).await,
         };
+        let entry = match written {
+            Ok(entry) => entry,
+            Err(e) if refused(&e) => {
+                self.drop_refused(ino, of, &p, &writer, &e);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        if inserting {
+            let parent = self.inodes.lock().nodes.get(&ino).map(|n| n.parent);
+            if let Some(parent) = parent {
+                self.touched(parent, entry.ctime);
+            }
+        }
         {
             let mut st = of.state.lock();
             st.pending = None;
             if st.generation == generation {
                 st.dirty = false;
+                st.writer = None;
+                st.contributors.clear();
             }
         }
         let forgotten = self.era.load(Ordering::SeqCst) != era;
@@ -1402,6 +1521,37 @@ impl RegFs {
             n.fetched = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// Forgets the uncommitted changes `writer` made to `p` (refused with `e`): the open file
+    /// reads what the database has again, and so does the kernel. A file that was never
+    /// inserted is gone.
+    fn drop_refused(&self, ino: u64, of: &OpenFile, p: &str, writer: &str, e: &Error) {
+        warn!("{p}: uncommitted changes by {writer} dropped: {e}");
+        let never_inserted = {
+            let mut st = of.state.lock();
+            st.dirty = false;
+            st.writer = None;
+            st.contributors.clear();
+            st.data = None;
+            st.loaded_version = None;
+            st.generation += 1;
+            st.pending.take().is_some()
+        };
+        if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
+            n.cached_version = None;
+            n.fetched = None;
+        }
+        if never_inserted {
+            let mut inodes = self.inodes.lock();
+            if let Some((parent, name)) = inodes.nodes.get(&ino).map(|n| (n.parent, n.name.clone()))
+            {
+                inodes.detach(parent, &name);
+            }
+        }
+        if let Some(kernel) = self.kernel.get() {
+            kernel.drop_pages(ino);
+        }
     }
 
     /// The insert of a pending file, with `data` in the same transaction when it is in memory.
@@ -1429,16 +1579,28 @@ impl RegFs {
         }
     }
 
+    /// A close of `fh` (one of possibly several: dup'ed descriptors, forked processes).
+    /// Commits this handle's changes, unless all it did was truncate or create the file:
+    /// those go in with the writes that follow, or at its release (see [`FileHandle::wrote`]).
     pub async fn flush(&self, fh: u64) -> Result<()> {
-        let (ino, _, user, of) = self.handle(fh)?;
-        self.commit(ino, &of, &user).await
+        let (ino, _, _, of) = self.handle(fh)?;
+        if !self.files.lock().get(&fh).is_some_and(|h| h.wrote) {
+            return Ok(());
+        }
+        self.commit(ino, &of, CommitFor::Handle(fh)).await
+    }
+
+    /// Commits this handle's changes, whatever they are.
+    pub async fn fsync(&self, fh: u64) -> Result<()> {
+        let (ino, _, _, of) = self.handle(fh)?;
+        self.commit(ino, &of, CommitFor::Handle(fh)).await
     }
 
     pub async fn release(&self, fh: u64) -> Result<()> {
-        let (ino, _, user, of) = self.handle(fh)?;
-        let result = self.commit(ino, &of, &user).await;
+        let (ino, _, _, of) = self.handle(fh)?;
+        let result = self.commit(ino, &of, CommitFor::Handle(fh)).await;
         self.files.lock().remove(&fh);
-        let last = {
+        let (last, lost) = {
             // Under the map's lock, as in open_handle.
             let mut open = self.open_files.lock();
             let mut st = of.state.lock();
@@ -1446,8 +1608,30 @@ impl RegFs {
             if st.handles == 0 {
                 open.remove(&ino);
             }
-            st.handles == 0
+            // Changes whose last handle is gone without committing them: no one else may.
+            let lost = st.contributors.remove(&fh) && st.contributors.is_empty() && st.dirty;
+            if lost {
+                st.dirty = false;
+                st.writer = None;
+                st.data = None;
+                st.loaded_version = None;
+                st.generation += 1;
+            }
+            (st.handles == 0, lost)
         };
+        if lost {
+            let p = self.path(ino).unwrap_or_else(|_| format!("inode {ino}"));
+            warn!(
+                "{p}: changes not committed when their last handle closed are lost: {}",
+                result
+                    .as_ref()
+                    .err()
+                    .map_or("no error".into(), |e| e.to_string())
+            );
+            if let Some(kernel) = self.kernel.get() {
+                kernel.drop_pages(ino);
+            }
+        }
         if last {
             self.inodes.lock().forget(ino, 1);
         }

@@ -64,6 +64,12 @@ impl FuseAdapter {
         }
     }
 
+    /// What regfs itself must drop from the kernel's caches, through this adapter's
+    /// notifier.
+    pub fn kernel_cache(&self) -> Arc<dyn crate::fs::KernelCache> {
+        Arc::new(PageDropper(self.notifier.clone()))
+    }
+
     /// Stores a [`Prefill`] in the kernel's page cache; whether it did.
     fn store(&self, p: &Prefill) -> bool {
         let (Some(notifier), Some(_one)) = (self.notifier.get(), self.storing.try_lock()) else {
@@ -84,6 +90,23 @@ impl FuseAdapter {
         F: std::future::Future<Output = ()>,
     {
         self.rt.block_on(f);
+    }
+}
+
+/// Drops an inode's pages on a thread of its own: the kernel takes the pages' locks, which a
+/// request being answered on `ino` (a write, a flush) may hold until it is answered.
+struct PageDropper(Arc<OnceLock<Notifier>>);
+
+impl crate::fs::KernelCache for PageDropper {
+    fn drop_pages(&self, ino: u64) {
+        let Some(notifier) = self.0.get().cloned() else {
+            return;
+        };
+        std::thread::spawn(move || {
+            if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
+                debug!(ino, "page invalidation refused: {e}");
+            }
+        });
     }
 }
 
@@ -475,7 +498,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = &self.fs;
         self.run(async move {
-            match fs.flush(fh.0).await {
+            match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("fsync", &e)),
             }

@@ -386,3 +386,154 @@ fn check_grants_layout(m: &Mounted) {
         .collect();
     assert_eq!(hybrid, ["auditors", "everyone"]);
 }
+
+/// A process of `uid` that opens `path` for writing, writes `data` at offset 0, says
+/// "written", and closes when told (a line on its stdin), then prints how the close went.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn open_and_write(uid: u32, path: &Path, data: &str) -> Holder {
+        use std::io::BufRead;
+        let script = "import os, sys\n\
+            fd = os.open(sys.argv[1], os.O_WRONLY)\n\
+            os.pwrite(fd, sys.argv[2].encode(), 0)\n\
+            print('written', flush=True)\n\
+            sys.stdin.readline()\n\
+            try:\n    os.close(fd)\n    print('closed', flush=True)\n\
+            except OSError as e:\n    print('close', e.errno, flush=True)\n";
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(path)
+            .arg(data)
+            .uid(uid)
+            .gid(uid)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "written", "uid {uid} could not write {path:?}");
+        Holder(child)
+    }
+
+    /// Closes the file; what the close returned ("closed" or "close ERRNO").
+    fn close(mut self) -> String {
+        use std::io::Write;
+        self.0.stdin.take().unwrap().write_all(b"\n").unwrap();
+        let out = self.0.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Each version is committed as the user who wrote it, authorized for them: a reader's close
+/// commits nothing, another writer commits the first writer's changes as theirs before making
+/// its own, and changes refused at commit (add revoked while the file was open) are dropped
+/// and no longer served to anyone.
+#[test]
+fn each_handle_commits_only_its_own_writes_as_its_writer() {
+    let dir = common::open_tempdir();
+    let data = common::fresh_data(dir.path());
+    let map = [format!("{ALICE}=alice"), format!("{BOB}=bob")];
+    let m = Mounted::with_data(dir, data, &["--map", &map[0], "--map", &map[1]]);
+    admin(&m, &["user", "add", "alice"]);
+    admin(&m, &["user", "add", "bob"]);
+    let g = "/_system/governance/w";
+    m.sh(
+        &m.mnt,
+        "mkdir _system/governance/w && echo orig > _system/governance/w/f.txt \
+         && chmod -R a+rwX _system/governance/w",
+    );
+    for u in ["alice", "bob"] {
+        admin(&m, &["perm", "grant", "--user", u, g, "add"]);
+    }
+    let f = m.p("_system/governance/w/f.txt");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            as_user(ALICE, &f.with_file_name(""), "echo probe > probe.txt").0 == 0
+        }),
+        "the grant never reached the mount\n{}",
+        common::tail(&m.log(), 30)
+    );
+    let updaters = || -> Vec<String> {
+        m.query(
+            true,
+            "SELECT REG_USER_ID FROM REG_LOG WHERE REG_PATH = '/_system/governance/w/f.txt' \
+             AND REG_ACTION = 1 ORDER BY REG_LOG_ID",
+        )
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect()
+    };
+    let last_updater = || {
+        m.query(
+            true,
+            "SELECT r.REG_LAST_UPDATOR FROM REG_RESOURCE r JOIN REG_PATH p ON p.REG_PATH_ID = r.REG_PATH_ID \
+             WHERE p.REG_PATH_VALUE = '/_system/governance/w' AND r.REG_NAME = 'f.txt'",
+        )[0][0]
+            .clone()
+    };
+    let before = updaters();
+
+    // alice writes and keeps the file open; bob reads her change (one node, one buffer) and
+    // closes: nothing is committed, least of all as bob.
+    let alice = Holder::open_and_write(ALICE, &f, "ALICE");
+    assert_eq!(
+        allowed(BOB, &m.mnt, &format!("cat {}", f.display())),
+        "ALICE"
+    );
+    assert_eq!(updaters(), before, "a reader's close committed a version");
+    // bob appends: alice's change goes in first, as hers, then bob's, as his.
+    allowed(BOB, &m.mnt, &format!("echo bob >> {}", f.display()));
+    assert_eq!(alice.close(), "closed");
+    let mut want = before.clone();
+    want.extend(["alice".to_string(), "bob".to_string()]);
+    assert_eq!(updaters(), want, "each change is committed as its writer");
+    assert_eq!(last_updater(), "bob");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "ALICEbob\n");
+
+    // alice writes again, then loses add while the file is open.
+    let alice = Holder::open_and_write(ALICE, &f, "REFUSED");
+    admin(&m, &["perm", "deny", "--user", "alice", g, "add"]);
+    let mut probe = 0;
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            probe += 1;
+            as_user(
+                ALICE,
+                &f.with_file_name(""),
+                &format!("echo x > probe-{probe}.txt"),
+            )
+            .0 != 0
+        }),
+        "the deny never reached the mount\n{}",
+        common::tail(&m.log(), 30)
+    );
+    // root reads (and closes) meanwhile: that commits nothing either.
+    m.sh(&m.mnt, &format!("cat {} > /dev/null", f.display()));
+    assert_eq!(
+        updaters(),
+        want,
+        "a reader committed alice's refused change"
+    );
+    assert_eq!(
+        alice.close(),
+        format!("close {}", libc::EACCES),
+        "alice's close must report the refusal"
+    );
+    assert_eq!(updaters(), want, "the refused change reached the database");
+    assert_eq!(
+        std::fs::read_to_string(&f).unwrap(),
+        "ALICEbob\n",
+        "the refused change is still served"
+    );
+    assert!(
+        m.log().contains("uncommitted changes by alice dropped"),
+        "{}",
+        common::tail(&m.log(), 30)
+    );
+}
