@@ -639,6 +639,34 @@ impl RegFs {
         self.inodes.lock().forget(ino, n);
     }
 
+    /// `access(2)` for `mask` (`R_OK`, `W_OK`, `X_OK`; 0: existence), answered with the
+    /// registry's decision for what each bit stands for: read is get; write is add (on a
+    /// collection: adding to it), refused on read-only mounts and archived versions as the
+    /// write itself would be; execute is get on a file with an execute bit, and traversal of
+    /// a collection, which needs no permission (see [`Registry::authorize_stat`]).
+    pub async fn access(&self, c: Caller, ino: u64, mask: i32) -> Result<()> {
+        let attr = self.getattr(c, ino).await?;
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        let p = self.path(ino)?;
+        let user = self.identity.registry_user(c.uid);
+        let dir = attr.entry.kind == Kind::Directory;
+        if mask & libc::R_OK != 0 {
+            self.registry.authorize(&user, &p, Action::Get).await?;
+        }
+        if mask & libc::W_OK != 0 {
+            self.registry.check_write(&p, &user).await?;
+        }
+        if mask & libc::X_OK != 0 && !dir {
+            if attr.entry.perm & 0o111 == 0 {
+                return Err(err!(EACCES, "{p} has no execute bit"));
+            }
+            self.registry.authorize(&user, &p, Action::Get).await?;
+        }
+        Ok(())
+    }
+
     pub async fn getattr(&self, c: Caller, ino: u64) -> Result<Attr> {
         let _ns = self.namespace.read().await;
         let p = match self.path(ino) {

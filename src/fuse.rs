@@ -701,10 +701,10 @@ impl Filesystem for FuseAdapter {
         reply.error(Errno::ENOSYS);
     }
 
-    fn access(&self, req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(async move {
-            match fs.getattr(c, ino.0).await {
+            match fs.access(c, ino.0, mask.bits()).await {
                 Ok(_) => reply.ok(),
                 Err(e) => reply.error(errno("access", &e)),
             }

@@ -537,3 +537,60 @@ fn each_handle_commits_only_its_own_writes_as_its_writer() {
         common::tail(&m.log(), 30)
     );
 }
+
+/// `access(2)` (`test -r`, `test -w`, `test -x`) answers with the registry's decision for the
+/// asked mode when the kernel does not check modes itself (`--no-posix-permissions`).
+#[test]
+fn access_answers_with_the_registry_decision_for_its_mode() {
+    let dir = common::open_tempdir();
+    let data = common::fresh_data(dir.path());
+    let map = [format!("{ALICE}=alice"), format!("{DAVE}=dave")];
+    let m = Mounted::with_data(
+        dir,
+        data,
+        &["--no-posix-permissions", "--map", &map[0], "--map", &map[1]],
+    );
+    admin(&m, &["user", "add", "alice"]);
+    admin(&m, &["user", "add", "dave"]);
+    m.sh(
+        &m.mnt,
+        "mkdir -p _system/governance/acc/hidden && echo r > _system/governance/acc/f.txt \
+         && echo s > _system/governance/acc/hidden/s.txt && chmod 644 _system/governance/acc/f.txt",
+    );
+    let g = "/_system/governance/acc";
+    admin(&m, &["perm", "grant", "--user", "alice", g, "add"]);
+    admin(
+        &m,
+        &[
+            "perm",
+            "deny",
+            "--user",
+            "dave",
+            &format!("{g}/hidden"),
+            "get",
+        ],
+    );
+    let acc = m.p("_system/governance/acc");
+    let probe = |uid: u32, test: &str| as_user(uid, &acc, &format!("test {test}")).0 == 0;
+    assert!(
+        common::wait_until(Duration::from_secs(10), || probe(ALICE, "-w f.txt")
+            && !probe(DAVE, "-r hidden/s.txt")),
+        "the grants never reached the mount\n{}",
+        common::tail(&m.log(), 30)
+    );
+    // dave may only read: readable, not writable, whatever the mode bits say.
+    assert!(probe(DAVE, "-r f.txt"));
+    assert!(
+        !probe(DAVE, "-w f.txt"),
+        "test -w says writable to a reader"
+    );
+    assert!(!probe(DAVE, "-w ."), "test -w on the collection");
+    assert!(!probe(DAVE, "-x f.txt"), "no execute bit");
+    assert!(probe(DAVE, "-x hidden"), "collections are walked through");
+    assert!(!probe(DAVE, "-r hidden/s.txt"));
+    // alice has add: writable, the collection too.
+    assert!(probe(ALICE, "-w f.txt") && probe(ALICE, "-w .") && probe(ALICE, "-r f.txt"));
+    // What access said is what the operation does.
+    denied(DAVE, &acc, "echo x >> f.txt");
+    allowed(ALICE, &acc, "echo x >> f.txt");
+}
