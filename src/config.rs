@@ -62,6 +62,27 @@ pub async fn embedded_um(data_dir: &Path) -> Result<UmDb> {
 /// Opens (creating and initializing as needed) the embedded default's databases and returns the
 /// registry over them, with the mount bookkeeping rows written.
 pub async fn embedded_registry(data_dir: &Path, opts: StoreOptions) -> Result<Registry> {
+    // A refused mount changes nothing in the data directory: what this attempt created (the
+    // directory, a database file and its journal) goes again.
+    let new_dir = !data_dir.exists();
+    let created: Vec<PathBuf> = [LOCAL_DB, SHARED_DB]
+        .iter()
+        .flat_map(|db| ["", "-wal", "-shm", "-journal"].map(|s| data_dir.join(format!("{db}{s}"))))
+        .filter(|f| !f.exists())
+        .collect();
+    let result = open_embedded(data_dir, opts).await;
+    if result.is_err() {
+        for f in &created {
+            let _ = std::fs::remove_file(f);
+        }
+        if new_dir {
+            let _ = std::fs::remove_dir(data_dir);
+        }
+    }
+    result
+}
+
+async fn open_embedded(data_dir: &Path, opts: StoreOptions) -> Result<Registry> {
     ensure_data_dir(data_dir)?;
     let local: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&data_dir.join(LOCAL_DB), opts.clone()).await?);

@@ -1593,12 +1593,14 @@ impl RegFs {
         user: &str,
     ) -> Result<Entry> {
         let inline = !data.is_spooled() && data.len() <= INLINE_CREATE_MAX;
-        if inline {
+        let created = if inline {
             new.content = data.to_vec()?;
-        }
-        match self.registry.create(p, new, user).await {
-            Ok(entry) if inline => Ok(entry),
-            Ok(_) => self.registry.write(p, data, user).await,
+            self.registry.create(p, new, user).await
+        } else {
+            self.registry.create_file(p, new, data, user).await
+        };
+        match created {
+            Ok(entry) => Ok(entry),
             Err(e) if e.errno() == libc::EEXIST => {
                 warn!("{p} was created elsewhere while it was open here; overwriting it");
                 self.registry.write(p, data, user).await

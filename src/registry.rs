@@ -336,6 +336,19 @@ impl Registry {
         Self::as_link(r.mount.store.as_ref(), &r.target, entry).await
     }
 
+    /// [`Registry::create`] of a file with `data` as its content, in one transaction (see
+    /// [`Store::create_file`]).
+    pub async fn create_file(
+        &self,
+        p: &str,
+        new: NewEntry,
+        data: &Content,
+        user: &str,
+    ) -> Result<Entry> {
+        let r = self.creatable(p, user).await?;
+        r.mount.store.create_file(&r.target, new, data, user).await
+    }
+
     /// Whether [`Registry::create`] of `p` by `user` would pass its checks now (mount points,
     /// read-only mounts, permissions), without creating anything: a file whose insert waits
     /// for its first commit is checked here when it is opened. Whether the name is free is

@@ -263,6 +263,17 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a new collection or resource; its parent must exist. EEXIST if `path` exists.
     async fn create(&self, path: &str, new: NewEntry, user: &str) -> Result<Entry>;
 
+    /// [`Store::create`] of a file whose content is `data` (spooled or large: not in
+    /// `new.content`), in the same transaction: the row and its content go in together or not
+    /// at all (a disk that fills up leaves no empty resource behind).
+    async fn create_file(
+        &self,
+        path: &str,
+        new: NewEntry,
+        data: &Content,
+        user: &str,
+    ) -> Result<Entry>;
+
     /// Whether a new file at `path` could be stored under that name, asked when a create's
     /// insert waits for its first commit: EILSEQ for characters the database's columns cannot
     /// hold, EEXIST for a name its collation cannot tell from one already there. Whether the

@@ -552,6 +552,92 @@ fn cp_a_and_tar_x_keep_the_times_they_set() {
     }
 }
 
+/// A tmpfs of `size` at a fresh directory, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn new(under: &Path, size: &str) -> SmallDisk {
+        let dir = under.join("small-disk");
+        std::fs::create_dir(&dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "regfs-test-disk",
+            ])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot mount a tmpfs (run as root)");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A disk that fills up at a close leaves no half-written resource: a new file's row and its
+/// content go in together or not at all, and an overwrite leaves the old content.
+#[test]
+fn a_full_disk_leaves_no_half_written_resource() {
+    let dir = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
+    let disk = SmallDisk::new(dir.path(), "4m");
+    let data = disk.0.join("data");
+    common::run_regfs_ok([
+        std::ffi::OsStr::new("init"),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ]);
+    let mut m = Mounted::with_data(dir, data, &[]);
+    let f = m.p("_system/local/big.bin");
+    std::fs::write(m.p("_system/local/kept.txt"), "old").unwrap();
+    // 6 MiB of content cannot fit: the commit at close fails with ENOSPC.
+    let big = vec![7u8; 6 << 20];
+    let mut w = std::fs::File::create(&f).unwrap();
+    w.write_all(&big).unwrap();
+    let e = w.sync_all().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+    drop(w);
+    let mut w = std::fs::File::create(m.p("_system/local/kept.txt")).unwrap();
+    w.write_all(&big).unwrap();
+    assert_eq!(w.sync_all().unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+    drop(w);
+    let rows = |sql: &str| m.query(false, sql);
+    assert_eq!(
+        rows("SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_NAME = 'big.bin'")[0][0],
+        "0",
+        "a resource row went in without its content"
+    );
+    assert_eq!(
+        rows(
+            "SELECT COUNT(*) FROM REG_RESOURCE WHERE REG_CONTENT_ID IS NULL AND REG_NAME IS NOT NULL \
+             AND REG_NAME <> '' AND REG_NAME = 'kept.txt'"
+        )[0][0],
+        "0"
+    );
+    m.unmount();
+    let again = m.another_node();
+    assert!(!again.p("_system/local/big.bin").exists());
+    assert_eq!(
+        std::fs::read_to_string(again.p("_system/local/kept.txt")).unwrap(),
+        "old"
+    );
+    drop(again);
+    drop(m);
+    drop(disk);
+}
+
 /// How many of the pages `len` bytes of `file` span are in the page cache: mapped, never read.
 fn resident_pages(file: &std::fs::File, len: usize) -> usize {
     use std::os::fd::AsRawFd;

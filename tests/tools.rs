@@ -466,3 +466,39 @@ fn init_creates_the_schema_in_empty_databases() {
         1
     );
 }
+
+/// A mount refused because a database file is not SQLite changes nothing in the data
+/// directory: no new local.db (or journal) is left behind.
+#[test]
+fn a_refused_mount_leaves_the_data_directory_as_it_was() {
+    let dir = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("shared.db"),
+        "this is not a database, just text\n".repeat(200),
+    )
+    .unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let out = common::run_regfs([
+        std::ffi::OsStr::new("mount"),
+        "--foreground".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mounted on a corrupt shared.db");
+    assert!(err.contains("shared.db"), "the error names the file: {err}");
+    assert!(!common::is_mounted(&mnt));
+    let mut left: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["shared.db"], "the refused mount left files behind");
+}

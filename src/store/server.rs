@@ -151,6 +151,89 @@ macro_rules! read {
 }
 
 impl ServerStore {
+    /// [`Store::create`], with the content from `data` when given ([`Store::create_file`]).
+    async fn create_with(
+        &self,
+        p: &str,
+        new: NewEntry,
+        data: Option<&Content>,
+        user: &str,
+    ) -> Result<Entry> {
+        let t = self.t();
+        let Some(parent) = path::parent(p) else {
+            return Err(err!(EEXIST, "the root always exists"));
+        };
+        let name = path::name(p);
+        check_storable(&self.pool.text_columns(), p, new.kind == Kind::Directory)?;
+        if self.d == Dialect::Postgres
+            && new.kind != Kind::Directory
+            && data.is_none()
+            && new.content.len() <= PIECE
+        {
+            return self.pg_create(p, parent, name, &new, user).await;
+        }
+        transaction!(self, "create", |c| {
+            let dir = match ops::dir_and_entry(c, t, parent, p).await? {
+                Some(found) if found.file.is_some() || found.collection => {
+                    return Err(err!(EEXIST, "{p} already exists"));
+                }
+                Some(found) => found.dir,
+                // Not a live collection: require_dir says which errno.
+                None => require_dir(c, t, parent).await?,
+            };
+            ops::refuse_confused(c, t, ops::DirKey::Id(dir.path_id), p, None).await?;
+            let now = now_ns();
+            let created = naive_from_ns(now);
+            let is_dir = new.kind == Kind::Directory;
+            let media = if new.kind == Kind::File {
+                media_type_for(name)
+            } else {
+                None
+            };
+            let (version, uuid) = if is_dir {
+                let (_, version, uuid) =
+                    create_collection(c, t, p, dir.path_id, user, None, None, created).await?;
+                (version, uuid)
+            } else {
+                let uuid = uuid::Uuid::new_v4().to_string();
+                let content_id = match data {
+                    Some(data) => content_row(c, t, data).await?,
+                    None => insert_content(c, t, &new.content).await?,
+                };
+                let version = insert_resource(
+                    c,
+                    t,
+                    dir.path_id,
+                    Some(name),
+                    media,
+                    user,
+                    created,
+                    user,
+                    created,
+                    None,
+                    content_id,
+                    &uuid,
+                )
+                .await?;
+                insert_log(c, t, p, user, LogAction::Add, None).await?;
+                (version, uuid)
+            };
+            let attrs = AttrRow::for_new(&new, now, version);
+            ops::put_attr_touching(c, t, &uuid, attrs, &dir).await?;
+            self.changed();
+            EntryRow::from_parts(
+                is_dir,
+                version,
+                uuid,
+                media.map(str::to_string),
+                created,
+                data.map_or(new.content.len() as u64, Content::len),
+                attrs,
+            )
+            .into_entry()
+        })
+    }
+
     /// Connects to a PostgreSQL or MySQL/MariaDB server.
     pub async fn open(name: &str, server: ServerOptions, opts: StoreOptions) -> Result<Self> {
         let pool = Pool::connect(&server).await?;
@@ -757,73 +840,22 @@ impl Store for ServerStore {
     }
 
     async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
-        let t = self.t();
-        let Some(parent) = path::parent(p) else {
-            return Err(err!(EEXIST, "the root always exists"));
-        };
-        let name = path::name(p);
-        check_storable(&self.pool.text_columns(), p, new.kind == Kind::Directory)?;
-        if self.d == Dialect::Postgres && new.kind != Kind::Directory && new.content.len() <= PIECE
-        {
-            return self.pg_create(p, parent, name, &new, user).await;
+        self.create_with(p, new, None, user).await
+    }
+
+    async fn create_file(
+        &self,
+        p: &str,
+        mut new: NewEntry,
+        data: &Content,
+        user: &str,
+    ) -> Result<Entry> {
+        if data.len() <= PIECE as u64 {
+            // Small enough for the create's own statement (PostgreSQL's fast path).
+            new.content = data.bytes()?.to_vec();
+            return self.create_with(p, new, None, user).await;
         }
-        transaction!(self, "create", |c| {
-            let dir = match ops::dir_and_entry(c, t, parent, p).await? {
-                Some(found) if found.file.is_some() || found.collection => {
-                    return Err(err!(EEXIST, "{p} already exists"));
-                }
-                Some(found) => found.dir,
-                // Not a live collection: require_dir says which errno.
-                None => require_dir(c, t, parent).await?,
-            };
-            ops::refuse_confused(c, t, ops::DirKey::Id(dir.path_id), p, None).await?;
-            let now = now_ns();
-            let created = naive_from_ns(now);
-            let is_dir = new.kind == Kind::Directory;
-            let media = if new.kind == Kind::File {
-                media_type_for(name)
-            } else {
-                None
-            };
-            let (version, uuid) = if is_dir {
-                let (_, version, uuid) =
-                    create_collection(c, t, p, dir.path_id, user, None, None, created).await?;
-                (version, uuid)
-            } else {
-                let uuid = uuid::Uuid::new_v4().to_string();
-                let content_id = insert_content(c, t, &new.content).await?;
-                let version = insert_resource(
-                    c,
-                    t,
-                    dir.path_id,
-                    Some(name),
-                    media,
-                    user,
-                    created,
-                    user,
-                    created,
-                    None,
-                    content_id,
-                    &uuid,
-                )
-                .await?;
-                insert_log(c, t, p, user, LogAction::Add, None).await?;
-                (version, uuid)
-            };
-            let attrs = AttrRow::for_new(&new, now, version);
-            ops::put_attr_touching(c, t, &uuid, attrs, &dir).await?;
-            self.changed();
-            EntryRow::from_parts(
-                is_dir,
-                version,
-                uuid,
-                media.map(str::to_string),
-                created,
-                new.content.len() as u64,
-                attrs,
-            )
-            .into_entry()
-        })
+        self.create_with(p, new, Some(data), user).await
     }
 
     async fn check_new_name(&self, p: &str) -> Result<()> {

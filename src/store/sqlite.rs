@@ -326,6 +326,100 @@ fn connect(file: &Path, opts: &StoreOptions) -> Result<Connection> {
 }
 
 impl SqliteStore {
+    /// [`Store::create`], with the content from `data` when given ([`Store::create_file`]).
+    async fn create_with(
+        &self,
+        p: &str,
+        new: NewEntry,
+        data: Option<&Content>,
+        user: &str,
+    ) -> Result<Entry> {
+        let t = self.t();
+        let Some(parent) = path::parent(p) else {
+            return Err(err!(EEXIST, "the root always exists"));
+        };
+        let name = path::name(p);
+        transaction!(self, "create", |c| {
+            let dir = match ops::dir_and_entry(&mut Exec::Rus(c), t, parent, p).await? {
+                Some(f) if f.file.is_some() || f.collection => {
+                    return Err(err!(EEXIST, "{p} already exists"));
+                }
+                Some(f) => f.dir,
+                // Not a live collection: the slow path says which errno.
+                None => ops::require_dir(&mut Exec::Rus(c), t, parent).await?,
+            };
+            let now = now_ns();
+            let created = naive_from_ns(now);
+            let mut media = None;
+            let (version, uuid) = if new.kind == Kind::Directory {
+                let (_, version, uuid) = ops::create_collection(
+                    &mut Exec::Rus(c),
+                    t,
+                    p,
+                    dir.path_id,
+                    user,
+                    None,
+                    None,
+                    created,
+                )
+                .await?;
+                (version, uuid)
+            } else {
+                let media_type = if new.kind == Kind::File {
+                    media_type_for(name)
+                } else {
+                    None
+                };
+                media = media_type;
+                let uuid = uuid::Uuid::new_v4().to_string();
+                let content_id = match data {
+                    Some(data) => insert_content(c, t, data)?,
+                    None => ops::insert_content(&mut Exec::Rus(c), t, &new.content).await?,
+                };
+                let version = run_batch(
+                    c,
+                    CREATE_BATCH,
+                    &args![
+                        content_id,
+                        t,
+                        dir.path_id,
+                        name,
+                        media_type,
+                        user,
+                        created,
+                        &uuid,
+                        (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
+                        new.uid as i64,
+                        new.gid as i64,
+                        new.rdev as i64,
+                        now,
+                        &dir.uuid,
+                        (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
+                        dir.updated_ns(),
+                        dir.version,
+                        p
+                    ],
+                )?
+                .ok_or_else(|| err!(EIO, "create of {p} stored no version"))?;
+                (version, uuid)
+            };
+            let attrs = AttrRow::for_new(&new, now, version);
+            if new.kind == Kind::Directory {
+                ops::put_attr_touching(&mut Exec::Rus(c), t, &uuid, attrs, &dir).await?;
+            }
+            EntryRow::from_parts(
+                new.kind == Kind::Directory,
+                version,
+                uuid,
+                media.map(str::to_string),
+                created,
+                data.map_or(new.content.len() as u64, Content::len),
+                attrs,
+            )
+            .into_entry()
+        })
+    }
+
     /// Opens (creating if missing) the SQLite database at `file`.
     pub async fn open(file: &Path, opts: StoreOptions) -> Result<Self> {
         let writer = Arc::new(tokio::sync::Mutex::new(Writer {
@@ -602,87 +696,17 @@ impl Store for SqliteStore {
     }
 
     async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
-        let t = self.t();
-        let Some(parent) = path::parent(p) else {
-            return Err(err!(EEXIST, "the root always exists"));
-        };
-        let name = path::name(p);
-        transaction!(self, "create", |c| {
-            let dir = match ops::dir_and_entry(&mut Exec::Rus(c), t, parent, p).await? {
-                Some(f) if f.file.is_some() || f.collection => {
-                    return Err(err!(EEXIST, "{p} already exists"));
-                }
-                Some(f) => f.dir,
-                // Not a live collection: the slow path says which errno.
-                None => ops::require_dir(&mut Exec::Rus(c), t, parent).await?,
-            };
-            let now = now_ns();
-            let created = naive_from_ns(now);
-            let mut media = None;
-            let (version, uuid) = if new.kind == Kind::Directory {
-                let (_, version, uuid) = ops::create_collection(
-                    &mut Exec::Rus(c),
-                    t,
-                    p,
-                    dir.path_id,
-                    user,
-                    None,
-                    None,
-                    created,
-                )
-                .await?;
-                (version, uuid)
-            } else {
-                let media_type = if new.kind == Kind::File {
-                    media_type_for(name)
-                } else {
-                    None
-                };
-                media = media_type;
-                let uuid = uuid::Uuid::new_v4().to_string();
-                let content_id = ops::insert_content(&mut Exec::Rus(c), t, &new.content).await?;
-                let version = run_batch(
-                    c,
-                    CREATE_BATCH,
-                    &args![
-                        content_id,
-                        t,
-                        dir.path_id,
-                        name,
-                        media_type,
-                        user,
-                        created,
-                        &uuid,
-                        (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
-                        new.uid as i64,
-                        new.gid as i64,
-                        new.rdev as i64,
-                        now,
-                        &dir.uuid,
-                        (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
-                        dir.updated_ns(),
-                        dir.version,
-                        p
-                    ],
-                )?
-                .ok_or_else(|| err!(EIO, "create of {p} stored no version"))?;
-                (version, uuid)
-            };
-            let attrs = AttrRow::for_new(&new, now, version);
-            if new.kind == Kind::Directory {
-                ops::put_attr_touching(&mut Exec::Rus(c), t, &uuid, attrs, &dir).await?;
-            }
-            EntryRow::from_parts(
-                new.kind == Kind::Directory,
-                version,
-                uuid,
-                media.map(str::to_string),
-                created,
-                new.content.len() as u64,
-                attrs,
-            )
-            .into_entry()
-        })
+        self.create_with(p, new, None, user).await
+    }
+
+    async fn create_file(
+        &self,
+        p: &str,
+        new: NewEntry,
+        data: &Content,
+        user: &str,
+    ) -> Result<Entry> {
+        self.create_with(p, new, Some(data), user).await
     }
 
     async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
