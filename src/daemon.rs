@@ -314,6 +314,8 @@ pub fn run(mut opts: MountOptions) -> Result<()> {
     }
     // Fork before any thread exists (no runtime, no pools yet).
     let (read_end, write_end) = nix::unistd::pipe().map_err(|e| err!(EIO, "pipe: {e}"))?;
+    // SAFETY: no other thread exists yet (no runtime, no pools), so the child inherits no
+    // lock held by a thread that is not copied; it only runs ordinary Rust code after.
     match unsafe { nix::unistd::fork() }.map_err(|e| err!(EIO, "fork: {e}"))? {
         nix::unistd::ForkResult::Parent { .. } => {
             drop(write_end);

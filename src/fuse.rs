@@ -84,12 +84,14 @@ impl FuseAdapter {
         }
     }
 
-    /// Runs one request's work here, on the calling fuser thread.
-    fn run<F>(&self, f: F)
+    /// Runs one request's work here, on the calling fuser thread, inside its span: every
+    /// line logged meanwhile says which request it belongs to.
+    fn run<F>(&self, span: tracing::Span, f: F)
     where
         F: std::future::Future<Output = ()>,
     {
-        self.rt.block_on(f);
+        use tracing::Instrument;
+        self.rt.block_on(f.instrument(span));
     }
 }
 
@@ -108,6 +110,12 @@ impl crate::fs::KernelCache for PageDropper {
             }
         });
     }
+}
+
+/// The span of one FUSE request: its operation, the inode it names and the kernel's request
+/// id (as mountpoint-s3 does), e.g. `req{op="write" ino=42 id=1234}`.
+fn request_span(op: &'static str, req: &Request, ino: INodeNo) -> tracing::Span {
+    tracing::info_span!("req", op, ino = ino.0, id = req.unique().0)
 }
 
 fn caller(req: &Request) -> Caller {
@@ -189,7 +197,7 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("lookup", req, parent), async move {
             match fs.lookup(c, parent.0, name).await {
                 Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("lookup", &e)),
@@ -203,7 +211,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("getattr", req, ino), async move {
             match fs.getattr(c, ino.0).await {
                 Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno("getattr", &e)),
@@ -238,7 +246,7 @@ impl Filesystem for FuseAdapter {
             mtime: mtime.map(time),
             ctime,
         };
-        self.run(async move {
+        self.run(request_span("setattr", req, ino), async move {
             match fs.setattr(c, ino.0, size, change).await {
                 Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno("setattr", &e)),
@@ -248,7 +256,7 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("readlink", req, ino), async move {
             match fs.readlink(c, ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno("readlink", &e)),
@@ -267,7 +275,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("mknod", req, parent), async move {
             match fs.mknod(c, parent.0, name, mode, rdev).await {
                 Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mknod", &e)),
@@ -285,7 +293,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("mkdir", req, parent), async move {
             match fs.mkdir(c, parent.0, name, mode).await {
                 Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
@@ -295,7 +303,7 @@ impl Filesystem for FuseAdapter {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("unlink", req, parent), async move {
             match fs.unlink(c, parent.0, name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("unlink", &e)),
@@ -305,7 +313,7 @@ impl Filesystem for FuseAdapter {
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("rmdir", req, parent), async move {
             match fs.rmdir(c, parent.0, name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rmdir", &e)),
@@ -322,7 +330,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("symlink", req, parent), async move {
             match fs.symlink(c, parent.0, link_name, target).await {
                 Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("symlink", &e)),
@@ -356,7 +364,7 @@ impl Filesystem for FuseAdapter {
             RenameMode::Replace
         };
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("rename", req, parent), async move {
             match fs
                 .rename(c, parent.0, name, newparent.0, newname, mode)
                 .await
@@ -385,7 +393,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("open", req, ino), async move {
             match fs.open(c, ino.0, flags.0).await {
                 // Close-to-open: the page cache is kept only while the content version the
                 // kernel cached is still the live one.
@@ -413,8 +421,8 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -423,7 +431,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let fs = &self.fs;
-        self.run(async move {
+        self.run(request_span("read", req, ino), async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno("read", &e)),
@@ -433,8 +441,8 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -444,7 +452,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let fs = &self.fs;
-        self.run(async move {
+        self.run(request_span("write", req, ino), async move {
             match fs.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno("write", &e)),
@@ -454,14 +462,14 @@ impl Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let fs = &self.fs;
-        self.run(async move {
+        self.run(request_span("flush", req, ino), async move {
             match fs.flush(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("flush", &e)),
@@ -471,8 +479,8 @@ impl Filesystem for FuseAdapter {
 
     fn release(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -480,7 +488,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = &self.fs;
-        self.run(async move {
+        self.run(request_span("release", req, ino), async move {
             match fs.release(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("release", &e)),
@@ -490,14 +498,14 @@ impl Filesystem for FuseAdapter {
 
     fn fsync(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let fs = &self.fs;
-        self.run(async move {
+        self.run(request_span("fsync", req, ino), async move {
             match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("fsync", &e)),
@@ -507,7 +515,7 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("opendir", req, ino), async move {
             match fs.opendir(c, ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno("opendir", &e)),
@@ -517,14 +525,14 @@ impl Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let fs = &self.fs;
-        self.run(async move {
+        self.run(request_span("readdir", req, ino), async move {
             match fs.readdir(fh.0, offset, 256).await {
                 Ok(items) => {
                     for item in items {
@@ -546,14 +554,14 @@ impl Filesystem for FuseAdapter {
 
     fn readdirplus(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let fs = &self.fs;
-        self.run(async move {
+        self.run(request_span("readdirplus", req, ino), async move {
             match fs.readdir(fh.0, offset, 128).await {
                 Ok(items) => {
                     for item in items {
@@ -620,9 +628,9 @@ impl Filesystem for FuseAdapter {
         reply.error(Errno::from_i32(libc::ENOTTY));
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let fs = &self.fs;
-        self.run(async move {
+        self.run(request_span("statfs", req, ino), async move {
             match fs.statfs().await {
                 Ok(space) => {
                     const BSIZE: u64 = 4096;
@@ -703,7 +711,7 @@ impl Filesystem for FuseAdapter {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("access", req, ino), async move {
             match fs.access(c, ino.0, mask.bits()).await {
                 Ok(_) => reply.ok(),
                 Err(e) => reply.error(errno("access", &e)),
@@ -722,7 +730,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let (fs, c) = (&self.fs, caller(req));
-        self.run(async move {
+        self.run(request_span("create", req, parent), async move {
             match fs.create(c, parent.0, name, mode, flags).await {
                 Ok((a, fh)) => reply.created(
                     &self.ttl,

@@ -43,6 +43,7 @@ pub(super) struct Hook(*const HookState);
 // SAFETY: the pointer is an `Arc<HookState>` turned raw; HookState is Send and Sync, and it is
 // only read through shared references.
 unsafe impl Send for Hook {}
+// SAFETY: as for Send: only shared references to the HookState are ever made from it.
 unsafe impl Sync for Hook {}
 
 impl Hook {

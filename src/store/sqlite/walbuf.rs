@@ -43,6 +43,7 @@ const FRAME_HEADER: usize = 24;
 /// Registers the VFS (once per process); `Err` says why it could not be.
 pub fn register() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    // SAFETY: register_once runs once per process (the OnceLock), which is all it requires.
     DONE.get_or_init(|| unsafe { register_once() }).clone()
 }
 
@@ -50,15 +51,23 @@ pub fn register() -> Result<(), String> {
 static BASE: OnceLock<Vfs> = OnceLock::new();
 
 struct Vfs(*mut ffi::sqlite3_vfs);
-// SAFETY: an sqlite3_vfs is immutable once registered, and SQLite's default VFS is threadsafe.
+// SAFETY: an sqlite3_vfs is immutable once registered, and SQLite's default VFS is threadsafe:
+// the pointer may be handed to and used from any thread.
 unsafe impl Send for Vfs {}
+// SAFETY: as for Send: nothing writes through the pointer after registration.
 unsafe impl Sync for Vfs {}
 
 fn base() -> *mut ffi::sqlite3_vfs {
     BASE.get().expect("walbuf VFS used before register()").0
 }
 
+/// # Safety
+/// Must run at most once per process ([`register`] sees to it): the VFS object it registers
+/// is leaked and must not be registered twice.
 unsafe fn register_once() -> Result<(), String> {
+    // SAFETY: sqlite3_vfs_find with NULL returns the default VFS (or NULL, checked), a static
+    // object SQLite never frees; copying it by value and registering the leaked copy is what
+    // SQLite's VFS shim documentation describes.
     unsafe {
         // Also initializes SQLite if nothing has yet.
         let default = ffi::sqlite3_vfs_find(std::ptr::null());
@@ -98,15 +107,34 @@ struct WalFile {
 
 const REAL_OFFSET: usize = std::mem::size_of::<WalFile>().next_multiple_of(16);
 
+/// The default VFS's file object inside ours.
+///
+/// # Safety
+/// `f` must be a file object this VFS allocated for a WAL file: SQLite gives every file
+/// `szOsFile` bytes, which is [`REAL_OFFSET`] plus the default VFS's size.
 unsafe fn real(f: *mut ffi::sqlite3_file) -> *mut ffi::sqlite3_file {
+    // SAFETY: the offset stays within the object's szOsFile bytes (see above).
     unsafe { (f as *mut u8).add(REAL_OFFSET) as *mut ffi::sqlite3_file }
 }
 
+/// The default VFS's methods for the file inside `f`.
+///
+/// # Safety
+/// As for [`real`], and the inner file must be open (its `pMethods` set by the default VFS's
+/// xOpen, which SQLite guarantees for every method it calls after a successful open).
 unsafe fn methods(f: *mut ffi::sqlite3_file) -> &'static ffi::sqlite3_io_methods {
+    // SAFETY: see the function's contract; the default VFS's method tables are static.
     unsafe { &*(*real(f)).pMethods }
 }
 
+/// Our part of the file object.
+///
+/// # Safety
+/// `f` must be a WAL file object this VFS's [`open`] initialized, and not be used through
+/// another reference meanwhile: SQLite calls a file's methods from one thread at a time (the
+/// connection's mutex), so each call holds the only reference.
 unsafe fn wal(f: *mut ffi::sqlite3_file) -> &'static mut WalFile {
+    // SAFETY: see the function's contract; WalFile is repr(C) with the sqlite3_file first.
     unsafe { &mut *(f as *mut WalFile) }
 }
 
@@ -117,6 +145,9 @@ unsafe extern "C" fn open(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
+    // SAFETY: SQLite calls xOpen with `file` pointing to szOsFile uninitialized bytes (ours
+    // plus the default VFS's, see `real`), which this initializes: the default VFS opens the
+    // inner object, and only on success is our part written (with ptr::write: nothing to drop).
     unsafe {
         let base = base();
         let base_open = (*base).xOpen.expect("default VFS has xOpen");
@@ -156,7 +187,11 @@ unsafe extern "C" fn open(
 }
 
 /// Writes out the buffer; on failure drops it and returns the error.
+///
+/// # Safety
+/// As for [`wal`] and [`methods`]: an open WAL file of this VFS, in one of its methods.
 unsafe fn flush(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: the caller's contract; the buffer's pieces are valid for their lengths.
     unsafe {
         let w = wal(f);
         let write = methods(f).xWrite.expect("default VFS file has xWrite");
@@ -186,6 +221,8 @@ unsafe extern "C" fn wal_write(
     amt: c_int,
     off: ffi::sqlite3_int64,
 ) -> c_int {
+    // SAFETY: SQLite calls xWrite on a file this VFS opened, with `data` valid for `amt`
+    // bytes until it returns; the bytes are copied before returning.
     unsafe {
         let w = wal(f);
         let bytes = std::slice::from_raw_parts(data as *const u8, amt.max(0) as usize);
@@ -224,6 +261,8 @@ unsafe extern "C" fn wal_write(
 macro_rules! flushed {
     ($name:ident, $method:ident, ($($arg:ident: $ty:ty),*)) => {
         unsafe extern "C" fn $name(f: *mut ffi::sqlite3_file, $($arg: $ty),*) -> c_int {
+            // SAFETY: SQLite calls the method on a file this VFS opened; the arguments are
+            // passed on unchanged to the default VFS's method for the inner file.
             unsafe {
                 let rc = flush(f);
                 if rc != ffi::SQLITE_OK {
@@ -242,6 +281,8 @@ macro_rules! flushed {
 macro_rules! forward {
     ($name:ident, $method:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty, $missing:expr) => {
         unsafe extern "C" fn $name(f: *mut ffi::sqlite3_file, $($arg: $ty),*) -> $ret {
+            // SAFETY: SQLite calls the method on a file this VFS opened; the arguments are
+            // passed on unchanged to the default VFS's method for the inner file.
             unsafe {
                 match methods(f).$method {
                     Some(m) => m(real(f), $($arg),*),
@@ -273,6 +314,9 @@ forward!(wal_fetch, xFetch, (off: ffi::sqlite3_int64, amt: c_int, out: *mut *mut
 forward!(wal_unfetch, xUnfetch, (off: ffi::sqlite3_int64, p: *mut c_void) -> c_int, ffi::SQLITE_OK);
 
 unsafe extern "C" fn wal_close(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: SQLite calls xClose once, last, on a file this VFS opened: the buffer is dropped
+    // in place (our part was written with ptr::write and is never dropped otherwise) and the
+    // methods cleared so that nothing calls it again.
     unsafe {
         let flushed = flush(f);
         let closed = match methods(f).xClose {
