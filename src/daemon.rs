@@ -289,7 +289,7 @@ fn init_logging(level: &str, file: Option<&Path>) -> Result<()> {
 /// the mount is up (or fails with the reason); the served process detaches from the terminal.
 pub fn run(mut opts: MountOptions) -> Result<()> {
     // Read the configuration before anything else, so a mistake is reported on the terminal.
-    let config = crate::config::load_source(opts.config.as_deref(), opts.wso2_conf.as_deref())?;
+    let config = crate::wiring::load_source(opts.config.as_deref(), opts.wso2_conf.as_deref())?;
     if let Some(cfg) = &config {
         for (k, v) in &cfg.user_map {
             opts.user_map.entry(k.clone()).or_insert_with(|| v.clone());
@@ -407,8 +407,8 @@ fn serve(
         .build()
         .map_err(|e| err!(EIO, "cannot start the runtime: {e}"))?;
     let registry = match config {
-        Some(cfg) => runtime.block_on(crate::config::registry_from(cfg))?,
-        None => runtime.block_on(crate::config::embedded_registry(
+        Some(cfg) => runtime.block_on(crate::wiring::registry_from(cfg))?,
+        None => runtime.block_on(crate::wiring::embedded_registry(
             &opts.data_dir,
             StoreOptions::default(),
         ))?,

@@ -1800,7 +1800,7 @@ mod tests {
     };
 
     async fn embedded(dir: &std::path::Path) -> RegFs {
-        let registry = crate::config::embedded_registry(dir, StoreOptions::default())
+        let registry = crate::wiring::embedded_registry(dir, StoreOptions::default())
             .await
             .unwrap();
         let identity = Identity::new(crate::um::ADMIN_USER, Default::default());

@@ -9,6 +9,8 @@
 
 pub mod authz;
 pub mod config;
+#[doc(hidden)]
+pub mod conformance;
 pub mod content;
 pub mod daemon;
 pub mod error;
@@ -17,9 +19,11 @@ pub mod fuse;
 pub mod identity;
 pub mod mount_table;
 pub mod path;
+pub mod policy;
 pub mod registry;
 pub mod store;
 pub mod um;
+pub mod wiring;
 pub mod wso2conf;
 
 pub use error::{Error, Result};

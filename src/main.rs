@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use regfs::authz::{Action, Authorizer};
-use regfs::config;
 use regfs::daemon::{self, MountOptions};
 use regfs::err;
 use regfs::store::StoreOptions;
 use regfs::um::Grantee;
+use regfs::{config, wiring};
 
 /// regfs: mount a WSO2 Carbon registry as a directory tree.
 #[derive(Parser)]
@@ -44,24 +44,24 @@ impl DataDir {
     fn path(&self) -> PathBuf {
         self.data_dir
             .clone()
-            .unwrap_or_else(config::default_data_dir)
+            .unwrap_or_else(wiring::default_data_dir)
     }
 
     fn file_config(&self) -> regfs::Result<Option<config::FileConfig>> {
-        config::load_source(self.config.as_deref(), self.wso2_conf.as_deref())
+        wiring::load_source(self.config.as_deref(), self.wso2_conf.as_deref())
     }
 
     async fn um(&self) -> regfs::Result<regfs::um::UmDb> {
         match self.file_config()? {
-            Some(cfg) => config::um_from(&cfg).await,
-            None => config::embedded_um(&self.path()).await,
+            Some(cfg) => wiring::um_from(&cfg).await,
+            None => wiring::embedded_um(&self.path()).await,
         }
     }
 
     async fn registry(&self) -> regfs::Result<regfs::registry::Registry> {
         match self.file_config()? {
-            Some(cfg) => config::registry_from(&cfg).await,
-            None => config::embedded_registry(&self.path(), StoreOptions::default()).await,
+            Some(cfg) => wiring::registry_from(&cfg).await,
+            None => wiring::embedded_registry(&self.path(), StoreOptions::default()).await,
         }
     }
 }
@@ -228,7 +228,7 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
         Command::Mount { .. } => unreachable!("handled before"),
         Command::Init { data } => {
             if let Some(cfg) = data.file_config()? {
-                config::install(&cfg).await?;
+                wiring::install(&cfg).await?;
             }
             data.registry().await?;
             match data.config.as_ref().or(data.wso2_conf.as_ref()) {
@@ -236,8 +236,8 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                 None => println!(
                     "regfs: initialized {} ({} and {})",
                     data.path().display(),
-                    config::LOCAL_DB,
-                    config::SHARED_DB
+                    wiring::LOCAL_DB,
+                    wiring::SHARED_DB
                 ),
             }
         }

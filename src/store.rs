@@ -5,8 +5,6 @@
 //! translated them). Every mutating method is one transaction, retried a bounded number of times on
 //! lock/serialization conflicts.
 
-#[doc(hidden)]
-pub mod conformance;
 pub(crate) mod ops;
 pub mod rows;
 pub mod server;

@@ -12,9 +12,9 @@ use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 use tokio::sync::Mutex;
 
-use crate::authz::{Action, PermissionTree, Subject, role_key};
 use crate::error::{Error, Result};
 use crate::path;
+use crate::policy::{Action, PermissionTree, Subject, role_key};
 use crate::store::server::db::{Dialect, Exec, Pool, Val};
 use crate::{args, err};
 
@@ -645,14 +645,14 @@ impl UmDb {
         })?;
         let mut roles = std::collections::HashSet::new();
         let Some((primary, hybrid)) = found else {
-            roles.insert(crate::authz::ANONYMOUS_ROLE.to_ascii_lowercase());
+            roles.insert(crate::policy::ANONYMOUS_ROLE.to_ascii_lowercase());
             return Ok(Subject {
                 name: user.into(),
                 roles,
                 registered: false,
             });
         };
-        roles.insert(crate::authz::EVERYONE_ROLE.to_ascii_lowercase());
+        roles.insert(crate::policy::EVERYONE_ROLE.to_ascii_lowercase());
         for r in primary {
             roles.insert(role_key("PRIMARY", &r.req_text(0)?).to_ascii_lowercase());
         }
@@ -1166,6 +1166,6 @@ mod tests {
     async fn seeded_like_carbon_and_grants_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let db = UmDb::open(&dir.path().join("um.db"), -1234).await.unwrap();
-        crate::store::conformance::um_round_trip(&db).await;
+        crate::conformance::um_round_trip(&db).await;
     }
 }

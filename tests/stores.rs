@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::servers::{self, Kind, Server};
-use regfs::store::conformance::{self, dir, file};
+use regfs::conformance::{self, dir, file};
 use regfs::store::server::ServerStore;
 use regfs::store::server::db::ServerOptions;
 use regfs::store::{Kind as EntryKind, RenameMode, Store, StoreOptions};

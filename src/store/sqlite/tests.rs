@@ -20,7 +20,7 @@ async fn sql(s: &SqliteStore) -> sqlx::SqlitePool {
         .unwrap()
 }
 
-use crate::store::conformance::{dir, file};
+use crate::conformance::{dir, file};
 
 #[tokio::test]
 async fn update_makes_a_new_version_and_keeps_identity() {
@@ -134,20 +134,20 @@ async fn errors_change_nothing() {
 #[tokio::test]
 async fn listing_pages_by_name_across_collections_and_resources() {
     let (_d, s) = store().await;
-    crate::store::conformance::listing_pages(&s).await;
+    crate::conformance::listing_pages(&s).await;
 }
 
 /// Multi-threaded, as in a mount: the chunked blob I/O runs in `block_in_place` there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_content_moves_in_chunks() {
     let (_d, s) = store().await;
-    crate::store::conformance::large_content(&s).await;
+    crate::conformance::large_content(&s).await;
 }
 
 #[tokio::test]
 async fn random_operations_match_a_reference_model() {
     let (_d, s) = store().await;
-    crate::store::conformance::random_operations(&s).await;
+    crate::conformance::random_operations(&s).await;
 }
 
 /// A resource Carbon gave properties and a tag loses them with it; one without any takes the

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::*;
 use crate::authz::Action;
+use crate::store::*;
 use crate::um::{Grantee, UmDb};
 
 pub fn file(content: &[u8]) -> NewEntry {
