@@ -189,7 +189,8 @@ pub struct StoreOptions {
     pub tenant_id: i64,
     /// How long one statement may wait for a lock or a connection before the operation fails.
     pub busy_timeout: Duration,
-    /// How many times a transaction is retried on a conflict before EIO.
+    /// How many times an SQLite transaction is retried on a conflict before EIO. (Server
+    /// stores retry conflicts until the operation's time bound instead.)
     pub max_retries: u32,
     pub max_connections: u32,
     /// Carbon's `versionResourcesOnChange`: before a resource (not a collection) is

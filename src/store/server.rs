@@ -74,9 +74,15 @@ const DIR_ROWS: usize = 256;
 /// number of times on serialization conflicts; then EIO with a log line.
 macro_rules! retrying {
     ($self:ident, $what:expr, $run:expr) => {{
+        // Conflicts between nodes (serialization failures, deadlocks, a row that changed under
+        // a guarded statement) are the normal case in a cluster: they are retried until the
+        // operation's time bound, not a fixed number of times. The whole operation, attempts
+        // and pauses, stays within the bound; EIO is for a database that is down, or past it.
+        let started = std::time::Instant::now();
         let mut attempt: u32 = 0;
         loop {
-            let result: Result<_> = match tokio::time::timeout($self.timeout, $run).await {
+            let left = $self.timeout.saturating_sub(started.elapsed());
+            let result: Result<_> = match tokio::time::timeout(left, $run).await {
                 Ok(r) => r,
                 Err(_) => Err(err!(
                     EIO,
@@ -86,15 +92,15 @@ macro_rules! retrying {
                 )),
             };
             match result {
-                Err(e) if e.is_transient() && attempt < $self.opts.max_retries => {
+                Err(e) if e.is_transient() => {
+                    let pause = retry_pause(attempt);
+                    if started.elapsed() + pause >= $self.timeout {
+                        warn!(store = %$self.name, op = $what, "giving up after {attempt} retries in {:?}: {e}", started.elapsed());
+                        break Err(err!(EIO, "{}: gave up after {attempt} retries within {:?}: {}", $what, $self.timeout, e.message()));
+                    }
                     attempt += 1;
                     debug!(store = %$self.name, op = $what, attempt, "retrying after conflict: {e}");
-                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
-                    tokio::time::sleep(Duration::from_millis((5u64 << attempt.min(6)) + jitter)).await;
-                }
-                Err(e) if e.is_transient() => {
-                    warn!(store = %$self.name, op = $what, "giving up after {attempt} retries: {e}");
-                    break Err(err!(EIO, "{}: gave up after {attempt} retries: {}", $what, e.message()));
+                    tokio::time::sleep(pause).await;
                 }
                 Err(e) if e.errno() == libc::EIO => {
                     warn!(store = %$self.name, op = $what, "{e}");
@@ -104,6 +110,14 @@ macro_rules! retrying {
             }
         }
     }};
+}
+
+/// The pause before retry `attempt + 1` after a conflict: exponential from 2 ms, capped at
+/// 100 ms, with full jitter, so that nodes which collided do not collide again in step.
+fn retry_pause(attempt: u32) -> Duration {
+    let cap = (2u64 << attempt.min(6)).min(100);
+    let r = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap());
+    Duration::from_micros(500 + r % (cap * 1000))
 }
 
 /// Runs `$body` (with `$c: &mut Exec`) in one transaction, with [`retrying`]'s bounds.
