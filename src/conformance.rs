@@ -29,6 +29,40 @@ pub fn dir() -> NewEntry {
     }
 }
 
+/// A conditional write lands only over the version it names: over another one it is
+/// refused with ESTALE and changes nothing; small and large content alike (PostgreSQL's
+/// one-statement write and the general path).
+pub async fn conditional_writes(s: &dyn Store) {
+    s.create("/cw", dir(), "u").await.unwrap();
+    for (name, len) in [("small", 10usize), ("large", 5 << 20)] {
+        let p = format!("/cw/{name}");
+        let v1 = s.create(&p, file(b"one"), "u").await.unwrap().version;
+        let two = vec![b'2'; len];
+        let v2 = s
+            .write_if(&p, &two.clone().into(), "u", v1)
+            .await
+            .unwrap()
+            .version;
+        assert_ne!(v1, v2);
+        let e = s
+            .write_if(&p, &b"stale".to_vec().into(), "u", v1)
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::ESTALE, "{e}");
+        assert_eq!(
+            s.read(&p).await.unwrap(),
+            two,
+            "a refused write changed {p}"
+        );
+        assert_eq!(s.stat(&p).await.unwrap().unwrap().version, v2);
+        let e = s
+            .write_if("/cw/missing", &b"x".to_vec().into(), "u", v2)
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::ENOENT, "{e}");
+    }
+}
+
 /// Content larger than a spool policy's memory limit, larger than one [`CHUNK`] and than the
 /// server stores' 4 MiB piece, goes in and comes out whole: from memory and from a spool file,
 /// into memory and into a spool file.

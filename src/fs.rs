@@ -277,6 +277,10 @@ struct OpenState {
     /// The handles whose changes are in the uncommitted `data`: only their flush, fsync or
     /// close commits it. A handle that changed nothing (a reader) commits nothing.
     contributors: HashSet<u64>,
+    /// Where the uncommitted changes begin, when all of them are appends through `O_APPEND`
+    /// handles: they are committed as an append to what the database has at the commit, so
+    /// that appends from several nodes all land.
+    append_base: Option<u64>,
     /// The version `data` was loaded as.
     loaded_version: Option<i64>,
     /// [`RegFs::era`] when that load began.
@@ -351,6 +355,17 @@ enum CommitFor {
     /// Whatever is uncommitted, as its writer (a rename, a setattr, another user's change,
     /// a listing that needs a pending file's row).
     Writer,
+}
+
+/// What kind of change [`RegFs::change`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Edit {
+    /// Replaces the whole content (needs none loaded): a truncation to zero.
+    Whole,
+    /// Changes the content where it is: a write at an offset, a truncation to a length.
+    InPlace,
+    /// Adds at the end, through an `O_APPEND` handle.
+    Append,
 }
 
 /// The kernel's caches, as far as regfs itself must drop them (the FUSE adapter implements
@@ -727,14 +742,14 @@ impl RegFs {
                 Some(of) => {
                     if size == 0 {
                         // O_TRUNC and the like: no need to load what is thrown away.
-                        self.change(ino, &of, (&user, None), true, |data| {
+                        self.change(ino, &of, (&user, None), Edit::Whole, |data| {
                             *data = Content::default();
                             Ok(())
                         })
                         .await?;
                     } else {
                         self.ensure_loaded(&of, &p).await?;
-                        self.change(ino, &of, (&user, None), false, |data| {
+                        self.change(ino, &of, (&user, None), Edit::InPlace, |data| {
                             data.set_len(&self.spool, size)
                         })
                         .await?;
@@ -1102,6 +1117,7 @@ impl RegFs {
                             dirty: false,
                             writer: None,
                             contributors: HashSet::new(),
+                            append_base: None,
                             loaded_version: None,
                             loaded_era: 0,
                             generation: 0,
@@ -1122,6 +1138,7 @@ impl RegFs {
                 st.dirty = false;
                 st.writer = None;
                 st.contributors.clear();
+                st.append_base = None;
                 st.loaded_version = None;
                 // The open file keeps the inode alive.
                 if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
@@ -1268,7 +1285,7 @@ impl RegFs {
             // namespace lock itself; nothing below needs it (a truncating open prefills
             // nothing).
             drop(ns);
-            self.change(ino, &of, (&user, Some(fh)), true, |data| {
+            self.change(ino, &of, (&user, Some(fh)), Edit::Whole, |data| {
                 *data = Content::default();
                 Ok(())
             })
@@ -1402,7 +1419,8 @@ impl RegFs {
     pub async fn write(&self, fh: u64, offset: u64, buf: &[u8]) -> Result<u32> {
         let (ino, append, user, of) = self.handle(fh)?;
         self.loaded(ino, &of).await?;
-        self.change(ino, &of, (&user, Some(fh)), false, |data| {
+        let edit = if append { Edit::Append } else { Edit::InPlace };
+        self.change(ino, &of, (&user, Some(fh)), edit, |data| {
             let start = if append { data.len() } else { offset };
             let end = start.saturating_add(buf.len() as u64);
             check_size(end)?;
@@ -1416,8 +1434,8 @@ impl RegFs {
     }
 
     /// Applies `f` to an open file's content and marks it dirty, as a change by the registry
-    /// user `by.0` through handle `by.1` (none: a truncate by path). `whole`: `f` replaces
-    /// the whole content (it needs none loaded). Takes the namespace lock to commit: the
+    /// user `by.0` through handle `by.1` (none: a truncate by path); `edit` says what kind of
+    /// change `f` makes. Takes the namespace lock to commit: the
     /// caller must not hold it. Uncommitted changes of
     /// another user are committed first, as theirs: one buffer never mixes two writers'
     /// changes, and each version is attributed to (and authorized for) the user who made it.
@@ -1428,7 +1446,7 @@ impl RegFs {
         ino: u64,
         of: &OpenFile,
         by: (&str, Option<u64>),
-        whole: bool,
+        edit: Edit,
         f: impl FnOnce(&mut Content) -> Result<()>,
     ) -> Result<()> {
         let spooled = |st: &OpenState| st.data.as_ref().is_some_and(Content::is_spooled);
@@ -1445,6 +1463,13 @@ impl RegFs {
                     continue;
                 }
                 if !st.dirty || st.writer.as_deref() == Some(by.0) {
+                    // Uncommitted changes that are all appends commit as an append to what
+                    // the database has then (see `commit`); anything else replaces it.
+                    st.append_base = match edit {
+                        Edit::Append if !st.dirty => Some(st.data.as_ref().map_or(0, Content::len)),
+                        Edit::Append => st.append_base,
+                        Edit::Whole | Edit::InPlace => None,
+                    };
                     st.writer = Some(by.0.to_string());
                     if let Some(fh) = by.1 {
                         st.contributors.insert(fh);
@@ -1455,7 +1480,7 @@ impl RegFs {
             {
                 drop(guard);
                 self.commit(ino, of, CommitFor::Writer).await?;
-                if !whole && of.state.lock().data.is_none() {
+                if edit != Edit::Whole && of.state.lock().data.is_none() {
                     // The other user's changes were refused and dropped: this change applies
                     // to what the database has.
                     self.loaded(ino, of).await?;
@@ -1477,7 +1502,7 @@ impl RegFs {
     async fn commit(&self, ino: u64, of: &OpenFile, why: CommitFor) -> Result<()> {
         let _guard = of.commit.lock().await;
         let era = self.era.load(Ordering::SeqCst);
-        let (data, generation, pending, writer) = {
+        let (data, generation, pending, writer, append) = {
             let st = of.state.lock();
             if !st.dirty {
                 return Ok(());
@@ -1491,11 +1516,13 @@ impl RegFs {
                 return Err(err!(EIO, "inode {ino}: uncommitted changes with no writer"));
             };
             let pending = st.pending.as_ref().map(|p| (p.new.clone(), p.user.clone()));
+            let append = st.append_base.map(|base| (base, st.loaded_version));
             (
                 st.data.clone().unwrap_or_default(),
                 st.generation,
                 pending,
                 writer,
+                append,
             )
         };
         let _ns = self.namespace.read().await;
@@ -1513,12 +1540,18 @@ impl RegFs {
             }
         };
         let inserting = pending.is_some();
-        let written = match pending {
-            Some((new, creator)) => self.insert_new(&p, new, &data, &creator).await,
-            None => self.registry.write(&p, &data, &writer).await,
+        let written = match (pending, append) {
+            (Some((new, creator)), _) => self.insert_new(&p, new, &data, &creator).await,
+            (None, Some((base, loaded))) => self.append(&p, &data, base, loaded, &writer).await,
+            (None, None) => self.registry.write(&p, &data, &writer).await,
         };
+        // Whether the database now holds more than this node's content: other nodes' appends.
+        let merged;
         let entry = match written {
-            Ok(entry) => entry,
+            Ok(entry) => {
+                merged = entry.size != data.len();
+                entry
+            }
             Err(e) if refused(&e) => {
                 self.drop_refused(ino, of, &p, &writer, &e);
                 return Err(e);
@@ -1538,17 +1571,84 @@ impl RegFs {
                 st.dirty = false;
                 st.writer = None;
                 st.contributors.clear();
+                st.append_base = None;
+            } else if st.append_base.is_some() {
+                // Appends made meanwhile follow what was just committed.
+                st.append_base = Some(data.len());
+            }
+            if merged {
+                // This node's content lacks the other nodes' appends: read it again (unless
+                // more local changes wait, which the next commit merges the same way).
+                if !st.dirty {
+                    st.data = None;
+                }
+                st.loaded_version = None;
+            } else {
+                st.loaded_version = Some(entry.version);
             }
         }
         let forgotten = self.era.load(Ordering::SeqCst) != era;
         if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
             // The page cache holds what was just written: this version's content (unless
             // something else committed meanwhile, and the kernel was told to drop it).
-            n.cached_version = if forgotten { None } else { Some(entry.version) };
+            n.cached_version = if forgotten || merged {
+                None
+            } else {
+                Some(entry.version)
+            };
             n.last = Some(entry);
             n.fetched = Some(Instant::now());
         }
+        if merged && let Some(kernel) = self.kernel.get() {
+            kernel.drop_pages(ino);
+        }
         Ok(())
+    }
+
+    /// Commits appends: `data[base..]` added to what the database has now, as `writer`. Over
+    /// the version this node's content was loaded as (`loaded`), `data` itself is written;
+    /// if another node (or Carbon) replaced the file meanwhile, its content is read again and
+    /// the appended bytes go after it, until a conditional write finds the version it read.
+    async fn append(
+        &self,
+        p: &str,
+        data: &Content,
+        base: u64,
+        loaded: Option<i64>,
+        writer: &str,
+    ) -> Result<Entry> {
+        let suffix = data.read_at(base, (data.len() - base.min(data.len())) as usize)?;
+        let mut over = loaded.map(|v| (v, None::<Content>));
+        for attempt in 0u32.. {
+            if let Some((version, current)) = &over {
+                let written = match current {
+                    None => self.registry.write_if(p, data, writer, *version).await,
+                    Some(current) => {
+                        let mut merged = current.clone();
+                        merged.write_at(&self.spool, current.len(), &suffix)?;
+                        self.registry.write_if(p, &merged, writer, *version).await
+                    }
+                };
+                match written {
+                    Err(e) if e.errno() == libc::ESTALE && attempt < 100 => {
+                        debug!(path = p, attempt, "appending after a change elsewhere: {e}");
+                    }
+                    Err(e) if e.errno() == libc::ESTALE => {
+                        return Err(err!(
+                            EIO,
+                            "{p}: appends kept meeting changes elsewhere: {e}"
+                        ));
+                    }
+                    other => return other,
+                }
+            }
+            let (version, current) = self
+                .registry
+                .read_content(SYSTEM_USER, p, &self.spool)
+                .await?;
+            over = Some((version, Some(current)));
+        }
+        unreachable!("the loop returns")
     }
 
     /// Forgets the uncommitted changes `writer` made to `p` (refused with `e`): the open file
@@ -1562,6 +1662,7 @@ impl RegFs {
             st.writer = None;
             st.contributors.clear();
             st.data = None;
+            st.append_base = None;
             st.loaded_version = None;
             st.generation += 1;
             st.pending.take().is_some()
@@ -1644,6 +1745,7 @@ impl RegFs {
                 st.dirty = false;
                 st.writer = None;
                 st.data = None;
+                st.append_base = None;
                 st.loaded_version = None;
                 st.generation += 1;
             }

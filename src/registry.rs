@@ -375,6 +375,21 @@ impl Registry {
         r.mount.store.write(&r.target, data, user).await
     }
 
+    /// [`Registry::write`] only over `REG_VERSION` `expected` (see [`Store::write_if`]).
+    pub async fn write_if(
+        &self,
+        p: &str,
+        data: &Content,
+        user: &str,
+        expected: i64,
+    ) -> Result<Entry> {
+        let r = self.overwritable(p, user).await?;
+        r.mount
+            .store
+            .write_if(&r.target, data, user, expected)
+            .await
+    }
+
     /// Whether [`Registry::write`] of `p` by `user` would pass its checks now (read-only
     /// mounts, archived versions, permissions), without writing: a handle that may change a
     /// file is checked when it is opened.

@@ -284,6 +284,17 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a resource's content: a new `REG_RESOURCE` row with a new `REG_VERSION`.
     async fn write(&self, path: &str, data: &Content, user: &str) -> Result<Entry>;
 
+    /// [`Store::write`] only if the resource is still at `REG_VERSION` `expected` (in the same
+    /// transaction); `ESTALE` if another writer (a node, Carbon) replaced it meanwhile, and
+    /// nothing is written. Appends from several nodes merge through it.
+    async fn write_if(
+        &self,
+        path: &str,
+        data: &Content,
+        user: &str,
+        expected: i64,
+    ) -> Result<Entry>;
+
     /// Removes a resource (`dir == false`) or an empty collection (`dir == true`). Returns the
     /// collection's new mtime and ctime. ([`Store::create`]'s collection takes the new entry's
     /// ctime as both.)

@@ -518,6 +518,56 @@ fn a_shell_redirect_makes_one_version() {
     }
 }
 
+/// `>>` from two nodes at once (three shells on each): every line lands, none overwrites
+/// another node's, because an append commits as an append to what the database has then.
+#[test]
+fn appends_from_two_nodes_all_land() {
+    let a = Mounted::new();
+    let b = a.another_node();
+    std::fs::write(a.p("_system/config/log.txt"), "").unwrap();
+    assert!(common::wait_until(Duration::from_secs(15), || {
+        b.p("_system/config/log.txt").exists()
+    }));
+    let mut shells = Vec::new();
+    for (node, m) in [("a", &a), ("b", &b)] {
+        for k in 0..3 {
+            shells.push(
+                std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(format!(
+                        "for i in $(seq 1 25); do echo {node}{k}-$i >> log.txt || exit 1; done"
+                    ))
+                    .current_dir(m.p("_system/config"))
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+    }
+    for mut s in shells {
+        assert!(s.wait().unwrap().success(), "an append failed");
+    }
+    let want: std::collections::BTreeSet<String> = ["a", "b"]
+        .iter()
+        .flat_map(|n| (0..3).flat_map(move |k| (1..=25).map(move |i| format!("{n}{k}-{i}"))))
+        .collect();
+    for m in [&a, &b] {
+        let mut got = std::collections::BTreeSet::new();
+        let ok = common::wait_until(Duration::from_secs(15), || {
+            let text = std::fs::read_to_string(m.p("_system/config/log.txt")).unwrap();
+            got = text.lines().map(str::to_string).collect();
+            text.lines().count() == want.len() && got == want
+        });
+        let missing: Vec<&String> = want.difference(&got).take(10).collect();
+        assert!(
+            ok,
+            "{} of {} lines, missing e.g. {missing:?}\n{}",
+            got.len(),
+            want.len(),
+            common::tail(&a.log(), 20)
+        );
+    }
+}
+
 /// The times `cp -a` and `tar x` set before they close a file they wrote stay: the commit of
 /// the writes does not stamp the close's time over them.
 #[test]
@@ -600,19 +650,30 @@ fn a_full_disk_leaves_no_half_written_resource() {
         data.as_os_str(),
     ]);
     let mut m = Mounted::with_data(dir, data, &[]);
-    let f = m.p("_system/local/big.bin");
     std::fs::write(m.p("_system/local/kept.txt"), "old").unwrap();
-    // 6 MiB of content cannot fit: the commit at close fails with ENOSPC.
-    let big = vec![7u8; 6 << 20];
-    let mut w = std::fs::File::create(&f).unwrap();
-    w.write_all(&big).unwrap();
-    let e = w.sync_all().unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-    drop(w);
-    let mut w = std::fs::File::create(m.p("_system/local/kept.txt")).unwrap();
-    w.write_all(&big).unwrap();
-    assert_eq!(w.sync_all().unwrap_err().raw_os_error(), Some(libc::ENOSPC));
-    drop(w);
+    // 6 MiB of content cannot fit: the commit at fsync fails with ENOSPC. Written by a child
+    // process of its own: a descriptor in this (multi-threaded) test process would be
+    // inherited by whatever another test forks meanwhile, and that copy's close at exec is a
+    // flush, which commits what is written so far (as any close does).
+    let write_big = |name: &str| {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import os, sys\n\
+                 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)\n\
+                 os.write(fd, b'7' * (6 << 20))\n\
+                 try:\n    os.fsync(fd)\n    print('synced')\n\
+                 except OSError as e:\n    print(e.errno)\n\
+                 try:\n    os.close(fd)\n\
+                 except OSError:\n    pass\n",
+            )
+            .arg(m.p(&format!("_system/local/{name}")))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(write_big("big.bin"), libc::ENOSPC.to_string());
+    assert_eq!(write_big("kept.txt"), libc::ENOSPC.to_string());
     // The node's own database is the SQLite file on the small disk, whatever the backend.
     let local = disk.0.join("data/local.db");
     assert_eq!(

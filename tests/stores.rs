@@ -65,6 +65,7 @@ fn conformance_on(kind: Kind) {
         conformance::listing_pages(&s).await;
         conformance::random_operations(&s).await;
         conformance::large_content(&s).await;
+        conformance::conditional_writes(&s).await;
         // init again on a populated database is a no-op.
         s.init().await.unwrap();
     });

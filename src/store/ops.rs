@@ -1879,3 +1879,15 @@ pub(crate) async fn remove_link(
     insert_log(c, t, p, user, LogAction::RemoveLink, None).await?;
     Ok(from_ns(now))
 }
+
+/// `ESTALE` unless `old` is at the version a conditional write expects ([`Store::write_if`]).
+pub(crate) fn check_expected(old: &ResourceRow, expected: Option<i64>, p: &str) -> Result<()> {
+    match expected {
+        Some(v) if v != old.version => Err(err!(
+            ESTALE,
+            "{p} changed (version {} is live, {v} was expected)",
+            old.version
+        )),
+        _ => Ok(()),
+    }
+}

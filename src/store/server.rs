@@ -165,6 +165,84 @@ macro_rules! read {
 }
 
 impl ServerStore {
+    /// [`Store::write`]; with `expected`, only over that version ([`Store::write_if`]).
+    async fn write_checked(
+        &self,
+        p: &str,
+        data: &Content,
+        user: &str,
+        expected: Option<i64>,
+    ) -> Result<Entry> {
+        let t = self.t();
+        let versioning = self.opts.version_on_change;
+        if self.d == Dialect::Postgres && data.len() <= PIECE as u64 && !versioning {
+            let data = data.bytes()?;
+            let data = &data[..];
+            return autocommit!(self, "write", |c| {
+                let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
+                    return Err(missing_resource(c, t, p).await);
+                };
+                check_expected(&old, expected, p)?;
+                let now = now_ns();
+                let Some(version) = pg::write(c, t, &old, &attrs, data, p, user, now).await? else {
+                    return Err(err!(EIO, "{p} changed while it was written").transient());
+                };
+                resource_entry(
+                    &old,
+                    version,
+                    data.len() as u64,
+                    attrs.rewritten(version, now),
+                )
+            });
+        }
+        transaction!(self, "write", |c| {
+            let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
+                return Err(missing_resource(c, t, p).await);
+            };
+            check_expected(&old, expected, p)?;
+            // Carbon's update: delete the old row and its content, insert a new row (new
+            // REG_VERSION) that keeps creator, creation time and UUID.
+            if versioning {
+                archive(c, t, &old, p).await?;
+            }
+            let now = now_ns();
+            let now_naive = naive_from_ns(now);
+            c.execute(
+                "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",
+                &args![old.version, t],
+            )
+            .await?;
+            if let Some(content) = old.content_id {
+                c.execute(
+                    "DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ? AND REG_TENANT_ID = ?",
+                    &args![content, t],
+                )
+                .await?;
+            }
+            let content_id = content_row(c, t, data).await?;
+            let version = insert_resource(
+                c,
+                t,
+                old.path_id,
+                old.name.as_deref(),
+                old.media_type.as_deref(),
+                &old.creator,
+                old.created,
+                user,
+                now_naive,
+                old.description.as_deref(),
+                content_id,
+                &old.uuid,
+            )
+            .await?;
+            carry_versioned_mappings(c, t, old.version, version).await?;
+            let attrs = attrs.rewritten(version, now);
+            put_attr(c, t, &old.uuid, attrs).await?;
+            insert_log(c, t, p, user, LogAction::Update, None).await?;
+            resource_entry(&old, version, data.len(), attrs)
+        })
+    }
+
     /// [`Store::create`], with the content from `data` when given ([`Store::create_file`]).
     async fn create_with(
         &self,
@@ -887,72 +965,11 @@ impl Store for ServerStore {
     }
 
     async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
-        let t = self.t();
-        let versioning = self.opts.version_on_change;
-        if self.d == Dialect::Postgres && data.len() <= PIECE as u64 && !versioning {
-            let data = data.bytes()?;
-            let data = &data[..];
-            return autocommit!(self, "write", |c| {
-                let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
-                    return Err(missing_resource(c, t, p).await);
-                };
-                let now = now_ns();
-                let Some(version) = pg::write(c, t, &old, &attrs, data, p, user, now).await? else {
-                    return Err(err!(EIO, "{p} changed while it was written").transient());
-                };
-                resource_entry(
-                    &old,
-                    version,
-                    data.len() as u64,
-                    attrs.rewritten(version, now),
-                )
-            });
-        }
-        transaction!(self, "write", |c| {
-            let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
-                return Err(missing_resource(c, t, p).await);
-            };
-            // Carbon's update: delete the old row and its content, insert a new row (new
-            // REG_VERSION) that keeps creator, creation time and UUID.
-            if versioning {
-                archive(c, t, &old, p).await?;
-            }
-            let now = now_ns();
-            let now_naive = naive_from_ns(now);
-            c.execute(
-                "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",
-                &args![old.version, t],
-            )
-            .await?;
-            if let Some(content) = old.content_id {
-                c.execute(
-                    "DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ? AND REG_TENANT_ID = ?",
-                    &args![content, t],
-                )
-                .await?;
-            }
-            let content_id = content_row(c, t, data).await?;
-            let version = insert_resource(
-                c,
-                t,
-                old.path_id,
-                old.name.as_deref(),
-                old.media_type.as_deref(),
-                &old.creator,
-                old.created,
-                user,
-                now_naive,
-                old.description.as_deref(),
-                content_id,
-                &old.uuid,
-            )
-            .await?;
-            carry_versioned_mappings(c, t, old.version, version).await?;
-            let attrs = attrs.rewritten(version, now);
-            put_attr(c, t, &old.uuid, attrs).await?;
-            insert_log(c, t, p, user, LogAction::Update, None).await?;
-            resource_entry(&old, version, data.len(), attrs)
-        })
+        self.write_checked(p, data, user, None).await
+    }
+
+    async fn write_if(&self, p: &str, data: &Content, user: &str, expected: i64) -> Result<Entry> {
+        self.write_checked(p, data, user, Some(expected)).await
     }
 
     async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<SystemTime> {

@@ -326,6 +326,52 @@ fn connect(file: &Path, opts: &StoreOptions) -> Result<Connection> {
 }
 
 impl SqliteStore {
+    /// [`Store::write`]; with `expected`, only over that version ([`Store::write_if`]).
+    async fn write_checked(
+        &self,
+        p: &str,
+        data: &Content,
+        user: &str,
+        expected: Option<i64>,
+    ) -> Result<Entry> {
+        let t = self.t();
+        let versioning = self.opts.version_on_change;
+        transaction!(self, "write", |c| {
+            let Some((old, attrs)) = ops::file_row_with_attrs(&mut Exec::Rus(c), t, p).await?
+            else {
+                if ops::collection_row(&mut Exec::Rus(c), t, p)
+                    .await?
+                    .is_some()
+                {
+                    return Err(err!(EISDIR, "{p} is a collection"));
+                }
+                return Err(err!(ENOENT, "resource {p} does not exist"));
+            };
+            ops::check_expected(&old, expected, p)?;
+            // Carbon's update: delete the old row and its content, insert a new row (new
+            // REG_VERSION) that keeps creator, creation time and UUID.
+            if versioning {
+                ops::archive(&mut Exec::Rus(c), t, &old, p).await?;
+            }
+            let now = now_ns();
+            let content_id = insert_content(c, t, data)?;
+            let batch = if old.content_id.is_some() {
+                WRITE_BATCH
+            } else {
+                WRITE_FRESH_BATCH
+            };
+            let version = run_batch(
+                c,
+                batch,
+                &ops::update_args(t, &old, &attrs, Val::from(content_id), user, now, p),
+            )?
+            .ok_or_else(|| err!(EIO, "write of {p} stored no version"))?;
+            ops::carry_versioned_mappings(&mut Exec::Rus(c), t, old.version, version).await?;
+            let attrs = attrs.rewritten(version, now);
+            resource_entry(&old, version, data.len(), attrs)
+        })
+    }
+
     /// [`Store::create`], with the content from `data` when given ([`Store::create_file`]).
     async fn create_with(
         &self,
@@ -710,41 +756,11 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
-        let t = self.t();
-        let versioning = self.opts.version_on_change;
-        transaction!(self, "write", |c| {
-            let Some((old, attrs)) = ops::file_row_with_attrs(&mut Exec::Rus(c), t, p).await?
-            else {
-                if ops::collection_row(&mut Exec::Rus(c), t, p)
-                    .await?
-                    .is_some()
-                {
-                    return Err(err!(EISDIR, "{p} is a collection"));
-                }
-                return Err(err!(ENOENT, "resource {p} does not exist"));
-            };
-            // Carbon's update: delete the old row and its content, insert a new row (new
-            // REG_VERSION) that keeps creator, creation time and UUID.
-            if versioning {
-                ops::archive(&mut Exec::Rus(c), t, &old, p).await?;
-            }
-            let now = now_ns();
-            let content_id = insert_content(c, t, data)?;
-            let batch = if old.content_id.is_some() {
-                WRITE_BATCH
-            } else {
-                WRITE_FRESH_BATCH
-            };
-            let version = run_batch(
-                c,
-                batch,
-                &ops::update_args(t, &old, &attrs, Val::from(content_id), user, now, p),
-            )?
-            .ok_or_else(|| err!(EIO, "write of {p} stored no version"))?;
-            ops::carry_versioned_mappings(&mut Exec::Rus(c), t, old.version, version).await?;
-            let attrs = attrs.rewritten(version, now);
-            resource_entry(&old, version, data.len(), attrs)
-        })
+        self.write_checked(p, data, user, None).await
+    }
+
+    async fn write_if(&self, p: &str, data: &Content, user: &str, expected: i64) -> Result<Entry> {
+        self.write_checked(p, data, user, Some(expected)).await
     }
 
     async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<SystemTime> {

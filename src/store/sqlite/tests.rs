@@ -144,6 +144,12 @@ async fn large_content_moves_in_chunks() {
     crate::conformance::large_content(&s).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_land_only_over_their_version() {
+    let (_d, s) = store().await;
+    crate::conformance::conditional_writes(&s).await;
+}
+
 #[tokio::test]
 async fn random_operations_match_a_reference_model() {
     let (_d, s) = store().await;
