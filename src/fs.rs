@@ -292,6 +292,24 @@ struct OpenState {
     opens: u64,
 }
 
+impl OpenState {
+    /// Nothing is uncommitted any more (the changes went in, or there is nowhere for them).
+    fn committed(&mut self) {
+        self.dirty = false;
+        self.writer = None;
+        self.contributors.clear();
+        self.append_base = None;
+    }
+
+    /// Forgets the uncommitted changes: the content is read from the database again.
+    fn discard(&mut self) {
+        self.committed();
+        self.data = None;
+        self.loaded_version = None;
+        self.generation += 1;
+    }
+}
+
 /// What an open returns: the handle, and what the kernel may do with its page cache.
 pub struct Opened {
     pub fh: u64,
@@ -1134,11 +1152,8 @@ impl RegFs {
             let mut st = of.state.lock();
             if st.handles == 0 {
                 // Close-to-open: a fresh open reads what the database has now.
+                st.committed();
                 st.data = initial;
-                st.dirty = false;
-                st.writer = None;
-                st.contributors.clear();
-                st.append_base = None;
                 st.loaded_version = None;
                 // The open file keeps the inode alive.
                 if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
@@ -1533,9 +1548,7 @@ impl RegFs {
                     ino,
                     "dropping writes to a file that was unlinked while open"
                 );
-                let mut st = of.state.lock();
-                st.dirty = false;
-                st.contributors.clear();
+                of.state.lock().committed();
                 return Ok(());
             }
         };
@@ -1568,10 +1581,7 @@ impl RegFs {
             let mut st = of.state.lock();
             st.pending = None;
             if st.generation == generation {
-                st.dirty = false;
-                st.writer = None;
-                st.contributors.clear();
-                st.append_base = None;
+                st.committed();
             } else if st.append_base.is_some() {
                 // Appends made meanwhile follow what was just committed.
                 st.append_base = Some(data.len());
@@ -1619,7 +1629,8 @@ impl RegFs {
     ) -> Result<Entry> {
         let suffix = data.read_at(base, (data.len() - base.min(data.len())) as usize)?;
         let mut over = loaded.map(|v| (v, None::<Content>));
-        for attempt in 0u32.. {
+        let mut attempt = 0u32;
+        loop {
             if let Some((version, current)) = &over {
                 let written = match current {
                     None => self.registry.write_if(p, data, writer, *version).await,
@@ -1632,6 +1643,7 @@ impl RegFs {
                 match written {
                     Err(e) if e.errno() == libc::ESTALE && attempt < 100 => {
                         debug!(path = p, attempt, "appending after a change elsewhere: {e}");
+                        attempt += 1;
                     }
                     Err(e) if e.errno() == libc::ESTALE => {
                         return Err(err!(
@@ -1648,7 +1660,6 @@ impl RegFs {
                 .await?;
             over = Some((version, Some(current)));
         }
-        unreachable!("the loop returns")
     }
 
     /// Forgets the uncommitted changes `writer` made to `p` (refused with `e`): the open file
@@ -1658,13 +1669,7 @@ impl RegFs {
         warn!("{p}: uncommitted changes by {writer} dropped: {e}");
         let never_inserted = {
             let mut st = of.state.lock();
-            st.dirty = false;
-            st.writer = None;
-            st.contributors.clear();
-            st.data = None;
-            st.append_base = None;
-            st.loaded_version = None;
-            st.generation += 1;
+            st.discard();
             st.pending.take().is_some()
         };
         if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
@@ -1742,12 +1747,7 @@ impl RegFs {
             // Changes whose last handle is gone without committing them: no one else may.
             let lost = st.contributors.remove(&fh) && st.contributors.is_empty() && st.dirty;
             if lost {
-                st.dirty = false;
-                st.writer = None;
-                st.data = None;
-                st.append_base = None;
-                st.loaded_version = None;
-                st.generation += 1;
+                st.discard();
             }
             (st.handles == 0, lost)
         };
