@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::err;
 use crate::error::Result;
@@ -432,6 +432,25 @@ fn serve(
     // (a server), and the kernel's short TTL bounds what goes unseen instead.
     let first_token = runtime.block_on(registry.change_token())?;
     let watched = first_token.is_some();
+    // The servers' change feeds: what other nodes commit is pushed out of the caches as it
+    // happens. Without one, the kernel's short TTL bounds what goes unseen.
+    let (feed_tx, feed_rx) = std::sync::mpsc::channel();
+    let sink: crate::store::FeedSink = Arc::new(move |heard| feed_tx.send(heard).is_ok());
+    let feeds = match runtime.block_on(registry.start_feeds(sink)) {
+        Ok(feeds) => feeds,
+        Err(e) => {
+            warn!(
+                "cannot start the change feed: {e}; changes made on other nodes show within \
+                 {:?} (the kernel's cache time) instead",
+                crate::fs::ATTR_TTL
+            );
+            Vec::new()
+        }
+    };
+    for (store, how) in &feeds {
+        info!(store = %store, "change feed: {how}");
+    }
+    let feed = (!feeds.is_empty()).then_some(feed_rx);
     let fs = Arc::new(RegFs::new(Arc::new(registry), identity, spool, first_token));
     let notifier = Arc::new(std::sync::OnceLock::new());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), notifier.clone());
@@ -478,20 +497,22 @@ fn serve(
 
     let watching = Arc::new(AtomicBool::new(true));
     let mut watcher = None;
-    if watched {
+    if watched || feed.is_some() {
         use std::os::fd::AsFd;
-        let expirer = crate::fuse::Expirer::new(session.as_fd())
-            .map_err(|e| err!(EIO, "cannot set up the change watcher's notifications: {e}"))?;
-        let (fs, notifier, rt, on) = (
-            fs.clone(),
-            session.notifier(),
-            runtime.handle().clone(),
-            watching.clone(),
-        );
+        let kernel = crate::fuse::KernelNotifier {
+            notifier: session.notifier(),
+            expirer: crate::fuse::Expirer::new(session.as_fd())
+                .map_err(|e| err!(EIO, "cannot set up the change watcher's notifications: {e}"))?,
+        };
+        let (fs, rt, on) = (fs.clone(), runtime.handle().clone(), watching.clone());
+        let sources = crate::watch::Sources {
+            token: watched,
+            feed,
+        };
         watcher = Some(
             std::thread::Builder::new()
                 .name("regfs-watch".into())
-                .spawn(move || watch_changes(&fs, &notifier, &expirer, &rt, &on))
+                .spawn(move || crate::watch::run(&fs, &kernel, &rt, &on, sources))
                 .map_err(|e| err!(EIO, "cannot start the change watcher: {e}"))?,
         );
     }
@@ -532,68 +553,4 @@ fn serve(
     info!(mountpoint = %mountpoint.display(), "unmounted");
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     Ok(())
-}
-
-/// How often the change watcher asks the databases whether another process committed.
-const WATCH_EVERY: Duration = Duration::from_millis(100);
-
-/// The change feed of a mount whose databases all report the commits other processes make
-/// (see [`RegFs::entry_ttl`]): every [`WATCH_EVERY`], compare the registry's change token;
-/// when it moved, drop what regfs remembers, make the kernel drop every attribute and cached
-/// page it holds and expire every entry (looked up again at its next use), so that names,
-/// attributes and content changed elsewhere show within that interval. Runs on a thread of
-/// its own: a notification waits for the kernel's locks, which a request in progress may hold.
-fn watch_changes(
-    fs: &RegFs,
-    notifier: &fuser::Notifier,
-    expirer: &crate::fuse::Expirer,
-    rt: &tokio::runtime::Handle,
-    on: &AtomicBool,
-) {
-    let mut failing = false;
-    // A read that began before the other process's commit may still be in flight when its
-    // entries are dropped, and then remember (here, and in the kernel) what it read: one
-    // more pass an interval later drops that too.
-    let mut again = false;
-    loop {
-        std::thread::sleep(WATCH_EVERY);
-        if !on.load(Ordering::Relaxed) {
-            return;
-        }
-        let token = match rt.block_on(fs.change_token()) {
-            Ok(Some(t)) => t,
-            // The databases are fixed for the mount's life: no store stops telling.
-            Ok(None) => return,
-            Err(e) => {
-                if !failing {
-                    warn!("cannot check the databases for changes made elsewhere: {e}");
-                }
-                failing = true;
-                continue;
-            }
-        };
-        if std::mem::take(&mut failing) {
-            info!("checking the databases for changes made elsewhere again");
-        }
-        let moved = fs.changed_elsewhere(&token);
-        if moved || std::mem::take(&mut again) {
-            again = moved;
-            let dropped = fs.forget_cached(Some(token));
-            for d in &dropped {
-                // ENOENT: the kernel had already dropped it.
-                let _ = notifier.inval_inode(fuser::INodeNo(d.ino), 0, 0);
-                // Expired, not dropped: a directory dropped while it is some process's
-                // working directory would read as deleted to that process (see `Expirer`).
-                if let Err(e) = expirer.expire_entry(d.parent, std::ffi::OsStr::new(&d.name)) {
-                    debug!(parent = d.parent, name = %d.name, "cannot expire the kernel's entry: {e}");
-                }
-            }
-            if moved {
-                info!(
-                    entries = dropped.len(),
-                    "another process changed the databases or the permissions: cached entries dropped"
-                );
-            }
-        }
-    }
 }

@@ -188,6 +188,15 @@ impl InodeTable {
     }
 
     /// Removes `parent/name` from the tree; the node lives on while referenced.
+    /// The inode of the registry path `p`, if every name on the way is known.
+    fn find(&self, p: &str) -> Option<u64> {
+        let mut ino = ROOT_INO;
+        for name in p.split('/').filter(|n| !n.is_empty()) {
+            ino = *self.by_name.get(&(ino, name.to_string()))?;
+        }
+        Some(ino)
+    }
+
     fn detach(&mut self, parent: u64, name: &str) -> Option<u64> {
         let ino = self.by_name.remove(&(parent, name.to_string()))?;
         if let Some(n) = self.nodes.get_mut(&ino) {
@@ -537,6 +546,11 @@ impl RegFs {
         self.entry_ttl
     }
 
+    /// See [`Registry::permission_epoch`].
+    pub fn permission_epoch(&self) -> u64 {
+        self.registry.permission_epoch()
+    }
+
     /// See [`Registry::change_token`].
     pub async fn change_token(&self) -> Result<Option<Vec<i64>>> {
         self.registry.change_token().await
@@ -586,6 +600,38 @@ impl RegFs {
         }
         if let Some(token) = token {
             *seen = Some(token);
+        }
+        out
+    }
+
+    /// Forgets what regfs remembers of `paths` (registry paths another process changed) and
+    /// of their directories, whose listings and times move with them. Returns the inodes the
+    /// kernel knows among them, for the caller to make it drop them too (the root among them:
+    /// it has no entry to expire). A path regfs never looked up is nothing to drop: the
+    /// kernel caches no negative entries of regfs's (see `fuse.rs`' lookup).
+    pub fn forget_paths(&self, paths: &[String]) -> Vec<Dropped> {
+        let _seen = self.seen.lock();
+        self.era.fetch_add(1, Ordering::SeqCst);
+        let mut inodes = self.inodes.lock();
+        let mut out: Vec<Dropped> = Vec::new();
+        for p in paths {
+            let dir = path::parent(p).unwrap_or("/");
+            for ino in [inodes.find(p), inodes.find(dir)].into_iter().flatten() {
+                if out.iter().any(|d| d.ino == ino) {
+                    continue;
+                }
+                let Some(n) = inodes.nodes.get_mut(&ino) else {
+                    continue;
+                };
+                n.last = None;
+                n.fetched = None;
+                n.cached_version = None;
+                out.push(Dropped {
+                    ino,
+                    parent: n.parent,
+                    name: n.name.clone(),
+                });
+            }
         }
         out
     }

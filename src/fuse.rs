@@ -112,6 +112,26 @@ impl crate::fs::KernelCache for PageDropper {
     }
 }
 
+/// The kernel's caches for the change watcher ([`crate::watch`]): inode invalidations through
+/// fuser's notifier, entry expiry through the [`Expirer`]. Each call waits for the kernel.
+pub struct KernelNotifier {
+    pub notifier: Notifier,
+    pub expirer: Expirer,
+}
+
+impl crate::watch::KernelNotify for KernelNotifier {
+    fn inval_inode(&self, ino: u64) {
+        // ENOENT: the kernel had already dropped it.
+        let _ = self.notifier.inval_inode(INodeNo(ino), 0, 0);
+    }
+
+    fn expire_entry(&self, parent: u64, name: &str) {
+        if let Err(e) = self.expirer.expire_entry(parent, OsStr::new(name)) {
+            debug!(parent, name, "cannot expire the kernel's entry: {e}");
+        }
+    }
+}
+
 /// The span of one FUSE request: its operation, the inode it names and the kernel's request
 /// id (as mountpoint-s3 does), e.g. `req{op="write" ino=42 id=1234}`.
 fn request_span(op: &'static str, req: &Request, ino: INodeNo) -> tracing::Span {

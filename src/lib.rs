@@ -23,6 +23,7 @@ pub mod policy;
 pub mod registry;
 pub mod store;
 pub mod um;
+pub mod watch;
 pub mod wiring;
 pub mod wso2conf;
 

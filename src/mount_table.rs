@@ -29,9 +29,10 @@ pub struct Resolved<'a> {
     pub target: String,
 }
 
+#[derive(Clone)]
 pub struct MountTable {
     /// Sorted longest path first, the root entry last.
-    mounts: Vec<Mount>,
+    mounts: Arc<Vec<Mount>>,
 }
 
 impl MountTable {
@@ -39,7 +40,9 @@ impl MountTable {
     pub fn new(root: Mount, mut mounts: Vec<Mount>) -> Self {
         mounts.push(root);
         mounts.sort_by_key(|m| std::cmp::Reverse(m.path.len()));
-        Self { mounts }
+        Self {
+            mounts: Arc::new(mounts),
+        }
     }
 
     pub fn resolve(&self, p: &str) -> Resolved<'_> {
@@ -59,6 +62,33 @@ impl MountTable {
             (t, rest) => format!("{t}{rest}"),
         };
         Resolved { mount, target }
+    }
+
+    /// The registry paths at which `target`, a path in the database of store `store_id`,
+    /// shows: one per mount of that database whose target covers it, unless a more specific
+    /// mount hides it there.
+    pub fn registry_paths(&self, store_id: usize, target: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in self.mounts.iter().filter(|m| m.store_id == store_id) {
+            if !path::is_within(target, &m.target) {
+                continue;
+            }
+            let rest = if m.target == "/" {
+                if target == "/" { "" } else { target }
+            } else {
+                &target[m.target.len()..]
+            };
+            let p = match (m.path.as_str(), rest) {
+                (mp, "") => mp.to_string(),
+                ("/", rest) => rest.to_string(),
+                (mp, rest) => format!("{mp}{rest}"),
+            };
+            let r = self.resolve(&p);
+            if r.mount.store_id == store_id && r.target == target && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// Mounts whose mount point is a direct child of `dir`, with that child's name.

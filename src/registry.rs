@@ -14,7 +14,8 @@ use crate::error::Result;
 use crate::mount_table::MountTable;
 use crate::path;
 use crate::store::{
-    AttrChange, DirEntry, Entry, Kind, LINK_MEDIA_TYPE, NewEntry, RenameMode, SpaceInfo, Store,
+    AttrChange, DirEntry, Entry, FeedSink, Heard, Kind, LINK_MEDIA_TYPE, NewEntry, RenameMode,
+    SpaceInfo, Store,
 };
 
 /// Longest symlink text made into a Carbon link: `registry.linkrestoration` holds the link's
@@ -64,6 +65,12 @@ impl Registry {
         authz.check(user, &target, p, action).await
     }
 
+    /// Moves each time a change of users, roles or permissions dropped the permission cache
+    /// (0 without one).
+    pub fn permission_epoch(&self) -> u64 {
+        self.authz.as_ref().map_or(0, |a| a.epoch())
+    }
+
     /// A value that changes when what this node cached may be out of date: another process
     /// committed to one of the databases, or the user-management tables changed. `None` when
     /// a database behind the mount table cannot tell ([`Store::foreign_commits`]).
@@ -76,6 +83,35 @@ impl Registry {
             token.push(v);
         }
         Ok(Some(token))
+    }
+
+    /// Starts the change feed of every database behind the mount table that has one (see
+    /// [`Store::start_feed`]): `sink` hears the *registry* paths changed elsewhere (a target
+    /// path hidden by a more specific mount is none). Returns each store's name and how its
+    /// feed hears changes; empty when no store has a feed.
+    pub async fn start_feeds(&self, sink: FeedSink) -> Result<Vec<(String, String)>> {
+        let mut started = Vec::new();
+        let mounts = self.table.mounts();
+        for (i, m) in mounts.iter().enumerate() {
+            if mounts[..i].iter().any(|o| o.store_id == m.store_id) {
+                continue;
+            }
+            let (table, store_id, sink) = (self.table.clone(), m.store_id, sink.clone());
+            let map: FeedSink = Arc::new(move |heard| match heard {
+                Heard::Everything => sink(Heard::Everything),
+                Heard::Paths(targets) => {
+                    let paths = targets
+                        .iter()
+                        .flat_map(|t| table.registry_paths(store_id, t))
+                        .collect();
+                    sink(Heard::Paths(paths))
+                }
+            });
+            if let Some(how) = m.store.start_feed(map).await? {
+                started.push((m.store.name().to_string(), how));
+            }
+        }
+        Ok(started)
     }
 
     pub fn mount_table(&self) -> &MountTable {

@@ -368,4 +368,25 @@ pub trait Store: Send + Sync + 'static {
     async fn foreign_commits(&self) -> Result<Option<i64>> {
         Ok(None)
     }
+
+    /// Starts this database's change feed (see `server/feed.rs`): `sink` hears of what other
+    /// processes commit, as paths in this database. Returns how the feed hears changes, or
+    /// `None` when the store has no feed ([`Store::foreign_commits`] tells instead).
+    async fn start_feed(&self, _sink: FeedSink) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
+
+/// What a store's change feed heard another process commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// These paths of the store's database changed: created, written, removed, renamed (both
+    /// ends) or their attributes. Empty: nothing, only a sign that the feed is alive.
+    Paths(Vec<String>),
+    /// Anything may have changed: the feed lost track for a while.
+    Everything,
+}
+
+/// Where a change feed says what it heard; `false` when nobody listens any more (the feed
+/// then stops).
+pub type FeedSink = std::sync::Arc<dyn Fn(Heard) -> bool + Send + Sync>;

@@ -530,6 +530,21 @@ pub(crate) async fn refuse_confused(
     }
 }
 
+/// Records in REGFS_CHANGE a change that REG_LOG does not (chmod, chown, utimens), so that
+/// the other nodes' change feeds hear of it (see `server/feed.rs`). SQLite has no such
+/// table: its feed is the database's own commit counter, which every commit moves.
+pub(crate) async fn note_change(c: &mut Exec<'_>, t: i64, p: &str) -> Result<()> {
+    if c.dialect() == Dialect::Sqlite {
+        return Ok(());
+    }
+    c.execute(
+        "INSERT INTO REGFS_CHANGE (REG_TENANT_ID, REG_PATH, REGFS_TIME_MS) VALUES (?, ?, ?)",
+        &args![t, p, now_ns() / 1_000_000],
+    )
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn insert_log(
     c: &mut Exec<'_>,
     t: i64,
@@ -1581,6 +1596,7 @@ pub(crate) async fn set_attr(
     if let Some((row, attrs, size)) = file_row_with_attrs_and_size(c, t, p).await? {
         let a = apply_change(&row, attrs, change);
         put_attr(c, t, &row.uuid, a).await?;
+        note_change(c, t, p).await?;
         return Ok(resource_entry(&row, row.version, size, a));
     }
     let Some(row) = any_row(c, t, p).await? else {
@@ -1588,6 +1604,7 @@ pub(crate) async fn set_attr(
     };
     let a = apply_change(&row, attrs_or_default(c, t, &row).await?, change);
     put_attr(c, t, &row.uuid, a).await?;
+    note_change(c, t, p).await?;
     stat_on(c, t, p)
         .await?
         .ok_or_else(|| err!(EIO, "{p} vanished inside its own transaction"))

@@ -8,6 +8,7 @@
 //! once the server is back.
 
 pub mod db;
+pub mod feed;
 mod pg;
 pub mod text;
 
@@ -49,6 +50,7 @@ pub const REGISTRY_TABLES: &[&str] = &[
     "REG_ASSOCIATION",
     "REG_SNAPSHOT",
     "REGFS_ATTR",
+    "REGFS_CHANGE",
 ];
 
 pub struct ServerStore {
@@ -1061,6 +1063,16 @@ impl Store for ServerStore {
         transaction!(self, "setattr", |c| {
             ops::set_attr(c, t, p, &change).await?
         })
+    }
+
+    async fn start_feed(&self, sink: FeedSink) -> Result<Option<String>> {
+        let how = self
+            .bounded(
+                "change feed",
+                feed::start(&self.pool, self.t(), &self.name, self.timeout, sink),
+            )
+            .await?;
+        Ok(Some(how))
     }
 
     async fn link_restoration(&self, p: &str) -> Result<Option<String>> {

@@ -525,7 +525,23 @@ impl Server {
             String::from_utf8_lossy(&out.stderr)
         );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.split(";\n")
+        // A function's `$$`-quoted body holds `;` too: a statement ends outside one.
+        let mut stmts: Vec<String> = Vec::new();
+        let mut open = false;
+        for piece in text.split(";\n") {
+            match stmts.last_mut() {
+                Some(last) if open => {
+                    last.push_str(";\n");
+                    last.push_str(piece);
+                }
+                _ => stmts.push(piece.to_string()),
+            }
+            if piece.matches("$$").count() % 2 == 1 {
+                open = !open;
+            }
+        }
+        stmts
+            .iter()
             .map(|stmt| {
                 let kept: Vec<&str> = stmt
                     .lines()

@@ -530,20 +530,60 @@ impl Exec<'_> {
             .collect())
     }
 
-    /// Comment lines (`--`) go first, so that a `;` in a comment ends no statement.
+    /// Runs each statement of `sql` (see [`statements`]).
     pub async fn script(&mut self, sql: &str) -> Result<()> {
-        let code: String = sql
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        for body in code.split(';') {
-            if body.trim().is_empty() {
-                continue;
-            }
-            self.execute(body, &[]).await?;
+        for body in statements(sql) {
+            self.execute(&body, &[]).await?;
         }
         Ok(())
+    }
+}
+
+/// The statements of a DDL script: split at `;`, except inside a `$$`-quoted body (a
+/// PostgreSQL function's); comment lines (`--`) go first, so that a `;` in a comment ends no
+/// statement.
+pub fn statements(sql: &str) -> Vec<String> {
+    let code: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = Vec::new();
+    let mut quoted = false;
+    let mut current = String::new();
+    for (i, piece) in code.split("$$").enumerate() {
+        if i > 0 {
+            current.push_str("$$");
+        }
+        if quoted {
+            current.push_str(piece);
+        } else {
+            let mut parts = piece.split(';');
+            if let Some(first) = parts.next() {
+                current.push_str(first);
+            }
+            for part in parts {
+                out.push(std::mem::take(&mut current));
+                current.push_str(part);
+            }
+        }
+        quoted = !quoted;
+    }
+    out.push(current);
+    out.retain(|s| !s.trim().is_empty());
+    out
+}
+
+#[cfg(test)]
+mod script_tests {
+    #[test]
+    fn statements_split_at_semicolons_outside_dollar_quotes() {
+        let sql = "-- a; comment\nCREATE TABLE a (x INT);\nCREATE FUNCTION f() RETURNS trigger \
+                   AS $$ BEGIN PERFORM 1; RETURN NULL; END $$;\n\nCREATE INDEX i ON a(x);\n";
+        let got = super::statements(sql);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[1].contains("PERFORM 1; RETURN NULL; END $$"), "{got:?}");
+        assert!(got[2].trim() == "CREATE INDEX i ON a(x)", "{got:?}");
     }
 }
 
@@ -553,6 +593,15 @@ impl Exec<'_> {
 pub struct Pool {
     kind: PoolKind,
     text: std::sync::Arc<parking_lot::RwLock<std::sync::Arc<TextColumns>>>,
+    /// How to open a PostgreSQL connection of its own, for the change feed's `LISTEN`.
+    listen: Option<Box<PgConnectOptions>>,
+}
+
+/// The `application_name` of this process's PostgreSQL connections: the change feed's
+/// notifications carry it, so that a node skips the changes it made itself.
+pub fn node_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| format!("regfs-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
 }
 
 #[derive(Clone)]
@@ -648,7 +697,8 @@ impl Pool {
                 }
                 let statement_timeout = ms.to_string();
                 let lock_timeout = ms.to_string();
-                opts = opts.options([
+                let listen = opts.clone().application_name(node_name());
+                opts = opts.application_name(node_name()).options([
                     ("default_transaction_isolation", "serializable"),
                     ("statement_timeout", statement_timeout.as_str()),
                     ("lock_timeout", lock_timeout.as_str()),
@@ -658,7 +708,9 @@ impl Pool {
                     .connect_with(opts)
                     .await
                     .map_err(|e| err!(EIO, "cannot connect to PostgreSQL at {safe}: {e}"))?;
-                Ok(Pool::new(PoolKind::Pg(pool)))
+                let mut pool = Pool::new(PoolKind::Pg(pool));
+                pool.listen = Some(Box::new(listen));
+                Ok(pool)
             }
             "mysql" | "mariadb" => {
                 let url = o.url.replacen("mariadb:", "mysql:", 1);
@@ -698,7 +750,27 @@ impl Pool {
         Pool {
             kind,
             text: std::sync::Arc::new(parking_lot::RwLock::new(std::sync::Arc::new(empty))),
+            listen: None,
         }
+    }
+
+    /// A `LISTEN` on `channel` over a connection of its own, outside the pool (a
+    /// notification needs a session that stays, not one a transaction-mode pooler hands
+    /// around); `None` on MySQL. It reconnects by itself (see [`sqlx::postgres::PgListener`]).
+    pub async fn listener(&self, channel: &str) -> Result<Option<sqlx::postgres::PgListener>> {
+        let Some(opts) = &self.listen else {
+            return Ok(None);
+        };
+        let pool = sqlx::pool::PoolOptions::<Postgres>::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with((**opts).clone());
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+            .await
+            .map_err(unreachable_db)?;
+        listener.listen(channel).await.map_err(unreachable_db)?;
+        Ok(Some(listener))
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -783,10 +855,38 @@ async fn ping_if_idle<C: sqlx::Connection>(
     conn: &mut C,
     meta: sqlx::pool::PoolConnectionMetadata,
 ) -> std::result::Result<bool, sqlx::Error> {
-    if meta.idle_for > Duration::from_millis(500) {
+    if meta.idle_for > Duration::from_millis(500) || recently_broken() {
         conn.ping().await?;
     }
     Ok(true)
+}
+
+/// When (ms since the Unix epoch) a connection last failed under a statement ([`note_broken`]).
+static BROKEN_AT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long after a broken connection every connection is pinged before use.
+const SUSPECT_FOR_MS: u64 = 30_000;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Takes note of an error that means the connection under it is gone (the server restarted
+/// or dropped it). Its siblings in the pool are likely gone too, and a connection in steady
+/// use is not pinged before it is handed out (see [`ping_if_idle`]): for a while every one is,
+/// so that each dead one is replaced instead of failing an operation with EIO after the
+/// server is back.
+pub fn note_broken(e: &sqlx::Error) {
+    if matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) {
+        BROKEN_AT_MS.store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn recently_broken() -> bool {
+    let at = BROKEN_AT_MS.load(std::sync::atomic::Ordering::Relaxed);
+    at != 0 && unix_ms().saturating_sub(at) < SUSPECT_FOR_MS
 }
 
 /// One direct connection first: a pool only reports "timed out" when connecting fails, and the

@@ -17,3 +17,15 @@ CREATE TABLE IF NOT EXISTS REGFS_ATTR (
     REG_VERSION INTEGER NOT NULL,
     PRIMARY KEY (REG_UUID, REG_TENANT_ID)
 ) ENGINE INNODB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+;
+
+-- regfs's own: changes the registry's activity log (REG_LOG) does not record, chmod, chown and
+-- utimens, so that other nodes hear of them. Rows older than a few minutes are deleted by the
+-- nodes that read them (see the change feed in src/store/server/feed.rs).
+CREATE TABLE IF NOT EXISTS REGFS_CHANGE (
+    REGFS_CHANGE_ID BIGINT NOT NULL AUTO_INCREMENT,
+    REG_TENANT_ID INTEGER NOT NULL DEFAULT 0,
+    REG_PATH VARCHAR(2000) NOT NULL,
+    REGFS_TIME_MS BIGINT NOT NULL,
+    PRIMARY KEY (REGFS_CHANGE_ID)
+) ENGINE INNODB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin

@@ -420,12 +420,15 @@ pub(crate) async fn set_attr_resource(
          CTIME_NS = $9 FROM r WHERE x.REG_UUID = r.REG_UUID AND x.REG_TENANT_ID = $2 \
          AND x.REG_VERSION = r.REG_VERSION \
          RETURNING x.MODE, x.UID, x.GID, x.RDEV, x.ATIME_NS, x.MTIME_NS, x.CTIME_NS, \
-         x.REG_VERSION) \
+         x.REG_VERSION), \
+         n AS (INSERT INTO REGFS_CHANGE (REG_TENANT_ID, REG_PATH, REGFS_TIME_MS) \
+         SELECT $2, $10, $11 FROM a) \
          {}FROM r JOIN a ON TRUE LEFT JOIN REG_CONTENT c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
          AND c.REG_TENANT_ID = r.REG_TENANT_ID",
         libc::S_IFMT,
         crate::store::ops::entry_select(c.dialect(), false)
     );
+    let changed = crate::path::join(parent, name);
     let args = args![
         parent,
         t,
@@ -435,7 +438,9 @@ pub(crate) async fn set_attr_resource(
         change.gid.map(i64::from),
         change.atime.map(to_ns),
         change.mtime.map(to_ns),
-        change.ctime.map(to_ns).unwrap_or(now)
+        change.ctime.map(to_ns).unwrap_or(now),
+        changed.as_str(),
+        now / 1_000_000
     ];
     match c.fetch_opt(&sql, &args).await? {
         Some(row) => Ok(Some(crate::store::ops::entry_row(&row)?.into_entry())),

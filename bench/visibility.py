@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""How long a change made on one node takes to show on another: two mounts of one shared
+database (regfs on PostgreSQL, regfs on MariaDB, JuiceFS on PostgreSQL as the peer), a change
+on node A, then node B polled (every 0.5 ms) until it shows. Reported as p50/p99 in ms per
+change kind. A benchmark, not a test: nothing here passes or fails.
+
+Run as root from the repository root:  python3 bench/visibility.py [--trials 100]
+It installs what it needs (as bench.py does), starts throwaway servers on loopback and builds
+regfs in release mode. Results go to stdout and to bench/visibility.md (--out).
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (the peers, servers and mounts of the main benchmark)
+
+KINDS = ["overwrite, then read", "create, then list + open", "delete, then ENOENT",
+         "append, then stat size", "chmod, then stat"]
+
+
+def wait_for(cond, limit=10.0):
+    """Seconds until cond() holds, polled every 0.5 ms; None if it never did within limit."""
+    start = time.monotonic()
+    while True:
+        try:
+            if cond():
+                return time.monotonic() - start
+        except OSError:
+            pass
+        if time.monotonic() - start > limit:
+            return None
+        time.sleep(0.0005)
+
+
+def trial(kind, a, b, i):
+    """One change on A (in directory a) and B's view of it (directory b): seconds, or None."""
+    name = f"f{i}"
+    pa, pb = os.path.join(a, name), os.path.join(b, name)
+    if kind == "create, then list + open":
+        with open(pa, "w") as f:
+            f.write("new\n")
+
+        def seen():
+            if name not in os.listdir(b):
+                return False
+            with open(pb) as f:
+                return f.read() == "new\n"
+        return wait_for(seen)
+    # The other kinds change a file both nodes know already.
+    with open(pa, "w") as f:
+        f.write("old\n")
+    if wait_for(lambda: open(pb).read() == "old\n") is None:
+        return None
+    os.stat(pb)
+    if kind == "overwrite, then read":
+        with open(pa, "w") as f:
+            f.write("new!\n")
+        return wait_for(lambda: open(pb).read() == "new!\n")
+    if kind == "delete, then ENOENT":
+        os.unlink(pa)
+
+        def gone():
+            try:
+                os.stat(pb)
+                return False
+            except FileNotFoundError:
+                return True
+        return wait_for(gone)
+    if kind == "append, then stat size":
+        with open(pa, "a") as f:
+            f.write("more\n")
+        return wait_for(lambda: os.stat(pb).st_size == 9)
+    if kind == "chmod, then stat":
+        os.chmod(pa, 0o600)
+        return wait_for(lambda: os.stat(pb).st_mode & 0o777 == 0o600)
+    raise ValueError(kind)
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def measure(name, a, b, trials):
+    out = {}
+    for kind in KINDS:
+        times, lost = [], 0
+        d = f"v{KINDS.index(kind)}"
+        os.makedirs(os.path.join(a, d), exist_ok=True)
+        if wait_for(lambda: os.path.isdir(os.path.join(b, d))) is None:
+            sys.exit(f"visibility: {name}: node B never saw the directory {d}")
+        for i in range(trials):
+            t = trial(kind, os.path.join(a, d), os.path.join(b, d), i)
+            if t is None:
+                lost += 1
+            else:
+                times.append(t * 1000)
+        out[kind] = (times, lost)
+        if times:
+            bench.log(f"{name}: {kind}: p50 {statistics.median(times):.1f} ms, "
+                      f"p99 {pct(times, 0.99):.1f} ms, {lost} not seen within 10 s")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--systems", default="regfs-postgres,regfs-mariadb,juicefs-postgres")
+    ap.add_argument("--out", default=os.path.join(bench.ROOT, "bench", "visibility.md"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("visibility: run as root (it mounts filesystems)")
+    wanted = args.systems.split(",")
+    bench.apt_install("postgresql", "mariadb-server", "mariadb-client")
+    if any(s.startswith("juicefs") for s in wanted):
+        bench.ensure_juicefs()
+    bench.ensure_regfs()
+
+    base = tempfile.mkdtemp(prefix="regfs-visibility-")
+    os.chmod(base, 0o755)
+    pg = maria = None
+    mounts = []
+    results = {}
+    try:
+        for name in wanted:
+            d = os.path.join(base, name)
+            os.makedirs(d)
+            if name == "regfs-postgres":
+                if pg is None:
+                    pg = bench.Postgres(base)
+                    pg.start()
+                pg.createdb("regfs")
+                url, pw = f"postgres://postgres@127.0.0.1:{pg.port}/regfs", None
+            elif name == "regfs-mariadb":
+                if maria is None:
+                    maria = bench.MariaDb(base)
+                    maria.start()
+                maria.createdb("regfs")
+                pw = os.path.join(d, "db.password")
+                with open(pw, "w") as f:
+                    f.write("bench-pw\n")
+                url = f"mysql://bench@127.0.0.1:{maria.port}/regfs"
+            elif name == "juicefs-postgres":
+                if pg is None:
+                    pg = bench.Postgres(base)
+                    pg.start()
+                pg.createdb("jfsmeta")
+                pg.createdb("jfsdata")
+                meta = f"postgres://postgres@127.0.0.1:{pg.port}/jfsmeta?sslmode=disable"
+                bench.run([bench.JUICEFS, "format", "--no-update", "--storage", "postgres",
+                           "--bucket", f"127.0.0.1:{pg.port}/jfsdata?sslmode=disable",
+                           "--access-key", "postgres", meta, "bench"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            else:
+                sys.exit(f"visibility: unknown system {name}")
+            pair = []
+            for node in ("a", "b"):
+                mnt = os.path.join(d, node, "mnt")
+                os.makedirs(os.path.dirname(mnt))
+                if name.startswith("regfs"):
+                    cfg = bench.regfs_server_config(os.path.join(d, f"{node}.toml"),
+                                                    os.path.join(d, node, "node.db"), url, pw)
+                    m = bench.Regfs(f"{name}-{node}", mnt, config=cfg)
+                else:
+                    m = bench.Juicefs(f"{name}-{node}", mnt, meta)
+                m.mount()
+                mounts.append(m)
+                pair.append(m.workdir())
+            bench.log(f"{name}: {args.trials} trials per change kind")
+            results[name] = measure(name, pair[0], pair[1], args.trials)
+            for m in mounts[-2:]:
+                m.unmount()
+    finally:
+        for m in mounts:
+            try:
+                if bench.is_mounted(m.mnt):
+                    m.unmount()
+            except Exception as e:  # keep tearing down the rest
+                bench.log(f"teardown of {m.name}: {e}")
+        if pg is not None:
+            pg.stop()
+        if maria is not None:
+            maria.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+    lines = ["# Visibility of a change on another node", "",
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {bench.machine_description()}, "
+             f"{args.trials} trials per kind; `python3 bench/visibility.py`. Two mounts of one "
+             "shared database; each cell is p50 / p99 in ms from the change returning on node A "
+             "to node B showing it (B polled every 0.5 ms).", "",
+             "| change on node A, seen on node B | " + " | ".join(results) + " |",
+             "|---|" + "---|" * len(results)]
+    for kind in KINDS:
+        cells = []
+        for name in results:
+            times, lost = results[name][kind]
+            cell = (f"{statistics.median(times):.1f} / {pct(times, 0.99):.1f}" if times else "-")
+            if lost:
+                cell += f" ({lost} not seen in 10 s)"
+            cells.append(cell)
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    with open(args.out, "w") as f:
+        f.write(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,418 @@
+//! Several nodes on one shared PostgreSQL or MariaDB database: what one node (or a Carbon node,
+//! writing SQL) commits, the others hear through the change feed and drop from their caches
+//! and the kernel's; what they write at once all lands and leaves the tables consistent.
+//!
+//! The feed tests run the receiving node in this process, without a kernel: its watcher's
+//! kernel notifications are recorded (see `regfs::watch::KernelNotify`), so the test sees
+//! exactly which inodes were dropped and when.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use common::servers::{self, Kind};
+use common::{Mounted, wait_until};
+use parking_lot::Mutex;
+use regfs::fs::{Caller, ROOT_INO, RegFs};
+use regfs::store::{FeedSink, Heard};
+use regfs::watch::{self, KernelNotify};
+
+const ROOT: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 1,
+};
+
+/// Bound on how long a change takes to be heard (it takes milliseconds; CI machines are busy).
+const HEARD_WITHIN: Duration = Duration::from_secs(20);
+
+/// The kernel, as far as the watcher talks to it: what it was told to drop.
+#[derive(Default)]
+struct Recorder {
+    inodes: Mutex<Vec<u64>>,
+    entries: Mutex<Vec<(u64, String)>>,
+}
+
+impl KernelNotify for Recorder {
+    fn inval_inode(&self, ino: u64) {
+        self.inodes.lock().push(ino);
+    }
+    fn expire_entry(&self, parent: u64, name: &str) {
+        self.entries.lock().push((parent, name.to_string()));
+    }
+}
+
+impl Recorder {
+    fn clear(&self) {
+        self.inodes.lock().clear();
+        self.entries.lock().clear();
+    }
+    fn dropped(&self, ino: u64) -> bool {
+        self.inodes.lock().contains(&ino)
+    }
+}
+
+/// A node in this process on the databases of `cfg`, with its watcher running.
+struct Node {
+    rt: tokio::runtime::Runtime,
+    fs: Arc<RegFs>,
+    kernel: Arc<Recorder>,
+    on: Arc<AtomicBool>,
+    watcher: Option<std::thread::JoinHandle<()>>,
+    feeds: Vec<(String, String)>,
+}
+
+impl Node {
+    fn start(cfg: &Path) -> Node {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let source = regfs::wiring::load_source(Some(cfg), None)
+            .unwrap()
+            .expect("a config");
+        let registry = rt.block_on(regfs::wiring::registry_from(&source)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink: FeedSink = Arc::new(move |heard: Heard| tx.send(heard).is_ok());
+        let feeds = rt.block_on(registry.start_feeds(sink)).unwrap();
+        let identity = regfs::identity::Identity::new(regfs::um::ADMIN_USER, Default::default());
+        let fs = Arc::new(RegFs::new(
+            Arc::new(registry),
+            identity,
+            Default::default(),
+            None,
+        ));
+        let kernel = Arc::new(Recorder::default());
+        let on = Arc::new(AtomicBool::new(true));
+        let watcher = {
+            let (fs, kernel, on, handle) =
+                (fs.clone(), kernel.clone(), on.clone(), rt.handle().clone());
+            std::thread::spawn(move || {
+                let sources = watch::Sources {
+                    token: false,
+                    feed: Some(rx),
+                };
+                watch::run(&fs, kernel.as_ref(), &handle, &on, sources)
+            })
+        };
+        Node {
+            rt,
+            fs,
+            kernel,
+            on,
+            watcher: Some(watcher),
+            feeds,
+        }
+    }
+
+    /// The inode of `rel` (below the root), looked up name by name as the kernel does.
+    fn lookup(&self, rel: &str) -> regfs::error::Result<u64> {
+        let mut ino = ROOT_INO;
+        for name in rel.split('/') {
+            ino = self
+                .rt
+                .block_on(self.fs.lookup(ROOT, ino, OsStr::new(name)))?
+                .ino;
+        }
+        Ok(ino)
+    }
+
+    fn size(&self, ino: u64) -> u64 {
+        self.rt
+            .block_on(self.fs.getattr(ROOT, ino))
+            .unwrap()
+            .entry
+            .size
+    }
+
+    fn mode(&self, ino: u64) -> u32 {
+        self.rt
+            .block_on(self.fs.getattr(ROOT, ino))
+            .unwrap()
+            .entry
+            .perm
+    }
+
+    /// Waits until the watcher dropped `ino`.
+    fn hears(&self, ino: u64, what: &str) {
+        assert!(
+            wait_until(HEARD_WITHIN, || self.kernel.dropped(ino)),
+            "{what}: the node never dropped inode {ino} (dropped: {:?})",
+            self.kernel.inodes.lock()
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.on.store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The shared database's name in a config made by [`common::server_config`].
+fn shared_db(cfg: &Path) -> String {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let shared = text.split("[data_sources.shared]").nth(1).unwrap();
+    let url = shared.lines().find(|l| l.starts_with("url")).unwrap();
+    url.split('"')
+        .nth(1)
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Node A is a real mount (a process of its own, as another node is); node B runs here. Each
+/// kind of change A makes reaches B's caches: the inode it names and its directory are
+/// dropped, and B reads the new state at once.
+fn feed_case(kind: Kind) {
+    let dir = common::open_tempdir();
+    let cfg = common::server_config(dir.path(), kind);
+    let mnt = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
+    let a = Mounted::with_data(mnt, cfg.clone(), &[]);
+    let b = Node::start(&cfg);
+    let (how, push) = match kind {
+        Kind::Postgres => ("LISTEN regfs_changes", true),
+        Kind::MariaDb => ("polled", false),
+    };
+    assert!(
+        b.feeds.iter().any(|(_, h)| h.contains(how)),
+        "the shared database's feed: {:?}",
+        b.feeds
+    );
+    let _ = push;
+
+    let conf = a.p("_system/config");
+    std::fs::write(conf.join("f.txt"), "one\n").unwrap();
+    let dir_ino = b.lookup("_system/config").unwrap();
+    let f = b.lookup("_system/config/f.txt").unwrap();
+    assert_eq!(b.size(f), 4);
+
+    // An append (REG_LOG UPDATE).
+    b.kernel.clear();
+    {
+        use std::io::Write;
+        let mut h = std::fs::OpenOptions::new()
+            .append(true)
+            .open(conf.join("f.txt"))
+            .unwrap();
+        h.write_all(b"two\n").unwrap();
+    }
+    b.hears(f, "append");
+    assert_eq!(b.size(f), 8, "B reads the appended size at once");
+
+    // chmod (no REG_LOG row: REGFS_CHANGE).
+    b.kernel.clear();
+    std::fs::set_permissions(conf.join("f.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    b.hears(f, "chmod");
+    assert_eq!(b.mode(f) & 0o777, 0o600, "B reads the new mode at once");
+
+    // utimens.
+    b.kernel.clear();
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(conf.join("f.txt"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    b.hears(f, "utimens");
+
+    // A create: the directory's listing and times.
+    b.kernel.clear();
+    std::fs::write(conf.join("g.txt"), "g\n").unwrap();
+    b.hears(dir_ino, "create");
+
+    // A rename: both ends.
+    b.kernel.clear();
+    std::fs::rename(conf.join("f.txt"), conf.join("h.txt")).unwrap();
+    b.hears(f, "rename");
+    assert!(
+        b.kernel
+            .entries
+            .lock()
+            .contains(&(dir_ino, "f.txt".to_string()))
+    );
+    assert_eq!(
+        b.lookup("_system/config/f.txt").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    let h = b.lookup("_system/config/h.txt").unwrap();
+
+    // A delete.
+    b.kernel.clear();
+    std::fs::remove_file(conf.join("h.txt")).unwrap();
+    b.hears(h, "unlink");
+
+    // A change Carbon makes with its own SQL (JDBCResourceDAO's update and its REG_LOG entry)
+    // shows too: the description is not what regfs shows, the log entry is what B hears.
+    let g = b.lookup("_system/config/g.txt").unwrap();
+    b.kernel.clear();
+    let db = shared_db(&cfg);
+    let now = match kind {
+        Kind::Postgres => "now()",
+        Kind::MariaDb => "NOW()",
+    };
+    servers::server_for(kind).sql_in(
+        &db,
+        &format!(
+            "UPDATE REG_RESOURCE SET REG_DESCRIPTION = 'carbon' WHERE REG_NAME = 'g.txt'; \
+             INSERT INTO REG_LOG (REG_PATH, REG_USER_ID, REG_LOGGED_TIME, REG_ACTION, \
+             REG_ACTION_DATA, REG_TENANT_ID) VALUES ('/_system/config/g.txt', 'admin', {now}, \
+             1, NULL, -1234)"
+        ),
+    );
+    b.hears(g, "Carbon's update");
+}
+
+#[test]
+fn postgres_feed_drops_what_other_nodes_change() {
+    feed_case(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_feed_drops_what_other_nodes_change() {
+    feed_case(Kind::MariaDb);
+}
+
+/// Two real mounts: the feed is wired into the daemon (its log says how it hears changes, and
+/// what it dropped); a rename on A while B creates in the same directory loses nothing; the
+/// tables are consistent afterwards.
+fn two_mounts_case(kind: Kind) {
+    let dir = common::open_tempdir();
+    let cfg = common::server_config(dir.path(), kind);
+    let mk = || {
+        Mounted::with_data(
+            tempfile::Builder::new()
+                .prefix("regfs-test-")
+                .tempdir()
+                .unwrap(),
+            cfg.clone(),
+            &[],
+        )
+    };
+    let (a, b) = (mk(), mk());
+    for m in [&a, &b] {
+        assert!(
+            wait_until(HEARD_WITHIN, || m.log().contains("change feed: ")),
+            "the mount says how it hears changes:\n{}",
+            common::tail(&m.log(), 30)
+        );
+    }
+    std::fs::create_dir(a.p("_system/config/d")).unwrap();
+    std::fs::write(a.p("_system/config/d/seen.txt"), "x").unwrap();
+    // B caches the file's attributes; A's chmod reaches B's kernel through the feed.
+    let seen = b.p("_system/config/d/seen.txt");
+    assert!(wait_until(HEARD_WITHIN, || seen.exists()));
+    std::fs::set_permissions(
+        a.p("_system/config/d/seen.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    assert!(
+        wait_until(HEARD_WITHIN, || std::fs::metadata(&seen).is_ok_and(|m| m
+            .permissions()
+            .mode()
+            & 0o777
+            == 0o640)),
+        "B sees A's chmod"
+    );
+    assert!(
+        wait_until(HEARD_WITHIN, || b
+            .log()
+            .contains("changes made elsewhere: cached entries dropped")),
+        "B's watcher dropped what A changed:\n{}",
+        common::tail(&b.log(), 30)
+    );
+
+    // A renames files while B creates new ones in the same directory.
+    const N: usize = 30;
+    for i in 0..N {
+        std::fs::write(a.p(&format!("_system/config/d/x{i}")), format!("{i}")).unwrap();
+    }
+    let (pa, pb) = (a.p("_system/config/d"), b.p("_system/config/d"));
+    let renamer = std::thread::spawn(move || {
+        for i in 0..N {
+            std::fs::rename(pa.join(format!("x{i}")), pa.join(format!("y{i}"))).unwrap();
+        }
+    });
+    for i in 0..N {
+        std::fs::write(pb.join(format!("b{i}")), format!("b{i}")).unwrap();
+    }
+    renamer.join().unwrap();
+    let mut want: Vec<String> = (0..N)
+        .flat_map(|i| [format!("y{i}"), format!("b{i}")])
+        .chain(["seen.txt".to_string()])
+        .collect();
+    want.sort();
+    for m in [&a, &b] {
+        let mut got = Vec::new();
+        let ok = wait_until(HEARD_WITHIN, || {
+            got = std::fs::read_dir(m.p("_system/config/d"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            got.sort();
+            got == want
+        });
+        assert!(ok, "both nodes list every file: {got:?}");
+    }
+    for i in 0..N {
+        assert_eq!(
+            std::fs::read_to_string(b.p(&format!("_system/config/d/y{i}"))).unwrap(),
+            format!("{i}")
+        );
+        assert_eq!(
+            std::fs::read_to_string(a.p(&format!("_system/config/d/b{i}"))).unwrap(),
+            format!("b{i}")
+        );
+    }
+
+    // The tables as Carbon reads them: one REG_PATH per path, one live row per name, no
+    // content row that nothing points to.
+    for (what, sql) in [
+        (
+            "duplicate REG_PATH values",
+            "SELECT COUNT(*) FROM (SELECT REG_PATH_VALUE FROM REG_PATH GROUP BY REG_PATH_VALUE, \
+             REG_TENANT_ID HAVING COUNT(*) > 1) x",
+        ),
+        (
+            "two live rows for one name",
+            "SELECT COUNT(*) FROM (SELECT REG_PATH_ID FROM REG_RESOURCE GROUP BY REG_PATH_ID, \
+             REG_NAME, REG_TENANT_ID HAVING COUNT(*) > 1) x",
+        ),
+        (
+            "orphan content rows",
+            "SELECT COUNT(*) FROM REG_CONTENT c WHERE NOT EXISTS (SELECT 1 FROM REG_RESOURCE r \
+             WHERE r.REG_CONTENT_ID = c.REG_CONTENT_ID AND r.REG_TENANT_ID = c.REG_TENANT_ID) \
+             AND NOT EXISTS (SELECT 1 FROM REG_RESOURCE_HISTORY h \
+             WHERE h.REG_CONTENT_ID = c.REG_CONTENT_ID AND h.REG_TENANT_ID = c.REG_TENANT_ID)",
+        ),
+    ] {
+        let out = servers::server_for(kind).sql_in(&shared_db(&cfg), sql);
+        assert_eq!(out.trim(), "0", "{what}");
+    }
+}
+
+#[test]
+fn postgres_two_mounts_hear_each_other() {
+    two_mounts_case(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_two_mounts_hear_each_other() {
+    two_mounts_case(Kind::MariaDb);
+}
