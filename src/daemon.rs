@@ -104,7 +104,8 @@ fn fuse_answers(mountpoint: &Path, limit: Duration) -> Option<bool> {
     });
     match rx.recv_timeout(limit) {
         Ok(Ok(_)) => Some(true),
-        Ok(Err(nix::errno::Errno::ENOTCONN)) => Some(false),
+        // ECONNABORTED: the request was in flight when the connection died.
+        Ok(Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED)) => Some(false),
         // Any other refusal (EACCES, ...): something answered.
         Ok(Err(_)) => Some(true),
         Err(_) => None,
@@ -170,7 +171,9 @@ fn prepare_mountpoint(given: &Path) -> Result<(PathBuf, Option<String>)> {
             }
         },
         Ok(_) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        // ECONNABORTED: a request in flight when the process serving the mount died (it was
+        // killed a moment ago and is still exiting); the mount is as stale as with ENOTCONN.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             if !fuse {
                 return Err(err!(
                     ENOTCONN,
