@@ -277,7 +277,14 @@ fn init_logging(level: &str, file: Option<&Path>) -> Result<()> {
                 .with_writer(move || LogWriter(log))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        // Colours only for a person at a terminal: not in a file, a pipe or the journal.
+        None => {
+            use std::io::IsTerminal;
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .init()
+        }
     }
     // A daemon's stderr is /dev/null: make panics reach the log.
     let default_hook = std::panic::take_hook();
@@ -303,7 +310,8 @@ pub fn run(mut opts: MountOptions) -> Result<()> {
         if let Some(level) = &cfg.log.level
             && opts.log_level == DEFAULT_LOG_LEVEL
         {
-            opts.log_level = level.clone();
+            opts.log_level =
+                check_log_level(level).map_err(|e| err!(EINVAL, "[log] level: {e}"))?;
         }
     }
     let opts = opts;
@@ -315,6 +323,11 @@ pub fn run(mut opts: MountOptions) -> Result<()> {
         }
         return serve(&opts, config.as_ref(), &mountpoint, &mut None);
     }
+    let log_file = opts
+        .log_file
+        .clone()
+        .unwrap_or_else(|| opts.data_dir.join("regfs.log"));
+    let log_file = std::path::absolute(&log_file).unwrap_or(log_file);
     // Fork before any thread exists (no runtime, no pools yet).
     let (read_end, write_end) = nix::unistd::pipe().map_err(|e| err!(EIO, "pipe: {e}"))?;
     // SAFETY: no other thread exists yet (no runtime, no pools), so the child inherits no
@@ -325,6 +338,11 @@ pub fn run(mut opts: MountOptions) -> Result<()> {
             let mut msg = String::new();
             let _ = std::fs::File::from(read_end).read_to_string(&mut msg);
             if msg.trim() == "ok" {
+                eprintln!(
+                    "regfs: mounted at {}; log: {}",
+                    mountpoint.display(),
+                    log_file.display()
+                );
                 Ok(())
             } else if msg.is_empty() {
                 Err(err!(
@@ -338,11 +356,9 @@ pub fn run(mut opts: MountOptions) -> Result<()> {
         nix::unistd::ForkResult::Child => {
             drop(read_end);
             let _ = nix::unistd::setsid();
-            let log_file = opts
-                .log_file
-                .clone()
-                .unwrap_or_else(|| opts.data_dir.join("regfs.log"));
-            let _ = std::fs::create_dir_all(&opts.data_dir);
+            if let Some(dir) = log_file.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
             let mut status = Some(std::fs::File::from(write_end));
             if let Err(e) = init_logging(&opts.log_level, Some(&log_file)) {
                 report(&mut status, &e.to_string());
@@ -385,6 +401,33 @@ fn detach_stdio() {
 
 /// The `--log-level` default; a configuration file's level applies when the flag is left at it.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Checks a log filter as `--log-level` and the config's `[log] level` take it: a level
+/// (`error`, `warn`, `info`, `debug`, `trace`, `off`), or `tracing` directives naming targets
+/// (`regfs=debug,fuser=warn`). A bare word that is no level is refused: `EnvFilter` would take
+/// it for a target name and log nothing of regfs's.
+pub fn check_log_level(level: &str) -> std::result::Result<String, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let bad = || {
+        format!(
+            "invalid log level {level:?}: use error, warn, info, debug, trace or off, or \
+             directives such as regfs=debug,fuser=warn"
+        )
+    };
+    for directive in level.split(',') {
+        let lvl = directive.rsplit('=').next().unwrap_or("").trim();
+        let named = directive.contains('=');
+        if !LEVELS.contains(&lvl.to_ascii_lowercase().as_str())
+            || (named && directive.starts_with('='))
+        {
+            return Err(bad());
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map_err(|e| format!("{}: {e}", bad()))?;
+    Ok(level.to_string())
+}
 
 fn serve(
     opts: &MountOptions,
@@ -458,6 +501,7 @@ fn serve(
     let notifier = Arc::new(std::sync::OnceLock::new());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), notifier.clone());
     fs.set_kernel_cache(adapter.kernel_cache());
+    let leftover = adapter.unmounter();
 
     let mut config = Config::default();
     config.mount_options = vec![
@@ -545,6 +589,7 @@ fn serve(
             let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
         }
     });
+    let _ = leftover.set(parking_lot::Mutex::new(session.unmount_callable()));
     session
         .run()
         .map_err(|e| err!(EIO, "FUSE session ended with an error: {e}"))?;

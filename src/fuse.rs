@@ -35,9 +35,16 @@ pub struct FuseAdapter {
     /// is always free to answer it. (With one thread there is no such reader: its open would
     /// wait for this one.)
     storing: parking_lot::Mutex<()>,
+    /// The session's unmounter, set once the session exists (see [`FuseAdapter::destroy`]).
+    unmounter: Arc<OnceLock<parking_lot::Mutex<fuser::SessionUnmounter>>>,
 }
 
 impl FuseAdapter {
+    /// Where the daemon puts the session's unmounter once the session exists.
+    pub fn unmounter(&self) -> Arc<OnceLock<parking_lot::Mutex<fuser::SessionUnmounter>>> {
+        self.unmounter.clone()
+    }
+
     pub fn new(
         fs: Arc<RegFs>,
         rt: tokio::runtime::Handle,
@@ -50,6 +57,7 @@ impl FuseAdapter {
             ttl,
             notifier,
             storing: parking_lot::Mutex::new(()),
+            unmounter: Arc::new(OnceLock::new()),
         }
     }
 
@@ -202,6 +210,22 @@ fn time(t: TimeOrNow) -> SystemTime {
 }
 
 impl Filesystem for FuseAdapter {
+    /// The session ends (an umount, or the daemon's own on a signal): what fuser would still
+    /// unmount when the session is dropped is gone already in the normal case, and fuser would
+    /// log that umount failed (EINVAL). It is taken here, where that is expected.
+    fn destroy(&mut self) {
+        let Some(unmounter) = self.unmounter.get() else {
+            return;
+        };
+        match unmounter.lock().unmount() {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {
+                debug!("the mount was already gone at the end of the session ({e})")
+            }
+            Err(e) => warn!("unmount at the end of the session failed: {e}"),
+        }
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Listings with attributes in one round trip; parallel lookups in one directory.
         // FUSE_ATOMIC_O_TRUNC: an open with O_TRUNC arrives as one open request with the flag,

@@ -77,7 +77,7 @@ enum Command {
         #[arg(long, short = 'f')]
         foreground: bool,
         /// Log filter (RUST_LOG overrides it): error, warn, info, debug, trace.
-        #[arg(long, default_value = daemon::DEFAULT_LOG_LEVEL)]
+        #[arg(long, default_value = daemon::DEFAULT_LOG_LEVEL, value_parser = daemon::check_log_level)]
         log_level: String,
         /// Log file (default in the background: DATA_DIR/regfs.log).
         #[arg(long)]

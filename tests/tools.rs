@@ -502,3 +502,100 @@ fn a_refused_mount_leaves_the_data_directory_as_it_was() {
     left.sort();
     assert_eq!(left, ["shared.db"], "the refused mount left files behind");
 }
+
+/// A `--log-level` (or `[log] level`) that is no level is refused before anything is mounted,
+/// with the levels it takes; directives naming targets are taken.
+#[test]
+fn an_invalid_log_level_is_refused() {
+    let dir = common::open_tempdir();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let data = dir.path().join("data");
+    for bad in ["bogus", "verbose", "regfs=loud", "info,=debug"] {
+        let out = common::run_regfs([
+            "mount".as_ref(),
+            "--log-level".as_ref(),
+            std::ffi::OsStr::new(bad),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            mnt.as_os_str(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: accepted");
+        assert!(
+            err.contains("invalid log level") && err.contains("debug"),
+            "{bad}: {err}"
+        );
+        assert!(!common::is_mounted(&mnt), "{bad}: mounted");
+    }
+    assert!(!data.exists(), "a refused mount created the data directory");
+    let cfg = common::config_with(dir.path(), "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}\n[log]\nlevel = \"chatty\"\n")).unwrap();
+    let out = common::run_regfs([
+        "mount".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("[log] level"),
+        "{err}"
+    );
+    assert!(!common::is_mounted(&mnt));
+}
+
+/// A mount in the background says where it logs; a log that is not a terminal (the file, or
+/// the foreground's stderr redirected) has no colour codes; a normal unmount logs no warning.
+#[test]
+fn the_log_is_named_at_start_plain_and_quiet_at_a_normal_unmount() {
+    let dir = common::open_tempdir();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let data = dir.path().join("data");
+    let out = common::run_regfs_ok([
+        "mount".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let log = data.join("regfs.log");
+    let unmounted = std::process::Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success();
+    assert!(unmounted);
+    assert!(
+        err.contains(&format!("log: {}", log.display())),
+        "the mount names its log: {err}"
+    );
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(20), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("unmounted"))
+        }),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in the log file:\n{text}"
+    );
+    assert!(
+        !text.contains("WARN") && !text.contains("ERROR"),
+        "a normal unmount logged a warning:\n{text}"
+    );
+
+    let mut m = Mounted::new();
+    std::fs::write(m.p("_system/local/x"), "x").unwrap();
+    m.unmount();
+    let text = m.log();
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes on a redirected stderr:\n{}",
+        common::tail(&text, 5)
+    );
+}
