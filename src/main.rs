@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -128,11 +127,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum UserCmd {
-    /// Add a user; the password is read from standard input (first line).
+    /// Add a user; the password is asked for on a terminal (no echo), else read from the
+    /// first line of standard input.
     Add { name: String },
     /// Delete a user and its role memberships and user-level grants.
     Delete { name: String },
-    /// Set a user's password, read from standard input (first line).
+    /// Set a user's password, asked for on a terminal (no echo), else read from the first
+    /// line of standard input.
     Passwd { name: String },
     /// List users.
     List,
@@ -200,15 +201,28 @@ fn action(s: &str) -> regfs::Result<Action> {
     })
 }
 
-fn read_password() -> regfs::Result<String> {
-    let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s)?;
-    let pw = s.lines().next().unwrap_or("").to_string();
+/// The password for `user`: asked for twice, without echo, on a terminal; otherwise the first
+/// line of standard input (scripts: `echo "$PW" | regfs user add NAME`).
+fn read_password(user: &str) -> regfs::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let pw = if std::io::stdin().is_terminal() {
+        let pw = rpassword::prompt_password(format!("Password for {user}: "))?;
+        let again = rpassword::prompt_password("Retype it: ")?;
+        if pw != again {
+            return Err(err!(EINVAL, "the two passwords differ; nothing changed"));
+        }
+        pw
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
     // user-mgt.xml's default PasswordJavaRegEx: ^[\S]{5,30}$
     if pw.chars().count() < 5 || pw.chars().count() > 30 || pw.chars().any(char::is_whitespace) {
         return Err(err!(
             EINVAL,
-            "the password (first line of standard input) must be 5 to 30 characters without spaces"
+            "the password must be 5 to 30 characters without spaces (on a terminal it is asked \
+             for; otherwise it is the first line of standard input)"
         ));
     }
     Ok(pw)
@@ -245,7 +259,7 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
             let um = data.um().await?;
             match cmd {
                 UserCmd::Add { name } => {
-                    um.user_add(&name, &read_password()?).await?;
+                    um.user_add(&name, &read_password(&name)?).await?;
                     println!("added user {name}");
                 }
                 UserCmd::Delete { name } => {
@@ -253,7 +267,7 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                     println!("deleted user {name}");
                 }
                 UserCmd::Passwd { name } => {
-                    um.user_passwd(&name, &read_password()?).await?;
+                    um.user_passwd(&name, &read_password(&name)?).await?;
                     println!("changed the password of {name}");
                 }
                 UserCmd::List => {

@@ -599,3 +599,76 @@ fn the_log_is_named_at_start_plain_and_quiet_at_a_normal_unmount() {
         common::tail(&text, 5)
     );
 }
+
+/// On a terminal `regfs user add` asks for the password twice without echoing it; two that
+/// differ change nothing. Scripts still give it on standard input (the other tests do).
+#[test]
+fn user_add_on_a_terminal_prompts_without_echo() {
+    let dir = common::open_tempdir();
+    let data = dir.path().join("data");
+    common::run_regfs_ok(["init".as_ref(), "--data-dir".as_ref(), data.as_os_str()]);
+    // A pseudo-terminal driven by Python's pty module: prompts are answered as they come.
+    let drive = r#"
+import os, pty, signal, sys
+signal.alarm(60)  # a prompt that never comes fails the test instead of hanging it
+def run(args, answers):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(args[0], args)
+    out, pending = b"", list(answers)
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if pending and out.rstrip().endswith(b":"):
+            os.write(fd, pending.pop(0).encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+regfs, data = sys.argv[1], sys.argv[2]
+code, out = run([regfs, "user", "add", "tina", "--data-dir", data], ["tina-secret", "tina-secret"])
+print("ADD", code, repr(out))
+code, out = run([regfs, "user", "add", "tom", "--data-dir", data], ["tom-secret1", "tom-secret2"])
+print("MISMATCH", code, repr(out))
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(drive)
+        .arg(common::regfs_bin())
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let add = text.lines().find(|l| l.starts_with("ADD")).unwrap();
+    assert!(add.starts_with("ADD 0 "), "{text}");
+    assert!(
+        add.contains("Password for tina:") && add.contains("Retype it:"),
+        "{add}"
+    );
+    assert!(
+        !add.contains("tina-secret"),
+        "the password was echoed: {add}"
+    );
+    assert!(add.contains("added user tina"), "{add}");
+    let mismatch = text.lines().find(|l| l.starts_with("MISMATCH")).unwrap();
+    assert!(
+        !mismatch.starts_with("MISMATCH 0 ") && mismatch.contains("differ"),
+        "{mismatch}"
+    );
+    let list = common::run_regfs_ok([
+        "user".as_ref(),
+        "list".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ]);
+    let users = String::from_utf8_lossy(&list.stdout);
+    assert!(users.contains("tina") && !users.contains("tom"), "{users}");
+}
