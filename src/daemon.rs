@@ -25,6 +25,8 @@ pub struct MountOptions {
     pub foreground: bool,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
+    /// One JSON object per log line instead of text.
+    pub log_json: bool,
     /// Let the kernel check POSIX mode bits and ownership (`default_permissions`).
     pub posix_permissions: bool,
     pub threads: usize,
@@ -257,12 +259,16 @@ fn reopen_log() {
     }
 }
 
-fn init_logging(level: &str, file: Option<&Path>) -> Result<()> {
+fn init_logging(level: &str, file: Option<&Path>, json: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .map_err(|e| err!(EINVAL, "bad log level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
+    let (writer, ansi, journald) = match file {
         Some(path) => {
             let f = open_log(path)
                 .map_err(|e| err!(EIO, "cannot open log file {}: {e}", path.display()))?;
@@ -272,20 +278,31 @@ fn init_logging(level: &str, file: Option<&Path>) -> Result<()> {
                 path,
                 file: parking_lot::Mutex::new(f),
             });
-            builder
-                .with_ansi(false)
-                .with_writer(move || LogWriter(log))
-                .init();
+            (BoxMakeWriter::new(move || LogWriter(log)), false, false)
         }
         // Colours only for a person at a terminal: not in a file, a pipe or the journal.
-        None => {
-            use std::io::IsTerminal;
-            builder
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr)
-                .init()
-        }
-    }
+        // systemd says that stderr is the journal with JOURNAL_STREAM: the journal stamps
+        // each line itself.
+        None => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+            std::env::var_os("JOURNAL_STREAM").is_some(),
+        ),
+    };
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
+    let layer = if json {
+        layer.json().boxed()
+    } else if journald {
+        layer.without_time().boxed()
+    } else {
+        layer.boxed()
+    };
+    tracing_subscriber::registry()
+        .with(layer)
+        .with(filter)
+        .init();
     // A daemon's stderr is /dev/null: make panics reach the log.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -317,7 +334,7 @@ pub fn run(mut opts: MountOptions) -> Result<()> {
     let opts = opts;
     let (mountpoint, warning) = prepare_mountpoint(&opts.mountpoint)?;
     if opts.foreground {
-        init_logging(&opts.log_level, opts.log_file.as_deref())?;
+        init_logging(&opts.log_level, opts.log_file.as_deref(), opts.log_json)?;
         if let Some(w) = &warning {
             warn!("{w}");
         }
@@ -360,7 +377,7 @@ pub fn run(mut opts: MountOptions) -> Result<()> {
                 let _ = std::fs::create_dir_all(dir);
             }
             let mut status = Some(std::fs::File::from(write_end));
-            if let Err(e) = init_logging(&opts.log_level, Some(&log_file)) {
+            if let Err(e) = init_logging(&opts.log_level, Some(&log_file), opts.log_json) {
                 report(&mut status, &e.to_string());
                 std::process::exit(1);
             }

@@ -81,6 +81,9 @@ enum Command {
         /// Log file (default in the background: DATA_DIR/regfs.log).
         #[arg(long)]
         log_file: Option<PathBuf>,
+        /// Log lines as text, or as one JSON object each (for log collectors).
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
         /// Skip the kernel's POSIX mode/owner checks (default_permissions) and leave every
         /// decision to the registry.
         #[arg(long)]
@@ -123,6 +126,12 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -383,6 +392,7 @@ fn main() -> ExitCode {
             foreground,
             log_level,
             log_file,
+            log_format,
             no_posix_permissions,
             threads,
             map,
@@ -392,6 +402,7 @@ fn main() -> ExitCode {
             foreground,
             log_level,
             log_file,
+            log_json: log_format == LogFormat::Json,
             posix_permissions: !no_posix_permissions,
             threads,
             user_map: map.into_iter().collect::<HashMap<_, _>>(),

@@ -672,3 +672,50 @@ print("MISMATCH", code, repr(out))
     let users = String::from_utf8_lossy(&list.stdout);
     assert!(users.contains("tina") && !users.contains("tom"), "{users}");
 }
+
+/// `--log-format json` writes one JSON object per line; under systemd (JOURNAL_STREAM set) the
+/// text lines carry no timestamp of their own, the journal stamps them.
+#[test]
+fn json_logs_and_journald_friendly_text() {
+    let mut m = Mounted::with_args(&["--log-format", "json"]);
+    std::fs::write(m.p("_system/local/j"), "j").unwrap();
+    m.unmount();
+    let log = m.log();
+    let mut objects = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
+        objects += 1;
+    }
+    assert!(objects > 0 && log.contains("\"mounted\""), "{log}");
+
+    let dir = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
+    let data = common::fresh_data(dir.path());
+    let mut m = Mounted::with_env(dir, data, &[], &[("JOURNAL_STREAM", "8:12345")]);
+    m.unmount();
+    let log = m.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("regfs::daemon"))
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    for l in lines {
+        assert!(
+            !l.trim_start().starts_with("20"),
+            "a timestamp under the journal: {l}"
+        );
+        assert!(
+            l.trim_start().starts_with("INFO")
+                || l.trim_start().starts_with("WARN")
+                || l.trim_start().starts_with("DEBUG"),
+            "{l}"
+        );
+    }
+}
