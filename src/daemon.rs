@@ -531,6 +531,15 @@ fn serve(
     if nix::unistd::geteuid().is_root() {
         // Every local user can reach the mount; regfs maps each caller to a registry user.
         config.acl = SessionACL::All;
+        // Root mounts with mount(2) itself, and fuser hands the subtype only to fusermount:
+        // given to the kernel, /proc/mounts says `fuse.regfs` (as `mount -t fuse.regfs`
+        // would), not plain `fuse`.
+        config
+            .mount_options
+            .retain(|o| !matches!(o, MountOption::Subtype(_)));
+        config
+            .mount_options
+            .push(MountOption::CUSTOM("subtype=regfs".into()));
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;

@@ -719,3 +719,18 @@ fn json_logs_and_journald_friendly_text() {
         );
     }
 }
+
+/// A root mount shows in /proc/mounts as `regfs` of type `fuse.regfs`, as `mount -t
+/// fuse.regfs` would make it, so `findmnt -t fuse.regfs` and `umount -t` find it.
+#[test]
+fn proc_mounts_names_regfs_and_its_type() {
+    let m = Mounted::new();
+    let want = m.mnt.to_string_lossy().to_string();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+        .expect("the mount in /proc/mounts");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!((f[0], f[2]), ("regfs", "fuse.regfs"), "{line}");
+}
