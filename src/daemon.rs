@@ -334,6 +334,9 @@ pub fn run(mut opts: MountOptions) -> Result<()> {
     let opts = opts;
     let (mountpoint, warning) = prepare_mountpoint(&opts.mountpoint)?;
     if opts.foreground {
+        if let Some(file) = &opts.log_file {
+            eprintln!("regfs: log: {}", file.display());
+        }
         init_logging(&opts.log_level, opts.log_file.as_deref(), opts.log_json)?;
         if let Some(w) = &warning {
             warn!("{w}");

@@ -311,6 +311,10 @@ fn sighup_reopens_the_log_file_and_the_mount_keeps_serving() {
     let log = logs.path().join("regfs.log");
     let rotated = logs.path().join("regfs.log.1");
     let mut m = Mounted::with_args(&["--log-file", log.to_str().unwrap()]);
+    assert!(
+        m.log().contains(&format!("regfs: log: {}", log.display())),
+        "the foreground mount names its log file on stderr"
+    );
     std::fs::write(m.p("_system/local/before"), "b").unwrap();
     std::fs::rename(&log, &rotated).unwrap();
     nix::sys::signal::kill(m.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
