@@ -444,6 +444,9 @@ pub struct Dropped {
     pub ino: u64,
     pub parent: u64,
     pub name: String,
+    /// Open on this node: the kernel keeps its pages, only its attributes go (see
+    /// [`RegFs::forget_paths`]).
+    pub open: bool,
 }
 
 /// A new entry's shape; `make` fills in the owner.
@@ -595,6 +598,7 @@ impl RegFs {
                     ino,
                     parent: n.parent,
                     name: n.name.clone(),
+                    open: false,
                 });
             }
         }
@@ -609,9 +613,15 @@ impl RegFs {
     /// kernel knows among them, for the caller to make it drop them too (the root among them:
     /// it has no entry to expire). A path regfs never looked up is nothing to drop: the
     /// kernel caches no negative entries of regfs's (see `fuse.rs`' lookup).
+    ///
+    /// A file open on this node keeps its pages in the kernel: only its attributes are
+    /// dropped. Its open handles read the version they opened (regfs may not hold that
+    /// content itself: a kept page cache serves the reads), as they did before the feed
+    /// existed; the next open compares versions as always.
     pub fn forget_paths(&self, paths: &[String]) -> Vec<Dropped> {
         let _seen = self.seen.lock();
         self.era.fetch_add(1, Ordering::SeqCst);
+        let open: HashSet<u64> = self.open_files.lock().keys().copied().collect();
         let mut inodes = self.inodes.lock();
         let mut out: Vec<Dropped> = Vec::new();
         for p in paths {
@@ -623,13 +633,19 @@ impl RegFs {
                 let Some(n) = inodes.nodes.get_mut(&ino) else {
                     continue;
                 };
-                n.last = None;
+                // `last` stays: it is what the kernel was told, and what an unlinked inode
+                // that is still open answers getattr with. Without `fetched` the next getattr
+                // reads the database.
                 n.fetched = None;
-                n.cached_version = None;
+                let open = open.contains(&ino);
+                if !open {
+                    n.cached_version = None;
+                }
                 out.push(Dropped {
                     ino,
                     parent: n.parent,
                     name: n.name.clone(),
+                    open,
                 });
             }
         }
@@ -758,8 +774,16 @@ impl RegFs {
                     .nodes
                     .get(&ino)
                     .and_then(|n| n.last.clone());
+                // Without one, ESTALE: the kernel walks the path again and looks the name
+                // up afresh (an open that found the name replaced meanwhile), where ENOENT
+                // would fail the caller although the name exists.
                 return match last {
                     Some(entry) => Ok(self.attr(ino, entry)),
+                    None if e.errno() == libc::ENOENT => Err(err!(
+                        ESTALE,
+                        "inode {ino} was replaced or removed: {}",
+                        e.message()
+                    )),
                     None => Err(e),
                 };
             }

@@ -133,6 +133,11 @@ impl crate::watch::KernelNotify for KernelNotifier {
         let _ = self.notifier.inval_inode(INodeNo(ino), 0, 0);
     }
 
+    fn inval_attrs(&self, ino: u64) {
+        // A negative offset: attributes only, the pages stay.
+        let _ = self.notifier.inval_inode(INodeNo(ino), -1, 0);
+    }
+
     fn expire_entry(&self, parent: u64, name: &str) {
         if let Err(e) = self.expirer.expire_entry(parent, OsStr::new(name)) {
             debug!(parent, name, "cannot expire the kernel's entry: {e}");

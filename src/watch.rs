@@ -31,6 +31,8 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 pub trait KernelNotify: Send + Sync {
     /// Drops the attributes and pages the kernel holds of `ino` (a directory: its listing).
     fn inval_inode(&self, ino: u64);
+    /// Drops only the attributes the kernel holds of `ino`, keeping its pages.
+    fn inval_attrs(&self, ino: u64);
     /// Expires the entry `name` in the directory `parent`: looked up again at its next use.
     fn expire_entry(&self, parent: u64, name: &str);
 }
@@ -165,7 +167,11 @@ pub fn run(
 
 fn notify(kernel: &dyn KernelNotify, dropped: &[Dropped]) {
     for d in dropped {
-        kernel.inval_inode(d.ino);
+        if d.open {
+            kernel.inval_attrs(d.ino);
+        } else {
+            kernel.inval_inode(d.ino);
+        }
         // Expired, not dropped: a directory dropped while it is some process's working
         // directory would read as deleted to that process (see `fuse::Expirer`).
         if d.ino != ROOT_INO {

@@ -42,6 +42,9 @@ impl KernelNotify for Recorder {
     fn inval_inode(&self, ino: u64) {
         self.inodes.lock().push(ino);
     }
+    fn inval_attrs(&self, ino: u64) {
+        self.inodes.lock().push(ino);
+    }
     fn expire_entry(&self, parent: u64, name: &str) {
         self.entries.lock().push((parent, name.to_string()));
     }

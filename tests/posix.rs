@@ -1004,7 +1004,9 @@ fn readers_see_whole_versions_while_a_file_is_replaced_under_them() {
     }
     writing.store(false, Ordering::Relaxed);
     for r in readers {
-        r.join().unwrap().unwrap();
+        if let Err(e) = r.join().unwrap() {
+            panic!("{e}\n{}", common::tail(&m.log(), 40));
+        }
     }
     assert_eq!(torn(&std::fs::read(&target).unwrap()), None);
 }
