@@ -879,7 +879,16 @@ fn unix_ms() -> u64 {
 /// so that each dead one is replaced instead of failing an operation with EIO after the
 /// server is back.
 pub fn note_broken(e: &sqlx::Error) {
-    if matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) {
+    // SQLSTATE class 08 (connection exception) and 57P (the server shut down or crashed:
+    // "terminating connection due to unexpected postmaster exit") end the session too.
+    let ended = match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    };
+    if ended {
         BROKEN_AT_MS.store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
     }
 }
