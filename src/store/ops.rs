@@ -1020,8 +1020,12 @@ pub(crate) async fn delete_mappings(c: &mut Exec<'_>, t: i64, row: &ResourceRow)
     Ok(())
 }
 
-/// `row` itself: the resource row, its content and its attributes.
-pub(crate) async fn delete_own_rows(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
+/// The resource row of `row`'s version and its content row (what Carbon's update replaces).
+pub(crate) async fn delete_row_and_content(
+    c: &mut Exec<'_>,
+    t: i64,
+    row: &ResourceRow,
+) -> Result<()> {
     c.execute(
         "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",
         &args![row.version, t],
@@ -1034,6 +1038,12 @@ pub(crate) async fn delete_own_rows(c: &mut Exec<'_>, t: i64, row: &ResourceRow)
         )
         .await?;
     }
+    Ok(())
+}
+
+/// `row` itself: the resource row, its content and its attributes.
+pub(crate) async fn delete_own_rows(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<()> {
+    delete_row_and_content(c, t, row).await?;
     c.execute(
         "DELETE FROM REGFS_ATTR WHERE REG_UUID = ? AND REG_TENANT_ID = ?",
         &args![&row.uuid, t],

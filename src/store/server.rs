@@ -209,18 +209,7 @@ impl ServerStore {
             }
             let now = now_ns();
             let now_naive = naive_from_ns(now);
-            c.execute(
-                "DELETE FROM REG_RESOURCE WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",
-                &args![old.version, t],
-            )
-            .await?;
-            if let Some(content) = old.content_id {
-                c.execute(
-                    "DELETE FROM REG_CONTENT WHERE REG_CONTENT_ID = ? AND REG_TENANT_ID = ?",
-                    &args![content, t],
-                )
-                .await?;
-            }
+            ops::delete_row_and_content(c, t, &old).await?;
             let content_id = content_row(c, t, data).await?;
             let version = insert_resource(
                 c,
