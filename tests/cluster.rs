@@ -392,7 +392,12 @@ fn hammer_case(kind: Kind) {
         "{} operations failed, e.g. {:?}\n{}",
         errors.len(),
         &errors[..errors.len().min(5)],
-        common::tail(&nodes[0].log(), 20)
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(k, n)| format!("node {k}:\n{}", common::tail(&warnings(&n.log()), 20)))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let mut want: Vec<String> = (0..3)
         .flat_map(|k| (0..ROUNDS).map(move |i| format!("n{k}-{i}")))
@@ -436,6 +441,14 @@ fn hammer_case(kind: Kind) {
         assert!(ok, "every node lists what is left: {listed:?}");
     }
     check_tables(kind, &cfg);
+}
+
+/// The WARN and ERROR lines of a log: why an operation failed, without the DEBUG chatter.
+fn warnings(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
