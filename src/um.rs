@@ -289,7 +289,14 @@ async fn insert_hybrid_role(c: &mut Exec<'_>, flavor: Flavor, t: i64, name: &str
     }
 }
 
+/// How many times a statement outside a transaction is tried again after a transient
+/// failure (a serialization failure or deadlock between nodes) before the error stands.
+const UM_RETRIES: u32 = 20;
+
 /// Runs `$body` (an expression of type `Result<T>` using `$c: &mut Exec`) on a connection.
+/// On a server, sessions are serializable and PostgreSQL may cancel even a read-only statement
+/// that sits between concurrent writers (40001): such an attempt runs again after a short,
+/// growing pause. The statements run this way are reads or one idempotent update.
 macro_rules! on_conn {
     ($self:ident, |$c:ident| async $body:block) => {
         on_conn!($self, |$c| typed(async $body).await)
@@ -303,10 +310,25 @@ macro_rules! on_conn {
                 $body
             }
             Backend::Server(pool) => {
-                let mut held = pool.acquire().await?;
-                let mut exec = held.exec();
-                let $c: &mut Exec<'_> = &mut exec;
-                $body
+                let mut attempt: u32 = 0;
+                loop {
+                    let result = typed(async {
+                        let mut held = pool.acquire().await?;
+                        let mut exec = held.exec();
+                        let $c: &mut Exec<'_> = &mut exec;
+                        $body
+                    })
+                    .await;
+                    match result {
+                        Err(e) if e.is_transient() && attempt < UM_RETRIES => {
+                            attempt += 1;
+                            tracing::debug!(attempt, "user management: retrying after conflict: {e}");
+                            let pause = 2u64 << attempt.min(6);
+                            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                        }
+                        other => break other,
+                    }
+                }
             }
         }
     }};

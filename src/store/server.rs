@@ -152,18 +152,19 @@ macro_rules! autocommit {
     };
 }
 
-/// A read on a pooled connection, bounded in time like a transaction.
+/// A read on a pooled connection, bounded in time and retried like a transaction: sessions
+/// are serializable, and PostgreSQL may cancel even a read-only statement with a
+/// serialization failure (40001) when it sits between concurrent writers. A read is safe to
+/// run again; that failure is never the caller's EIO.
 macro_rules! read {
-    ($self:ident, $what:expr, |$c:ident| $body:block) => {{
-        $self
-            .bounded($what, async {
-                let mut held = $self.pool.acquire().await?;
-                let mut exec = held.exec();
-                let $c: &mut Exec<'_> = &mut exec;
-                $body
-            })
-            .await
-    }};
+    ($self:ident, $what:expr, |$c:ident| $body:block) => {
+        retrying!($self, $what, async {
+            let mut held = $self.pool.acquire().await?;
+            let mut exec = held.exec();
+            let $c: &mut Exec<'_> = &mut exec;
+            $body
+        })
+    };
 }
 
 impl ServerStore {
@@ -881,13 +882,12 @@ impl Store for ServerStore {
             let mut complete = true;
             let mut held = self.bounded("read", self.pool.acquire()).await?;
             for (offset, n) in crate::content::pieces(len, PIECE) {
-                let piece = self
-                    .bounded(
-                        "read",
-                        held.exec()
-                            .fetch_opt(&piece_sql, &args![offset as i64 + 1, n as i64, id, t]),
-                    )
-                    .await?;
+                let piece = retrying!(
+                    self,
+                    "read",
+                    held.exec()
+                        .fetch_opt(&piece_sql, &args![offset as i64 + 1, n as i64, id, t])
+                )?;
                 match piece.map(|r| r.blob(0)).transpose()?.flatten() {
                     Some(bytes) if bytes.len() == n => content.write_at(policy, offset, &bytes)?,
                     _ => {
