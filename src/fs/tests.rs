@@ -158,3 +158,140 @@ fn only_handles_that_may_change_the_file_flush_on_close() {
     // Linux truncates on O_RDONLY | O_TRUNC: that handle changed the file.
     assert!(RegFs::flush_on_close(libc::O_RDONLY | libc::O_TRUNC));
 }
+
+/// The entry at `name` in `dir` as another process on the same databases sees it.
+async fn size_elsewhere(other: &RegFs, name: &str) -> Option<u64> {
+    let system = lookup(other, ROOT_INO, "_system").await;
+    let local = lookup(other, system, "local").await;
+    match other.lookup(ROOT, local, OsStr::new(name)).await {
+        Ok(attr) => Some(attr.entry.size),
+        Err(e) => {
+            assert_eq!(e.errno(), libc::ENOENT, "{e}");
+            None
+        }
+    }
+}
+
+async fn list(fs: &RegFs, dir: u64) -> Vec<String> {
+    let fh = fs.opendir(ROOT, dir).await.unwrap();
+    let items = fs.readdir(fh, 0, 1000).await.unwrap();
+    fs.releasedir(fh);
+    items
+        .into_iter()
+        .filter(|i| !i.is_dot)
+        .map(|i| i.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_file_shows_here_and_gets_its_row_when_something_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = embedded(dir.path()).await;
+    let other = embedded(dir.path()).await;
+    let system = lookup(&fs, ROOT_INO, "_system").await;
+    let local = lookup(&fs, system, "local").await;
+
+    // Created without O_EXCL: no row yet, but this node looks it up and stats it.
+    let flags = libc::O_WRONLY | libc::O_CREAT;
+    let (attr, fh) = fs
+        .create(ROOT, local, OsStr::new("p"), 0o640, flags)
+        .await
+        .unwrap();
+    assert_eq!(size_elsewhere(&other, "p").await, None);
+    assert_eq!(lookup(&fs, local, "p").await, attr.ino);
+    let st = fs.getattr(ROOT, attr.ino).await.unwrap();
+    assert_eq!((st.entry.perm, st.entry.size), (0o640, 0));
+
+    // A listing needs the row: the file is inserted (empty) and listed, here and elsewhere.
+    assert!(list(&fs, local).await.contains(&"p".to_string()));
+    assert_eq!(size_elsewhere(&other, "p").await, Some(0));
+
+    // What the handle writes lands at close, as one version over that row.
+    fs.write(fh, 0, b"pending").await.unwrap();
+    assert_eq!(size_elsewhere(&other, "p").await, Some(0));
+    fs.release(fh).await.unwrap();
+    assert_eq!(size_elsewhere(&other, "p").await, Some(7));
+
+    // An unlink of a pending file removes it before it ever had a row.
+    let (attr, fh) = fs
+        .create(ROOT, local, OsStr::new("q"), 0o600, flags)
+        .await
+        .unwrap();
+    fs.unlink(ROOT, local, OsStr::new("q")).await.unwrap();
+    fs.write(fh, 0, b"gone").await.unwrap();
+    fs.release(fh).await.unwrap();
+    fs.forget(attr.ino, 1);
+    assert_eq!(size_elsewhere(&other, "q").await, None);
+    assert!(!list(&fs, local).await.contains(&"q".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_renamed_while_open_commits_under_its_new_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = embedded(dir.path()).await;
+    let other = embedded(dir.path()).await;
+    let system = lookup(&fs, ROOT_INO, "_system").await;
+    let local = lookup(&fs, system, "local").await;
+    write_file(&fs, local, "a", b"first").await;
+
+    let ino = lookup(&fs, local, "a").await;
+    let o = fs.open(ROOT, ino, libc::O_RDWR).await.unwrap();
+    fs.write(o.fh, 5, b" second").await.unwrap();
+    fs.rename(
+        ROOT,
+        local,
+        OsStr::new("a"),
+        local,
+        OsStr::new("b"),
+        crate::store::RenameMode::Replace,
+    )
+    .await
+    .unwrap();
+    // The rename committed what the handle wrote before it moved the resource.
+    assert_eq!(size_elsewhere(&other, "a").await, None);
+    assert_eq!(size_elsewhere(&other, "b").await, Some(12));
+    fs.write(o.fh, 12, b" third").await.unwrap();
+    fs.release(o.fh).await.unwrap();
+    assert_eq!(size_elsewhere(&other, "b").await, Some(18));
+    assert_eq!(size_elsewhere(&other, "a").await, None);
+    assert_eq!(lookup(&fs, local, "b").await, ino);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_heard_from_elsewhere_keeps_the_pages_of_files_open_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = embedded(dir.path()).await;
+    let system = lookup(&fs, ROOT_INO, "_system").await;
+    let local = lookup(&fs, system, "local").await;
+    write_file(&fs, local, "open", b"o").await;
+    write_file(&fs, local, "closed", b"c").await;
+    let open = lookup(&fs, local, "open").await;
+    let closed = lookup(&fs, local, "closed").await;
+    let o = fs.open(ROOT, open, libc::O_RDONLY).await.unwrap();
+    assert_eq!(fs.read(o.fh, 0, 10).await.unwrap(), b"o");
+    // Another process removes the open file, and the feed names both.
+    let other = embedded(dir.path()).await;
+    let o_system = lookup(&other, ROOT_INO, "_system").await;
+    let o_local = lookup(&other, o_system, "local").await;
+    other
+        .unlink(ROOT, o_local, OsStr::new("open"))
+        .await
+        .unwrap();
+
+    let paths = ["/_system/local/open", "/_system/local/closed"].map(String::from);
+    let dropped = fs.forget_paths(&paths);
+    let of = |ino| dropped.iter().find(|d| d.ino == ino).unwrap();
+    assert!(of(open).open, "an open file keeps its pages");
+    assert!(!of(closed).open);
+    // Their directory goes too (its listing and times move with them), once.
+    assert_eq!(dropped.iter().filter(|d| d.ino == local).count(), 1);
+    // The handle goes on reading the version it loaded; a stat reads the database, where the
+    // file is gone (ENOENT, unlike after a local unlink).
+    assert_eq!(fs.read(o.fh, 0, 10).await.unwrap(), b"o");
+    let e = fs.getattr(ROOT, open).await.unwrap_err();
+    assert_eq!(e.errno(), libc::ENOENT, "{e}");
+
+    fs.release(o.fh).await.unwrap();
+    let dropped = fs.forget_paths(&paths[..1]);
+    assert!(!dropped.iter().find(|d| d.ino == open).unwrap().open);
+}
