@@ -21,6 +21,7 @@ pub mod mount_table;
 pub mod path;
 pub mod policy;
 pub mod registry;
+pub mod retry;
 pub mod store;
 pub mod um;
 pub mod watch;

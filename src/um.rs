@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::path;
 use crate::policy::{Action, PermissionTree, Subject, role_key};
+use crate::retry::{Bound, Retry};
 use crate::store::server::db::{Dialect, Exec, Pool, Val};
 use crate::{args, err};
 
@@ -310,7 +311,7 @@ macro_rules! on_conn {
                 $body
             }
             Backend::Server(pool) => {
-                let mut attempt: u32 = 0;
+                let mut retry = Retry::new("user management", "query", Bound::Retries(UM_RETRIES));
                 loop {
                     let result = typed(async {
                         let mut held = pool.acquire().await?;
@@ -320,13 +321,11 @@ macro_rules! on_conn {
                     })
                     .await;
                     match result {
-                        Err(e) if e.is_transient() && attempt < UM_RETRIES => {
-                            attempt += 1;
-                            tracing::debug!(attempt, "user management: retrying after conflict: {e}");
-                            let pause = 2u64 << attempt.min(6);
-                            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-                        }
-                        other => break other,
+                        Err(e) => match retry.after(e) {
+                            Ok(pause) => tokio::time::sleep(pause).await,
+                            Err(e) => break Err(e),
+                        },
+                        ok => break ok,
                     }
                 }
             }

@@ -23,6 +23,7 @@ use super::rows::*;
 use super::*;
 use crate::content::{Content, SpoolPolicy};
 use crate::error::Result;
+use crate::retry::{Bound, Retry};
 use crate::{args, err, path};
 
 const POSTGRES_SCHEMA: &str = include_str!("server/postgres_schema.sql");
@@ -72,18 +73,17 @@ pub struct ServerStore {
 /// How many collection rows [`ServerStore::dirs`] keeps.
 const DIR_ROWS: usize = 256;
 
-/// Runs the future `$run` (made anew for each attempt), bounded in time, retrying a bounded
-/// number of times on serialization conflicts; then EIO with a log line.
+/// Runs the future `$run` (made anew for each attempt), bounded in time, and again after a
+/// transient conflict as [`crate::retry`] decides; then EIO with a log line.
 macro_rules! retrying {
     ($self:ident, $what:expr, $run:expr) => {{
         // Conflicts between nodes (serialization failures, deadlocks, a row that changed under
         // a guarded statement) are the normal case in a cluster: they are retried until the
         // operation's time bound, not a fixed number of times. The whole operation, attempts
         // and pauses, stays within the bound; EIO is for a database that is down, or past it.
-        let started = std::time::Instant::now();
-        let mut attempt: u32 = 0;
+        let mut retry = Retry::new(&$self.name, $what, Bound::Within($self.timeout));
         loop {
-            let left = $self.timeout.saturating_sub(started.elapsed());
+            let left = retry.left().unwrap_or($self.timeout);
             let result: Result<_> = match tokio::time::timeout(left, $run).await {
                 Ok(r) => r,
                 Err(_) => Err(err!(
@@ -94,16 +94,10 @@ macro_rules! retrying {
                 )),
             };
             match result {
-                Err(e) if e.is_transient() => {
-                    let pause = retry_pause(attempt);
-                    if started.elapsed() + pause >= $self.timeout {
-                        warn!(store = %$self.name, op = $what, "giving up after {attempt} retries in {:?}: {e}", started.elapsed());
-                        break Err(err!(EIO, "{}: gave up after {attempt} retries within {:?}: {}", $what, $self.timeout, e.message()));
-                    }
-                    attempt += 1;
-                    debug!(store = %$self.name, op = $what, attempt, "retrying after conflict: {e}");
-                    tokio::time::sleep(pause).await;
-                }
+                Err(e) if e.is_transient() => match retry.after(e) {
+                    Ok(pause) => tokio::time::sleep(pause).await,
+                    Err(e) => break Err(e),
+                },
                 Err(e) if e.errno() == libc::EIO => {
                     warn!(store = %$self.name, op = $what, "{e}");
                     break Err(e);
@@ -112,14 +106,6 @@ macro_rules! retrying {
             }
         }
     }};
-}
-
-/// The pause before retry `attempt + 1` after a conflict: exponential from 2 ms, capped at
-/// 100 ms, with full jitter, so that nodes which collided do not collide again in step.
-fn retry_pause(attempt: u32) -> Duration {
-    let cap = (2u64 << attempt.min(6)).min(100);
-    let r = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap());
-    Duration::from_micros(500 + r % (cap * 1000))
 }
 
 /// Runs `$body` (with `$c: &mut Exec`) in one transaction, with [`retrying`]'s bounds.

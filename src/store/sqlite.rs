@@ -15,11 +15,10 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::ops;
 use super::rows::*;
@@ -27,6 +26,7 @@ use super::server::db::{Exec, Row, Val, lite_run};
 use super::*;
 use crate::content::{CHUNK, Content, SpoolPolicy};
 use crate::error::Result;
+use crate::retry::{Bound, Retry};
 use crate::{args, err, path};
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
@@ -259,11 +259,11 @@ impl Writer {
 }
 
 /// Runs `$body` (which uses `$c: &mut Connection`) in one `BEGIN IMMEDIATE` transaction,
-/// rolled back on error and retried a bounded number of times when the database reports a
-/// transient conflict; then EIO with a log line.
+/// rolled back on error and run again after a transient conflict as [`crate::retry`] decides
+/// (at most `max_retries` times); then EIO with a log line.
 macro_rules! transaction {
     ($self:ident, $what:expr, |$c:ident| $body:block) => {{
-        let mut attempt: u32 = 0;
+        let mut retry = Retry::new(&$self.name, $what, Bound::Retries($self.opts.max_retries));
         loop {
             let mut writer = $self.writer.lock().await;
             writer.rollback_if_open();
@@ -281,16 +281,11 @@ macro_rules! transaction {
             }
             drop(writer);
             match result {
-                Err(e) if e.is_transient() && attempt < $self.opts.max_retries => {
-                    attempt += 1;
-                    debug!(store = %$self.name, op = $what, attempt, "retrying after conflict: {e}");
-                    tokio::time::sleep(Duration::from_millis(5u64 << attempt.min(6))).await;
-                }
-                Err(e) if e.is_transient() => {
-                    warn!(store = %$self.name, op = $what, "giving up after {attempt} retries: {e}");
-                    break Err(err!(EIO, "{}: gave up after {attempt} retries: {}", $what, e.message()));
-                }
-                other => break other,
+                Err(e) => match retry.after(e) {
+                    Ok(pause) => tokio::time::sleep(pause).await,
+                    Err(e) => break Err(e),
+                },
+                ok => break ok,
             }
         }
     }};
