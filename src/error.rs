@@ -59,7 +59,7 @@ macro_rules! err {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        crate::store::server::db::note_broken(&e);
+        crate::sql::note_broken(&e);
         let transient = is_retryable(&e);
         // MySQL's 1301 (a result over max_allowed_packet) and 1153 (a packet over it); its
         // code() is the SQLSTATE (HY000 / 08S01), the number tells them apart.

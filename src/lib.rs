@@ -22,6 +22,7 @@ pub mod path;
 pub mod policy;
 pub mod registry;
 pub mod retry;
+pub mod sql;
 pub mod store;
 pub mod um;
 pub mod watch;

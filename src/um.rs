@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::path;
 use crate::policy::{Action, PermissionTree, Subject, role_key};
 use crate::retry::{Bound, Retry};
-use crate::store::server::db::{Dialect, Exec, Pool, Val};
+use crate::sql::{Dialect, Exec, Pool, Val};
 use crate::{args, err};
 
 const UM_SCHEMA: &str = include_str!("store/sqlite_um_schema.sql");

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::servers::{self, Kind, Server};
 use regfs::conformance::{self, dir, file};
+use regfs::sql::ServerOptions;
 use regfs::store::server::ServerStore;
-use regfs::store::server::db::ServerOptions;
 use regfs::store::{Kind as EntryKind, RenameMode, Store, StoreOptions};
 
 /// A test on each server for the scenario `fn(Kind)`.
@@ -994,7 +994,7 @@ fn user_management_on(kind: Kind) {
     let db = server.fresh_db();
     rt().block_on(async {
         let pool = || async {
-            regfs::store::server::db::Pool::connect(&ServerOptions {
+            regfs::sql::Pool::connect(&ServerOptions {
                 url: server.url(&db),
                 password: server.password().map(str::to_string),
                 max_connections: 2,

@@ -5,10 +5,10 @@
 use chrono::NaiveDateTime;
 
 use super::rows::*;
-use super::server::db::{Dialect, Exec, Row, Val};
-use super::server::text::{LOG_COLUMNS, NAME_COLUMNS, PATH_COLUMNS, TextColumns};
 use super::*;
 use crate::error::Result;
+use crate::sql::text::{LOG_COLUMNS, NAME_COLUMNS, PATH_COLUMNS, TextColumns};
+use crate::sql::{Dialect, Exec, Row, Val};
 use crate::{args, err, path};
 
 /// The live REG_RESOURCE columns a mutation needs, in [`ResourceRow`]'s order.

@@ -7,23 +7,21 @@
 //! stops answering gives EIO with a log line after `timeout`, and the pool reconnects by itself
 //! once the server is back.
 
-pub mod db;
 pub mod feed;
 mod pg;
-pub mod text;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::{debug, warn};
 
-use self::db::{Dialect, Exec, Pool, ServerOptions};
 use super::ops::{self, *};
 use super::rows::*;
 use super::*;
 use crate::content::{Content, SpoolPolicy};
 use crate::error::Result;
 use crate::retry::{Bound, Retry};
+use crate::sql::{Dialect, Exec, Pool, ServerOptions};
 use crate::{args, err, path};
 
 const POSTGRES_SCHEMA: &str = include_str!("server/postgres_schema.sql");
@@ -309,7 +307,7 @@ impl ServerStore {
         let pool = Pool::connect(&server).await?;
         pool.read_text_columns().await?;
         Ok(Self {
-            name: format!("{name} ({})", db::redact(&server.url)),
+            name: format!("{name} ({})", crate::sql::redact(&server.url)),
             d: pool.dialect(),
             pool,
             opts,

@@ -22,11 +22,11 @@ use tracing::debug;
 
 use super::ops;
 use super::rows::*;
-use super::server::db::{Exec, Row, Val, lite_run};
 use super::*;
 use crate::content::{CHUNK, Content, SpoolPolicy};
 use crate::error::Result;
 use crate::retry::{Bound, Retry};
+use crate::sql::{Exec, Row, Val, lite_run};
 use crate::{args, err, path};
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::db::{self, Exec, Pool};
 use crate::args;
 use crate::error::Result;
+use crate::sql::{self as db, Exec, Pool};
 use crate::store::{FeedSink, Heard};
 
 /// The channel `regfs init`'s triggers notify (see `postgres_regfs.sql`).

@@ -9,9 +9,9 @@
 //! the caller retries from the read. Each statement runs SERIALIZABLE (every session's
 //! default), so two nodes creating one name cannot both pass the guard.
 
-use super::db::{Exec, Val};
 use crate::content::Content;
 use crate::error::Result;
+use crate::sql::{Exec, Val};
 use crate::store::rows::*;
 use crate::store::{AttrChange, DEFAULT_DIR_PERM, Entry, LogAction};
 use crate::{args, err};

@@ -16,8 +16,8 @@
 
 use std::collections::HashMap;
 
-use super::db::{Dialect, Exec};
 use crate::error::Result;
+use crate::sql::{Dialect, Exec};
 
 /// A character set, by what it can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
