@@ -8,8 +8,6 @@ use std::path::Path;
 use base64::Engine;
 use chrono::{Local, NaiveDateTime};
 use sha2::Digest;
-use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
@@ -123,9 +121,34 @@ fn now() -> NaiveDateTime {
 }
 
 enum Backend {
-    /// One connection: the CLI and the authorizer's refresher are the only users.
-    Sqlite(Mutex<SqliteConnection>),
+    /// One connection, opened as the SQLite store opens its own (the same driver, VFS and
+    /// settings): the CLI and the authorizer's refresher are the only users.
+    Sqlite(Mutex<rusqlite::Connection>),
     Server(Pool),
+}
+
+/// A `BEGIN IMMEDIATE` transaction on the SQLite connection, rolled back if it is dropped
+/// uncommitted (an early `?` or `return` in [`in_tx`]), so that no write lock outlives it.
+struct LiteTx<'a>(&'a mut rusqlite::Connection);
+
+impl<'a> LiteTx<'a> {
+    fn begin(c: &'a mut rusqlite::Connection) -> Result<Self> {
+        c.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Self(c))
+    }
+
+    fn commit(self) -> Result<()> {
+        self.0.execute_batch("COMMIT")?;
+        Ok(())
+    }
+}
+
+impl Drop for LiteTx<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 pub struct UmDb {
@@ -306,7 +329,7 @@ macro_rules! on_conn {
         match &$self.backend {
             Backend::Sqlite(m) => {
                 let mut guard = m.lock().await;
-                let mut exec = Exec::Lite(&mut guard);
+                let mut exec = Exec::Rus(&mut guard);
                 let $c: &mut Exec<'_> = &mut exec;
                 $body
             }
@@ -343,13 +366,13 @@ macro_rules! in_tx {
         match &$self.backend {
             Backend::Sqlite(m) => {
                 let mut guard = m.lock().await;
-                let mut tx = guard.begin_with("BEGIN IMMEDIATE").await?;
+                let tx = LiteTx::begin(&mut guard)?;
                 let value = {
-                    let mut exec = Exec::Lite(&mut tx);
+                    let mut exec = Exec::Rus(&mut *tx.0);
                     let $c: &mut Exec<'_> = &mut exec;
                     $body
                 }?;
-                tx.commit().await?;
+                tx.commit()?;
                 Ok(value)
             }
             Backend::Server(pool) => {
@@ -388,21 +411,16 @@ impl UmDb {
     /// Opens the UM tables in the SQLite database `file`, creating and seeding them as Carbon
     /// seeds a fresh realm if they are missing.
     pub async fn open(file: &Path, tenant: i64) -> Result<Self> {
-        let opts = SqliteConnectOptions::new()
-            .filename(file)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .foreign_keys(true);
-        let mut conn = SqliteConnection::connect_with(&opts).await.map_err(|e| {
-            err!(
-                EIO,
-                "cannot open the user-management database {}: {e}",
-                file.display()
-            )
-        })?;
-        sqlx::raw_sql(UM_SCHEMA).execute(&mut conn).await?;
+        let conn = crate::store::sqlite::connect(file, &crate::store::StoreOptions::default())
+            .map_err(|e| {
+                err!(
+                    EIO,
+                    "cannot open the user-management database {}: {}",
+                    file.display(),
+                    e.message()
+                )
+            })?;
+        conn.execute_batch(UM_SCHEMA)?;
         let db = Self {
             backend: Backend::Sqlite(Mutex::new(conn)),
             tenant,
@@ -1188,5 +1206,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = UmDb::open(&dir.path().join("um.db"), -1234).await.unwrap();
         crate::conformance::um_round_trip(&db).await;
+    }
+
+    /// A change refused inside its transaction (an early return from `in_tx!`) leaves no
+    /// transaction, and so no write lock on the shared database, behind.
+    #[tokio::test]
+    async fn a_refused_change_on_sqlite_leaves_no_lock_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("um.db");
+        let db = UmDb::open(&file, -1234).await.unwrap();
+        db.user_add("ursula", "pw-1").await.unwrap();
+        let e = db.user_add("ursula", "pw-2").await.unwrap_err();
+        assert_eq!(e.errno(), libc::EEXIST, "{e}");
+        // Another writer gets the lock at once (no busy timeout: it would fail, not wait).
+        let other = rusqlite::Connection::open(&file).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; ROLLBACK").unwrap();
+        assert!(db.user_verify("ursula", "pw-1").await.unwrap());
+        assert!(!db.user_verify("ursula", "pw-2").await.unwrap());
     }
 }

@@ -10,7 +10,6 @@
 use chrono::NaiveDateTime;
 use sqlx::mysql::{MySqlConnection, MySqlRow};
 use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Column, Executor, Row as _, TypeInfo};
 
 use crate::err;
@@ -186,8 +185,7 @@ macro_rules! args {
 pub enum Row {
     Pg(PgRow),
     My(MySqlRow),
-    Lite(SqliteRow),
-    /// A row read through rusqlite (the SQLite store's own connections), copied out.
+    /// A row read through rusqlite (every SQLite connection: the store's and UM's), copied out.
     Vals(Vec<rusqlite::types::Value>),
 }
 
@@ -223,7 +221,6 @@ impl Row {
                 })
             }
             Row::My(r) => Ok(r.try_get::<Option<i64>, _>(i)?),
-            Row::Lite(r) => Ok(r.try_get::<Option<i64>, _>(i)?),
             Row::Vals(v) => match &v[i] {
                 rusqlite::types::Value::Null => Ok(None),
                 rusqlite::types::Value::Integer(n) => Ok(Some(*n)),
@@ -241,7 +238,6 @@ impl Row {
         Ok(match self {
             Row::Pg(r) => r.try_get(i)?,
             Row::My(r) => r.try_get(i)?,
-            Row::Lite(r) => r.try_get(i)?,
             Row::Vals(v) => match &v[i] {
                 rusqlite::types::Value::Null => None,
                 rusqlite::types::Value::Text(s) => Some(s.clone()),
@@ -259,7 +255,6 @@ impl Row {
         Ok(match self {
             Row::Pg(r) => r.try_get(i)?,
             Row::My(r) => r.try_get(i)?,
-            Row::Lite(r) => r.try_get(i)?,
             Row::Vals(v) => match &v[i] {
                 rusqlite::types::Value::Null => None,
                 rusqlite::types::Value::Blob(b) => Some(b.clone()),
@@ -278,7 +273,6 @@ impl Row {
                 .try_get::<chrono::DateTime<chrono::Utc>, _>(i)?
                 .naive_utc(),
             Row::My(r) => r.try_get(i)?,
-            Row::Lite(r) => r.try_get(i)?,
             Row::Vals(v) => match &v[i] {
                 rusqlite::types::Value::Text(s) => parse_sqlite_time(s)
                     .ok_or_else(|| err!(EIO, "unreadable timestamp {s:?} in column {i}"))?,
@@ -355,8 +349,7 @@ pub fn lite_run(
 pub enum Exec<'c> {
     Pg(&'c mut PgConnection, &'c TextColumns),
     My(&'c mut MySqlConnection, &'c TextColumns),
-    Lite(&'c mut SqliteConnection),
-    /// The SQLite store's connections: statements run synchronously on the calling thread.
+    /// An SQLite connection (rusqlite): statements run synchronously on the calling thread.
     Rus(&'c mut rusqlite::Connection),
 }
 
@@ -438,7 +431,7 @@ impl Exec<'_> {
         match self {
             Exec::Pg(..) => Dialect::Postgres,
             Exec::My(..) => Dialect::MySql,
-            Exec::Lite(_) | Exec::Rus(_) => Dialect::Sqlite,
+            Exec::Rus(_) => Dialect::Sqlite,
         }
     }
 
@@ -446,7 +439,7 @@ impl Exec<'_> {
     pub fn text(&self) -> &TextColumns {
         match self {
             Exec::Pg(_, t) | Exec::My(_, t) => t,
-            Exec::Lite(_) | Exec::Rus(_) => TextColumns::exact(),
+            Exec::Rus(_) => TextColumns::exact(),
         }
     }
 
@@ -460,10 +453,6 @@ impl Exec<'_> {
                 c.execute(q).await?.rows_affected()
             }
             Exec::My(c, _) => {
-                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
-                c.execute(q).await?.rows_affected()
-            }
-            Exec::Lite(c) => {
                 let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
                 c.execute(q).await?.rows_affected()
             }
@@ -484,10 +473,6 @@ impl Exec<'_> {
                 let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
                 c.fetch_all(q).await?.into_iter().map(Row::My).collect()
             }
-            Exec::Lite(c) => {
-                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), args);
-                c.fetch_all(q).await?.into_iter().map(Row::Lite).collect()
-            }
             Exec::Rus(c) => lite_run(c, sql, args, true)?.1,
         })
     }
@@ -500,7 +485,7 @@ impl Exec<'_> {
     /// Inserts one row and returns the id the database generated for `id_column`.
     pub async fn insert_id(&mut self, sql: &str, id_column: &str, args: &[Val<'_>]) -> Result<i64> {
         match self {
-            Exec::Pg(..) | Exec::Lite(_) | Exec::Rus(_) => {
+            Exec::Pg(..) | Exec::Rus(_) => {
                 let sql = format!("{sql} RETURNING {id_column}");
                 let row = self
                     .fetch_opt(&sql, args)

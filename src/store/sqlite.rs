@@ -291,8 +291,9 @@ macro_rules! transaction {
     }};
 }
 
-/// One connection to `file` with the store's settings.
-fn connect(file: &Path, opts: &StoreOptions) -> Result<Connection> {
+/// One connection to `file` with the store's settings (also the user-management tables'
+/// connection when they are in an SQLite database).
+pub(crate) fn connect(file: &Path, opts: &StoreOptions) -> Result<Connection> {
     walbuf::register().map_err(|e| err!(EIO, "cannot set up SQLite's WAL writer: {e}"))?;
     let open = || -> rusqlite::Result<Connection> {
         let c = Connection::open_with_flags_and_vfs(
