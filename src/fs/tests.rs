@@ -23,6 +23,12 @@ async fn embedded(dir: &std::path::Path) -> RegFs {
     RegFs::new(Arc::new(registry), identity, SpoolPolicy::default(), token)
 }
 
+/// `/_system/local`'s inode.
+async fn local_dir(fs: &RegFs) -> u64 {
+    let system = lookup(fs, ROOT_INO, "_system").await;
+    lookup(fs, system, "local").await
+}
+
 async fn lookup(fs: &RegFs, parent: u64, name: &str) -> u64 {
     fs.lookup(ROOT, parent, OsStr::new(name)).await.unwrap().ino
 }
@@ -53,8 +59,7 @@ async fn a_watched_mount_keeps_a_cached_version_until_something_else_commits() {
     let fs = embedded(dir.path()).await;
     // Another process on the same databases.
     let other = embedded(dir.path()).await;
-    let system = lookup(&fs, ROOT_INO, "_system").await;
-    let local = lookup(&fs, system, "local").await;
+    let local = local_dir(&fs).await;
     let big = vec![1u8; PREFILL_MAX as usize + 1];
     write_file(&fs, local, "f", &big).await;
     let ino = lookup(&fs, local, "f").await;
@@ -68,8 +73,7 @@ async fn a_watched_mount_keeps_a_cached_version_until_something_else_commits() {
 
     // Another process writes: the next open sees the new version at once, before any
     // watcher caught up, and has the kernel drop the old size.
-    let o_system = lookup(&other, ROOT_INO, "_system").await;
-    let o_local = lookup(&other, o_system, "local").await;
+    let o_local = local_dir(&other).await;
     write_file(&other, o_local, "f", &big[1..]).await;
     let o = fs.open(ROOT, ino, libc::O_RDONLY).await.unwrap();
     assert!(!o.keep_cache && o.stale_attrs);
@@ -98,8 +102,7 @@ async fn a_watched_mount_keeps_a_cached_version_until_something_else_commits() {
 async fn the_first_read_only_open_of_a_small_file_brings_its_content() {
     let dir = tempfile::tempdir().unwrap();
     let fs = embedded(dir.path()).await;
-    let system = lookup(&fs, ROOT_INO, "_system").await;
-    let local = lookup(&fs, system, "local").await;
+    let local = local_dir(&fs).await;
     let small = b"0123456789".repeat(500);
     let big = vec![7u8; PREFILL_MAX as usize + 1];
     write_file(&fs, local, "small", &small).await;
@@ -161,8 +164,7 @@ fn only_handles_that_may_change_the_file_flush_on_close() {
 
 /// The entry at `name` in `dir` as another process on the same databases sees it.
 async fn size_elsewhere(other: &RegFs, name: &str) -> Option<u64> {
-    let system = lookup(other, ROOT_INO, "_system").await;
-    let local = lookup(other, system, "local").await;
+    let local = local_dir(other).await;
     match other.lookup(ROOT, local, OsStr::new(name)).await {
         Ok(attr) => Some(attr.entry.size),
         Err(e) => {
@@ -188,8 +190,7 @@ async fn a_pending_file_shows_here_and_gets_its_row_when_something_needs_it() {
     let dir = tempfile::tempdir().unwrap();
     let fs = embedded(dir.path()).await;
     let other = embedded(dir.path()).await;
-    let system = lookup(&fs, ROOT_INO, "_system").await;
-    let local = lookup(&fs, system, "local").await;
+    let local = local_dir(&fs).await;
 
     // Created without O_EXCL: no row yet, but this node looks it up and stats it.
     let flags = libc::O_WRONLY | libc::O_CREAT;
@@ -230,8 +231,7 @@ async fn a_file_renamed_while_open_commits_under_its_new_name() {
     let dir = tempfile::tempdir().unwrap();
     let fs = embedded(dir.path()).await;
     let other = embedded(dir.path()).await;
-    let system = lookup(&fs, ROOT_INO, "_system").await;
-    let local = lookup(&fs, system, "local").await;
+    let local = local_dir(&fs).await;
     write_file(&fs, local, "a", b"first").await;
 
     let ino = lookup(&fs, local, "a").await;
@@ -261,8 +261,7 @@ async fn a_file_renamed_while_open_commits_under_its_new_name() {
 async fn a_change_heard_from_elsewhere_keeps_the_pages_of_files_open_here() {
     let dir = tempfile::tempdir().unwrap();
     let fs = embedded(dir.path()).await;
-    let system = lookup(&fs, ROOT_INO, "_system").await;
-    let local = lookup(&fs, system, "local").await;
+    let local = local_dir(&fs).await;
     write_file(&fs, local, "open", b"o").await;
     write_file(&fs, local, "closed", b"c").await;
     let open = lookup(&fs, local, "open").await;
@@ -271,8 +270,7 @@ async fn a_change_heard_from_elsewhere_keeps_the_pages_of_files_open_here() {
     assert_eq!(fs.read(o.fh, 0, 10).await.unwrap(), b"o");
     // Another process removes the open file, and the feed names both.
     let other = embedded(dir.path()).await;
-    let o_system = lookup(&other, ROOT_INO, "_system").await;
-    let o_local = lookup(&other, o_system, "local").await;
+    let o_local = local_dir(&other).await;
     other
         .unlink(ROOT, o_local, OsStr::new("open"))
         .await
