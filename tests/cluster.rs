@@ -9,6 +9,8 @@
 mod common;
 
 use std::ffi::OsStr;
+use std::io::{Read, Seek};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -627,6 +629,25 @@ fn two_mounts_case(kind: Kind) {
             format!("b{i}")
         );
     }
+
+    // A removes a file B holds open: B's descriptor goes on as after a local unlink (fstat
+    // answers, with no links; reads give what it opened), and the name is gone on B.
+    let held = b.p("_system/config/d/y0");
+    let mut f = std::fs::File::open(&held).unwrap();
+    let mut text = String::new();
+    f.read_to_string(&mut text).unwrap();
+    std::fs::remove_file(a.p("_system/config/d/y0")).unwrap();
+    assert!(
+        wait_until(HEARD_WITHIN, || !held.exists()),
+        "B hears the unlink"
+    );
+    let st = f.metadata().unwrap();
+    assert_eq!((st.len(), st.nlink()), (1, 0));
+    text.clear();
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "0");
+    drop(f);
 
     check_tables(kind, &cfg);
 }

@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tracing::debug;
 
 use crate::authz::{Action, SYSTEM_USER};
 use crate::content::{Content, SpoolPolicy};
@@ -382,6 +383,30 @@ impl RegFs {
         }
         match self.registry.stat(&user, &p).await? {
             Some(entry) => Ok(self.attr(ino, entry)),
+            None => self.removed_elsewhere(ino, &p),
+        }
+    }
+
+    /// getattr of `ino` at `p`, which another node (or process) removed: a file open here
+    /// answers as after a local unlink, with what it was and no links (`fstat` on an open
+    /// descriptor keeps working, as `tail -f` expects); anything else is gone.
+    fn removed_elsewhere(&self, ino: u64, p: &str) -> Result<Attr> {
+        let open = self.open_files.lock().contains_key(&ino);
+        let last = self
+            .inodes
+            .lock()
+            .nodes
+            .get(&ino)
+            .and_then(|n| n.last.clone());
+        match last.filter(|_| open) {
+            Some(entry) => {
+                debug!("{p} was removed elsewhere while open here: answered as unlinked");
+                Ok(Attr {
+                    ino,
+                    entry,
+                    nlink: 0,
+                })
+            }
             None => Err(err!(ENOENT, "{p} no longer exists (removed elsewhere)")),
         }
     }

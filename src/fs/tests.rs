@@ -283,10 +283,17 @@ async fn a_change_heard_from_elsewhere_keeps_the_pages_of_files_open_here() {
     assert!(!of(closed).open);
     // Their directory goes too (its listing and times move with them), once.
     assert_eq!(dropped.iter().filter(|d| d.ino == local).count(), 1);
-    // The handle goes on reading the version it loaded; a stat reads the database, where the
-    // file is gone (ENOENT, unlike after a local unlink).
+    // The handle goes on reading the version it loaded, and fstat answers as after a local
+    // unlink: what the file was, with no links. A file not open here is gone.
     assert_eq!(fs.read(o.fh, 0, 10).await.unwrap(), b"o");
-    let e = fs.getattr(ROOT, open).await.unwrap_err();
+    let st = fs.getattr(ROOT, open).await.unwrap();
+    assert_eq!((st.entry.size, st.nlink), (1, 0));
+    other
+        .unlink(ROOT, o_local, OsStr::new("closed"))
+        .await
+        .unwrap();
+    let _ = fs.forget_paths(&paths[1..]);
+    let e = fs.getattr(ROOT, closed).await.unwrap_err();
     assert_eq!(e.errno(), libc::ENOENT, "{e}");
 
     fs.release(o.fh).await.unwrap();
