@@ -17,7 +17,6 @@ use crate::error::Result;
 use crate::fs::RegFs;
 use crate::fuse::FuseAdapter;
 use crate::identity::Identity;
-use crate::store::StoreOptions;
 
 pub struct MountOptions {
     pub mountpoint: PathBuf,
@@ -474,10 +473,7 @@ fn serve(
         .map_err(|e| err!(EIO, "cannot start the runtime: {e}"))?;
     let registry = match config {
         Some(cfg) => runtime.block_on(crate::wiring::registry_from(cfg))?,
-        None => runtime.block_on(crate::wiring::embedded_registry(
-            &opts.data_dir,
-            StoreOptions::default(),
-        ))?,
+        None => runtime.block_on(crate::wiring::embedded_registry(&opts.data_dir))?,
     };
     match opts.config.as_ref().or(opts.wso2_conf.as_ref()) {
         Some(file) => info!(

@@ -7,7 +7,6 @@ use clap::{Args, Parser, Subcommand};
 use regfs::authz::{Action, Authorizer};
 use regfs::daemon::{self, MountOptions};
 use regfs::err;
-use regfs::store::StoreOptions;
 use regfs::um::Grantee;
 use regfs::{config, wiring};
 
@@ -60,7 +59,7 @@ impl DataDir {
     async fn registry(&self) -> regfs::Result<regfs::registry::Registry> {
         match self.file_config()? {
             Some(cfg) => wiring::registry_from(&cfg).await,
-            None => wiring::embedded_registry(&self.path(), StoreOptions::default()).await,
+            None => wiring::embedded_registry(&self.path()).await,
         }
     }
 }

@@ -16,8 +16,8 @@ use crate::registry::Registry;
 use crate::sql::{Pool, ServerOptions};
 use crate::store::server::ServerStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{SUPER_TENANT_ID, Store, StoreOptions};
-use crate::um::{ADMIN_USER, UmDb};
+use crate::store::{Store, StoreOptions};
+use crate::um::UmDb;
 
 /// How often a running mount checks the user-management tables for changes.
 pub const PERMISSION_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -55,15 +55,60 @@ fn ensure_data_dir(data_dir: &Path) -> Result<()> {
     })
 }
 
+/// The embedded default as a configuration: the node's own database `local.db` (data source
+/// `local`) at `/`, the shared database `shared.db` (data source `shared`, remote instance
+/// `gov`) mounted at `/_system/config` and `/_system/governance` under the same paths, and the
+/// user-management tables in the shared database, as a Carbon cluster keeps them. It goes
+/// through the same wiring as a configuration file.
+pub fn embedded_config(data_dir: &Path) -> Result<FileConfig> {
+    let url = |db: &str| -> Result<String> {
+        let file = data_dir.join(db);
+        let file = file.to_str().ok_or_else(|| {
+            err!(
+                EINVAL,
+                "the data directory {} is not valid UTF-8: give one that is (--data-dir)",
+                data_dir.display()
+            )
+        })?;
+        // A TOML string, quoted and escaped.
+        Ok(toml::Value::String(format!("sqlite:{file}")).to_string())
+    };
+    let mounts: String = SHARED_PARTITIONS
+        .iter()
+        .map(|p| {
+            format!(
+                "[[mounts]]\npath = \"{p}\"\ninstance = \"{SHARED_INSTANCE_ID}\"\ntarget_path = \"{p}\"\n\n"
+            )
+        })
+        .collect();
+    let text = format!(
+        "node_data_source = \"local\"\n\n\
+         [data_sources.local]\nurl = {}\n\n\
+         [data_sources.shared]\nurl = {}\n\n\
+         [remote_instances.{SHARED_INSTANCE_ID}]\ndata_source = \"shared\"\n\n\
+         {mounts}\
+         [user_management]\ndata_source = \"shared\"\n",
+        url(LOCAL_DB)?,
+        url(SHARED_DB)?
+    );
+    let cfg: FileConfig = toml::from_str(&text)
+        .map_err(|e| err!(EIO, "the embedded default's configuration: {e}"))?;
+    cfg.check()?;
+    Ok(cfg)
+}
+
 /// The user-management database of the embedded default.
 pub async fn embedded_um(data_dir: &Path) -> Result<UmDb> {
+    let cfg = embedded_config(data_dir)?;
     ensure_data_dir(data_dir)?;
-    UmDb::open(&data_dir.join(SHARED_DB), SUPER_TENANT_ID).await
+    um_from(&cfg).await
 }
 
 /// Opens (creating and initializing as needed) the embedded default's databases and returns the
-/// registry over them, with the mount bookkeeping rows written.
-pub async fn embedded_registry(data_dir: &Path, opts: StoreOptions) -> Result<Registry> {
+/// registry over them, with the mount bookkeeping rows written: [`registry_from`] of
+/// [`embedded_config`].
+pub async fn embedded_registry(data_dir: &Path) -> Result<Registry> {
+    let cfg = embedded_config(data_dir)?;
     // A refused mount changes nothing in the data directory: what this attempt created (the
     // directory, a database file and its journal) goes again.
     let new_dir = !data_dir.exists();
@@ -72,7 +117,10 @@ pub async fn embedded_registry(data_dir: &Path, opts: StoreOptions) -> Result<Re
         .flat_map(|db| ["", "-wal", "-shm", "-journal"].map(|s| data_dir.join(format!("{db}{s}"))))
         .filter(|f| !f.exists())
         .collect();
-    let result = open_embedded(data_dir, opts).await;
+    let result = match ensure_data_dir(data_dir) {
+        Ok(()) => registry_from(&cfg).await,
+        Err(e) => Err(e),
+    };
     if result.is_err() {
         for f in &created {
             let _ = std::fs::remove_file(f);
@@ -82,46 +130,6 @@ pub async fn embedded_registry(data_dir: &Path, opts: StoreOptions) -> Result<Re
         }
     }
     result
-}
-
-async fn open_embedded(data_dir: &Path, opts: StoreOptions) -> Result<Registry> {
-    ensure_data_dir(data_dir)?;
-    let local: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&data_dir.join(LOCAL_DB), opts.clone()).await?);
-    let shared: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&data_dir.join(SHARED_DB), opts).await?);
-    local.init().await?;
-    shared.init().await?;
-    let root = Mount {
-        path: "/".into(),
-        target: "/".into(),
-        instance_id: "local".into(),
-        store: local,
-        store_id: 0,
-        read_only: false,
-        replace_local: true,
-    };
-    let mounts = SHARED_PARTITIONS
-        .iter()
-        .map(|p| Mount {
-            path: p.to_string(),
-            target: p.to_string(),
-            instance_id: SHARED_INSTANCE_ID.into(),
-            store: shared.clone(),
-            store_id: 1,
-            read_only: false,
-            replace_local: true,
-        })
-        .collect();
-    // The embedded default keeps the user-management tables in the shared database, as a
-    // Carbon cluster keeps them in the shared UM database.
-    let um = Arc::new(embedded_um(data_dir).await?);
-    let authz = Arc::new(Authorizer::new(um, ADMIN_USER));
-    authz.refresh().await?;
-    authz.spawn_refresher(PERMISSION_REFRESH);
-    let registry = Registry::new(MountTable::new(root, mounts), Some(authz));
-    registry.record_mounts().await?;
-    Ok(registry)
 }
 
 /// The configuration the command line names: a TOML file (`--config`), a WSO2 product's conf

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use super::{Caller, PREFILL_MAX, ROOT_INO, RegFs};
 use crate::content::SpoolPolicy;
 use crate::identity::Identity;
-use crate::store::StoreOptions;
 
 const ROOT: Caller = Caller {
     uid: 0,
@@ -15,9 +14,7 @@ const ROOT: Caller = Caller {
 };
 
 async fn embedded(dir: &std::path::Path) -> RegFs {
-    let registry = crate::wiring::embedded_registry(dir, StoreOptions::default())
-        .await
-        .unwrap();
+    let registry = crate::wiring::embedded_registry(dir).await.unwrap();
     let identity = Identity::new(crate::um::ADMIN_USER, Default::default());
     let token = registry.change_token().await.unwrap();
     RegFs::new(Arc::new(registry), identity, SpoolPolicy::default(), token)
