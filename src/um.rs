@@ -408,8 +408,9 @@ async fn scalar(c: &mut Exec<'_>, sql: &str, args: &[Val<'_>]) -> Result<Option<
 }
 
 impl UmDb {
-    /// Opens the UM tables in the SQLite database `file`, creating and seeding them as Carbon
-    /// seeds a fresh realm if they are missing.
+    /// Opens the UM tables in the SQLite database `file`, creating them if they are missing;
+    /// not seeded yet (see [`UmDb::seed`], which the wiring runs once every database is
+    /// checked).
     pub async fn open(file: &Path, tenant: i64) -> Result<Self> {
         let conn = crate::store::sqlite::connect(file, &crate::store::StoreOptions::default())
             .map_err(|e| {
@@ -426,7 +427,6 @@ impl UmDb {
             tenant,
             flavor: Flavor::CURRENT,
         };
-        db.seed().await?;
         Ok(db)
     }
 
@@ -1205,6 +1205,7 @@ mod tests {
     async fn seeded_like_carbon_and_grants_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let db = UmDb::open(&dir.path().join("um.db"), -1234).await.unwrap();
+        db.seed().await.unwrap();
         crate::conformance::um_round_trip(&db).await;
     }
 
