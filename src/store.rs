@@ -259,8 +259,22 @@ pub trait Store: Send + Sync + 'static {
         content.into_vec()
     }
 
+    /// Runs one mutation as one transaction, retried on conflicts as the store's database
+    /// needs. The generic body of every change is [`ops::apply`]; a store runs it in its
+    /// transaction, with its own [`ops::Encoding`], and may answer some changes by a fast path
+    /// of its own first. The methods below are this, typed.
+    async fn apply(&self, change: Change<'_>) -> Result<Done>;
+
     /// Creates a new collection or resource; its parent must exist. EEXIST if `path` exists.
-    async fn create(&self, path: &str, new: NewEntry, user: &str) -> Result<Entry>;
+    async fn create(&self, path: &str, new: NewEntry, user: &str) -> Result<Entry> {
+        let change = Change::Create {
+            path,
+            new,
+            data: None,
+            user,
+        };
+        self.apply(change).await?.entry()
+    }
 
     /// [`Store::create`] of a file whose content is `data` (spooled or large: not in
     /// `new.content`), in the same transaction: the row and its content go in together or not
@@ -271,7 +285,15 @@ pub trait Store: Send + Sync + 'static {
         new: NewEntry,
         data: &Content,
         user: &str,
-    ) -> Result<Entry>;
+    ) -> Result<Entry> {
+        let change = Change::Create {
+            path,
+            new,
+            data: Some(data),
+            user,
+        };
+        self.apply(change).await?.entry()
+    }
 
     /// Whether a new file at `path` could be stored under that name, asked when a create's
     /// insert waits for its first commit: EILSEQ for characters the database's columns cannot
@@ -282,7 +304,15 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Replaces a resource's content: a new `REG_RESOURCE` row with a new `REG_VERSION`.
-    async fn write(&self, path: &str, data: &Content, user: &str) -> Result<Entry>;
+    async fn write(&self, path: &str, data: &Content, user: &str) -> Result<Entry> {
+        let change = Change::Write {
+            path,
+            data,
+            user,
+            expected: None,
+        };
+        self.apply(change).await?.entry()
+    }
 
     /// [`Store::write`] only if the resource is still at `REG_VERSION` `expected` (in the same
     /// transaction); `ESTALE` if another writer (a node, Carbon) replaced it meanwhile, and
@@ -293,12 +323,24 @@ pub trait Store: Send + Sync + 'static {
         data: &Content,
         user: &str,
         expected: i64,
-    ) -> Result<Entry>;
+    ) -> Result<Entry> {
+        let change = Change::Write {
+            path,
+            data,
+            user,
+            expected: Some(expected),
+        };
+        self.apply(change).await?.entry()
+    }
 
     /// Removes a resource (`dir == false`) or an empty collection (`dir == true`). Returns the
     /// collection's new mtime and ctime. ([`Store::create`]'s collection takes the new entry's
     /// ctime as both.)
-    async fn remove(&self, path: &str, dir: bool, user: &str) -> Result<SystemTime>;
+    async fn remove(&self, path: &str, dir: bool, user: &str) -> Result<SystemTime> {
+        self.apply(Change::Remove { path, dir, user })
+            .await?
+            .touched()
+    }
 
     /// Moves `from` to `to` inside this database, with its subtree for a collection. Returns
     /// the new mtime and ctime of both collections; `None` if nothing moved (`to` is `from`).
@@ -308,10 +350,20 @@ pub trait Store: Send + Sync + 'static {
         to: &str,
         mode: RenameMode,
         user: &str,
-    ) -> Result<Option<SystemTime>>;
+    ) -> Result<Option<SystemTime>> {
+        let change = Change::Rename {
+            from,
+            to,
+            mode,
+            user,
+        };
+        self.apply(change).await?.moved()
+    }
 
     /// Changes POSIX attributes kept in `REGFS_ATTR`.
-    async fn set_attr(&self, path: &str, change: AttrChange) -> Result<Entry>;
+    async fn set_attr(&self, path: &str, change: AttrChange) -> Result<Entry> {
+        self.apply(Change::SetAttr { path, change }).await?.entry()
+    }
 
     /// Makes `mount_path` a mount link in this (local) database, as Carbon does when it sets up a
     /// `registry.xml` mount, and records it under [`MOUNT_RECORDS_PATH`]. With `replace`
@@ -323,7 +375,15 @@ pub trait Store: Send + Sync + 'static {
         instance_id: &str,
         target_path: &str,
         replace: bool,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let change = Change::MountLink {
+            mount_path,
+            instance_id,
+            target_path,
+            replace,
+        };
+        self.apply(change).await?.nothing()
+    }
 
     /// The `registry.linkrestoration` value of the Carbon symbolic link at `path` (a
     /// collection or resource of media type [`LINK_MEDIA_TYPE`] whose value has three parts,
@@ -344,19 +404,41 @@ pub trait Store: Send + Sync + 'static {
         as_resource: bool,
         new: NewEntry,
         user: &str,
-    ) -> Result<Entry>;
+    ) -> Result<Entry> {
+        let change = Change::CreateLink {
+            path,
+            restoration,
+            target,
+            as_resource,
+            new,
+            user,
+        };
+        self.apply(change).await?.entry()
+    }
 
     /// Removes the Carbon symbolic link at `path` as `removeLink` does: the link's row goes
     /// (DELETE_RESOURCE), then REMOVE_LINK is logged. Returns the collection's new times.
-    async fn remove_link(&self, path: &str, user: &str) -> Result<SystemTime>;
+    async fn remove_link(&self, path: &str, user: &str) -> Result<SystemTime> {
+        self.apply(Change::RemoveLink { path, user })
+            .await?
+            .touched()
+    }
 
     /// Writes (`props` given) or removes (`None`) the record `name` under
     /// [`MOUNT_RECORDS_PATH`], as Carbon's `RegistryUtils.addMountEntry` writes one for every
     /// link; this is the node's own database.
-    async fn mount_record(&self, name: &str, props: Option<&[(&str, &str)]>) -> Result<()>;
+    async fn mount_record(&self, name: &str, props: Option<&[(&str, &str)]>) -> Result<()> {
+        self.apply(Change::MountRecord { name, props })
+            .await?
+            .nothing()
+    }
 
     /// Creates the collection `path` and any missing ancestors (Carbon's addEmptyCollection).
-    async fn create_path(&self, path: &str, user: &str) -> Result<()>;
+    async fn create_path(&self, path: &str, user: &str) -> Result<()> {
+        self.apply(Change::CreatePath { path, user })
+            .await?
+            .nothing()
+    }
 
     /// Space used, for `statfs`.
     async fn space(&self) -> Result<SpaceInfo>;
@@ -374,6 +456,145 @@ pub trait Store: Send + Sync + 'static {
     /// `None` when the store has no feed ([`Store::foreign_commits`] tells instead).
     async fn start_feed(&self, _sink: FeedSink) -> Result<Option<String>> {
         Ok(None)
+    }
+}
+
+/// One mutation of a registry database, run as one transaction by [`Store::apply`]. Paths
+/// are target paths in the store's database; `user` is who the registry logs it as.
+#[derive(Debug)]
+pub enum Change<'a> {
+    /// The base collections Carbon creates on first start ([`Store::init`]).
+    BaseCollections,
+    /// [`Store::create`], or [`Store::create_file`] with `data`.
+    Create {
+        path: &'a str,
+        new: NewEntry,
+        data: Option<&'a Content>,
+        user: &'a str,
+    },
+    /// [`Store::write`], or [`Store::write_if`] with `expected`.
+    Write {
+        path: &'a str,
+        data: &'a Content,
+        user: &'a str,
+        expected: Option<i64>,
+    },
+    /// [`Store::remove`].
+    Remove {
+        path: &'a str,
+        dir: bool,
+        user: &'a str,
+    },
+    /// [`Store::rename`].
+    Rename {
+        from: &'a str,
+        to: &'a str,
+        mode: RenameMode,
+        user: &'a str,
+    },
+    /// [`Store::set_attr`].
+    SetAttr { path: &'a str, change: AttrChange },
+    /// [`Store::create_link`].
+    CreateLink {
+        path: &'a str,
+        restoration: &'a str,
+        target: &'a str,
+        as_resource: bool,
+        new: NewEntry,
+        user: &'a str,
+    },
+    /// [`Store::remove_link`].
+    RemoveLink { path: &'a str, user: &'a str },
+    /// [`Store::mount_record`].
+    MountRecord {
+        name: &'a str,
+        props: Option<&'a [(&'a str, &'a str)]>,
+    },
+    /// [`Store::ensure_mount_link`].
+    MountLink {
+        mount_path: &'a str,
+        instance_id: &'a str,
+        target_path: &'a str,
+        replace: bool,
+    },
+    /// [`Store::create_path`].
+    CreatePath { path: &'a str, user: &'a str },
+}
+
+impl Change<'_> {
+    /// The operation's name in logs (what a user did).
+    pub fn what(&self) -> &'static str {
+        match self {
+            Change::BaseCollections => "init",
+            Change::Create { .. } => "create",
+            Change::Write { .. } => "write",
+            Change::Remove { dir: true, .. } => "rmdir",
+            Change::Remove { dir: false, .. } | Change::RemoveLink { .. } => "unlink",
+            Change::Rename { .. } => "rename",
+            Change::SetAttr { .. } => "setattr",
+            Change::CreateLink { .. } => "symlink",
+            Change::MountRecord { .. } => "mount record",
+            Change::MountLink { .. } => "mount link",
+            Change::CreatePath { .. } => "create path",
+        }
+    }
+
+    /// Whether the change adds or removes a resource (the servers count those, see
+    /// `ServerStore::changed`).
+    pub fn adds_or_removes(&self) -> bool {
+        matches!(
+            self,
+            Change::Create { .. }
+                | Change::Remove { .. }
+                | Change::CreateLink { .. }
+                | Change::RemoveLink { .. }
+        )
+    }
+}
+
+/// What a [`Change`] answers.
+#[derive(Debug)]
+pub enum Done {
+    /// The entry as it is now (create, write, setattr, symlink).
+    Entry(Entry),
+    /// The collection's new mtime and ctime (unlink, rmdir).
+    Touched(SystemTime),
+    /// Both collections' new times, `None` if nothing moved (rename).
+    Moved(Option<SystemTime>),
+    Nothing,
+}
+
+impl Done {
+    fn mismatch(self, wanted: &str) -> crate::Error {
+        crate::err!(EIO, "a store answered {self:?} where {wanted} was due")
+    }
+
+    pub fn entry(self) -> Result<Entry> {
+        match self {
+            Done::Entry(e) => Ok(e),
+            other => Err(other.mismatch("an entry")),
+        }
+    }
+
+    pub fn touched(self) -> Result<SystemTime> {
+        match self {
+            Done::Touched(t) => Ok(t),
+            other => Err(other.mismatch("a collection's times")),
+        }
+    }
+
+    pub fn moved(self) -> Result<Option<SystemTime>> {
+        match self {
+            Done::Moved(t) => Ok(t),
+            other => Err(other.mismatch("a rename's times")),
+        }
+    }
+
+    pub fn nothing(self) -> Result<()> {
+        match self {
+            Done::Nothing => Ok(()),
+            other => Err(other.mismatch("nothing")),
+        }
     }
 }
 

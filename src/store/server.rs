@@ -151,154 +151,142 @@ macro_rules! read {
     };
 }
 
+/// The servers' content path: a large value goes in pieces (see [`content_row`]); the rest
+/// of each mutation is the generic statements.
+struct Pieces;
+
+#[async_trait]
+impl ops::Encoding for Pieces {
+    async fn content(&self, c: &mut Exec<'_>, t: i64, data: &Content) -> Result<Option<i64>> {
+        content_row(c, t, data).await
+    }
+}
+
 impl ServerStore {
-    /// [`Store::write`]; with `expected`, only over that version ([`Store::write_if`]).
-    async fn write_checked(
+    /// The fast paths: a change PostgreSQL can make in one guarded statement, outside a
+    /// transaction; `None` when the generic transaction must run. Also refuses, before
+    /// anything runs, a name the database's character sets cannot hold, and moves a small
+    /// file's content into its create's own statement.
+    async fn fast_path(&self, change: &mut Change<'_>) -> Result<Option<Done>> {
+        let versioning = self.opts.version_on_change;
+        let pg = self.d == Dialect::Postgres;
+        match change {
+            Change::Create {
+                path: p,
+                new,
+                data,
+                user,
+            } => {
+                check_storable(&self.pool.text_columns(), p, new.kind == Kind::Directory)?;
+                if let Some(small) = data.filter(|d| d.len() <= PIECE as u64) {
+                    new.content = small.bytes()?.to_vec();
+                    *data = None;
+                }
+                if let Some(parent) = path::parent(p)
+                    && pg
+                    && new.kind != Kind::Directory
+                    && data.is_none()
+                    && new.content.len() <= PIECE
+                {
+                    let name = path::name(p);
+                    return Ok(Some(Done::Entry(
+                        self.pg_create(p, parent, name, new, user).await?,
+                    )));
+                }
+            }
+            Change::Write {
+                path: p,
+                data,
+                user,
+                expected,
+            } if pg && data.len() <= PIECE as u64 && !versioning => {
+                let entry = self.pg_write(p, &data.bytes()?, user, *expected).await?;
+                return Ok(Some(Done::Entry(entry)));
+            }
+            Change::Remove {
+                path: p,
+                dir: false,
+                user,
+            } if pg && !versioning => {
+                if let Some(parent) = path::parent(p) {
+                    let touched = self.pg_unlink(p, parent, user).await?;
+                    return Ok(Some(Done::Touched(touched)));
+                }
+            }
+            Change::Rename { from, to, user, .. }
+                if pg
+                    && !versioning
+                    && check_storable(&self.pool.text_columns(), to, false).is_ok() =>
+            {
+                if let Some(done) = self.pg_rename(from, to, user).await? {
+                    return Ok(Some(Done::Moved(Some(done))));
+                }
+            }
+            // A resource's own attributes on PostgreSQL: one statement (chmod, chown, utimens).
+            Change::SetAttr { path: p, change } if pg => {
+                if let Some(parent) = path::parent(p) {
+                    let (t, name) = (self.t(), path::name(p));
+                    let done = autocommit!(self, "setattr", |c| {
+                        pg::set_attr_resource(c, t, parent, name, change, now_ns()).await?
+                    })?;
+                    if let Some(entry) = done {
+                        return Ok(Some(Done::Entry(entry)));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// Carbon's update of a small resource on PostgreSQL in one statement (see [`pg::write`]).
+    async fn pg_write(
         &self,
         p: &str,
-        data: &Content,
+        data: &[u8],
         user: &str,
         expected: Option<i64>,
     ) -> Result<Entry> {
         let t = self.t();
-        let versioning = self.opts.version_on_change;
-        if self.d == Dialect::Postgres && data.len() <= PIECE as u64 && !versioning {
-            let data = data.bytes()?;
-            let data = &data[..];
-            return autocommit!(self, "write", |c| {
-                let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
-                    return Err(missing_resource(c, t, p).await);
-                };
-                check_expected(&old, expected, p)?;
-                let now = now_ns();
-                let Some(version) = pg::write(c, t, &old, &attrs, data, p, user, now).await? else {
-                    return Err(err!(EIO, "{p} changed while it was written").transient());
-                };
-                resource_entry(
-                    &old,
-                    version,
-                    data.len() as u64,
-                    attrs.rewritten(version, now),
-                )
-            });
-        }
-        transaction!(self, "write", |c| {
+        autocommit!(self, "write", |c| {
             let Some((old, attrs)) = ops::file_row_with_attrs(c, t, p).await? else {
                 return Err(missing_resource(c, t, p).await);
             };
             check_expected(&old, expected, p)?;
-            // Carbon's update: delete the old row and its content, insert a new row (new
-            // REG_VERSION) that keeps creator, creation time and UUID.
-            if versioning {
-                archive(c, t, &old, p).await?;
-            }
             let now = now_ns();
-            let now_naive = naive_from_ns(now);
-            ops::delete_row_and_content(c, t, &old).await?;
-            let content_id = content_row(c, t, data).await?;
-            let version = insert_resource(
-                c,
-                t,
-                old.path_id,
-                old.name.as_deref(),
-                old.media_type.as_deref(),
-                &old.creator,
-                old.created,
-                user,
-                now_naive,
-                old.description.as_deref(),
-                content_id,
-                &old.uuid,
+            let Some(version) = pg::write(c, t, &old, &attrs, data, p, user, now).await? else {
+                return Err(err!(EIO, "{p} changed while it was written").transient());
+            };
+            resource_entry(
+                &old,
+                version,
+                data.len() as u64,
+                attrs.rewritten(version, now),
             )
-            .await?;
-            carry_versioned_mappings(c, t, old.version, version).await?;
-            let attrs = attrs.rewritten(version, now);
-            put_attr(c, t, &old.uuid, attrs).await?;
-            insert_log(c, t, p, user, LogAction::Update, None).await?;
-            resource_entry(&old, version, data.len(), attrs)
         })
     }
 
-    /// [`Store::create`], with the content from `data` when given ([`Store::create_file`]).
-    async fn create_with(
-        &self,
-        p: &str,
-        new: NewEntry,
-        data: Option<&Content>,
-        user: &str,
-    ) -> Result<Entry> {
-        let t = self.t();
-        let Some(parent) = path::parent(p) else {
-            return Err(err!(EEXIST, "the root always exists"));
-        };
-        let name = path::name(p);
-        check_storable(&self.pool.text_columns(), p, new.kind == Kind::Directory)?;
-        if self.d == Dialect::Postgres
-            && new.kind != Kind::Directory
-            && data.is_none()
-            && new.content.len() <= PIECE
-        {
-            return self.pg_create(p, parent, name, &new, user).await;
-        }
-        transaction!(self, "create", |c| {
-            let dir = match ops::dir_and_entry(c, t, parent, p).await? {
-                Some(found) if found.file.is_some() || found.collection => {
-                    return Err(err!(EEXIST, "{p} already exists"));
-                }
-                Some(found) => found.dir,
-                // Not a live collection: require_dir says which errno.
-                None => require_dir(c, t, parent).await?,
-            };
-            ops::refuse_confused(c, t, ops::DirKey::Id(dir.path_id), p, None).await?;
+    /// An unlink on PostgreSQL: one statement with the collection's row from an earlier
+    /// operation; when that deletes nothing, the checks say why (or read the row again for
+    /// the retry).
+    async fn pg_unlink(&self, p: &str, parent: &str, user: &str) -> Result<SystemTime> {
+        let (t, name) = (self.t(), path::name(p));
+        autocommit!(self, "unlink", |c| {
             let now = now_ns();
-            let created = naive_from_ns(now);
-            let is_dir = new.kind == Kind::Directory;
-            let media = if new.kind == Kind::File {
-                media_type_for(name)
-            } else {
-                None
-            };
-            let (version, uuid) = if is_dir {
-                let (_, version, uuid) =
-                    create_collection(c, t, p, dir.path_id, user, None, None, created).await?;
-                (version, uuid)
-            } else {
-                let uuid = uuid::Uuid::new_v4().to_string();
-                let content_id = match data {
-                    Some(data) => content_row(c, t, data).await?,
-                    None => insert_content(c, t, &new.content).await?,
-                };
-                let version = insert_resource(
-                    c,
-                    t,
-                    dir.path_id,
-                    Some(name),
-                    media,
-                    user,
-                    created,
-                    user,
-                    created,
-                    None,
-                    content_id,
-                    &uuid,
-                )
-                .await?;
-                insert_log(c, t, p, user, LogAction::Add, None).await?;
-                (version, uuid)
-            };
-            let attrs = AttrRow::for_new(&new, now, version);
-            ops::put_attr_touching(c, t, &uuid, attrs, &dir).await?;
+            if let Some(dir) = self.remembered_dir(parent) {
+                if pg::unlink(c, t, &dir, name, p, user, now).await? {
+                    self.changed();
+                    return Ok(from_ns(now));
+                }
+                self.forget_dir(parent);
+            }
+            let (parent_row, _, _) = ops::unlink_checks(c, t, p, parent).await?;
+            self.remember_dir(parent, &parent_row);
+            if !pg::unlink(c, t, &parent_row, name, p, user, now).await? {
+                return Err(err!(EIO, "{p} changed while it was removed").transient());
+            }
             self.changed();
-            EntryRow::from_parts(
-                is_dir,
-                version,
-                uuid,
-                media.map(str::to_string),
-                created,
-                data.map_or(new.content.len() as u64, Content::len),
-                attrs,
-            )
-            .into_entry()
+            from_ns(now)
         })
     }
 
@@ -651,15 +639,6 @@ async fn content_row(c: &mut Exec<'_>, t: i64, data: &Content) -> Result<Option<
     Ok(Some(id))
 }
 
-/// Why there is no resource at `p`: a collection is there (EISDIR) or nothing (ENOENT).
-async fn missing_resource(c: &mut Exec<'_>, t: i64, p: &str) -> crate::Error {
-    match collection_row(c, t, p).await {
-        Ok(Some(_)) => err!(EISDIR, "{p} is a collection"),
-        Ok(None) => err!(ENOENT, "resource {p} does not exist"),
-        Err(e) => e,
-    }
-}
-
 #[async_trait]
 impl Store for ServerStore {
     fn name(&self) -> &str {
@@ -693,10 +672,21 @@ impl Store for ServerStore {
     }
 
     async fn init(&self) -> Result<()> {
-        let t = self.t();
-        transaction!(self, "init", |c| {
-            ops::base_collections(c, t).await?;
-        })
+        self.apply(Change::BaseCollections).await?.nothing()
+    }
+
+    async fn apply(&self, mut change: Change<'_>) -> Result<Done> {
+        if let Some(done) = self.fast_path(&mut change).await? {
+            return Ok(done);
+        }
+        let (t, versioning) = (self.t(), self.opts.version_on_change);
+        let done = transaction!(self, change.what(), |c| {
+            ops::apply(c, t, &change, versioning, &Pieces).await?
+        })?;
+        if change.adds_or_removes() {
+            self.changed();
+        }
+        Ok(done)
     }
 
     async fn check(&self) -> Result<()> {
@@ -906,25 +896,6 @@ impl Store for ServerStore {
         })
     }
 
-    async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
-        self.create_with(p, new, None, user).await
-    }
-
-    async fn create_file(
-        &self,
-        p: &str,
-        mut new: NewEntry,
-        data: &Content,
-        user: &str,
-    ) -> Result<Entry> {
-        if data.len() <= PIECE as u64 {
-            // Small enough for the create's own statement (PostgreSQL's fast path).
-            new.content = data.bytes()?.to_vec();
-            return self.create_with(p, new, None, user).await;
-        }
-        self.create_with(p, new, Some(data), user).await
-    }
-
     async fn check_new_name(&self, p: &str) -> Result<()> {
         let text = self.pool.text_columns();
         check_storable(&text, p, false)?;
@@ -936,105 +907,6 @@ impl Store for ServerStore {
         let t = self.t();
         read!(self, "create", |c| {
             ops::refuse_confused(c, t, ops::DirKey::Path(parent), p, None).await
-        })
-    }
-
-    async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
-        self.write_checked(p, data, user, None).await
-    }
-
-    async fn write_if(&self, p: &str, data: &Content, user: &str, expected: i64) -> Result<Entry> {
-        self.write_checked(p, data, user, Some(expected)).await
-    }
-
-    async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<SystemTime> {
-        let t = self.t();
-        let Some(parent) = path::parent(p) else {
-            return Err(err!(EBUSY, "the root cannot be removed"));
-        };
-        let versioning = self.opts.version_on_change;
-        if self.d == Dialect::Postgres && !dir && !versioning {
-            let name = path::name(p);
-            return autocommit!(self, "unlink", |c| {
-                let now = now_ns();
-                // One statement with the collection's row from an earlier operation; when that
-                // deletes nothing, the checks say why (or read the row again for the retry).
-                if let Some(dir) = self.remembered_dir(parent) {
-                    if pg::unlink(c, t, &dir, name, p, user, now).await? {
-                        self.changed();
-                        return Ok(from_ns(now));
-                    }
-                    self.forget_dir(parent);
-                }
-                let (parent_row, _, _) = ops::unlink_checks(c, t, p, parent).await?;
-                self.remember_dir(parent, &parent_row);
-                if !pg::unlink(c, t, &parent_row, name, p, user, now).await? {
-                    return Err(err!(EIO, "{p} changed while it was removed").transient());
-                }
-                self.changed();
-                from_ns(now)
-            });
-        }
-        transaction!(self, if dir { "rmdir" } else { "unlink" }, |c| {
-            let (parent_row, row, mapped) = match dir {
-                true => {
-                    let (parent_row, row) = ops::remove_checks(c, t, p, parent, true).await?;
-                    (parent_row, row, true)
-                }
-                false => ops::unlink_checks(c, t, p, parent).await?,
-            };
-            if versioning && !dir {
-                archive(c, t, &row, p).await?;
-            }
-            match mapped {
-                true => delete_row(c, t, &row).await?,
-                false => ops::delete_own_rows(c, t, &row).await?,
-            }
-            let now = now_ns();
-            touch_dir(c, t, &parent_row, now).await?;
-            insert_log(c, t, p, user, LogAction::DeleteResource, None).await?;
-            self.changed();
-            from_ns(now)
-        })
-    }
-
-    async fn rename(
-        &self,
-        from: &str,
-        to: &str,
-        mode: RenameMode,
-        user: &str,
-    ) -> Result<Option<SystemTime>> {
-        let t = self.t();
-        let versioning = self.opts.version_on_change;
-        if self.d == Dialect::Postgres
-            && !versioning
-            && check_storable(&self.pool.text_columns(), to, false).is_ok()
-            && let Some(done) = self.pg_rename(from, to, user).await?
-        {
-            return Ok(Some(done));
-        }
-        transaction!(self, "rename", |c| {
-            ops::rename(c, t, from, to, mode, user, versioning).await?
-        })
-    }
-
-    async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
-        let t = self.t();
-        // A resource's own attributes on PostgreSQL: one statement (chmod, chown, utimens).
-        if self.d == Dialect::Postgres
-            && let Some(parent) = path::parent(p)
-        {
-            let name = path::name(p);
-            let done = autocommit!(self, "setattr", |c| {
-                pg::set_attr_resource(c, t, parent, name, &change, now_ns()).await?
-            })?;
-            if let Some(entry) = done {
-                return Ok(entry);
-            }
-        }
-        transaction!(self, "setattr", |c| {
-            ops::set_attr(c, t, p, &change).await?
         })
     }
 
@@ -1052,60 +924,6 @@ impl Store for ServerStore {
         let t = self.t();
         read!(self, "readlink", |c| {
             ops::link_restoration(c, t, p).await
-        })
-    }
-
-    async fn create_link(
-        &self,
-        p: &str,
-        restoration: &str,
-        target: &str,
-        as_resource: bool,
-        new: NewEntry,
-        user: &str,
-    ) -> Result<Entry> {
-        let t = self.t();
-        transaction!(self, "symlink", |c| {
-            let entry =
-                ops::create_link(c, t, p, restoration, target, as_resource, &new, user).await?;
-            self.changed();
-            entry
-        })
-    }
-
-    async fn remove_link(&self, p: &str, user: &str) -> Result<SystemTime> {
-        let t = self.t();
-        transaction!(self, "unlink", |c| {
-            let touched = ops::remove_link(c, t, p, user).await?;
-            self.changed();
-            touched
-        })
-    }
-
-    async fn mount_record(&self, name: &str, props: Option<&[(&str, &str)]>) -> Result<()> {
-        let t = self.t();
-        transaction!(self, "mount record", |c| {
-            ops::mount_record(c, t, name, props).await?;
-        })
-    }
-
-    async fn ensure_mount_link(
-        &self,
-        mount_path: &str,
-        instance_id: &str,
-        target_path: &str,
-        replace: bool,
-    ) -> Result<()> {
-        let t = self.t();
-        transaction!(self, "mount link", |c| {
-            ops::mount_link(c, t, mount_path, instance_id, target_path, replace).await?;
-        })
-    }
-
-    async fn create_path(&self, p: &str, user: &str) -> Result<()> {
-        let t = self.t();
-        transaction!(self, "create path", |c| {
-            ensure_collections(c, t, p, user).await?;
         })
     }
 

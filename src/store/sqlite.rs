@@ -321,147 +321,74 @@ pub(crate) fn connect(file: &Path, opts: &StoreOptions) -> Result<Connection> {
     open().map_err(|e| err!(EIO, "cannot open SQLite database {}: {e}", file.display()))
 }
 
-impl SqliteStore {
-    /// [`Store::write`]; with `expected`, only over that version ([`Store::write_if`]).
-    async fn write_checked(
-        &self,
-        p: &str,
-        data: &Content,
-        user: &str,
-        expected: Option<i64>,
-    ) -> Result<Entry> {
-        let t = self.t();
-        let versioning = self.opts.version_on_change;
-        transaction!(self, "write", |c| {
-            let Some((old, attrs)) = ops::file_row_with_attrs(&mut Exec::Rus(c), t, p).await?
-            else {
-                if ops::collection_row(&mut Exec::Rus(c), t, p)
-                    .await?
-                    .is_some()
-                {
-                    return Err(err!(EISDIR, "{p} is a collection"));
-                }
-                return Err(err!(ENOENT, "resource {p} does not exist"));
-            };
-            ops::check_expected(&old, expected, p)?;
-            // Carbon's update: delete the old row and its content, insert a new row (new
-            // REG_VERSION) that keeps creator, creation time and UUID.
-            if versioning {
-                ops::archive(&mut Exec::Rus(c), t, &old, p).await?;
-            }
-            let now = now_ns();
-            let content_id = insert_content(c, t, data)?;
-            let batch = if old.content_id.is_some() {
-                WRITE_BATCH
-            } else {
-                WRITE_FRESH_BATCH
-            };
-            let version = run_batch(
-                c,
-                batch,
-                &ops::update_args(t, &old, &attrs, Val::from(content_id), user, now, p),
-            )?
-            .ok_or_else(|| err!(EIO, "write of {p} stored no version"))?;
-            ops::carry_versioned_mappings(&mut Exec::Rus(c), t, old.version, version).await?;
-            let attrs = attrs.rewritten(version, now);
-            resource_entry(&old, version, data.len(), attrs)
-        })
+/// The SQLite store's fast paths: content through blob handles, and one batch of prepared
+/// statements for each of Carbon's update, add and remove (see [`WRITE_BATCH`],
+/// [`CREATE_BATCH`], [`REMOVE_BATCH`]).
+struct Batches;
+
+/// The connection under `c`, which on this store is always rusqlite's.
+fn conn<'a>(c: &'a mut Exec<'_>) -> &'a Connection {
+    match c {
+        Exec::Rus(conn) => conn,
+        _ => unreachable!("the SQLite store runs its transactions on rusqlite"),
+    }
+}
+
+#[async_trait]
+impl ops::Encoding for Batches {
+    async fn content(&self, c: &mut Exec<'_>, t: i64, data: &Content) -> Result<Option<i64>> {
+        insert_content(conn(c), t, data)
     }
 
-    /// [`Store::create`], with the content from `data` when given ([`Store::create_file`]).
-    async fn create_with(
-        &self,
-        p: &str,
-        new: NewEntry,
-        data: Option<&Content>,
-        user: &str,
-    ) -> Result<Entry> {
-        let t = self.t();
-        let Some(parent) = path::parent(p) else {
-            return Err(err!(EEXIST, "the root always exists"));
+    async fn replace(&self, c: &mut Exec<'_>, t: i64, u: &ops::Update<'_>) -> Result<i64> {
+        let c = conn(c);
+        let content_id = insert_content(c, t, u.data)?;
+        let batch = match u.old.content_id {
+            Some(_) => WRITE_BATCH,
+            None => WRITE_FRESH_BATCH,
         };
-        let name = path::name(p);
-        transaction!(self, "create", |c| {
-            let dir = match ops::dir_and_entry(&mut Exec::Rus(c), t, parent, p).await? {
-                Some(f) if f.file.is_some() || f.collection => {
-                    return Err(err!(EEXIST, "{p} already exists"));
-                }
-                Some(f) => f.dir,
-                // Not a live collection: the slow path says which errno.
-                None => ops::require_dir(&mut Exec::Rus(c), t, parent).await?,
-            };
-            let now = now_ns();
-            let created = naive_from_ns(now);
-            let mut media = None;
-            let (version, uuid) = if new.kind == Kind::Directory {
-                let (_, version, uuid) = ops::create_collection(
-                    &mut Exec::Rus(c),
-                    t,
-                    p,
-                    dir.path_id,
-                    user,
-                    None,
-                    None,
-                    created,
-                )
-                .await?;
-                (version, uuid)
-            } else {
-                let media_type = if new.kind == Kind::File {
-                    media_type_for(name)
-                } else {
-                    None
-                };
-                media = media_type;
-                let uuid = uuid::Uuid::new_v4().to_string();
-                let content_id = match data {
-                    Some(data) => insert_content(c, t, data)?,
-                    None => ops::insert_content(&mut Exec::Rus(c), t, &new.content).await?,
-                };
-                let version = run_batch(
-                    c,
-                    CREATE_BATCH,
-                    &args![
-                        content_id,
-                        t,
-                        dir.path_id,
-                        name,
-                        media_type,
-                        user,
-                        created,
-                        &uuid,
-                        (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
-                        new.uid as i64,
-                        new.gid as i64,
-                        new.rdev as i64,
-                        now,
-                        &dir.uuid,
-                        (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
-                        dir.updated_ns(),
-                        dir.version,
-                        p
-                    ],
-                )?
-                .ok_or_else(|| err!(EIO, "create of {p} stored no version"))?;
-                (version, uuid)
-            };
-            let attrs = AttrRow::for_new(&new, now, version);
-            if new.kind == Kind::Directory {
-                ops::put_attr_touching(&mut Exec::Rus(c), t, &uuid, attrs, &dir).await?;
-            }
-            EntryRow::from_parts(
-                new.kind == Kind::Directory,
-                version,
-                uuid,
-                media.map(str::to_string),
-                created,
-                data.map_or(new.content.len() as u64, Content::len),
-                attrs,
-            )
-            .into_entry()
-        })
+        let content = Val::from(content_id);
+        let args = ops::update_args(t, u.old, u.attrs, content, u.user, u.now, u.path);
+        run_batch(c, batch, &args)?
+            .ok_or_else(|| err!(EIO, "write of {} stored no version", u.path))
     }
 
+    async fn add(&self, c: &mut Exec<'_>, t: i64, a: &ops::Addition<'_>) -> Result<i64> {
+        let new = a.new;
+        let args = args![
+            a.content_id,
+            t,
+            a.dir.path_id,
+            path::name(a.path),
+            a.media,
+            a.user,
+            naive_from_ns(a.now),
+            a.uuid,
+            (new.kind.type_bits() | (new.perm & 0o7777)) as i64,
+            new.uid as i64,
+            new.gid as i64,
+            new.rdev as i64,
+            a.now,
+            &a.dir.uuid,
+            (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
+            a.dir.updated_ns(),
+            a.dir.version,
+            a.path
+        ];
+        run_batch(conn(c), CREATE_BATCH, &args)?
+            .ok_or_else(|| err!(EIO, "create of {} stored no version", a.path))
+    }
+
+    async fn remove(&self, c: &mut Exec<'_>, t: i64, r: &ops::Removal<'_>) -> Result<()> {
+        if r.mapped {
+            ops::delete_mappings(c, t, r.row).await?;
+        }
+        run_batch(conn(c), REMOVE_BATCH, &remove_args(t, r))?;
+        Ok(())
+    }
+}
+
+impl SqliteStore {
     /// Opens (creating if missing) the SQLite database at `file`.
     pub async fn open(file: &Path, opts: StoreOptions) -> Result<Self> {
         let writer = Arc::new(tokio::sync::Mutex::new(Writer {
@@ -586,27 +513,20 @@ fn insert_content(c: &Connection, t: i64, data: &Content) -> Result<Option<i64>>
 }
 
 /// The values [`REMOVE_BATCH`] binds.
-fn remove_args<'a>(
-    t: i64,
-    row: &'a ResourceRow,
-    parent: &'a ResourceRow,
-    now: i64,
-    p: &'a str,
-    user: &'a str,
-) -> [Val<'a>; 12] {
+fn remove_args<'a>(t: i64, r: &ops::Removal<'a>) -> [Val<'a>; 12] {
     args![
-        row.version,
+        r.row.version,
         t,
-        row.content_id,
-        &row.uuid,
-        &parent.uuid,
+        r.row.content_id,
+        &r.row.uuid,
+        &r.parent.uuid,
         (libc::S_IFDIR | DEFAULT_DIR_PERM) as i64,
-        parent.updated_ns(),
-        now,
-        parent.version,
-        p,
-        user,
-        naive_from_ns(now)
+        r.parent.updated_ns(),
+        r.now,
+        r.parent.version,
+        r.path,
+        r.user,
+        naive_from_ns(r.now)
     ]
 }
 
@@ -623,9 +543,13 @@ impl Store for SqliteStore {
             .conn
             .execute_batch(SCHEMA)
             .map_err(|e| err!(EIO, "cannot create the schema in {}: {e}", self.name))?;
-        let t = self.t();
-        transaction!(self, "init", |c| {
-            ops::base_collections(&mut Exec::Rus(c), t).await?;
+        self.apply(Change::BaseCollections).await?.nothing()
+    }
+
+    async fn apply(&self, change: Change<'_>) -> Result<Done> {
+        let (t, versioning) = (self.t(), self.opts.version_on_change);
+        transaction!(self, change.what(), |c| {
+            ops::apply(&mut Exec::Rus(c), t, &change, versioning, &Batches).await?
         })
     }
 
@@ -737,160 +661,10 @@ impl Store for SqliteStore {
         Ok((row.version, ops::version_content(c, self.t(), &row).await?))
     }
 
-    async fn create(&self, p: &str, new: NewEntry, user: &str) -> Result<Entry> {
-        self.create_with(p, new, None, user).await
-    }
-
-    async fn create_file(
-        &self,
-        p: &str,
-        new: NewEntry,
-        data: &Content,
-        user: &str,
-    ) -> Result<Entry> {
-        self.create_with(p, new, Some(data), user).await
-    }
-
-    async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
-        self.write_checked(p, data, user, None).await
-    }
-
-    async fn write_if(&self, p: &str, data: &Content, user: &str, expected: i64) -> Result<Entry> {
-        self.write_checked(p, data, user, Some(expected)).await
-    }
-
-    async fn remove(&self, p: &str, dir: bool, user: &str) -> Result<SystemTime> {
-        let t = self.t();
-        let versioning = self.opts.version_on_change;
-        let Some(parent) = path::parent(p) else {
-            return Err(err!(EBUSY, "the root cannot be removed"));
-        };
-        transaction!(self, if dir { "rmdir" } else { "unlink" }, |c| {
-            // One query finds the parent and the file, and whether Carbon's mappings name it;
-            // the slow path only runs for rmdir and to tell which errno applies.
-            let (parent_row, row, mapped) = if dir {
-                let (parent_row, row) =
-                    ops::remove_checks(&mut Exec::Rus(c), t, p, parent, true).await?;
-                (parent_row, row, true)
-            } else {
-                ops::unlink_checks(&mut Exec::Rus(c), t, p, parent).await?
-            };
-            if versioning && !dir {
-                ops::archive(&mut Exec::Rus(c), t, &row, p).await?;
-            }
-            if mapped {
-                ops::delete_mappings(&mut Exec::Rus(c), t, &row).await?;
-            }
-            let now = now_ns();
-            run_batch(
-                c,
-                REMOVE_BATCH,
-                &remove_args(t, &row, &parent_row, now, p, user),
-            )?;
-            from_ns(now)
-        })
-    }
-
-    async fn rename(
-        &self,
-        from: &str,
-        to: &str,
-        mode: RenameMode,
-        user: &str,
-    ) -> Result<Option<SystemTime>> {
-        let t = self.t();
-        transaction!(self, "rename", |c| {
-            ops::rename(
-                &mut Exec::Rus(c),
-                t,
-                from,
-                to,
-                mode,
-                user,
-                self.opts.version_on_change,
-            )
-            .await?
-        })
-    }
-
-    async fn set_attr(&self, p: &str, change: AttrChange) -> Result<Entry> {
-        let t = self.t();
-        transaction!(self, "setattr", |c| {
-            ops::set_attr(&mut Exec::Rus(c), t, p, &change).await?
-        })
-    }
-
     async fn link_restoration(&self, p: &str) -> Result<Option<String>> {
         let mut w = self.writer.lock().await;
         w.rollback_if_open();
         ops::link_restoration(&mut Exec::Rus(&mut w.conn), self.t(), p).await
-    }
-
-    async fn create_link(
-        &self,
-        p: &str,
-        restoration: &str,
-        target: &str,
-        as_resource: bool,
-        new: NewEntry,
-        user: &str,
-    ) -> Result<Entry> {
-        let t = self.t();
-        transaction!(self, "symlink", |c| {
-            ops::create_link(
-                &mut Exec::Rus(c),
-                t,
-                p,
-                restoration,
-                target,
-                as_resource,
-                &new,
-                user,
-            )
-            .await?
-        })
-    }
-
-    async fn remove_link(&self, p: &str, user: &str) -> Result<SystemTime> {
-        let t = self.t();
-        transaction!(self, "unlink", |c| {
-            ops::remove_link(&mut Exec::Rus(c), t, p, user).await?
-        })
-    }
-
-    async fn mount_record(&self, name: &str, props: Option<&[(&str, &str)]>) -> Result<()> {
-        let t = self.t();
-        transaction!(self, "mount record", |c| {
-            ops::mount_record(&mut Exec::Rus(c), t, name, props).await?;
-        })
-    }
-
-    async fn ensure_mount_link(
-        &self,
-        mount_path: &str,
-        instance_id: &str,
-        target_path: &str,
-        replace: bool,
-    ) -> Result<()> {
-        let t = self.t();
-        transaction!(self, "mount link", |c| {
-            ops::mount_link(
-                &mut Exec::Rus(c),
-                t,
-                mount_path,
-                instance_id,
-                target_path,
-                replace,
-            )
-            .await?;
-        })
-    }
-
-    async fn create_path(&self, p: &str, user: &str) -> Result<()> {
-        let t = self.t();
-        transaction!(self, "create path", |c| {
-            ops::ensure_collections(&mut Exec::Rus(c), t, p, user).await?;
-        })
     }
 
     async fn foreign_commits(&self) -> Result<Option<i64>> {

@@ -1,12 +1,13 @@
 //! The registry operations written once over [`Exec`], for every SQL store: row lookups, Carbon's
-//! way of creating, deleting, moving and linking rows. The SQLite store keeps its own batched fast
-//! paths for the hottest operations and uses these for the rest.
+//! way of creating, deleting, moving and linking rows, and `apply`, the generic store: the body
+//! of every [`Change`], which each store runs in its own transaction. A store's fast paths for
+//! the hottest rows are an `Encoding` (`apply.rs`).
 //!
 //! This module keeps the column lists, row parsers and byte-exact name comparisons every query
-//! shares; the operations are split by concern: `lookup` (reading rows), `write` (Carbon's
-//! inserts and updates, attributes, times, REG_LOG), `remove`, `rename`, `versions`
-//! (snapshots, `PATH;version:N`, version-keyed mappings) and `links` (mounts, symbolic links).
-//! Callers name them all as `ops::...`.
+//! shares; the operations are split by concern: `apply` (one transaction body per change),
+//! `lookup` (reading rows), `write` (Carbon's inserts and updates, attributes, times, REG_LOG),
+//! `remove`, `rename`, `versions` (snapshots, `PATH;version:N`, version-keyed mappings) and
+//! `links` (mounts, symbolic links). Callers name them all as `ops::...`.
 
 use chrono::NaiveDateTime;
 
@@ -17,6 +18,7 @@ use crate::sql::text::{LOG_COLUMNS, NAME_COLUMNS, PATH_COLUMNS, TextColumns};
 use crate::sql::{Dialect, Exec, Row, Val};
 use crate::{args, err, path};
 
+mod apply;
 mod links;
 mod lookup;
 mod remove;
@@ -24,6 +26,7 @@ mod rename;
 mod versions;
 mod write;
 
+pub(crate) use apply::*;
 pub(crate) use links::*;
 pub(crate) use lookup::*;
 pub(crate) use remove::*;
