@@ -18,7 +18,7 @@ use fuser::{
 use tracing::{debug, info, warn};
 
 use crate::error::Error;
-use crate::fs::{Attr, Caller, Prefill, RegFs};
+use crate::fs::{Attr, Caller, Fh, Ino, Prefill, RegFs};
 use crate::store::{AttrChange, Kind, RenameMode};
 
 pub struct FuseAdapter {
@@ -64,11 +64,11 @@ impl FuseAdapter {
     /// Makes the kernel drop its attributes of `ino`, not its pages: it asks for them at the
     /// next stat, or read at what it takes for the end of the file. Waits for nothing (no page
     /// locks), so it is safe while answering a request.
-    fn drop_attrs(&self, ino: u64) {
+    fn drop_attrs(&self, ino: Ino) {
         if let Some(notifier) = self.notifier.get()
-            && let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0)
+            && let Err(e) = notifier.inval_inode(INodeNo(ino.0), -1, 0)
         {
-            debug!(ino, "attribute invalidation refused: {e}");
+            debug!(%ino, "attribute invalidation refused: {e}");
         }
     }
 
@@ -83,10 +83,10 @@ impl FuseAdapter {
         let (Some(notifier), Some(_one)) = (self.notifier.get(), self.storing.try_lock()) else {
             return false;
         };
-        match notifier.store(INodeNo(p.ino), 0, p.data()) {
+        match notifier.store(INodeNo(p.ino.0), 0, p.data()) {
             Ok(()) => true,
             Err(e) => {
-                debug!(ino = p.ino, "page cache store refused: {e}");
+                debug!(ino = %p.ino, "page cache store refused: {e}");
                 false
             }
         }
@@ -108,13 +108,13 @@ impl FuseAdapter {
 struct PageDropper(Arc<OnceLock<Notifier>>);
 
 impl crate::fs::KernelCache for PageDropper {
-    fn drop_pages(&self, ino: u64) {
+    fn drop_pages(&self, ino: Ino) {
         let Some(notifier) = self.0.get().cloned() else {
             return;
         };
         std::thread::spawn(move || {
-            if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
-                debug!(ino, "page invalidation refused: {e}");
+            if let Err(e) = notifier.inval_inode(INodeNo(ino.0), 0, 0) {
+                debug!(%ino, "page invalidation refused: {e}");
             }
         });
     }
@@ -128,19 +128,19 @@ pub struct KernelNotifier {
 }
 
 impl crate::watch::KernelNotify for KernelNotifier {
-    fn inval_inode(&self, ino: u64) {
+    fn inval_inode(&self, ino: Ino) {
         // ENOENT: the kernel had already dropped it.
-        let _ = self.notifier.inval_inode(INodeNo(ino), 0, 0);
+        let _ = self.notifier.inval_inode(INodeNo(ino.0), 0, 0);
     }
 
-    fn inval_attrs(&self, ino: u64) {
+    fn inval_attrs(&self, ino: Ino) {
         // A negative offset: attributes only, the pages stay.
-        let _ = self.notifier.inval_inode(INodeNo(ino), -1, 0);
+        let _ = self.notifier.inval_inode(INodeNo(ino.0), -1, 0);
     }
 
-    fn expire_entry(&self, parent: u64, name: &str) {
-        if let Err(e) = self.expirer.expire_entry(parent, OsStr::new(name)) {
-            debug!(parent, name, "cannot expire the kernel's entry: {e}");
+    fn expire_entry(&self, parent: Ino, name: &str) {
+        if let Err(e) = self.expirer.expire_entry(parent.0, OsStr::new(name)) {
+            debug!(%parent, name, "cannot expire the kernel's entry: {e}");
         }
     }
 }
@@ -174,7 +174,7 @@ fn file_type(kind: Kind) -> FileType {
 fn file_attr(a: &Attr) -> FileAttr {
     let e = &a.entry;
     FileAttr {
-        ino: INodeNo(a.ino),
+        ino: INodeNo(a.ino.0),
         size: e.size,
         blocks: e.size.div_ceil(512),
         atime: e.atime,
@@ -247,7 +247,7 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("lookup", req, parent), async move {
-            match fs.lookup(c, parent.0, name).await {
+            match fs.lookup(c, Ino(parent.0), name).await {
                 Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("lookup", &e)),
             }
@@ -255,13 +255,13 @@ impl Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        self.fs.forget(Ino(ino.0), nlookup);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("getattr", req, ino), async move {
-            match fs.getattr(c, ino.0).await {
+            match fs.getattr(c, Ino(ino.0)).await {
                 Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno("getattr", &e)),
             }
@@ -296,7 +296,7 @@ impl Filesystem for FuseAdapter {
             ctime,
         };
         self.run(request_span("setattr", req, ino), async move {
-            match fs.setattr(c, ino.0, size, change).await {
+            match fs.setattr(c, Ino(ino.0), size, change).await {
                 Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
@@ -306,7 +306,7 @@ impl Filesystem for FuseAdapter {
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("readlink", req, ino), async move {
-            match fs.readlink(c, ino.0).await {
+            match fs.readlink(c, Ino(ino.0)).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno("readlink", &e)),
             }
@@ -325,7 +325,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("mknod", req, parent), async move {
-            match fs.mknod(c, parent.0, name, mode, rdev).await {
+            match fs.mknod(c, Ino(parent.0), name, mode, rdev).await {
                 Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mknod", &e)),
             }
@@ -343,7 +343,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("mkdir", req, parent), async move {
-            match fs.mkdir(c, parent.0, name, mode).await {
+            match fs.mkdir(c, Ino(parent.0), name, mode).await {
                 Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
             }
@@ -353,7 +353,7 @@ impl Filesystem for FuseAdapter {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("unlink", req, parent), async move {
-            match fs.unlink(c, parent.0, name).await {
+            match fs.unlink(c, Ino(parent.0), name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("unlink", &e)),
             }
@@ -363,7 +363,7 @@ impl Filesystem for FuseAdapter {
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("rmdir", req, parent), async move {
-            match fs.rmdir(c, parent.0, name).await {
+            match fs.rmdir(c, Ino(parent.0), name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rmdir", &e)),
             }
@@ -380,7 +380,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("symlink", req, parent), async move {
-            match fs.symlink(c, parent.0, link_name, target).await {
+            match fs.symlink(c, Ino(parent.0), link_name, target).await {
                 Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("symlink", &e)),
             }
@@ -415,7 +415,7 @@ impl Filesystem for FuseAdapter {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("rename", req, parent), async move {
             match fs
-                .rename(c, parent.0, name, newparent.0, newname, mode)
+                .rename(c, Ino(parent.0), name, Ino(newparent.0), newname, mode)
                 .await
             {
                 Ok(()) => reply.ok(),
@@ -443,12 +443,12 @@ impl Filesystem for FuseAdapter {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("open", req, ino), async move {
-            match fs.open(c, ino.0, flags.0).await {
+            match fs.open(c, Ino(ino.0), flags.0).await {
                 // Close-to-open: the page cache is kept only while the content version the
                 // kernel cached is still the live one.
                 Ok(o) => {
                     if o.stale_attrs {
-                        self.drop_attrs(ino.0);
+                        self.drop_attrs(Ino(ino.0));
                     }
                     let keep = match &o.prefill {
                         Some(p) => fs.prefilled(p, self.store(p)),
@@ -461,7 +461,7 @@ impl Filesystem for FuseAdapter {
                     if !RegFs::flush_on_close(flags.0) {
                         out |= FopenFlags::FOPEN_NOFLUSH;
                     }
-                    reply.opened(FileHandle(o.fh), out)
+                    reply.opened(FileHandle(o.fh.0), out)
                 }
                 Err(e) => reply.error(errno("open", &e)),
             }
@@ -481,7 +481,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = &self.fs;
         self.run(request_span("read", req, ino), async move {
-            match fs.read(fh.0, offset, size).await {
+            match fs.read(Fh(fh.0), offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno("read", &e)),
             }
@@ -502,7 +502,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = &self.fs;
         self.run(request_span("write", req, ino), async move {
-            match fs.write(fh.0, offset, data).await {
+            match fs.write(Fh(fh.0), offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno("write", &e)),
             }
@@ -519,7 +519,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = &self.fs;
         self.run(request_span("flush", req, ino), async move {
-            match fs.flush(fh.0).await {
+            match fs.flush(Fh(fh.0)).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("flush", &e)),
             }
@@ -538,7 +538,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = &self.fs;
         self.run(request_span("release", req, ino), async move {
-            match fs.release(fh.0).await {
+            match fs.release(Fh(fh.0)).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("release", &e)),
             }
@@ -555,7 +555,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = &self.fs;
         self.run(request_span("fsync", req, ino), async move {
-            match fs.fsync(fh.0).await {
+            match fs.fsync(Fh(fh.0)).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("fsync", &e)),
             }
@@ -565,8 +565,8 @@ impl Filesystem for FuseAdapter {
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("opendir", req, ino), async move {
-            match fs.opendir(c, ino.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            match fs.opendir(c, Ino(ino.0)).await {
+                Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
                 Err(e) => reply.error(errno("opendir", &e)),
             }
         });
@@ -582,11 +582,11 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = &self.fs;
         self.run(request_span("readdir", req, ino), async move {
-            match fs.readdir(fh.0, offset, 256).await {
+            match fs.readdir(Fh(fh.0), offset, 256).await {
                 Ok(items) => {
                     for item in items {
                         if reply.add(
-                            INodeNo(item.ino),
+                            INodeNo(item.ino.0),
                             item.next_offset,
                             file_type(item.attr.entry.kind),
                             &item.name,
@@ -611,11 +611,11 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = &self.fs;
         self.run(request_span("readdirplus", req, ino), async move {
-            match fs.readdir(fh.0, offset, 128).await {
+            match fs.readdir(Fh(fh.0), offset, 128).await {
                 Ok(items) => {
                     for item in items {
                         if reply.add(
-                            INodeNo(item.ino),
+                            INodeNo(item.ino.0),
                             item.next_offset,
                             &item.name,
                             &self.ttl,
@@ -643,7 +643,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
+        self.fs.releasedir(Fh(fh.0));
         reply.ok();
     }
 
@@ -761,7 +761,7 @@ impl Filesystem for FuseAdapter {
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("access", req, ino), async move {
-            match fs.access(c, ino.0, mask.bits()).await {
+            match fs.access(c, Ino(ino.0), mask.bits()).await {
                 Ok(_) => reply.ok(),
                 Err(e) => reply.error(errno("access", &e)),
             }
@@ -780,12 +780,12 @@ impl Filesystem for FuseAdapter {
     ) {
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("create", req, parent), async move {
-            match fs.create(c, parent.0, name, mode, flags).await {
+            match fs.create(c, Ino(parent.0), name, mode, flags).await {
                 Ok((a, fh)) => reply.created(
                     &self.ttl,
                     &file_attr(&a),
                     Generation(0),
-                    FileHandle(fh),
+                    FileHandle(fh.0),
                     FopenFlags::empty(),
                 ),
                 Err(e) => reply.error(errno("create", &e)),

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::fs::{Dropped, ROOT_INO, RegFs};
+use crate::fs::{Dropped, Ino, ROOT_INO, RegFs};
 use crate::store::Heard;
 
 /// How often the watcher asks the databases whether another process committed (and, without
@@ -30,11 +30,11 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// The kernel's caches, as the watcher drops them.
 pub trait KernelNotify: Send + Sync {
     /// Drops the attributes and pages the kernel holds of `ino` (a directory: its listing).
-    fn inval_inode(&self, ino: u64);
+    fn inval_inode(&self, ino: Ino);
     /// Drops only the attributes the kernel holds of `ino`, keeping its pages.
-    fn inval_attrs(&self, ino: u64);
+    fn inval_attrs(&self, ino: Ino);
     /// Expires the entry `name` in the directory `parent`: looked up again at its next use.
-    fn expire_entry(&self, parent: u64, name: &str);
+    fn expire_entry(&self, parent: Ino, name: &str);
 }
 
 /// What the watcher listens to.

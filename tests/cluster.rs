@@ -20,7 +20,7 @@ use std::time::Duration;
 use common::servers::{self, Kind};
 use common::{Mounted, wait_until};
 use parking_lot::Mutex;
-use regfs::fs::{Caller, ROOT_INO, RegFs};
+use regfs::fs::{Caller, Ino, ROOT_INO, RegFs};
 use regfs::store::{FeedSink, Heard};
 use regfs::watch::{self, KernelNotify};
 
@@ -36,18 +36,18 @@ const HEARD_WITHIN: Duration = Duration::from_secs(20);
 /// The kernel, as far as the watcher talks to it: what it was told to drop.
 #[derive(Default)]
 struct Recorder {
-    inodes: Mutex<Vec<u64>>,
-    entries: Mutex<Vec<(u64, String)>>,
+    inodes: Mutex<Vec<Ino>>,
+    entries: Mutex<Vec<(Ino, String)>>,
 }
 
 impl KernelNotify for Recorder {
-    fn inval_inode(&self, ino: u64) {
+    fn inval_inode(&self, ino: Ino) {
         self.inodes.lock().push(ino);
     }
-    fn inval_attrs(&self, ino: u64) {
+    fn inval_attrs(&self, ino: Ino) {
         self.inodes.lock().push(ino);
     }
-    fn expire_entry(&self, parent: u64, name: &str) {
+    fn expire_entry(&self, parent: Ino, name: &str) {
         self.entries.lock().push((parent, name.to_string()));
     }
 }
@@ -57,7 +57,7 @@ impl Recorder {
         self.inodes.lock().clear();
         self.entries.lock().clear();
     }
-    fn dropped(&self, ino: u64) -> bool {
+    fn dropped(&self, ino: Ino) -> bool {
         self.inodes.lock().contains(&ino)
     }
 }
@@ -117,7 +117,7 @@ impl Node {
     }
 
     /// The inode of `rel` (below the root), looked up name by name as the kernel does.
-    fn lookup(&self, rel: &str) -> regfs::error::Result<u64> {
+    fn lookup(&self, rel: &str) -> regfs::error::Result<Ino> {
         let mut ino = ROOT_INO;
         for name in rel.split('/') {
             ino = self
@@ -128,7 +128,7 @@ impl Node {
         Ok(ino)
     }
 
-    fn size(&self, ino: u64) -> u64 {
+    fn size(&self, ino: Ino) -> u64 {
         self.rt
             .block_on(self.fs.getattr(ROOT, ino))
             .unwrap()
@@ -136,7 +136,7 @@ impl Node {
             .size
     }
 
-    fn mode(&self, ino: u64) -> u32 {
+    fn mode(&self, ino: Ino) -> u32 {
         self.rt
             .block_on(self.fs.getattr(ROOT, ino))
             .unwrap()
@@ -145,7 +145,7 @@ impl Node {
     }
 
     /// Waits until the watcher dropped `ino`.
-    fn hears(&self, ino: u64, what: &str) {
+    fn hears(&self, ino: Ino, what: &str) {
         assert!(
             wait_until(HEARD_WITHIN, || self.kernel.dropped(ino)),
             "{what}: the node never dropped inode {ino} (dropped: {:?})",

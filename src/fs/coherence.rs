@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+use super::Ino;
 use super::{ROOT_INO, RegFs};
 use crate::error::Result;
 use crate::path;
@@ -16,15 +17,15 @@ use crate::path;
 pub trait KernelCache: Send + Sync {
     /// Drops the pages the kernel holds of `ino` (and its attributes). Must not wait for the
     /// kernel: it may be called while a request on `ino` is being answered.
-    fn drop_pages(&self, ino: u64);
+    fn drop_pages(&self, ino: Ino);
 }
 
 /// What the kernel should drop after [`RegFs::forget_cached`]: an inode's attributes and
 /// pages, and the name it was looked up by.
 #[derive(Debug, Clone)]
 pub struct Dropped {
-    pub ino: u64,
-    pub parent: u64,
+    pub ino: Ino,
+    pub parent: Ino,
     pub name: String,
     /// Open on this node: the kernel keeps its pages, only its attributes go (see
     /// [`RegFs::forget_paths`]).
@@ -109,7 +110,7 @@ impl RegFs {
     pub fn forget_paths(&self, paths: &[String]) -> Vec<Dropped> {
         let _seen = self.seen.lock();
         self.era.fetch_add(1, Ordering::SeqCst);
-        let open: HashSet<u64> = self.open_files.lock().keys().copied().collect();
+        let open: HashSet<Ino> = self.open_files.lock().keys().copied().collect();
         let mut inodes = self.inodes.lock();
         let mut out: Vec<Dropped> = Vec::new();
         for p in paths {
@@ -142,7 +143,7 @@ impl RegFs {
 
     /// Forgets that `ino`'s attributes are recent: a local change moved them (a collection's
     /// times when an entry comes or goes, a file's ctime when it moves).
-    pub(super) fn stale(&self, ino: u64) {
+    pub(super) fn stale(&self, ino: Ino) {
         if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
             n.fetched = None;
         }
@@ -152,7 +153,7 @@ impl RegFs {
     /// remember of it is as recent as it was, with those times. (The kernel drops a directory's
     /// attributes whenever an entry in it comes or goes, and asks again at the next path walk
     /// through it: every create or unlink in a row would otherwise read the collection back.)
-    pub(super) fn touched(&self, ino: u64, t: SystemTime) {
+    pub(super) fn touched(&self, ino: Ino, t: SystemTime) {
         if let Some(e) = self
             .inodes
             .lock()

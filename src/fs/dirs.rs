@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Attr, Caller, DirItem, ROOT_INO, RegFs};
+use super::{Fh, Ino};
 use crate::authz::Action;
 use crate::err;
 use crate::error::Result;
 use crate::store::Entry;
 
 pub(super) struct DirHandle {
-    pub(super) ino: u64,
+    pub(super) ino: Ino,
     /// The registry user who opened the listing: children are filtered for them.
     pub(super) user: String,
     pub(super) entries: Vec<(String, Entry)>,
@@ -20,11 +21,11 @@ pub(super) struct DirHandle {
 }
 
 impl RegFs {
-    pub async fn opendir(&self, c: Caller, ino: u64) -> Result<u64> {
+    pub async fn opendir(&self, c: Caller, ino: Ino) -> Result<Fh> {
         let p = self.path(ino)?;
         let user = self.identity.registry_user(c.uid);
         self.registry.authorize(&user, &p, Action::Get).await?;
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         self.dirs.lock().insert(
             fh,
             Arc::new(tokio::sync::Mutex::new(DirHandle {
@@ -38,14 +39,14 @@ impl RegFs {
         Ok(fh)
     }
 
-    pub fn releasedir(&self, fh: u64) {
+    pub fn releasedir(&self, fh: Fh) {
         self.dirs.lock().remove(&fh);
     }
 
     /// Listing items from `offset` on (up to about `max` of them). Offsets 0 and 1 are `.` and
     /// `..`; offset `n + 2` is the n-th child. Pages are fetched from the database by name
     /// (never OFFSET) as the kernel reads further; offset 0 starts a fresh listing.
-    pub async fn readdir(&self, fh: u64, offset: u64, max: usize) -> Result<Vec<DirItem>> {
+    pub async fn readdir(&self, fh: Fh, offset: u64, max: usize) -> Result<Vec<DirItem>> {
         let dh = self
             .dirs
             .lock()

@@ -10,8 +10,33 @@ use crate::err;
 use crate::error::Result;
 use crate::store::{Entry, Kind};
 
+/// An inode number: how the kernel names a file (FUSE's node id). Its own type, so that it is
+/// never taken for a handle, a count or an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ino(pub u64);
+
+/// A file or directory handle: what the kernel holds for an open file ([`RegFs::open`],
+/// [`RegFs::opendir`]), numbered apart from inodes.
+///
+/// [`RegFs::open`]: super::RegFs::open
+/// [`RegFs::opendir`]: super::RegFs::opendir
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fh(pub u64);
+
+impl std::fmt::Display for Ino {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for Fh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 pub(super) struct Node {
-    pub(super) parent: u64,
+    pub(super) parent: Ino,
     pub(super) name: String,
     pub(super) kind: Kind,
     /// Kernel references (lookups minus forgets).
@@ -33,8 +58,8 @@ pub(super) struct Node {
 }
 
 pub(super) struct InodeTable {
-    pub(super) nodes: HashMap<u64, Node>,
-    pub(super) by_name: HashMap<(u64, String), u64>,
+    pub(super) nodes: HashMap<Ino, Node>,
+    pub(super) by_name: HashMap<(Ino, String), Ino>,
     pub(super) next_ino: u64,
 }
 
@@ -59,11 +84,11 @@ impl InodeTable {
         Self {
             nodes,
             by_name: HashMap::new(),
-            next_ino: ROOT_INO + 1,
+            next_ino: ROOT_INO.0 + 1,
         }
     }
 
-    pub(super) fn path(&self, ino: u64) -> Result<String> {
+    pub(super) fn path(&self, ino: Ino) -> Result<String> {
         let mut parts = Vec::new();
         let mut cur = ino;
         while cur != ROOT_INO {
@@ -83,14 +108,14 @@ impl InodeTable {
 
     /// The inode for `parent/name`, allocated if new. A node of another kind at the same name
     /// (replaced behind our back) is detached and a new inode allocated.
-    pub(super) fn get_or_insert(&mut self, parent: u64, name: &str, kind: Kind) -> u64 {
+    pub(super) fn get_or_insert(&mut self, parent: Ino, name: &str, kind: Kind) -> Ino {
         if let Some(&ino) = self.by_name.get(&(parent, name.to_string())) {
             if self.nodes.get(&ino).is_some_and(|n| n.kind == kind) {
                 return ino;
             }
             self.detach(parent, name);
         }
-        let ino = self.next_ino;
+        let ino = Ino(self.next_ino);
         self.next_ino += 1;
         self.nodes.insert(
             ino,
@@ -116,7 +141,7 @@ impl InodeTable {
 
     /// Removes `parent/name` from the tree; the node lives on while referenced.
     /// The inode of the registry path `p`, if every name on the way is known.
-    pub(super) fn find(&self, p: &str) -> Option<u64> {
+    pub(super) fn find(&self, p: &str) -> Option<Ino> {
         let mut ino = ROOT_INO;
         for name in p.split('/').filter(|n| !n.is_empty()) {
             ino = *self.by_name.get(&(ino, name.to_string()))?;
@@ -124,7 +149,7 @@ impl InodeTable {
         Some(ino)
     }
 
-    pub(super) fn detach(&mut self, parent: u64, name: &str) -> Option<u64> {
+    pub(super) fn detach(&mut self, parent: Ino, name: &str) -> Option<Ino> {
         let ino = self.by_name.remove(&(parent, name.to_string()))?;
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.unlinked = true;
@@ -133,7 +158,7 @@ impl InodeTable {
         Some(ino)
     }
 
-    pub(super) fn rename(&mut self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
+    pub(super) fn rename(&mut self, parent: Ino, name: &str, new_parent: Ino, new_name: &str) {
         self.detach(new_parent, new_name);
         let Some(ino) = self.by_name.remove(&(parent, name.to_string())) else {
             return;
@@ -154,7 +179,7 @@ impl InodeTable {
         self.by_name.insert((new_parent, new_name.to_string()), ino);
     }
 
-    pub(super) fn forget(&mut self, ino: u64, n: u64) {
+    pub(super) fn forget(&mut self, ino: Ino, n: u64) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.lookups = node.lookups.saturating_sub(n);
         }
@@ -163,7 +188,7 @@ impl InodeTable {
 
     /// Drops a node nobody references any more (no kernel lookups, no children in the table),
     /// then its parent if that became unreferenced too. Open files hold a lookup of their own.
-    pub(super) fn maybe_drop(&mut self, ino: u64) {
+    pub(super) fn maybe_drop(&mut self, ino: Ino) {
         let mut cur = ino;
         while cur != ROOT_INO {
             let Some(node) = self.nodes.get(&cur) else {

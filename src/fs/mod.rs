@@ -30,7 +30,7 @@ use crate::path;
 use crate::registry::Registry;
 use crate::store::{AttrChange, Entry, Kind, NewEntry, RenameMode};
 
-pub const ROOT_INO: u64 = 1;
+pub const ROOT_INO: Ino = Ino(1);
 
 /// How long the kernel may keep entries and attributes (never zero: zero makes it look up
 /// everything again). A getattr within this time of reading the entry from the database is
@@ -76,7 +76,7 @@ pub struct Caller {
 /// An entry with its inode number, ready for a reply.
 #[derive(Debug, Clone)]
 pub struct Attr {
-    pub ino: u64,
+    pub ino: Ino,
     pub entry: Entry,
     pub nlink: u32,
 }
@@ -84,7 +84,7 @@ pub struct Attr {
 /// A listing item handed to the adapter.
 #[derive(Debug, Clone)]
 pub struct DirItem {
-    pub ino: u64,
+    pub ino: Ino,
     /// The cookie the kernel passes back to continue after this item.
     pub next_offset: u64,
     pub name: String,
@@ -103,6 +103,7 @@ mod tests;
 pub use coherence::{Dropped, KernelCache};
 use dirs::DirHandle;
 use inodes::InodeTable;
+pub use inodes::{Fh, Ino};
 use open::{CommitFor, Edit, FileHandle, OpenFile, Pending};
 pub use open::{Opened, Prefill};
 
@@ -110,9 +111,9 @@ pub struct RegFs {
     registry: Arc<Registry>,
     identity: Identity,
     inodes: Mutex<InodeTable>,
-    open_files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    files: Mutex<HashMap<u64, FileHandle>>,
-    dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
+    open_files: Mutex<HashMap<Ino, Arc<OpenFile>>>,
+    files: Mutex<HashMap<Fh, FileHandle>>,
+    dirs: Mutex<HashMap<Fh, Arc<tokio::sync::Mutex<DirHandle>>>>,
     next_fh: AtomicU64,
     list_page: u32,
     spool: SpoolPolicy,
@@ -213,7 +214,7 @@ impl RegFs {
         }
     }
 
-    fn path(&self, ino: u64) -> Result<String> {
+    fn path(&self, ino: Ino) -> Result<String> {
         self.inodes.lock().path(ino)
     }
 
@@ -227,30 +228,30 @@ impl RegFs {
     }
 
     /// The path of a name to create (see [`path::check_name`]).
-    fn child_path(&self, parent: u64, name: &OsStr) -> Result<(String, String)> {
+    fn child_path(&self, parent: Ino, name: &OsStr) -> Result<(String, String)> {
         self.join_child(parent, path::check_name(name)?)
     }
 
     /// The path of a name to look up, remove or rename away: also an archived version,
     /// `NAME;version:N` (see [`path::check_lookup_name`]), which the registry refuses to
     /// change (EROFS).
-    fn existing_child_path(&self, parent: u64, name: &OsStr) -> Result<(String, String)> {
+    fn existing_child_path(&self, parent: Ino, name: &OsStr) -> Result<(String, String)> {
         self.join_child(parent, path::check_lookup_name(name)?)
     }
 
-    fn join_child(&self, parent: u64, name: &str) -> Result<(String, String)> {
+    fn join_child(&self, parent: Ino, name: &str) -> Result<(String, String)> {
         let dir = self.path(parent)?;
         Ok((path::join(&dir, name), name.to_string()))
     }
 
     /// Overlays what local open files know (unflushed size, times) on an entry just read from
     /// the database, and remembers it.
-    fn attr(&self, ino: u64, entry: Entry) -> Attr {
+    fn attr(&self, ino: Ino, entry: Entry) -> Attr {
         self.attr_from(ino, entry, Some(Instant::now()))
     }
 
     /// [`RegFs::attr`] of an entry read at `fetched` (`None`: not from the database).
-    fn attr_from(&self, ino: u64, mut entry: Entry, fetched: Option<Instant>) -> Attr {
+    fn attr_from(&self, ino: Ino, mut entry: Entry, fetched: Option<Instant>) -> Attr {
         if let Some(of) = self.open_files.lock().get(&ino) {
             let st = of.state.lock();
             if st.dirty
@@ -270,7 +271,7 @@ impl RegFs {
         Attr { ino, entry, nlink }
     }
 
-    fn remember(&self, parent: u64, name: &str, entry: Entry, lookup: bool) -> Attr {
+    fn remember(&self, parent: Ino, name: &str, entry: Entry, lookup: bool) -> Attr {
         let ino = {
             let mut inodes = self.inodes.lock();
             let ino = inodes.get_or_insert(parent, name, entry.kind);
@@ -282,7 +283,7 @@ impl RegFs {
         self.attr(ino, entry)
     }
 
-    pub async fn lookup(&self, c: Caller, parent: u64, name: &OsStr) -> Result<Attr> {
+    pub async fn lookup(&self, c: Caller, parent: Ino, name: &OsStr) -> Result<Attr> {
         // `NAME;version:N` looks up an archived version (read-only, never listed).
         let (p, name) = self.existing_child_path(parent, name)?;
         let user = self.identity.registry_user(c.uid);
@@ -304,7 +305,7 @@ impl RegFs {
         }
     }
 
-    pub fn forget(&self, ino: u64, n: u64) {
+    pub fn forget(&self, ino: Ino, n: u64) {
         self.inodes.lock().forget(ino, n);
     }
 
@@ -313,7 +314,7 @@ impl RegFs {
     /// collection: adding to it), refused on read-only mounts and archived versions as the
     /// write itself would be; execute is get on a file with an execute bit, and traversal of
     /// a collection, which needs no permission (see [`Registry::authorize_stat`]).
-    pub async fn access(&self, c: Caller, ino: u64, mask: i32) -> Result<()> {
+    pub async fn access(&self, c: Caller, ino: Ino, mask: i32) -> Result<()> {
         let attr = self.getattr(c, ino).await?;
         if mask == libc::F_OK {
             return Ok(());
@@ -336,7 +337,7 @@ impl RegFs {
         Ok(())
     }
 
-    pub async fn getattr(&self, c: Caller, ino: u64) -> Result<Attr> {
+    pub async fn getattr(&self, c: Caller, ino: Ino) -> Result<Attr> {
         let _ns = self.namespace.read().await;
         let p = match self.path(ino) {
             Ok(p) => p,
@@ -390,7 +391,7 @@ impl RegFs {
     /// getattr of `ino` at `p`, which another node (or process) removed: a file open here
     /// answers as after a local unlink, with what it was and no links (`fstat` on an open
     /// descriptor keeps working, as `tail -f` expects); anything else is gone.
-    fn removed_elsewhere(&self, ino: u64, p: &str) -> Result<Attr> {
+    fn removed_elsewhere(&self, ino: Ino, p: &str) -> Result<Attr> {
         let open = self.open_files.lock().contains_key(&ino);
         let last = self
             .inodes
@@ -414,7 +415,7 @@ impl RegFs {
     pub async fn setattr(
         &self,
         c: Caller,
-        ino: u64,
+        ino: Ino,
         size: Option<u64>,
         change: AttrChange,
     ) -> Result<Attr> {
@@ -476,14 +477,14 @@ impl RegFs {
         Ok(self.attr(ino, entry))
     }
 
-    pub async fn readlink(&self, c: Caller, ino: u64) -> Result<Vec<u8>> {
+    pub async fn readlink(&self, c: Caller, ino: Ino) -> Result<Vec<u8>> {
         let p = self.path(ino)?;
         let user = self.identity.registry_user(c.uid);
         self.registry.readlink(&user, &p).await
     }
 
     /// Creates `parent/name` owned by the caller (group from a setgid parent).
-    async fn make(&self, c: Caller, parent: u64, name: &OsStr, new: NewEntry) -> Result<Attr> {
+    async fn make(&self, c: Caller, parent: Ino, name: &OsStr, new: NewEntry) -> Result<Attr> {
         let (p, name) = self.child_path(parent, name)?;
         let user = self.identity.registry_user(c.uid);
         // A pending file of that name makes this an EEXIST, as it will be for other nodes.
@@ -499,7 +500,7 @@ impl RegFs {
     }
 
     /// BSD/setgid semantics: a new entry in a setgid directory takes the directory's group.
-    fn new_gid(&self, parent: u64, gid: u32) -> u32 {
+    fn new_gid(&self, parent: Ino, gid: u32) -> u32 {
         let inodes = self.inodes.lock();
         match inodes.nodes.get(&parent).and_then(|n| n.last.as_ref()) {
             Some(e) if e.perm & libc::S_ISGID != 0 => e.gid,
@@ -507,7 +508,7 @@ impl RegFs {
         }
     }
 
-    pub async fn mkdir(&self, c: Caller, parent: u64, name: &OsStr, mode: u32) -> Result<Attr> {
+    pub async fn mkdir(&self, c: Caller, parent: Ino, name: &OsStr, mode: u32) -> Result<Attr> {
         let mut perm = mode & 0o7777;
         // A subdirectory of a setgid directory is setgid too.
         if self.new_gid(parent, u32::MAX) != u32::MAX {
@@ -520,7 +521,7 @@ impl RegFs {
     pub async fn mknod(
         &self,
         c: Caller,
-        parent: u64,
+        parent: Ino,
         name: &OsStr,
         mode: u32,
         rdev: u32,
@@ -536,7 +537,7 @@ impl RegFs {
     pub async fn symlink(
         &self,
         c: Caller,
-        parent: u64,
+        parent: Ino,
         name: &OsStr,
         target: &std::path::Path,
     ) -> Result<Attr> {
@@ -552,11 +553,11 @@ impl RegFs {
     pub async fn create(
         &self,
         c: Caller,
-        parent: u64,
+        parent: Ino,
         name: &OsStr,
         mode: u32,
         flags: i32,
-    ) -> Result<(Attr, u64)> {
+    ) -> Result<(Attr, Fh)> {
         let new = spec(Kind::File, mode & 0o7777, 0, Vec::new());
         if flags & libc::O_EXCL != 0 {
             // Exclusive creates are lock files too: the row goes in now, so that two nodes
@@ -592,7 +593,7 @@ impl RegFs {
     }
 
     /// The inode at `parent/name` in the table, if any.
-    fn named(&self, parent: u64, name: &str) -> Option<u64> {
+    fn named(&self, parent: Ino, name: &str) -> Option<Ino> {
         self.inodes
             .lock()
             .by_name
@@ -600,15 +601,15 @@ impl RegFs {
             .copied()
     }
 
-    pub async fn unlink(&self, c: Caller, parent: u64, name: &OsStr) -> Result<()> {
+    pub async fn unlink(&self, c: Caller, parent: Ino, name: &OsStr) -> Result<()> {
         self.remove(c, parent, name, false).await
     }
 
-    pub async fn rmdir(&self, c: Caller, parent: u64, name: &OsStr) -> Result<()> {
+    pub async fn rmdir(&self, c: Caller, parent: Ino, name: &OsStr) -> Result<()> {
         self.remove(c, parent, name, true).await
     }
 
-    async fn remove(&self, c: Caller, parent: u64, name: &OsStr, dir: bool) -> Result<()> {
+    async fn remove(&self, c: Caller, parent: Ino, name: &OsStr, dir: bool) -> Result<()> {
         let (_, name) = self.existing_child_path(parent, name)?;
         self.insert_pending_name(parent, &name).await?;
         if dir && let Some(ino) = self.named(parent, &name) {
@@ -643,7 +644,7 @@ impl RegFs {
 
     /// An open handle keeps working after its file is unlinked or replaced: load its content
     /// before the row goes away.
-    async fn preserve_open_content(&self, parent: u64, name: &str, p: &str) -> Result<()> {
+    async fn preserve_open_content(&self, parent: Ino, name: &str, p: &str) -> Result<()> {
         let ino = self
             .inodes
             .lock()
@@ -661,9 +662,9 @@ impl RegFs {
     pub async fn rename(
         &self,
         c: Caller,
-        parent: u64,
+        parent: Ino,
         name: &OsStr,
-        new_parent: u64,
+        new_parent: Ino,
         new_name: &OsStr,
         mode: RenameMode,
     ) -> Result<()> {
@@ -707,7 +708,7 @@ impl RegFs {
     }
 
     /// Counts a readdirplus entry the kernel accepted as a lookup.
-    pub fn count_lookup(&self, ino: u64) {
+    pub fn count_lookup(&self, ino: Ino) {
         if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
             n.lookups += 1;
         }

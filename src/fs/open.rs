@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tracing::{debug, warn};
 
 use super::{Caller, INLINE_CREATE_MAX, PREFILL_MAX, RegFs, check_size, may_change, refused};
+use super::{Fh, Ino};
 use crate::authz::{Action, SYSTEM_USER};
 use crate::content::Content;
 use crate::err;
@@ -44,7 +45,7 @@ pub(super) struct OpenState {
     pub(super) writer: Option<String>,
     /// The handles whose changes are in the uncommitted `data`: only their flush, fsync or
     /// close commits it. A handle that changed nothing (a reader) commits nothing.
-    pub(super) contributors: HashSet<u64>,
+    pub(super) contributors: HashSet<Fh>,
     /// Where the uncommitted changes begin, when all of them are appends through `O_APPEND`
     /// handles: they are committed as an append to what the database has at the commit, so
     /// that appends from several nodes all land.
@@ -80,7 +81,7 @@ impl OpenState {
 
 /// What an open returns: the handle, and what the kernel may do with its page cache.
 pub struct Opened {
-    pub fh: u64,
+    pub fh: Fh,
     /// The kernel may keep the pages it holds: they are of the live content version.
     pub keep_cache: bool,
     /// The kernel's attributes of the file may be older than the content this handle reads
@@ -98,7 +99,7 @@ pub struct Opened {
 /// ask for its attributes again at the next `stat`. A `cat` of a file takes four requests
 /// instead of five, and a second `cat` three instead of four.
 pub struct Prefill {
-    pub ino: u64,
+    pub ino: Ino,
     data: Content,
     version: i64,
     era: u64,
@@ -124,7 +125,7 @@ pub(super) struct Pending {
 }
 
 pub(super) struct FileHandle {
-    pub(super) ino: u64,
+    pub(super) ino: Ino,
     pub(super) append: bool,
     pub(super) user: String,
     /// The handle wrote data (not only truncated or created the file). Until it does, its
@@ -137,7 +138,7 @@ pub(super) struct FileHandle {
 #[derive(Clone, Copy, Debug)]
 pub(super) enum CommitFor {
     /// A handle's flush, fsync or close: the uncommitted changes, if this handle made some.
-    Handle(u64),
+    Handle(Fh),
     /// Whatever is uncommitted, as its writer (a rename, a setattr, another user's change,
     /// a listing that needs a pending file's row).
     Writer,
@@ -159,11 +160,11 @@ impl RegFs {
     /// [`Node::opened`]).
     pub(super) fn open_handle(
         &self,
-        ino: u64,
+        ino: Ino,
         flags: i32,
         c: Caller,
         initial: Option<Content>,
-    ) -> (u64, bool) {
+    ) -> (Fh, bool) {
         {
             let mut open = self.open_files.lock();
             let of = open
@@ -208,7 +209,7 @@ impl RegFs {
             Some(n) => !std::mem::replace(&mut n.opened, true),
             None => false,
         };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         self.files.lock().insert(
             fh,
             FileHandle {
@@ -230,7 +231,7 @@ impl RegFs {
     }
 
     /// Opens a file: see [`Opened`].
-    pub async fn open(&self, c: Caller, ino: u64, flags: i32) -> Result<Opened> {
+    pub async fn open(&self, c: Caller, ino: Ino, flags: i32) -> Result<Opened> {
         let ns = self.namespace.read().await;
         let p = self.path(ino).map_err(|e| match e.errno() {
             // Replaced or removed by a rename or unlink after the kernel looked the name up:
@@ -363,7 +364,7 @@ impl RegFs {
     /// open of the inode and small enough.
     pub(super) async fn prefill(
         &self,
-        ino: u64,
+        ino: Ino,
         of: &OpenFile,
         p: &str,
     ) -> Result<Option<Prefill>> {
@@ -409,7 +410,7 @@ impl RegFs {
         unchanged
     }
 
-    pub(super) fn handle(&self, fh: u64) -> Result<(u64, bool, String, Arc<OpenFile>)> {
+    pub(super) fn handle(&self, fh: Fh) -> Result<(Ino, bool, String, Arc<OpenFile>)> {
         let files = self.files.lock();
         let h = files
             .get(&fh)
@@ -446,7 +447,7 @@ impl RegFs {
         Ok(())
     }
 
-    pub(super) async fn loaded(&self, ino: u64, of: &OpenFile) -> Result<()> {
+    pub(super) async fn loaded(&self, ino: Ino, of: &OpenFile) -> Result<()> {
         if of.state.lock().data.is_some() {
             return Ok(());
         }
@@ -460,7 +461,7 @@ impl RegFs {
         self.ensure_loaded(of, &p).await
     }
 
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> Result<Vec<u8>> {
         let (ino, _, _, of) = self.handle(fh)?;
         self.loaded(ino, &of).await?;
         let data = {
@@ -477,7 +478,7 @@ impl RegFs {
         data.read_at(offset, size as usize)
     }
 
-    pub async fn write(&self, fh: u64, offset: u64, buf: &[u8]) -> Result<u32> {
+    pub async fn write(&self, fh: Fh, offset: u64, buf: &[u8]) -> Result<u32> {
         let (ino, append, user, of) = self.handle(fh)?;
         self.loaded(ino, &of).await?;
         let edit = if append { Edit::Append } else { Edit::InPlace };
@@ -504,9 +505,9 @@ impl RegFs {
     /// progress.
     pub(super) async fn change(
         &self,
-        ino: u64,
+        ino: Ino,
         of: &OpenFile,
-        by: (&str, Option<u64>),
+        by: (&str, Option<Fh>),
         edit: Edit,
         f: impl FnOnce(&mut Content) -> Result<()>,
     ) -> Result<()> {
@@ -563,7 +564,7 @@ impl RegFs {
     /// Writes the open file's uncommitted changes to the database in one transaction, as
     /// their writer (see [`CommitFor`]). Changes the registry refuses (the writer lost add,
     /// a read-only mount) are dropped: no other handle commits them or reads them after.
-    pub(super) async fn commit(&self, ino: u64, of: &OpenFile, why: CommitFor) -> Result<()> {
+    pub(super) async fn commit(&self, ino: Ino, of: &OpenFile, why: CommitFor) -> Result<()> {
         let _guard = of.commit.lock().await;
         let era = self.era.load(Ordering::SeqCst);
         let (data, generation, pending, writer, append) = {
@@ -594,7 +595,7 @@ impl RegFs {
             Ok(p) => p,
             Err(_) => {
                 debug!(
-                    ino,
+                    %ino,
                     "dropping writes to a file that was unlinked while open"
                 );
                 of.state.lock().committed();
@@ -714,7 +715,7 @@ impl RegFs {
     /// Forgets the uncommitted changes `writer` made to `p` (refused with `e`): the open file
     /// reads what the database has again, and so does the kernel. A file that was never
     /// inserted is gone.
-    pub(super) fn drop_refused(&self, ino: u64, of: &OpenFile, p: &str, writer: &str, e: &Error) {
+    pub(super) fn drop_refused(&self, ino: Ino, of: &OpenFile, p: &str, writer: &str, e: &Error) {
         warn!("{p}: uncommitted changes by {writer} dropped: {e}");
         let never_inserted = {
             let mut st = of.state.lock();
@@ -767,7 +768,7 @@ impl RegFs {
     /// A close of `fh` (one of possibly several: dup'ed descriptors, forked processes).
     /// Commits this handle's changes, unless all it did was truncate or create the file:
     /// those go in with the writes that follow, or at its release (see [`FileHandle::wrote`]).
-    pub async fn flush(&self, fh: u64) -> Result<()> {
+    pub async fn flush(&self, fh: Fh) -> Result<()> {
         let (ino, _, _, of) = self.handle(fh)?;
         if !self.files.lock().get(&fh).is_some_and(|h| h.wrote) {
             return Ok(());
@@ -776,12 +777,12 @@ impl RegFs {
     }
 
     /// Commits this handle's changes, whatever they are.
-    pub async fn fsync(&self, fh: u64) -> Result<()> {
+    pub async fn fsync(&self, fh: Fh) -> Result<()> {
         let (ino, _, _, of) = self.handle(fh)?;
         self.commit(ino, &of, CommitFor::Handle(fh)).await
     }
 
-    pub async fn release(&self, fh: u64) -> Result<()> {
+    pub async fn release(&self, fh: Fh) -> Result<()> {
         let (ino, _, _, of) = self.handle(fh)?;
         let result = self.commit(ino, &of, CommitFor::Handle(fh)).await;
         self.files.lock().remove(&fh);
@@ -820,14 +821,14 @@ impl RegFs {
     }
 
     /// What a pending (not yet inserted) file looks like, if `ino` is one.
-    pub(super) fn pending_entry(&self, ino: u64) -> Option<Entry> {
+    pub(super) fn pending_entry(&self, ino: Ino) -> Option<Entry> {
         let of = self.open_files.lock().get(&ino).cloned()?;
         let st = of.state.lock();
         st.pending.as_ref().map(|p| p.entry.clone())
     }
 
     /// Inserts `ino` now if it is a pending file (see [`Pending`]).
-    pub(super) async fn insert_pending(&self, ino: u64) -> Result<()> {
+    pub(super) async fn insert_pending(&self, ino: Ino) -> Result<()> {
         let Some(of) = self.open_files.lock().get(&ino).cloned() else {
             return Ok(());
         };
@@ -837,7 +838,7 @@ impl RegFs {
         self.commit(ino, &of, CommitFor::Writer).await
     }
 
-    pub(super) async fn insert_pending_name(&self, parent: u64, name: &str) -> Result<()> {
+    pub(super) async fn insert_pending_name(&self, parent: Ino, name: &str) -> Result<()> {
         match self.named(parent, name) {
             Some(ino) => self.insert_pending(ino).await,
             None => Ok(()),
@@ -846,8 +847,8 @@ impl RegFs {
 
     /// Inserts the pending files in directory `dir`: a listing, and rmdir's emptiness check,
     /// need their rows.
-    pub(super) async fn insert_pending_children(&self, dir: u64) -> Result<()> {
-        let pending: Vec<u64> = {
+    pub(super) async fn insert_pending_children(&self, dir: Ino) -> Result<()> {
+        let pending: Vec<Ino> = {
             let open = self.open_files.lock();
             open.iter()
                 .filter(|(_, of)| of.state.lock().pending.is_some())
@@ -857,7 +858,7 @@ impl RegFs {
         if pending.is_empty() {
             return Ok(());
         }
-        let children: Vec<u64> = {
+        let children: Vec<Ino> = {
             let inodes = self.inodes.lock();
             pending
                 .into_iter()

@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::sync::Arc;
 
-use super::{Caller, PREFILL_MAX, ROOT_INO, RegFs};
+use super::{Caller, Ino, PREFILL_MAX, ROOT_INO, RegFs};
 use crate::content::SpoolPolicy;
 use crate::identity::Identity;
 
@@ -21,16 +21,16 @@ async fn embedded(dir: &std::path::Path) -> RegFs {
 }
 
 /// `/_system/local`'s inode.
-async fn local_dir(fs: &RegFs) -> u64 {
+async fn local_dir(fs: &RegFs) -> Ino {
     let system = lookup(fs, ROOT_INO, "_system").await;
     lookup(fs, system, "local").await
 }
 
-async fn lookup(fs: &RegFs, parent: u64, name: &str) -> u64 {
+async fn lookup(fs: &RegFs, parent: Ino, name: &str) -> Ino {
     fs.lookup(ROOT, parent, OsStr::new(name)).await.unwrap().ino
 }
 
-async fn write_file(fs: &RegFs, dir: u64, name: &str, data: &[u8]) {
+async fn write_file(fs: &RegFs, dir: Ino, name: &str, data: &[u8]) {
     let flags = libc::O_WRONLY | libc::O_CREAT;
     let (_, fh) = fs
         .create(ROOT, dir, OsStr::new(name), 0o644, flags)
@@ -42,7 +42,7 @@ async fn write_file(fs: &RegFs, dir: u64, name: &str, data: &[u8]) {
 
 /// `dir/name` under a new inode, as after the kernel forgot the old one: the kernel holds
 /// no pages of it.
-async fn forgotten(fs: &RegFs, dir: u64, name: &str) -> u64 {
+async fn forgotten(fs: &RegFs, dir: Ino, name: &str) -> Ino {
     let old = lookup(fs, dir, name).await;
     fs.forget(old, 2);
     let ino = lookup(fs, dir, name).await;
@@ -171,7 +171,7 @@ async fn size_elsewhere(other: &RegFs, name: &str) -> Option<u64> {
     }
 }
 
-async fn list(fs: &RegFs, dir: u64) -> Vec<String> {
+async fn list(fs: &RegFs, dir: Ino) -> Vec<String> {
     let fh = fs.opendir(ROOT, dir).await.unwrap();
     let items = fs.readdir(fh, 0, 1000).await.unwrap();
     fs.releasedir(fh);
