@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 
 use crate::err;
 use crate::error::Result;
+use crate::path::TargetPath;
 pub use crate::policy::{
     ANONYMOUS_ROLE, Action, Decision, EVERYONE_ROLE, PermissionTree, SYSTEM_USER, Subject,
 };
@@ -143,7 +144,13 @@ impl Authorizer {
     }
 
     /// The decision with its reasoning, for `regfs perm check`.
-    pub async fn explain(&self, user: &str, target: &str, action: Action) -> Result<Decision> {
+    pub async fn explain(
+        &self,
+        user: &str,
+        target: &TargetPath,
+        action: Action,
+    ) -> Result<Decision> {
+        let target = target.as_str();
         if user == SYSTEM_USER {
             return Ok(Decision {
                 allowed: true,
@@ -172,7 +179,13 @@ impl Authorizer {
 
     /// EACCES unless `user` may do `action` on the target path `target`; `shown` is the path the
     /// caller used (for the log line).
-    pub async fn check(&self, user: &str, target: &str, shown: &str, action: Action) -> Result<()> {
+    pub async fn check(
+        &self,
+        user: &str,
+        target: &TargetPath,
+        shown: &str,
+        action: Action,
+    ) -> Result<()> {
         let d = self.explain(user, target, action).await?;
         if d.allowed {
             debug!(user, path = shown, %action, "allowed");
@@ -186,15 +199,15 @@ impl Authorizer {
     }
 
     /// Removes the grants of a deleted target path (a database write only if it has any).
-    pub async fn clear_path(&self, target: &str) -> Result<()> {
-        if !self.tree().await?.nodes.contains_key(target) {
+    pub async fn clear_path(&self, target: &TargetPath) -> Result<()> {
+        if !self.tree().await?.nodes.contains_key(target.as_str()) {
             return Ok(());
         }
-        self.um.clear_path(target).await
+        self.um.clear_path(target.as_str()).await
     }
 
     /// Whether `user` may get `target` (listing filters).
-    pub async fn can(&self, user: &str, target: &str, action: Action) -> Result<bool> {
+    pub async fn can(&self, user: &str, target: &TargetPath, action: Action) -> Result<bool> {
         Ok(self.explain(user, target, action).await?.allowed)
     }
 }
@@ -222,11 +235,19 @@ mod tests {
         // poll that would notice it comes only after the revoke).
         authz.refresh().await.unwrap();
         add(Some(true)).await.unwrap();
-        assert!(authz.can("bob", "/proj/f", Action::Add).await.unwrap());
+        assert!(
+            authz
+                .can("bob", &TargetPath::new("/proj/f"), Action::Add)
+                .await
+                .unwrap()
+        );
         add(None).await.unwrap();
         authz.refresh().await.unwrap();
         assert!(
-            !authz.can("bob", "/proj/f", Action::Add).await.unwrap(),
+            !authz
+                .can("bob", &TargetPath::new("/proj/f"), Action::Add)
+                .await
+                .unwrap(),
             "the revoked grant is still cached"
         );
     }

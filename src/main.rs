@@ -327,7 +327,11 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                 } else {
                     Grantee::Role(rule.grantee.clone())
                 };
-                Ok((target(&rule.path), action(&rule.action)?, grantee))
+                Ok((
+                    target(&rule.path).to_string(),
+                    action(&rule.action)?,
+                    grantee,
+                ))
             };
             match cmd {
                 PermCmd::Grant(rule) => {
@@ -346,7 +350,7 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                     println!("revoked the {a} rule on {} for {}", rule.path, rule.grantee);
                 }
                 PermCmd::Show { path } => {
-                    let rules = um.rules_at(&target(&path)).await?;
+                    let rules = um.rules_at(target(&path).as_str()).await?;
                     if rules.is_empty() {
                         println!("no rules at {path} (it inherits from its parents)");
                     }

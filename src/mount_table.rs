@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::path;
+use crate::path::{self, TargetPath};
 use crate::store::Store;
 
 /// One mount: everything at or below `path` lives in `store` under `target`.
@@ -26,7 +26,7 @@ pub struct Mount {
 pub struct Resolved<'a> {
     pub mount: &'a Mount,
     /// The path inside the mount's database.
-    pub target: String,
+    pub target: TargetPath,
 }
 
 #[derive(Clone)]
@@ -56,18 +56,19 @@ impl MountTable {
         } else {
             &p[mount.path.len()..]
         };
-        let target = match (mount.target.as_str(), rest) {
+        let target = TargetPath::new(match (mount.target.as_str(), rest) {
             ("/", "") => "/".to_string(),
             ("/", rest) => rest.to_string(),
             (t, rest) => format!("{t}{rest}"),
-        };
+        });
         Resolved { mount, target }
     }
 
     /// The registry paths at which `target`, a path in the database of store `store_id`,
     /// shows: one per mount of that database whose target covers it, unless a more specific
     /// mount hides it there.
-    pub fn registry_paths(&self, store_id: usize, target: &str) -> Vec<String> {
+    pub fn registry_paths(&self, store_id: usize, target: &TargetPath) -> Vec<String> {
+        let target = target.as_str();
         let mut out = Vec::new();
         for m in self.mounts.iter().filter(|m| m.store_id == store_id) {
             if !path::is_within(target, &m.target) {
@@ -84,7 +85,7 @@ impl MountTable {
                 (mp, rest) => format!("{mp}{rest}"),
             };
             let r = self.resolve(&p);
-            if r.mount.store_id == store_id && r.target == target && !out.contains(&p) {
+            if r.mount.store_id == store_id && r.target.as_str() == target && !out.contains(&p) {
                 out.push(p);
             }
         }

@@ -7,6 +7,32 @@ use crate::error::Result;
 /// Longest name a registry column holds (`REG_NAME VARCHAR(256)`), kept to the POSIX NAME_MAX.
 pub const NAME_MAX: usize = 255;
 
+/// A path inside one database, under a mount's target: what a registry path is in the store
+/// that holds it. The two differ wherever a mount's target is not its path, and both are
+/// strings, so this type keeps them apart: the mount table makes them
+/// ([`crate::mount_table::MountTable::resolve`]), and what speaks target paths (the permission
+/// tree, a store's change feed) takes this type, not a `&str`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetPath(String);
+
+impl TargetPath {
+    /// A path already known to be a target path: one a database itself gave (its change feed,
+    /// its permission rows), or the mount table made.
+    pub fn new(p: impl Into<String>) -> Self {
+        Self(p.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TargetPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Joins a collection path and a child name.
 pub fn join(parent: &str, name: &str) -> String {
     if parent == "/" {

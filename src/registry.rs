@@ -12,7 +12,7 @@ use crate::content::{Content, SpoolPolicy};
 use crate::err;
 use crate::error::Result;
 use crate::mount_table::MountTable;
-use crate::path;
+use crate::path::{self, TargetPath};
 use crate::store::{
     AttrChange, DirEntry, Entry, FeedSink, Heard, Kind, LINK_MEDIA_TYPE, NewEntry, RenameMode,
     SpaceInfo, Store,
@@ -102,7 +102,7 @@ impl Registry {
                 Heard::Paths(targets) => {
                     let paths = targets
                         .iter()
-                        .flat_map(|t| table.registry_paths(store_id, t))
+                        .flat_map(|t| table.registry_paths(store_id, &TargetPath::new(t.as_str())))
                         .collect();
                     sink(Heard::Paths(paths))
                 }
@@ -161,12 +161,16 @@ impl Registry {
         if let Some((base, snapshot)) = path::split_version(p) {
             self.authorize(user, base, Action::Get).await?;
             let r = self.table.resolve(base);
-            return r.mount.store.stat_version(&r.target, snapshot).await;
+            return r
+                .mount
+                .store
+                .stat_version(r.target.as_str(), snapshot)
+                .await;
         }
         let denied = self.authorize(user, p, Action::Get).await.err();
         let r = self.table.resolve(p);
-        let entry = match r.mount.store.stat(&r.target).await? {
-            Some(e) => Some(Self::as_link(r.mount.store.as_ref(), &r.target, e).await?),
+        let entry = match r.mount.store.stat(r.target.as_str()).await? {
+            Some(e) => Some(Self::as_link(r.mount.store.as_ref(), r.target.as_str(), e).await?),
             None => None,
         };
         match (denied, &entry) {
@@ -204,14 +208,14 @@ impl Registry {
         if let Some(text) = r
             .mount
             .store
-            .link_restoration(&r.target)
+            .link_restoration(r.target.as_str())
             .await?
             .as_deref()
             .and_then(link_text)
         {
             return Ok(text.into_bytes());
         }
-        r.mount.store.read(&r.target).await
+        r.mount.store.read(r.target.as_str()).await
     }
 
     /// [`Registry::stat`]'s permission rule for an entry already at hand (a recent read).
@@ -248,7 +252,7 @@ impl Registry {
     ) -> Result<Page> {
         self.authorize(user, dir, Action::Get).await?;
         let r = self.table.resolve(dir);
-        let mut page = r.mount.store.list(&r.target, after, limit).await?;
+        let mut page = r.mount.store.list(r.target.as_str(), after, limit).await?;
         let full = page.len() as u32 >= limit;
         let mut changed = false;
         for (name, m) in self.table.child_mounts(dir) {
@@ -283,7 +287,8 @@ impl Registry {
         {
             let child = path::join(dir, &d.name);
             let r = self.table.resolve(&child);
-            d.entry = Self::as_link(r.mount.store.as_ref(), &r.target, d.entry.clone()).await?;
+            d.entry =
+                Self::as_link(r.mount.store.as_ref(), r.target.as_str(), d.entry.clone()).await?;
         }
         let cursor = page.last().map(|d| d.name.clone());
         let more = full;
@@ -309,7 +314,7 @@ impl Registry {
     pub async fn read(&self, user: &str, p: &str) -> Result<Vec<u8>> {
         self.authorize(user, p, Action::Get).await?;
         let r = self.table.resolve(p);
-        r.mount.store.read(&r.target).await
+        r.mount.store.read(r.target.as_str()).await
     }
 
     /// The content with the `REG_VERSION` it belongs to, spooled to disk when `policy` says so.
@@ -322,10 +327,14 @@ impl Registry {
         self.authorize(user, p, Action::Get).await?;
         if let Some((base, snapshot)) = path::split_version(p) {
             let r = self.table.resolve(base);
-            return r.mount.store.read_version(&r.target, snapshot).await;
+            return r
+                .mount
+                .store
+                .read_version(r.target.as_str(), snapshot)
+                .await;
         }
         let r = self.table.resolve(p);
-        r.mount.store.read_content(&r.target, policy).await
+        r.mount.store.read_content(r.target.as_str(), policy).await
     }
 
     /// Creates `p`. A symlink whose text points inside the registry in normal form (see
@@ -341,21 +350,28 @@ impl Registry {
             .and_then(|text| path::link_target(p, text))
             .filter(|target| target != p && !p.contains(';'));
         let Some(target) = carbon_target else {
-            return r.mount.store.create(&r.target, new, user).await;
+            return r.mount.store.create(r.target.as_str(), new, user).await;
         };
         // Carbon makes the link a resource when its target is one, else a collection.
         let t = self.table.resolve(&target);
         let as_resource = t
             .mount
             .store
-            .stat(&t.target)
+            .stat(t.target.as_str())
             .await?
             .is_some_and(|e| e.kind != Kind::Directory);
         let restoration = format!("{p};{target};{user}");
         let entry = r
             .mount
             .store
-            .create_link(&r.target, &restoration, &target, as_resource, new, user)
+            .create_link(
+                r.target.as_str(),
+                &restoration,
+                &target,
+                as_resource,
+                new,
+                user,
+            )
             .await?;
         // Carbon's addMountEntry: a record of the link in the node's own database.
         let record = p.replace('/', "-");
@@ -369,7 +385,7 @@ impl Registry {
         {
             warn!("{p}: the link is there, but its mount record was not written: {e}");
         }
-        Self::as_link(r.mount.store.as_ref(), &r.target, entry).await
+        Self::as_link(r.mount.store.as_ref(), r.target.as_str(), entry).await
     }
 
     /// [`Registry::create`] of a file with `data` as its content, in one transaction (see
@@ -382,7 +398,10 @@ impl Registry {
         user: &str,
     ) -> Result<Entry> {
         let r = self.creatable(p, user).await?;
-        r.mount.store.create_file(&r.target, new, data, user).await
+        r.mount
+            .store
+            .create_file(r.target.as_str(), new, data, user)
+            .await
     }
 
     /// Whether [`Registry::create`] of `p` by `user` would pass its checks now (mount points,
@@ -391,7 +410,7 @@ impl Registry {
     /// not asked again: the kernel looked it up just before, in the same open.
     pub async fn check_create(&self, p: &str, user: &str) -> Result<()> {
         let r = self.creatable(p, user).await?;
-        r.mount.store.check_new_name(&r.target).await
+        r.mount.store.check_new_name(r.target.as_str()).await
     }
 
     async fn creatable(&self, p: &str, user: &str) -> Result<crate::mount_table::Resolved<'_>> {
@@ -408,7 +427,7 @@ impl Registry {
 
     pub async fn write(&self, p: &str, data: &Content, user: &str) -> Result<Entry> {
         let r = self.overwritable(p, user).await?;
-        r.mount.store.write(&r.target, data, user).await
+        r.mount.store.write(r.target.as_str(), data, user).await
     }
 
     /// [`Registry::write`] only over `REG_VERSION` `expected` (see [`Store::write_if`]).
@@ -422,7 +441,7 @@ impl Registry {
         let r = self.overwritable(p, user).await?;
         r.mount
             .store
-            .write_if(&r.target, data, user, expected)
+            .write_if(r.target.as_str(), data, user, expected)
             .await
     }
 
@@ -444,7 +463,7 @@ impl Registry {
     pub async fn remove_link(&self, p: &str, user: &str) -> Result<SystemTime> {
         let r = self.writable(p)?;
         self.authorize(user, p, Action::Delete).await?;
-        let touched = r.mount.store.remove_link(&r.target, user).await?;
+        let touched = r.mount.store.remove_link(r.target.as_str(), user).await?;
         if let Err(e) = self
             .table
             .root()
@@ -464,12 +483,16 @@ impl Registry {
         }
         let r = self.writable(p)?;
         self.authorize(user, p, Action::Delete).await?;
-        let touched = match r.mount.store.remove(&r.target, dir, user).await {
+        let touched = match r.mount.store.remove(r.target.as_str(), dir, user).await {
             // An unlink of a collection: a Carbon link is one (the kernel saw a symlink).
             Err(e)
                 if !dir
                     && e.errno() == libc::EISDIR
-                    && r.mount.store.link_restoration(&r.target).await?.is_some() =>
+                    && r.mount
+                        .store
+                        .link_restoration(r.target.as_str())
+                        .await?
+                        .is_some() =>
             {
                 return self.remove_link(p, user).await;
             }
@@ -523,15 +546,15 @@ impl Registry {
         }
         src.mount
             .store
-            .rename(&src.target, &dst.target, mode, user)
+            .rename(src.target.as_str(), dst.target.as_str(), mode, user)
             .await
     }
 
     pub async fn set_attr(&self, user: &str, p: &str, change: AttrChange) -> Result<Entry> {
         let r = self.writable(p)?;
         self.authorize(user, p, Action::Add).await?;
-        let entry = r.mount.store.set_attr(&r.target, change).await?;
-        Self::as_link(r.mount.store.as_ref(), &r.target, entry).await
+        let entry = r.mount.store.set_attr(r.target.as_str(), change).await?;
+        Self::as_link(r.mount.store.as_ref(), r.target.as_str(), entry).await
     }
 
     /// Space used over every distinct database.
