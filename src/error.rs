@@ -57,32 +57,6 @@ macro_rules! err {
     };
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        crate::sql::note_broken(&e);
-        let transient = is_retryable(&e);
-        // MySQL's 1301 (a result over max_allowed_packet) and 1153 (a packet over it); its
-        // code() is the SQLSTATE (HY000 / 08S01), the number tells them apart.
-        if let Some(1301 | 1153) = mysql_number(&e) {
-            return Error::new(
-                libc::EFBIG,
-                format!(
-                    "database error: {e}; a value this large needs a larger max_allowed_packet \
-                     on the server (as it would for Carbon)"
-                ),
-            );
-        }
-        // A unique key another writer took first: EEXIST if it is not retried away.
-        let errno = match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => libc::EEXIST,
-            _ => libc::EIO,
-        };
-        let mut err = Error::new(errno, format!("database error: {e}"));
-        err.transient = transient;
-        err
-    }
-}
-
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
@@ -113,42 +87,5 @@ impl From<rusqlite::Error> for Error {
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::new(e.raw_os_error().unwrap_or(libc::EIO), e.to_string())
-    }
-}
-
-/// Whether a database error is worth retrying: lock contention, serialization failures,
-/// deadlocks and duplicate-key races between concurrent writers (SQLite busy/locked,
-/// PostgreSQL 40001/40P01/23505, MySQL/MariaDB 1213/1062).
-pub fn is_retryable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => {
-            // MySQL's code() is the SQLSTATE, which lumps a duplicate key together with every
-            // other integrity error (23000); its error number tells them apart. A lock wait
-            // timeout (1205) is not retried: the attempt already waited its whole bound.
-            if let Some(number) = mysql_number(e) {
-                // ER_LOCK_DEADLOCK, ER_DUP_ENTRY
-                return matches!(number, 1213 | 1062);
-            }
-            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            matches!(
-                code.as_str(),
-                // SQLite: BUSY, LOCKED, BUSY_RECOVERY, BUSY_SNAPSHOT, LOCKED_SHAREDCACHE
-                "5" | "6" | "261" | "517" | "262"
-                // PostgreSQL
-                | "40001" | "40P01" | "23505"
-            )
-        }
-        sqlx::Error::PoolTimedOut => true,
-        _ => false,
-    }
-}
-
-/// A MySQL/MariaDB error's number (its `code()` is only the SQLSTATE).
-fn mysql_number(e: &sqlx::Error) -> Option<u16> {
-    match e {
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-            .map(|m| m.number()),
-        _ => None,
     }
 }

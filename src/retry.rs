@@ -1,9 +1,10 @@
 //! What regfs does when a database reports a transient conflict (a lock held by another
 //! process, a serialization failure, a deadlock, a duplicate key from a concurrent insert; see
-//! [`crate::error::is_retryable`]): the attempt runs again after a pause, within a bound, and
-//! past the bound the caller gets EIO with a log line saying why. One policy for every store
-//! and for the user-management tables; each caller keeps only the loop around its own kind of
-//! connection (a future that borrows the connection cannot be handed to a shared function).
+//! [`crate::sql::is_retryable`]): the attempt runs again after a pause, within a bound, and
+//! past the bound the caller gets EIO with a log line saying why. One policy and one loop,
+//! [`run`], for every store and for the user-management tables: each attempt is a future the
+//! caller makes anew, which takes its own connection (or the SQLite writer) and runs its
+//! transaction on it.
 
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,43 @@ impl<'a> Retry<'a> {
     }
 }
 
+/// Runs `attempt` (a new future each time) until it succeeds or fails for good, pausing after
+/// each transient conflict as `retry` decides. With a bound in time, each attempt only gets
+/// what is left of it: an attempt still running then (a server that stopped answering) gives
+/// EIO. An EIO that stands is logged with the store and the operation.
+pub async fn run<T, F, Fut>(mut retry: Retry<'_>, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    loop {
+        let result = match (retry.left(), retry.bound) {
+            (Some(left), Bound::Within(total)) => {
+                match tokio::time::timeout(left, attempt()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(err!(
+                        EIO,
+                        "{}: the database did not answer within {total:?}",
+                        retry.what
+                    )),
+                }
+            }
+            _ => attempt().await,
+        };
+        match result {
+            Err(e) if e.is_transient() => match retry.after(e) {
+                Ok(pause) => tokio::time::sleep(pause).await,
+                Err(e) => return Err(e),
+            },
+            Err(e) if e.errno() == libc::EIO => {
+                warn!(store = %retry.store, op = retry.what, "{e}");
+                return Err(e);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The pause before retry `attempt + 1`: exponential from 2 ms, capped at 100 ms, with full
 /// jitter, so that writers which collided do not collide again in step.
 fn pause(attempt: u32) -> Duration {
@@ -132,5 +170,44 @@ mod tests {
         assert_eq!(e.errno(), libc::EIO);
         assert!(slept < Duration::from_millis(30));
         assert!(r.left().unwrap() < Duration::from_millis(30));
+    }
+
+    #[tokio::test]
+    async fn run_retries_conflicts_until_an_attempt_succeeds() {
+        let mut attempts = 0;
+        let r = run(Retry::new("s", "write", Bound::Retries(5)), || {
+            attempts += 1;
+            let n = attempts;
+            async move { if n < 3 { Err(conflict()) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn run_gives_other_errors_back_after_one_attempt() {
+        let mut attempts = 0;
+        let r: Result<()> = run(Retry::new("s", "write", Bound::Retries(5)), || {
+            attempts += 1;
+            async { Err(err!(ENOENT, "gone")) }
+        })
+        .await;
+        assert_eq!(r.unwrap_err().errno(), libc::ENOENT);
+        assert_eq!(attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn run_ends_an_attempt_that_outlives_the_time_bound_with_eio() {
+        let bound = Duration::from_millis(50);
+        let started = Instant::now();
+        let r: Result<()> = run(Retry::new("s", "read", Bound::Within(bound)), || async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        })
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(e.errno(), libc::EIO);
+        assert!(e.message().contains("did not answer within"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

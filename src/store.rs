@@ -2,8 +2,10 @@
 //! `REGFS_*` table for what the WSO2 tables have no column for (POSIX mode, owner, precise times).
 //!
 //! Paths given to a store are *target* paths inside that database (the mount table has already
-//! translated them). Every mutating method is one transaction, retried a bounded number of times on
-//! lock/serialization conflicts.
+//! translated them, see [`crate::path::TargetPath`]). Every mutation is a [`Change`] that
+//! [`Store::apply`] runs as one transaction, retried on lock/serialization conflicts as
+//! [`crate::retry::run`] decides; its body is written once for every database in
+//! `ops::apply`, with the store's fast paths as an `ops::Encoding`.
 
 pub(crate) mod ops;
 pub mod rows;
@@ -260,8 +262,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Runs one mutation as one transaction, retried on conflicts as the store's database
-    /// needs. The generic body of every change is [`ops::apply`]; a store runs it in its
-    /// transaction, with its own [`ops::Encoding`], and may answer some changes by a fast path
+    /// needs. The generic body of every change is `ops::apply`; a store runs it in its
+    /// transaction, with its own `ops::Encoding`, and may answer some changes by a fast path
     /// of its own first. The methods below are this, typed.
     async fn apply(&self, change: Change<'_>) -> Result<Done>;
 

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::path;
 use crate::policy::{Action, PermissionTree, Subject, role_key};
 use crate::retry::{Bound, Retry};
-use crate::sql::{Dialect, Exec, Pool, Val};
+use crate::sql::{Dialect, Exec, LiteTx, Pool, Val};
 use crate::{args, err};
 
 const UM_SCHEMA: &str = include_str!("store/sqlite_um_schema.sql");
@@ -125,30 +125,6 @@ enum Backend {
     /// settings): the CLI and the authorizer's refresher are the only users.
     Sqlite(Mutex<rusqlite::Connection>),
     Server(Pool),
-}
-
-/// A `BEGIN IMMEDIATE` transaction on the SQLite connection, rolled back if it is dropped
-/// uncommitted (an early `?` or `return` in [`in_tx`]), so that no write lock outlives it.
-struct LiteTx<'a>(&'a mut rusqlite::Connection);
-
-impl<'a> LiteTx<'a> {
-    fn begin(c: &'a mut rusqlite::Connection) -> Result<Self> {
-        c.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(Self(c))
-    }
-
-    fn commit(self) -> Result<()> {
-        self.0.execute_batch("COMMIT")?;
-        Ok(())
-    }
-}
-
-impl Drop for LiteTx<'_> {
-    fn drop(&mut self) {
-        if !self.0.is_autocommit() {
-            let _ = self.0.execute_batch("ROLLBACK");
-        }
-    }
 }
 
 pub struct UmDb {
@@ -334,23 +310,18 @@ macro_rules! on_conn {
                 $body
             }
             Backend::Server(pool) => {
-                let mut retry = Retry::new("user management", "query", Bound::Retries(UM_RETRIES));
-                loop {
-                    let result = typed(async {
-                        let mut held = pool.acquire().await?;
-                        let mut exec = held.exec();
-                        let $c: &mut Exec<'_> = &mut exec;
-                        $body
-                    })
-                    .await;
-                    match result {
-                        Err(e) => match retry.after(e) {
-                            Ok(pause) => tokio::time::sleep(pause).await,
-                            Err(e) => break Err(e),
-                        },
-                        ok => break ok,
-                    }
-                }
+                crate::retry::run(
+                    Retry::new("user management", "query", Bound::Retries(UM_RETRIES)),
+                    || {
+                        typed(async {
+                            let mut held = pool.acquire().await?;
+                            let mut exec = held.exec();
+                            let $c: &mut Exec<'_> = &mut exec;
+                            $body
+                        })
+                    },
+                )
+                .await
             }
         }
     }};
@@ -366,9 +337,9 @@ macro_rules! in_tx {
         match &$self.backend {
             Backend::Sqlite(m) => {
                 let mut guard = m.lock().await;
-                let tx = LiteTx::begin(&mut guard)?;
+                let mut tx = LiteTx::begin(&mut guard)?;
                 let value = {
-                    let mut exec = Exec::Rus(&mut *tx.0);
+                    let mut exec = Exec::Rus(tx.conn());
                     let $c: &mut Exec<'_> = &mut exec;
                     $body
                 }?;

@@ -343,12 +343,7 @@ impl RegFs {
             Ok(p) => p,
             Err(e) => {
                 // Unlinked but still open: answer from what we last knew.
-                let last = self
-                    .inodes
-                    .lock()
-                    .nodes
-                    .get(&ino)
-                    .and_then(|n| n.last.clone());
+                let last = self.last_known(ino);
                 // Without one, ESTALE: the kernel walks the path again and looks the name
                 // up afresh (an open that found the name replaced meanwhile), where ENOENT
                 // would fail the caller although the name exists.
@@ -388,17 +383,21 @@ impl RegFs {
         }
     }
 
+    /// What `ino` was last known as, if anything (an unlinked inode keeps it).
+    fn last_known(&self, ino: Ino) -> Option<Entry> {
+        self.inodes
+            .lock()
+            .nodes
+            .get(&ino)
+            .and_then(|n| n.last.clone())
+    }
+
     /// getattr of `ino` at `p`, which another node (or process) removed: a file open here
     /// answers as after a local unlink, with what it was and no links (`fstat` on an open
     /// descriptor keeps working, as `tail -f` expects); anything else is gone.
     fn removed_elsewhere(&self, ino: Ino, p: &str) -> Result<Attr> {
         let open = self.open_files.lock().contains_key(&ino);
-        let last = self
-            .inodes
-            .lock()
-            .nodes
-            .get(&ino)
-            .and_then(|n| n.last.clone());
+        let last = self.last_known(ino);
         match last.filter(|_| open) {
             Some(entry) => {
                 debug!("{p} was removed elsewhere while open here: answered as unlinked");

@@ -15,9 +15,11 @@ use sqlx::{Column, Executor, Row as _, TypeInfo};
 use crate::err;
 use crate::error::{Error, Result};
 
+mod errors;
 mod pool;
 pub mod text;
 
+pub use errors::is_retryable;
 pub use pool::{Held, Pool, ServerOptions, Tx, node_name, note_broken, redact};
 use text::TextColumns;
 
@@ -305,6 +307,42 @@ impl rusqlite::ToSql for Val<'_> {
                 t.format_with_items(SQLITE_TIME_ITEMS.iter()).to_string(),
             )),
         })
+    }
+}
+
+/// One `BEGIN IMMEDIATE` transaction on an SQLite connection, rolled back when dropped
+/// uncommitted (an error, an early return, a cancelled future): the SQLite store's writer and
+/// the user-management tables on SQLite both run their transactions in one.
+pub(crate) struct LiteTx<'a>(&'a mut rusqlite::Connection);
+
+impl<'a> LiteTx<'a> {
+    pub(crate) fn begin(c: &'a mut rusqlite::Connection) -> Result<Self> {
+        lite_settle(c);
+        c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Self(c))
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut rusqlite::Connection {
+        self.0
+    }
+
+    pub(crate) fn commit(self) -> Result<()> {
+        self.0.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    }
+}
+
+impl Drop for LiteTx<'_> {
+    fn drop(&mut self) {
+        lite_settle(self.0);
+    }
+}
+
+/// Rolls back whatever transaction is open on `c` (none normally: [`LiteTx`] ends each one).
+pub(crate) fn lite_settle(c: &rusqlite::Connection) {
+    if !c.is_autocommit() {
+        // "no transaction is active" is fine: BEGIN itself may have been what failed.
+        let _ = c.execute_batch("ROLLBACK");
     }
 }
 

@@ -72,38 +72,20 @@ pub struct ServerStore {
 const DIR_ROWS: usize = 256;
 
 /// Runs the future `$run` (made anew for each attempt), bounded in time, and again after a
-/// transient conflict as [`crate::retry`] decides; then EIO with a log line.
+/// transient conflict, as [`crate::retry::run`] decides; then EIO with a log line.
+///
+/// Conflicts between nodes (serialization failures, deadlocks, a row that changed under a
+/// guarded statement) are the normal case in a cluster: they are retried until the
+/// operation's time bound, not a fixed number of times. The whole operation, attempts and
+/// pauses, stays within the bound; EIO is for a database that is down, or past it.
 macro_rules! retrying {
-    ($self:ident, $what:expr, $run:expr) => {{
-        // Conflicts between nodes (serialization failures, deadlocks, a row that changed under
-        // a guarded statement) are the normal case in a cluster: they are retried until the
-        // operation's time bound, not a fixed number of times. The whole operation, attempts
-        // and pauses, stays within the bound; EIO is for a database that is down, or past it.
-        let mut retry = Retry::new(&$self.name, $what, Bound::Within($self.timeout));
-        loop {
-            let left = retry.left().unwrap_or($self.timeout);
-            let result: Result<_> = match tokio::time::timeout(left, $run).await {
-                Ok(r) => r,
-                Err(_) => Err(err!(
-                    EIO,
-                    "{}: the database did not answer within {:?}",
-                    $what,
-                    $self.timeout
-                )),
-            };
-            match result {
-                Err(e) if e.is_transient() => match retry.after(e) {
-                    Ok(pause) => tokio::time::sleep(pause).await,
-                    Err(e) => break Err(e),
-                },
-                Err(e) if e.errno() == libc::EIO => {
-                    warn!(store = %$self.name, op = $what, "{e}");
-                    break Err(e);
-                }
-                other => break other,
-            }
-        }
-    }};
+    ($self:ident, $what:expr, $run:expr) => {
+        crate::retry::run(
+            Retry::new(&$self.name, $what, Bound::Within($self.timeout)),
+            || $run,
+        )
+        .await
+    };
 }
 
 /// Runs `$body` (with `$c: &mut Exec`) in one transaction, with [`retrying`]'s bounds.
@@ -854,14 +836,13 @@ impl Store for ServerStore {
             // row it has read, so spreading them over the pool would grow one per connection.
             let mut content = policy.content_for(len)?;
             let mut complete = true;
-            let mut held = self.bounded("read", self.pool.acquire()).await?;
+            // Each attempt of a piece takes the one connection anew from here.
+            let held = tokio::sync::Mutex::new(self.bounded("read", self.pool.acquire()).await?);
             for (offset, n) in crate::content::pieces(len, PIECE) {
-                let piece = retrying!(
-                    self,
-                    "read",
-                    held.exec()
-                        .fetch_opt(&piece_sql, &args![offset as i64 + 1, n as i64, id, t])
-                )?;
+                let piece = retrying!(self, "read", async {
+                    let args = args![offset as i64 + 1, n as i64, id, t];
+                    held.lock().await.exec().fetch_opt(&piece_sql, &args).await
+                })?;
                 match piece.map(|r| r.blob(0)).transpose()?.flatten() {
                     Some(bytes) if bytes.len() == n => content.write_at(policy, offset, &bytes)?,
                     _ => {

@@ -26,7 +26,7 @@ use super::*;
 use crate::content::{CHUNK, Content, SpoolPolicy};
 use crate::error::Result;
 use crate::retry::{Bound, Retry};
-use crate::sql::{Exec, Row, Val, lite_run};
+use crate::sql::{Exec, LiteTx, Row, Val, lite_run, lite_settle};
 use crate::{args, err, path};
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
@@ -214,11 +214,10 @@ const REMOVE_BATCH: &str = concat!(
     touched_and_logged_sql!("?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "7")
 );
 
-/// The writer connection, and whether a transaction is open on it (an error or a cancelled
-/// future can leave one open; the next mutation rolls it back first).
+/// The writer connection. Its transactions are [`LiteTx`] guards, rolled back when dropped
+/// uncommitted (an error, a cancelled future).
 struct Writer {
     conn: Connection,
-    in_tx: bool,
     /// The checkpoint trigger on this connection's commits (see [`checkpoint::install`]).
     hook: Option<checkpoint::Hook>,
 }
@@ -231,64 +230,30 @@ impl Drop for Writer {
     }
 }
 
-impl Writer {
-    /// The connection inside a `BEGIN IMMEDIATE` transaction.
-    fn begin(&mut self) -> Result<&mut Connection> {
-        if !self.in_tx {
-            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            self.in_tx = true;
-        }
-        Ok(&mut self.conn)
-    }
-
-    fn commit(&mut self) -> Result<()> {
-        if self.in_tx {
-            self.conn.prepare_cached("COMMIT")?.execute([])?;
-            self.in_tx = false;
-        }
-        Ok(())
-    }
-
-    fn rollback_if_open(&mut self) {
-        if self.in_tx {
-            // "no transaction is active" is fine: BEGIN itself may have been what failed.
-            let _ = self.conn.execute_batch("ROLLBACK");
-            self.in_tx = false;
-        }
-    }
-}
-
 /// Runs `$body` (which uses `$c: &mut Connection`) in one `BEGIN IMMEDIATE` transaction,
-/// rolled back on error and run again after a transient conflict as [`crate::retry`] decides
-/// (at most `max_retries` times); then EIO with a log line.
+/// rolled back on error and run again after a transient conflict as [`crate::retry::run`]
+/// decides (at most `max_retries` times); then EIO with a log line.
 macro_rules! transaction {
-    ($self:ident, $what:expr, |$c:ident| $body:block) => {{
-        let mut retry = Retry::new(&$self.name, $what, Bound::Retries($self.opts.max_retries));
-        loop {
-            let mut writer = $self.writer.lock().await;
-            writer.rollback_if_open();
-            let result: Result<_> = async {
-                let value = {
-                    let $c: &mut Connection = writer.begin()?;
-                    $body
-                };
-                writer.commit()?;
-                Ok(value)
-            }
-            .await;
-            if result.is_err() {
-                writer.rollback_if_open();
-            }
-            drop(writer);
-            match result {
-                Err(e) => match retry.after(e) {
-                    Ok(pause) => tokio::time::sleep(pause).await,
-                    Err(e) => break Err(e),
-                },
-                ok => break ok,
-            }
-        }
-    }};
+    ($self:ident, $what:expr, |$c:ident| $body:block) => {
+        crate::retry::run(
+            Retry::new(&$self.name, $what, Bound::Retries($self.opts.max_retries)),
+            || async {
+                let mut writer = $self.writer.lock().await;
+                let result: Result<_> = async {
+                    let mut tx = LiteTx::begin(&mut writer.conn)?;
+                    let value = {
+                        let $c: &mut Connection = tx.conn();
+                        $body
+                    };
+                    tx.commit()?;
+                    Ok(value)
+                }
+                .await;
+                result
+            },
+        )
+        .await
+    };
 }
 
 /// One connection to `file` with the store's settings (also the user-management tables'
@@ -393,7 +358,6 @@ impl SqliteStore {
     pub async fn open(file: &Path, opts: StoreOptions) -> Result<Self> {
         let writer = Arc::new(tokio::sync::Mutex::new(Writer {
             conn: connect(file, &opts)?,
-            in_tx: false,
             hook: None,
         }));
         let checkpointer =
@@ -442,7 +406,7 @@ impl SqliteStore {
     /// writer's cache stays warm across its own commits.
     fn quick_reader(&self) -> ReadConn<'_> {
         if let Ok(w) = self.writer.try_lock()
-            && !w.in_tx
+            && w.conn.is_autocommit()
         {
             return ReadConn::Writer(w);
         }
@@ -646,14 +610,14 @@ impl Store for SqliteStore {
     // (history rows never change), so the shared query code can run on it.
     async fn stat_version(&self, p: &str, snapshot: i64) -> Result<Option<Entry>> {
         let mut w = self.writer.lock().await;
-        w.rollback_if_open();
+        lite_settle(&w.conn);
         let found = ops::version_row(&mut Exec::Rus(&mut w.conn), self.t(), p, snapshot).await?;
         Ok(found.map(|(row, size)| ops::version_entry(&row, size)))
     }
 
     async fn read_version(&self, p: &str, snapshot: i64) -> Result<(i64, Content)> {
         let mut w = self.writer.lock().await;
-        w.rollback_if_open();
+        lite_settle(&w.conn);
         let c = &mut Exec::Rus(&mut w.conn);
         let Some((row, _)) = ops::version_row(c, self.t(), p, snapshot).await? else {
             return Err(err!(ENOENT, "{p} has no version {snapshot}"));
@@ -663,7 +627,7 @@ impl Store for SqliteStore {
 
     async fn link_restoration(&self, p: &str) -> Result<Option<String>> {
         let mut w = self.writer.lock().await;
-        w.rollback_if_open();
+        lite_settle(&w.conn);
         ops::link_restoration(&mut Exec::Rus(&mut w.conn), self.t(), p).await
     }
 
