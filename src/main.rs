@@ -144,7 +144,11 @@ enum UserCmd {
     /// line of standard input.
     Passwd { name: String },
     /// List users.
-    List,
+    List {
+        /// One JSON array of names instead of a line each.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,7 +162,11 @@ enum RoleCmd {
     /// Take the role from USER.
     Revoke { role: String, user: String },
     /// List roles with their members.
-    List,
+    List {
+        /// One JSON array of {"role", "members"} objects instead of a line each.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -183,14 +191,30 @@ enum PermCmd {
     /// Remove the rule for GRANTEE at PATH.
     Revoke(Rule),
     /// The rules stored at PATH.
-    Show { path: String },
+    Show {
+        path: String,
+        /// One JSON object: path, target path, and the rules.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decide whether USER may do ACTION on PATH and explain how; exit status 0 if allowed, 1 if
     /// denied.
     Check {
         user: String,
         path: String,
         action: String,
+        /// One JSON object: the decision and its steps (the exit status is the same).
+        #[arg(long)]
+        json: bool,
     },
+}
+
+/// Prints `value` as one line of JSON (for scripts: `--json`).
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("plain values serialize")
+    );
 }
 
 fn parse_map(s: &str) -> Result<(String, String), String> {
@@ -278,9 +302,14 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                     um.user_passwd(&name, &read_password(&name)?).await?;
                     println!("changed the password of {name}");
                 }
-                UserCmd::List => {
-                    for u in um.user_list().await? {
-                        println!("{u}");
+                UserCmd::List { json } => {
+                    let users = um.user_list().await?;
+                    if json {
+                        print_json(&users);
+                    } else {
+                        for u in users {
+                            println!("{u}");
+                        }
                     }
                 }
             }
@@ -304,9 +333,20 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                     um.role_membership(&role, &user, false).await?;
                     println!("{user} no longer has role {role}");
                 }
-                RoleCmd::List => {
-                    for (role, members) in um.role_list().await? {
-                        println!("{role}: {}", members.join(", "));
+                RoleCmd::List { json } => {
+                    let roles = um.role_list().await?;
+                    if json {
+                        let roles: Vec<_> = roles
+                            .iter()
+                            .map(|(role, members)| {
+                                serde_json::json!({ "role": role, "members": members })
+                            })
+                            .collect();
+                        print_json(&roles);
+                    } else {
+                        for (role, members) in roles {
+                            println!("{role}: {}", members.join(", "));
+                        }
                     }
                 }
             }
@@ -349,8 +389,27 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                     um.set_permission(&p, a, &g, None).await?;
                     println!("revoked the {a} rule on {} for {}", rule.path, rule.grantee);
                 }
-                PermCmd::Show { path } => {
-                    let rules = um.rules_at(target(&path).as_str()).await?;
+                PermCmd::Show { path, json } => {
+                    let at = target(&path);
+                    let rules = um.rules_at(at.as_str()).await?;
+                    if json {
+                        let rules: Vec<_> = rules
+                            .iter()
+                            .map(|r| {
+                                serde_json::json!({
+                                    "action": r.action,
+                                    "allowed": r.allowed,
+                                    "grantee": r.grantee,
+                                })
+                            })
+                            .collect();
+                        print_json(&serde_json::json!({
+                            "path": regfs::path::normalize(&path),
+                            "target": at.as_str(),
+                            "rules": rules,
+                        }));
+                        return Ok(Ok(()));
+                    }
                     if rules.is_empty() {
                         println!("no rules at {path} (it inherits from its parents)");
                     }
@@ -367,15 +426,26 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                     user,
                     path,
                     action: a,
+                    json,
                 } => {
                     let a = action(&a)?;
                     let authz = Authorizer::new(std::sync::Arc::new(um), regfs::um::ADMIN_USER);
                     let d = authz.explain(&user, &target(&path), a).await?;
-                    println!("{user} {a} {path}");
-                    for step in &d.steps {
-                        println!("  {step}");
+                    if json {
+                        print_json(&serde_json::json!({
+                            "user": user,
+                            "path": regfs::path::normalize(&path),
+                            "action": a.to_string(),
+                            "allowed": d.allowed,
+                            "steps": d.steps,
+                        }));
+                    } else {
+                        println!("{user} {a} {path}");
+                        for step in &d.steps {
+                            println!("  {step}");
+                        }
+                        println!("{}", if d.allowed { "ALLOW" } else { "DENY" });
                     }
-                    println!("{}", if d.allowed { "ALLOW" } else { "DENY" });
                     if !d.allowed {
                         return Ok(Err(Denied));
                     }

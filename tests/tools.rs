@@ -747,3 +747,84 @@ fn proc_mounts_names_regfs_and_its_type() {
     let f: Vec<&str> = line.split_whitespace().collect();
     assert_eq!((f[0], f[2]), ("regfs", "fuse.regfs"), "{line}");
 }
+
+/// `--json` on the admin commands that list, show or check: one JSON value on stdout that a
+/// script can parse, with the same facts as the text, and `perm check`'s exit status kept.
+#[test]
+fn admin_lists_and_checks_as_json() {
+    let dir = common::open_tempdir();
+    let data = dir.path().join("data");
+    let d = data.as_os_str();
+    common::run_regfs_ok(["init".as_ref(), "--data-dir".as_ref(), d]);
+    let run = |args: &[&str], stdin: &str| {
+        let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        all.extend(["--data-dir".into(), d.to_owned()]);
+        common::run_regfs_with_stdin(all, stdin)
+    };
+    let ok = |args: &[&str], stdin: &str| -> serde_json::Value {
+        let out = run(args, stdin);
+        assert!(
+            out.status.success(),
+            "regfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    ok(&["user", "add", "carol"], "carol-pw\n");
+    ok(&["role", "add", "ops"], "");
+    ok(&["role", "assign", "ops", "carol"], "");
+    ok(&["perm", "grant", "ops", "/_system/config/app", "get"], "");
+
+    let users = ok(&["user", "list", "--json"], "");
+    assert!(
+        users.as_array().unwrap().contains(&"carol".into()),
+        "{users}"
+    );
+    let roles = ok(&["role", "list", "--json"], "");
+    let ops = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == "PRIMARY/ops")
+        .unwrap_or_else(|| panic!("no ops role in {roles}"));
+    assert_eq!(ops["members"], serde_json::json!(["carol"]));
+    let shown = ok(&["perm", "show", "/_system/config/app/", "--json"], "");
+    assert_eq!(shown["path"], "/_system/config/app");
+    assert_eq!(shown["target"], "/_system/config/app");
+    assert_eq!(
+        shown["rules"],
+        serde_json::json!([{ "action": "get", "allowed": true, "grantee": "PRIMARY/ops" }])
+    );
+    let allowed = ok(
+        &[
+            "perm",
+            "check",
+            "carol",
+            "/_system/config/app/x",
+            "get",
+            "--json",
+        ],
+        "",
+    );
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    assert_eq!(allowed["user"], "carol");
+    assert!(
+        !allowed["steps"].as_array().unwrap().is_empty(),
+        "{allowed}"
+    );
+    // A denial: exit status 1, and still one JSON object.
+    let out = run(
+        &[
+            "perm",
+            "check",
+            "carol",
+            "/_system/config/app/x",
+            "delete",
+            "--json",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let denied: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(denied["allowed"], false, "{denied}");
+}
