@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """regfs benchmark runner: the same small-file and large-file workloads on tmpfs, a FUSE
 passthrough (bindfs over tmpfs), JuiceFS (SQLite, and PostgreSQL) and regfs (SQLite, PostgreSQL
-on the same server as JuiceFS, MariaDB), side by side in one run, reported as medians with
-min/max and as ratios against the peers.
+on the same server as JuiceFS, the same with `[cache] open_trusts_feed` as
+regfs-postgres-trusting, MariaDB), side by side in one run, reported as medians with min/max and
+as ratios against the peers.
 
 Run as root from the repository root:  python3 bench/bench.py [--runs 3] [--files 10000]
 It installs what it needs (bindfs, PostgreSQL, MariaDB, JuiceFS in a venv under
@@ -186,10 +187,12 @@ class Regfs(FuseProcess):
         return os.path.join(self.mnt, "_system", "governance")
 
 
-def regfs_server_config(path, node_db, shared_url, password_file=None):
+def regfs_server_config(path, node_db, shared_url, password_file=None, trust_feed=False):
     """A config whose /_system/config, /_system/governance and UM tables live on a server
-    (the workloads run in /_system/governance), the node's own registry in SQLite."""
+    (the workloads run in /_system/governance), the node's own registry in SQLite; with
+    trust_feed, `[cache] open_trusts_feed`."""
     pw = f'password_file = "{password_file}"\n' if password_file else ""
+    cache = "[cache]\nopen_trusts_feed = true\n" if trust_feed else ""
     with open(path, "w") as f:
         f.write(f"""node_data_source = "node"
 [data_sources.node]
@@ -209,7 +212,7 @@ instance = "gov"
 target_path = "/_system/governance"
 [user_management]
 data_source = "shared"
-""")
+{cache}""")
     # As a DBA would, once: creates the schema (a mount only checks the catalog).
     run([REGFS, "init", "--config", path], stdout=subprocess.DEVNULL)
     return path
@@ -494,7 +497,7 @@ def main():
     ap.add_argument("--rename-files", type=int, default=1000)
     ap.add_argument("--big-mib", type=int, default=64)
     ap.add_argument("--systems", default="tmpfs,bindfs,juicefs-sqlite,juicefs-postgres,"
-                    "regfs-sqlite,regfs-postgres,regfs-mariadb")
+                    "regfs-sqlite,regfs-postgres,regfs-postgres-trusting,regfs-mariadb")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -524,14 +527,16 @@ def main():
                 systems.append(Bindfs(mnt, os.path.join(base, name, "backing")))
             elif name == "regfs-sqlite":
                 systems.append(Regfs(name, mnt, os.path.join(base, name, "data")))
-            elif name == "regfs-postgres":
+            elif name in ("regfs-postgres", "regfs-postgres-trusting"):
                 if pg is None:
                     pg = Postgres(base)
                     pg.start()
-                pg.createdb("regfs")
+                db = name.replace("-", "_")
+                pg.createdb(db)
                 d = os.path.join(base, name)
                 cfg = regfs_server_config(os.path.join(d, "regfs.toml"), f"{d}/node.db",
-                                          f"postgres://postgres@127.0.0.1:{pg.port}/regfs")
+                                          f"postgres://postgres@127.0.0.1:{pg.port}/{db}",
+                                          trust_feed=name.endswith("-trusting"))
                 systems.append(Regfs(name, mnt, config=cfg))
             elif name == "regfs-mariadb":
                 if maria is None:
@@ -624,7 +629,9 @@ def write_report(args, systems, results):
     # Ratios: regfs against the passthrough floor and JuiceFS on the same database.
     pairs = [("regfs-sqlite", "bindfs"), ("regfs-sqlite", "juicefs-sqlite"),
              ("regfs-sqlite", "tmpfs"), ("regfs-postgres", "juicefs-postgres"),
-             ("regfs-postgres", "bindfs"), ("regfs-mariadb", "bindfs")]
+             ("regfs-postgres", "bindfs"), ("regfs-mariadb", "bindfs"),
+             ("regfs-postgres", "regfs-sqlite"), ("regfs-postgres-trusting", "regfs-sqlite"),
+             ("regfs-postgres-trusting", "juicefs-postgres")]
     pairs = [(a, b) for a, b in pairs if a in results and b in results]
     if pairs:
         lines.append("Ratios (regfs time / peer time; below 1 means regfs is faster):\n")

@@ -229,6 +229,11 @@ pub struct CacheConfig {
     /// Where spool files go (default `$TMPDIR`, else `/var/tmp`). They are unlinked from the
     /// start, so nothing is left behind.
     pub spool_dir: Option<PathBuf>,
+    /// While a server database's change feed is healthy, answer opens, lookups and stats of
+    /// what this node already read from memory instead of asking the database (default
+    /// false: every open reads the live version). See SEMANTICS.md, "Changes made elsewhere".
+    #[serde(default)]
+    pub open_trusts_feed: bool,
 }
 
 impl CacheConfig {

@@ -512,6 +512,18 @@ fn serve(
     for (store, how) in &feeds {
         info!(store = %store, "change feed: {how}");
     }
+    if registry.trusts_feeds() {
+        info!(
+            "open_trusts_feed: while a change feed is healthy, what this node read is answered \
+             from memory (opens, lookups, stats); while it is not, every open reads the live \
+             version again"
+        );
+    } else if config.is_some_and(|c| c.cache.open_trusts_feed) {
+        warn!(
+            "open_trusts_feed is set but no database has a change feed: every open reads the \
+             live version"
+        );
+    }
     let feed = (!feeds.is_empty()).then_some(feed_rx);
     let fs = Arc::new(RegFs::new(Arc::new(registry), identity, spool, first_token));
     let notifier = Arc::new(std::sync::OnceLock::new());

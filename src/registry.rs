@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::mount_table::MountTable;
 use crate::path::{self, TargetPath};
 use crate::store::{
-    AttrChange, DirEntry, Entry, FeedSink, Heard, Kind, LINK_MEDIA_TYPE, NewEntry, RenameMode,
-    SpaceInfo, Store,
+    AttrChange, DirEntry, Entry, FeedHealth, FeedSink, Heard, Kind, LINK_MEDIA_TYPE, NewEntry,
+    RenameMode, SpaceInfo, Store,
 };
 
 /// Longest symlink text made into a Carbon link: `registry.linkrestoration` holds the link's
@@ -42,15 +42,62 @@ pub struct Page {
     pub more: bool,
 }
 
+/// How recently a change feed must have confirmed it heard everything for
+/// [`Registry::feed_vouches`] (its heartbeats and polls confirm several times a second).
+pub const FEED_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct Registry {
     table: MountTable,
     /// `None` leaves every decision to POSIX modes (tests of the layers below use this).
     authz: Option<Arc<Authorizer>>,
+    /// Whether a healthy change feed stands in for reading a file's version at open (`[cache]
+    /// open_trusts_feed`).
+    trust_feed: bool,
+    /// The health of each store's change feed, by store id, once started.
+    feeds: parking_lot::Mutex<Vec<(usize, FeedHealth)>>,
 }
 
 impl Registry {
     pub fn new(table: MountTable, authz: Option<Arc<Authorizer>>) -> Self {
-        Self { table, authz }
+        Self {
+            table,
+            authz,
+            trust_feed: false,
+            feeds: Default::default(),
+        }
+    }
+
+    /// Lets a healthy change feed stand in for revalidation (see [`Registry::feed_vouches`]).
+    pub fn trusting_feeds(mut self, trust: bool) -> Self {
+        self.trust_feed = trust;
+        self
+    }
+
+    /// Whether what this node remembers of `p` may be taken as current without asking the
+    /// database: trusting feeds is on, and the feed of `p`'s database confirmed within
+    /// [`FEED_FRESH`] that it heard everything committed (a change it heard drops `p` from the
+    /// caches before that). False for a database without a feed.
+    pub fn feed_vouches(&self, p: &str) -> bool {
+        if !self.trust_feed {
+            return false;
+        }
+        let store_id = self.table.resolve(p).mount.store_id;
+        self.feeds
+            .lock()
+            .iter()
+            .any(|(id, health)| *id == store_id && health.fresh(FEED_FRESH))
+    }
+
+    /// Takes `health` as the feed of `p`'s database (tests without a server).
+    #[cfg(test)]
+    pub(crate) fn add_feed_health(&self, p: &str, health: FeedHealth) {
+        let store_id = self.table.resolve(p).mount.store_id;
+        self.feeds.lock().push((store_id, health));
+    }
+
+    /// Whether [`Registry::feed_vouches`] may ever be true: trusting is on and a feed started.
+    pub fn trusts_feeds(&self) -> bool {
+        self.trust_feed && !self.feeds.lock().is_empty()
     }
 
     /// EACCES (with a log line naming user, path and action) unless the registry's permissions
@@ -107,7 +154,9 @@ impl Registry {
                     sink(Heard::Paths(paths))
                 }
             });
-            if let Some(how) = m.store.start_feed(map).await? {
+            let health = FeedHealth::default();
+            if let Some(how) = m.store.start_feed(map, health.clone()).await? {
+                self.feeds.lock().push((store_id, health));
                 started.push((m.store.name().to_string(), how));
             }
         }

@@ -455,8 +455,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Starts this database's change feed (see `server/feed.rs`): `sink` hears of what other
     /// processes commit, as paths in this database. Returns how the feed hears changes, or
-    /// `None` when the store has no feed ([`Store::foreign_commits`] tells instead).
-    async fn start_feed(&self, _sink: FeedSink) -> Result<Option<String>> {
+    /// `None` when the store has no feed ([`Store::foreign_commits`] tells instead). The feed
+    /// keeps `health` up to date: when it last knew it had heard everything committed.
+    async fn start_feed(&self, _sink: FeedSink, _health: FeedHealth) -> Result<Option<String>> {
         Ok(None)
     }
 }
@@ -613,3 +614,40 @@ pub enum Heard {
 /// Where a change feed says what it heard; `false` when nobody listens any more (the feed
 /// then stops).
 pub type FeedSink = std::sync::Arc<dyn Fn(Heard) -> bool + Send + Sync>;
+
+/// When a change feed last knew it had heard everything other processes committed until
+/// then: a poll of `REG_LOG` that answered, or on PostgreSQL this node's own heartbeat
+/// `NOTIFY` come back through the `LISTEN` session (notifications arrive in commit order, so
+/// every change committed before the heartbeat arrived before it). Shared by the feed, which
+/// confirms, and the registry, which asks [`FeedHealth::fresh`].
+#[derive(Debug, Clone, Default)]
+pub struct FeedHealth(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl FeedHealth {
+    /// The feed has heard everything committed until now.
+    pub fn confirm(&self) {
+        self.0
+            .store(Self::now_ms(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The feed may miss changes from now on (its connection failed).
+    pub fn lost(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the feed confirmed within `within`.
+    pub fn fresh(&self, within: std::time::Duration) -> bool {
+        let at = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        at != 0 && Self::now_ms().saturating_sub(at) <= within.as_millis() as u64
+    }
+
+    /// Milliseconds on a monotonic clock that starts with the process.
+    fn now_ms() -> u64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+            + 1
+    }
+}

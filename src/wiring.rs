@@ -291,7 +291,8 @@ pub async fn registry_from(cfg: &FileConfig) -> Result<Registry> {
         .map(std::time::Duration::from_millis)
         .unwrap_or(PERMISSION_REFRESH);
     authz.spawn_refresher(every);
-    let registry = Registry::new(MountTable::new(root, mounts), Some(authz));
+    let registry = Registry::new(MountTable::new(root, mounts), Some(authz))
+        .trusting_feeds(cfg.cache.open_trusts_feed);
     registry.record_mounts().await?;
     Ok(registry)
 }

@@ -65,6 +65,7 @@ impl Recorder {
 /// A node in this process on the databases of `cfg`, with its watcher running.
 struct Node {
     rt: tokio::runtime::Runtime,
+    registry: Arc<regfs::registry::Registry>,
     fs: Arc<RegFs>,
     kernel: Arc<Recorder>,
     on: Arc<AtomicBool>,
@@ -87,8 +88,9 @@ impl Node {
         let sink: FeedSink = Arc::new(move |heard: Heard| tx.send(heard).is_ok());
         let feeds = rt.block_on(registry.start_feeds(sink)).unwrap();
         let identity = regfs::identity::Identity::new(regfs::um::ADMIN_USER, Default::default());
+        let registry = Arc::new(registry);
         let fs = Arc::new(RegFs::new(
-            Arc::new(registry),
+            registry.clone(),
             identity,
             Default::default(),
             None,
@@ -108,6 +110,7 @@ impl Node {
         };
         Node {
             rt,
+            registry,
             fs,
             kernel,
             on,
@@ -142,6 +145,22 @@ impl Node {
             .unwrap()
             .entry
             .perm
+    }
+
+    /// Opens `ino` read-only, reads it whole (storing a first open's content as the kernel's
+    /// page cache would) and closes it: whether the open kept the kernel's cache, and what it
+    /// read.
+    fn open_read(&self, ino: Ino) -> (bool, Vec<u8>) {
+        let o = self
+            .rt
+            .block_on(self.fs.open(ROOT, ino, libc::O_RDONLY))
+            .unwrap();
+        if let Some(p) = &o.prefill {
+            self.fs.prefilled(p, true);
+        }
+        let data = self.rt.block_on(self.fs.read(o.fh, 0, 1 << 20)).unwrap();
+        self.rt.block_on(self.fs.release(o.fh)).unwrap();
+        (o.keep_cache, data)
     }
 
     /// Waits until the watcher dropped `ino`.
@@ -291,6 +310,92 @@ fn postgres_feed_drops_what_other_nodes_change() {
 #[test]
 fn mariadb_feed_drops_what_other_nodes_change() {
     feed_case(Kind::MariaDb);
+}
+
+/// With `[cache] open_trusts_feed`, a node whose change feed is healthy answers a warm open
+/// from memory: a change the feed cannot hear (SQL that writes no REG_LOG entry) goes unseen,
+/// which shows that nothing was asked; a change it hears makes the next open read the new
+/// content; once the feed is lost (on PostgreSQL: its LISTEN session killed), what the node
+/// remembered goes, and so does the trust until the feed confirms again.
+fn trusted_feed_case(kind: Kind) {
+    let dir = common::open_tempdir();
+    let cfg = common::server_config(dir.path(), kind);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[cache]\nopen_trusts_feed = true\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mnt = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
+    let a = Mounted::with_data(mnt, cfg.clone(), &[]);
+    let b = Node::start(&cfg);
+    let file = a.p("_system/config/trusted.txt");
+    std::fs::write(&file, "one\n").unwrap();
+    let reg = "/_system/config/trusted.txt";
+    assert!(
+        wait_until(HEARD_WITHIN, || b.registry.feed_vouches(reg)),
+        "B's feed confirms it hears everything"
+    );
+    let f = b.lookup("_system/config/trusted.txt").unwrap();
+    assert_eq!(b.open_read(f), (false, b"one\n".to_vec()), "a cold open");
+    assert_eq!(b.open_read(f), (true, b"one\n".to_vec()), "a warm open");
+
+    // A new version written with SQL alone: no REG_LOG row, nothing for the feed to hear.
+    let db = shared_db(&cfg);
+    let bump = match kind {
+        Kind::Postgres => {
+            "UPDATE REG_RESOURCE SET REG_VERSION = nextval('REG_RESOURCE_PK_SEQ') \
+                           WHERE REG_NAME = 'trusted.txt'"
+        }
+        Kind::MariaDb => {
+            "UPDATE REG_RESOURCE SET REG_VERSION = REG_VERSION + 100000 \
+                          WHERE REG_NAME = 'trusted.txt'"
+        }
+    };
+    servers::server_for(kind).sql_in(&db, bump);
+    assert!(wait_until(HEARD_WITHIN, || b.registry.feed_vouches(reg)));
+    assert!(
+        b.open_read(f).0,
+        "the warm open asked nothing: the new version went unseen"
+    );
+    let looked_up = b.lookup("_system/config/trusted.txt").unwrap();
+    assert_eq!(looked_up, f, "the lookup is answered from memory too");
+
+    // What A writes, B hears: its next open reads the new content.
+    b.kernel.clear();
+    std::fs::write(&file, "two, longer\n").unwrap();
+    b.hears(f, "an overwrite");
+    assert_eq!(b.size(f), 12);
+    assert_eq!(b.open_read(f), (false, b"two, longer\n".to_vec()));
+    assert!(b.open_read(f).0);
+
+    if kind == Kind::Postgres {
+        // The LISTEN sessions killed: B hears that it may have missed something and drops
+        // everything, then trusts the feed again once its heartbeat comes back.
+        b.kernel.clear();
+        servers::server_for(kind).sql_in(
+            &db,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        );
+        b.hears(f, "the LISTEN session's loss");
+        servers::server_for(kind).sql_in(&db, bump);
+        assert!(wait_until(HEARD_WITHIN, || b.registry.feed_vouches(reg)));
+        assert!(
+            !b.open_read(f).0,
+            "after the loss the open read the live version"
+        );
+    }
+}
+
+#[test]
+fn postgres_warm_opens_trust_a_healthy_feed() {
+    trusted_feed_case(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_warm_opens_trust_a_healthy_feed() {
+    trusted_feed_case(Kind::MariaDb);
 }
 
 /// The tables as Carbon reads them: one REG_PATH per path, one live row per name, no content

@@ -191,7 +191,9 @@ impl RegFs {
         spool: SpoolPolicy,
         watched: Option<Vec<i64>>,
     ) -> Self {
-        let entry_ttl = if watched.is_some() {
+        // A watched mount, or one whose feeds stand in for revalidation, hears every change
+        // made elsewhere and drops it from the kernel's caches as it comes.
+        let entry_ttl = if watched.is_some() || registry.trusts_feeds() {
             WATCHED_TTL
         } else {
             ATTR_TTL
@@ -296,6 +298,17 @@ impl RegFs {
             self.stale(attr.ino);
             return Ok(attr);
         }
+        // Looked up before and vouched for by the change feed: nothing to ask.
+        if self.registry.feed_vouches(&p)
+            && let Some(ino) = self.named(parent, &name)
+            && let Some((at, entry)) = self.recent(ino, &p)
+        {
+            self.registry.authorize_stat(&user, &p, entry.kind).await?;
+            if let Some(n) = self.inodes.lock().nodes.get_mut(&ino) {
+                n.lookups += 1;
+            }
+            return Ok(self.attr_from(ino, entry, Some(at)));
+        }
         match self.registry.stat(&user, &p).await? {
             Some(entry) => Ok(self.remember(parent, &name, entry, true)),
             None => {
@@ -363,17 +376,7 @@ impl RegFs {
             self.registry.authorize(&user, &p, Action::Get).await?;
             return Ok(self.attr_from(ino, entry, None));
         }
-        let recent = {
-            let inodes = self.inodes.lock();
-            inodes
-                .nodes
-                .get(&ino)
-                .and_then(|n| match (n.fetched, &n.last) {
-                    (Some(at), Some(e)) if at.elapsed() < ATTR_TTL => Some((at, e.clone())),
-                    _ => None,
-                })
-        };
-        if let Some((at, entry)) = recent {
+        if let Some((at, entry)) = self.recent(ino, &p) {
             self.registry.authorize_stat(&user, &p, entry.kind).await?;
             return Ok(self.attr_from(ino, entry, Some(at)));
         }
@@ -381,6 +384,21 @@ impl RegFs {
             Some(entry) => Ok(self.attr(ino, entry)),
             None => self.removed_elsewhere(ino, &p),
         }
+    }
+
+    /// What regfs read of `ino` (at `p`) from the database, and when, if it may answer
+    /// without asking again: read within [`ATTR_TTL`], or at any time while `p`'s change feed
+    /// vouches for it ([`Registry::feed_vouches`]: a change heard drops what was read).
+    fn recent(&self, ino: Ino, p: &str) -> Option<(Instant, Entry)> {
+        let vouched = self.registry.feed_vouches(p);
+        let inodes = self.inodes.lock();
+        inodes
+            .nodes
+            .get(&ino)
+            .and_then(|n| match (n.fetched, &n.last) {
+                (Some(at), Some(e)) if vouched || at.elapsed() < ATTR_TTL => Some((at, e.clone())),
+                _ => None,
+            })
     }
 
     /// What `ino` was last known as, if anything (an unlinked inode keeps it).

@@ -297,3 +297,54 @@ async fn a_change_heard_from_elsewhere_keeps_the_pages_of_files_open_here() {
     let dropped = fs.forget_paths(&paths[..1]);
     assert!(!dropped.iter().find(|d| d.ino == open).unwrap().open);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_feed_stands_in_for_revalidation_and_a_lost_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::wiring::embedded_registry(dir.path())
+        .await
+        .unwrap()
+        .trusting_feeds(true);
+    let health = crate::store::FeedHealth::default();
+    registry.add_feed_health("/_system/local", health.clone());
+    let identity = Identity::new(crate::um::ADMIN_USER, Default::default());
+    // Not watched: only the feed can vouch for what is remembered.
+    let fs = RegFs::new(Arc::new(registry), identity, SpoolPolicy::default(), None);
+    let local = local_dir(&fs).await;
+    write_file(&fs, local, "f", b"one").await;
+    let ino = forgotten(&fs, local, "f").await;
+    let open_read = async |fs: &RegFs| {
+        let o = fs.open(ROOT, ino, libc::O_RDONLY).await.unwrap();
+        if let Some(p) = &o.prefill {
+            fs.prefilled(p, true);
+        }
+        fs.release(o.fh).await.unwrap();
+        o.keep_cache
+    };
+    assert!(!open_read(&fs).await, "a cold open");
+    let v0 = fs.getattr(ROOT, ino).await.unwrap().entry.version;
+    // A new version another process wrote without a word to the feed.
+    let bump = || {
+        let c = rusqlite::Connection::open(dir.path().join(crate::wiring::LOCAL_DB)).unwrap();
+        c.execute(
+            "UPDATE REG_RESOURCE SET REG_VERSION = REG_VERSION + 1000 WHERE REG_NAME = 'f'",
+            [],
+        )
+        .unwrap();
+    };
+    bump();
+
+    // The feed confirms it heard everything: the warm open, a lookup and a stat ask nothing.
+    health.confirm();
+    assert!(open_read(&fs).await, "trusted: the new version goes unseen");
+    let looked_up = fs.lookup(ROOT, local, OsStr::new("f")).await.unwrap();
+    assert_eq!((looked_up.ino, looked_up.entry.version), (ino, v0));
+    fs.forget(ino, 1);
+    assert_eq!(fs.getattr(ROOT, ino).await.unwrap().entry.version, v0);
+
+    // Lost: every open reads the live version again.
+    health.lost();
+    assert!(!open_read(&fs).await, "revalidated: the version moved");
+    let v1 = fs.getattr(ROOT, ino).await.unwrap().entry.version;
+    assert_eq!(v1, v0 + 1000);
+}

@@ -891,11 +891,11 @@ impl Store for ServerStore {
         })
     }
 
-    async fn start_feed(&self, sink: FeedSink) -> Result<Option<String>> {
+    async fn start_feed(&self, sink: FeedSink, health: FeedHealth) -> Result<Option<String>> {
         let how = self
             .bounded(
                 "change feed",
-                feed::start(&self.pool, self.t(), &self.name, self.timeout, sink),
+                feed::start(&self.pool, self.t(), &self.name, self.timeout, sink, health),
             )
             .await?;
         Ok(Some(how))

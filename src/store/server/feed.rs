@@ -13,6 +13,12 @@
 //!
 //! Whenever the feed may have missed something (the `LISTEN` connection came back, polling
 //! took over from it), it says [`Heard::Everything`].
+//!
+//! The feed keeps a [`FeedHealth`]: each poll that answers confirms it; while listening, the
+//! node sends itself a heartbeat `NOTIFY` every [`HEARTBEAT_EVERY`], and its arrival confirms
+//! it (PostgreSQL delivers notifications in commit order: whatever committed before the
+//! heartbeat was heard before it). A `LISTEN` session whose heartbeats stop coming back for
+//! [`DEAF_AFTER`] (a dead peer the socket has not noticed) is given up for polling.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,13 +30,20 @@ use tracing::{debug, info, warn};
 use crate::args;
 use crate::error::Result;
 use crate::sql::{self as db, Exec, Pool};
-use crate::store::{FeedSink, Heard};
+use crate::store::{FeedHealth, FeedSink, Heard};
 
 /// The channel `regfs init`'s triggers notify (see `postgres_regfs.sql`).
 pub const CHANNEL: &str = "regfs_changes";
 
 /// How often REG_LOG and REGFS_CHANGE are polled when nothing pushes changes.
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// How often a listening node sends itself a heartbeat notification.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+
+/// A `LISTEN` session that has not brought a heartbeat back for this long is taken for deaf:
+/// polling takes over until it hears again.
+pub const DEAF_AFTER: Duration = Duration::from_secs(5);
 
 /// How long an id skipped by the ids after it is asked for again: the row of a transaction
 /// still in flight shows up later; the id of one that rolled back (or a sequence's cache
@@ -185,6 +198,9 @@ struct Payload {
     d: Option<String>,
     #[serde(default)]
     n: Option<String>,
+    /// A heartbeat (see [`HEARTBEAT_EVERY`]): no change.
+    #[serde(default)]
+    hb: bool,
 }
 
 /// Whether PostgreSQL's triggers from `regfs init` are there to push changes.
@@ -207,6 +223,7 @@ pub async fn start(
     store: &str,
     timeout: Duration,
     sink: FeedSink,
+    health: FeedHealth,
 ) -> Result<String> {
     let (cursors, pushes) = {
         let mut held = pool.acquire().await?;
@@ -226,6 +243,7 @@ pub async fn start(
                     store.to_string(),
                     sink.clone(),
                     listening.clone(),
+                    health.clone(),
                 ));
                 format!("LISTEN {CHANNEL} (REG_LOG polled while it is down)")
             }
@@ -249,7 +267,7 @@ pub async fn start(
         timeout,
         cursors,
         sink,
-        listening,
+        Liveness { listening, health },
     ));
     Ok(how)
 }
@@ -261,6 +279,7 @@ async fn listen(
     store: String,
     sink: FeedSink,
     listening: Arc<AtomicBool>,
+    health: FeedHealth,
 ) {
     let me = db::node_name();
     loop {
@@ -282,7 +301,14 @@ async fn listen(
                         continue;
                     }
                 };
-                if payload.t != tenant || payload.n.as_deref() == Some(me) {
+                let mine = payload.n.as_deref() == Some(me);
+                if payload.hb {
+                    if mine {
+                        health.confirm();
+                    }
+                    continue;
+                }
+                if payload.t != tenant || mine {
                     continue;
                 }
                 let paths: Vec<String> = payload
@@ -306,6 +332,7 @@ async fn listen(
                 }
             }
             Err(e) => {
+                health.lost();
                 if listening.swap(false, Ordering::SeqCst) {
                     warn!(
                         store,
@@ -319,8 +346,14 @@ async fn listen(
     }
 }
 
-/// The polling half: runs while nothing pushes (always on MySQL), and deletes old REGFS_CHANGE
-/// rows.
+/// Whether the pushed feed is listening, and what the feed knows of itself.
+struct Liveness {
+    listening: Arc<AtomicBool>,
+    health: FeedHealth,
+}
+
+/// The polling half: runs while nothing pushes (always on MySQL), sends the heartbeats while
+/// something does, and deletes old REGFS_CHANGE rows.
 async fn poll_loop(
     pool: Pool,
     tenant: i64,
@@ -328,11 +361,15 @@ async fn poll_loop(
     timeout: Duration,
     cursors: Vec<Cursor>,
     sink: FeedSink,
-    listening: Arc<AtomicBool>,
+    live: Liveness,
 ) {
+    let Liveness { listening, health } = live;
     let mut cursors = Some(cursors);
     let mut failing = false;
     let mut pruned = Instant::now();
+    // Since when, while listening, no heartbeat came back.
+    let mut unanswered: Option<Instant> = None;
+    let mut beat = Instant::now() - HEARTBEAT_EVERY;
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -348,6 +385,23 @@ async fn poll_loop(
         if listening.load(Ordering::SeqCst) {
             // The pushed feed has it; polling starts afresh (and says Everything) if it fails.
             cursors = None;
+            if health.fresh(HEARTBEAT_EVERY) {
+                unanswered = None;
+            }
+            let since = *unanswered.get_or_insert_with(Instant::now);
+            if since.elapsed() >= DEAF_AFTER {
+                warn!(
+                    store,
+                    "change feed: the LISTEN session brought no heartbeat back for {DEAF_AFTER:?}; \
+                     polling REG_LOG until it hears again"
+                );
+                health.lost();
+                listening.store(false, Ordering::SeqCst);
+                unanswered = None;
+            } else if beat.elapsed() >= HEARTBEAT_EVERY {
+                beat = Instant::now();
+                heartbeat(&pool, tenant, &store, timeout).await;
+            }
             continue;
         }
         let run = async {
@@ -383,19 +437,41 @@ async fn poll_loop(
                 let heard = match heard {
                     // Polling took over from the pushed feed: what fell between is unknown.
                     None => Heard::Everything,
-                    Some(paths) if paths.is_empty() => continue,
+                    Some(paths) if paths.is_empty() => {
+                        health.confirm();
+                        continue;
+                    }
                     Some(paths) => Heard::Paths(paths),
                 };
                 if !sink(heard) {
                     return;
                 }
+                health.confirm();
             }
             Err(e) => {
+                health.lost();
                 if !std::mem::replace(&mut failing, true) {
                     warn!(store, "change feed: cannot read REG_LOG: {e}");
                 }
             }
         }
+    }
+}
+
+/// Sends this node a heartbeat through the `LISTEN` channel (see [`HEARTBEAT_EVERY`]). A
+/// failure only shows as heartbeats that do not come back.
+async fn heartbeat(pool: &Pool, tenant: i64, store: &str, timeout: Duration) {
+    let payload = serde_json::json!({ "t": tenant, "n": db::node_name(), "hb": true }).to_string();
+    let run = async {
+        let mut held = pool.acquire().await?;
+        held.exec()
+            .execute("SELECT pg_notify(?, ?)", &args![CHANNEL, payload.as_str()])
+            .await
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => debug!(store, "change feed: heartbeat not sent: {e}"),
+        Err(_) => debug!(store, "change feed: heartbeat not sent within {timeout:?}"),
     }
 }
 
