@@ -35,6 +35,23 @@ pub struct MountOptions {
     pub config: Option<PathBuf>,
     /// A WSO2 product's `repository/conf` directory instead of the embedded default.
     pub wso2_conf: Option<PathBuf>,
+    /// Mounted read-only (`-o ro`): the kernel refuses every change with EROFS.
+    pub read_only: bool,
+    /// Who besides the mounting user may use the mount (root's mounts: everyone).
+    pub allow: Allow,
+    /// Generic mount flags passed to the kernel (`-o nosuid,nodev,...`).
+    pub kernel: Vec<MountOption>,
+}
+
+/// Who may use a mount, besides the user who made it (`-o allow_other`, `-o allow_root`).
+/// Mounts made by root let everyone in whatever this says: regfs maps each caller to a
+/// registry user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allow {
+    #[default]
+    Owner,
+    Root,
+    Other,
 }
 
 /// The mounts at `mountpoint` in /proc/mounts (several if stacked), each as its source and
@@ -539,6 +556,17 @@ fn serve(
     if opts.posix_permissions {
         config.mount_options.push(MountOption::DefaultPermissions);
     }
+    config.mount_options.push(if opts.read_only {
+        MountOption::RO
+    } else {
+        MountOption::RW
+    });
+    config.mount_options.extend(opts.kernel.iter().cloned());
+    config.acl = match opts.allow {
+        Allow::Owner => SessionACL::Owner,
+        Allow::Root => SessionACL::RootAndOwner,
+        Allow::Other => SessionACL::All,
+    };
     if nix::unistd::geteuid().is_root() {
         // Every local user can reach the mount; regfs maps each caller to a registry user.
         config.acl = SessionACL::All;
@@ -578,6 +606,14 @@ fn serve(
     let _ = notifier.set(session.notifier());
     info!(mountpoint = %mountpoint.display(), "mounted");
     report(ready, "ok");
+    // Run by systemd as a Type=notify service: the unit is up once the mount is.
+    let status = format!("serving {}", mountpoint.display());
+    if let Err(e) = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]) {
+        warn!("cannot tell systemd the mount is ready (NOTIFY_SOCKET): {e}");
+    }
 
     let watching = Arc::new(AtomicBool::new(true));
     let mut watcher = None;
@@ -618,6 +654,7 @@ fn serve(
             }
             break;
         }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         if let Err(e) = unmounter.unmount() {
             warn!(
                 "unmount of {} failed ({e}); detaching it lazily",

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod identity;
+pub mod mount_opts;
 pub mod mount_table;
 pub mod path;
 pub mod policy;

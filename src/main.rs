@@ -95,6 +95,16 @@ enum Command {
         /// name, root as admin.
         #[arg(long = "map", value_name = "ACCOUNT=USER", value_parser = parse_map)]
         map: Vec<(String, String)>,
+        /// Mount options, as for mount(8) (repeatable; applied after the flags above): ro, rw,
+        /// allow_other, allow_root, nosuid, nodev, noexec, noatime, ...; regfs's own as
+        /// config=FILE, data_dir=DIR, wso2_conf=DIR, log_level=L, log_file=F,
+        /// log_format=text|json, threads=N, map=ACCOUNT:USER, no_posix_permissions,
+        /// foreground. fstab's own (_netdev, nofail, noauto, x-*, ...) are passed over.
+        #[arg(short = 'o', value_name = "OPTION[,OPTION...]")]
+        options: Vec<String>,
+        /// Pass over unknown -o options instead of refusing the mount (mount -s).
+        #[arg(long, hide = true)]
+        sloppy: bool,
     },
     /// Create the schema (on a server: Carbon's tables where there are none, and regfs's own
     /// REGFS_* objects), the base collections and the seeded realm. Run once per database, by a
@@ -457,7 +467,21 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Run by mount(8) as /sbin/mount.fuse.regfs (mount -t fuse.regfs, an fstab line).
+    let cli = match args.first() {
+        Some(argv0) if regfs::mount_opts::is_helper(argv0) => {
+            match regfs::mount_opts::helper_command(&args[1..]) {
+                Ok(Some(cmd)) => Cli::parse_from(cmd),
+                Ok(None) => return ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mount.fuse.regfs: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => Cli::parse_from(args),
+    };
     let result = match cli.command {
         Command::Mount {
             mountpoint,
@@ -469,20 +493,31 @@ fn main() -> ExitCode {
             no_posix_permissions,
             threads,
             map,
-        } => daemon::run(MountOptions {
-            mountpoint,
-            data_dir: data.path(),
-            foreground,
-            log_level,
-            log_file,
-            log_json: log_format == LogFormat::Json,
-            posix_permissions: !no_posix_permissions,
-            threads,
-            user_map: map.into_iter().collect::<HashMap<_, _>>(),
-            config: data.config.clone(),
-            wso2_conf: data.wso2_conf.clone(),
-        })
-        .map(Ok),
+            options,
+            sloppy,
+        } => {
+            let mut opts = MountOptions {
+                mountpoint,
+                data_dir: data.path(),
+                foreground,
+                log_level,
+                log_file,
+                log_json: log_format == LogFormat::Json,
+                posix_permissions: !no_posix_permissions,
+                threads,
+                user_map: map.into_iter().collect::<HashMap<_, _>>(),
+                config: data.config.clone(),
+                wso2_conf: data.wso2_conf.clone(),
+                read_only: false,
+                allow: Default::default(),
+                kernel: Vec::new(),
+            };
+            options
+                .iter()
+                .try_for_each(|list| regfs::mount_opts::apply(&mut opts, list, sloppy))
+                .and_then(|()| daemon::run(opts))
+                .map(Ok)
+        }
         other => runtime().and_then(|rt| rt.block_on(admin(other))),
     };
     match result {

@@ -828,3 +828,238 @@ fn admin_lists_and_checks_as_json() {
     let denied: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(denied["allowed"], false, "{denied}");
 }
+
+/// `/sbin/mount.fuse.regfs` as a link to the regfs under test, for as long as it lives; one
+/// already there (an installed regfs) is put back afterwards.
+struct MountHelper {
+    saved: Option<std::path::PathBuf>,
+}
+
+impl MountHelper {
+    const PATH: &'static str = "/sbin/mount.fuse.regfs";
+
+    fn install() -> Self {
+        let path = std::path::Path::new(Self::PATH);
+        let saved = path.symlink_metadata().is_ok().then(|| {
+            let aside = std::path::PathBuf::from(format!("{}.regfs-test-saved", Self::PATH));
+            std::fs::rename(path, &aside).unwrap();
+            aside
+        });
+        std::os::unix::fs::symlink(common::regfs_bin(), path)
+            .unwrap_or_else(|e| panic!("cannot link {} to regfs: {e}", Self::PATH));
+        MountHelper { saved }
+    }
+}
+
+impl Drop for MountHelper {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(Self::PATH);
+        if let Some(aside) = &self.saved {
+            let _ = std::fs::rename(aside, Self::PATH);
+        }
+    }
+}
+
+/// Unmounts `0` (lazily, if still mounted) when dropped: a failed assertion leaves no mount.
+struct Unmounts(std::path::PathBuf);
+
+impl Drop for Unmounts {
+    fn drop(&mut self) {
+        if common::is_mounted(&self.0) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+/// An `/etc/fstab` line of type `fuse.regfs`, and `mount -t fuse.regfs`: mount(8) runs the
+/// helper `mount.fuse.regfs` (a link to regfs), which mounts in the background with the
+/// line's options, passing over fstab's and systemd's own; `umount` unmounts. `ro` makes the
+/// mount read-only; an unknown option refuses the mount and says which.
+#[test]
+fn fstab_lines_and_mount_t_fuse_regfs_mount_through_the_helper() {
+    let dir = common::open_tempdir();
+    let data = dir.path().join("data");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let log = dir.path().join("regfs.log");
+    let _helper = MountHelper::install();
+    let _unmounts = Unmounts(mnt.clone());
+    let fstab = dir.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "# what an operator writes in /etc/fstab\n\
+             {} {} fuse.regfs _netdev,nofail,x-systemd.requires=postgresql.service,threads=2,log_file={} 0 0\n",
+            data.display(),
+            mnt.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mount = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("mount")
+            .args(args)
+            .output()
+            .expect("mount(8)")
+    };
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let out = mount(&["-T".as_ref(), fstab.as_os_str(), mnt.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "mount -T fstab: {}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        common::tail(&log_text(), 30)
+    );
+    assert!(common::is_mounted(&mnt), "mounted once mount(8) returns");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let want = mnt.to_string_lossy();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(&*want) && l.contains(" fuse.regfs ")),
+        "{mounts}"
+    );
+    let f = mnt.join("_system/local/from-fstab.txt");
+    std::fs::write(&f, "booted\n").unwrap();
+    let st = std::process::Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || !common::is_mounted(&mnt)
+    ));
+
+    // mount -t fuse.regfs, read-only: what the fstab mount wrote is there, changes are refused.
+    let out = mount(&[
+        "-t".as_ref(),
+        "fuse.regfs".as_ref(),
+        "-o".as_ref(),
+        format!("ro,nosuid,nodev,log_file={}", log.display()).as_ref(),
+        data.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "mount -t fuse.regfs -o ro: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "booted\n");
+    assert_eq!(
+        common::errno_of(std::fs::write(mnt.join("_system/local/no.txt"), "x")),
+        libc::EROFS
+    );
+    let line = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(&*want))
+        .map(str::to_string)
+        .unwrap();
+    let flags = line.split_whitespace().nth(3).unwrap().to_string();
+    for flag in ["ro", "nosuid", "nodev"] {
+        assert!(flags.split(',').any(|f| f == flag), "{flag} in {line}");
+    }
+    assert!(
+        std::process::Command::new("umount")
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || !common::is_mounted(&mnt)
+    ));
+
+    // An option regfs does not know: refused, with its name, and nothing is mounted.
+    let out = mount(&[
+        "-t".as_ref(),
+        "fuse.regfs".as_ref(),
+        "-o".as_ref(),
+        "frobnicate".as_ref(),
+        data.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown mount option \"frobnicate\""), "{err}");
+    assert!(!common::is_mounted(&mnt));
+}
+
+/// `contrib/regfs.service` as systemd runs it: its ExecStart (on this test's config and
+/// mountpoint) tells `NOTIFY_SOCKET` READY=1 once the mount is up, as `Type=notify` wants,
+/// and STOPPING=1 when SIGTERM (`systemctl stop`) unmounts it.
+#[test]
+fn the_systemd_service_example_runs_as_a_notify_service() {
+    use std::os::unix::net::UnixDatagram;
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/regfs.service"
+    ))
+    .unwrap();
+    assert!(unit.lines().any(|l| l == "Type=notify"), "{unit}");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let dir = common::open_tempdir();
+    let cfg = common::config_with(dir.path(), "");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _unmounts = Unmounts(mnt.clone());
+    let words: Vec<std::ffi::OsString> = exec
+        .split_whitespace()
+        .map(|w| match w {
+            "/usr/bin/regfs" => common::regfs_bin().into(),
+            "/etc/regfs/regfs.toml" => cfg.clone().into_os_string(),
+            "/mnt/registry" => mnt.clone().into_os_string(),
+            other => other.into(),
+        })
+        .collect();
+    assert_eq!(words[0], common::regfs_bin(), "{exec}");
+    let socket = dir.path().join("notify.sock");
+    let listen = UnixDatagram::bind(&socket).unwrap();
+    listen
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let log = std::fs::File::create(dir.path().join("service.log")).unwrap();
+    let mut child = std::process::Command::new(&words[0])
+        .args(&words[1..])
+        .env("NOTIFY_SOCKET", &socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let service_log = || std::fs::read_to_string(dir.path().join("service.log")).unwrap();
+    let mut buf = [0u8; 512];
+    let n = listen.recv(&mut buf).unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("no READY=1 within 60 s ({e}); log:\n{}", service_log())
+    });
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    assert!(common::is_mounted(&mnt), "ready means mounted");
+    std::fs::write(mnt.join("_system/local/by-systemd.txt"), "x").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let n = listen.recv(&mut buf).unwrap();
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "STOPPING=1");
+    let mut status = None;
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        }
+    ));
+    assert!(status.unwrap().success(), "{}", service_log());
+    assert!(!common::is_mounted(&mnt));
+}
