@@ -615,6 +615,22 @@ fn serve(
         warn!("cannot tell systemd the mount is ready (NOTIFY_SOCKET): {e}");
     }
 
+    let _control = crate::status::serve(
+        runtime.handle(),
+        fs.clone(),
+        crate::status::Fixed {
+            mountpoint: mountpoint.to_path_buf(),
+            source: match (&opts.config, &opts.wso2_conf) {
+                (Some(c), _) => format!("config {}", c.display()),
+                (None, Some(w)) => format!("WSO2 conf {}", w.display()),
+                (None, None) => format!("embedded default in {}", opts.data_dir.display()),
+            },
+            read_only: opts.read_only,
+            threads: opts.threads.max(1),
+            started: std::time::Instant::now(),
+        },
+    );
+
     let watching = Arc::new(AtomicBool::new(true));
     let mut watcher = None;
     if watched || feed.is_some() {

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod registry;
 pub mod retry;
 pub mod sql;
+pub mod status;
 pub mod store;
 pub mod um;
 pub mod watch;

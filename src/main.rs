@@ -106,6 +106,14 @@ enum Command {
         #[arg(long, hide = true)]
         sloppy: bool,
     },
+    /// How this node's regfs mounts are doing (or the one at MOUNTPOINT): databases reachable,
+    /// change feeds, open files not yet committed. Exit status 0 if all are healthy, else 1.
+    Status {
+        mountpoint: Option<PathBuf>,
+        /// One JSON array of the mounts' reports (for monitoring).
+        #[arg(long)]
+        json: bool,
+    },
     /// Create the schema (on a server: Carbon's tables where there are none, and regfs's own
     /// REGFS_* objects), the base collections and the seeded realm. Run once per database, by a
     /// database user who may create tables; mounts then need only SELECT/INSERT/UPDATE/DELETE.
@@ -276,12 +284,23 @@ fn runtime() -> regfs::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Exit status 1 for a denied `perm check`, without an error message.
+/// Exit status 1 without an error message: a denied `perm check`, an unhealthy `status`.
 struct Denied;
 
 async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
     match command {
         Command::Mount { .. } => unreachable!("handled before"),
+        Command::Status { mountpoint, json } => {
+            let reports = regfs::status::reports(mountpoint.as_deref()).await?;
+            if json {
+                print_json(&reports);
+            } else {
+                print!("{}", regfs::status::text(&reports));
+            }
+            if reports.is_empty() || !reports.iter().all(|r| r.healthy()) {
+                return Ok(Err(Denied));
+            }
+        }
         Command::Init { data } => {
             if let Some(cfg) = data.file_config()? {
                 wiring::install(&cfg).await?;

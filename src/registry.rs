@@ -53,8 +53,39 @@ pub struct Registry {
     /// Whether a healthy change feed stands in for reading a file's version at open (`[cache]
     /// open_trusts_feed`).
     trust_feed: bool,
-    /// The health of each store's change feed, by store id, once started.
-    feeds: parking_lot::Mutex<Vec<(usize, FeedHealth)>>,
+    /// Each store's change feed, once started.
+    feeds: parking_lot::Mutex<Vec<Feed>>,
+}
+
+/// A started change feed: its store, how it hears changes, and its health.
+struct Feed {
+    store_id: usize,
+    how: String,
+    health: FeedHealth,
+}
+
+/// How one database behind the mount table is doing (`regfs status`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DatabaseStatus {
+    /// The store's name: its data source, or its SQLite file.
+    pub name: String,
+    /// The registry paths mounted from it.
+    pub mounted_at: Vec<String>,
+    pub reachable: bool,
+    /// How long a query took to answer.
+    pub answer_ms: Option<f64>,
+    /// Why it is not reachable.
+    pub error: Option<String>,
+    /// Its change feed, if it has one.
+    pub feed: Option<FeedStatus>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FeedStatus {
+    /// How it hears changes (`LISTEN regfs_changes ...`, `REG_LOG ... polled ...`).
+    pub how: String,
+    /// It confirmed lately that it heard everything committed (see [`FeedHealth`]).
+    pub healthy: bool,
 }
 
 impl Registry {
@@ -85,14 +116,59 @@ impl Registry {
         self.feeds
             .lock()
             .iter()
-            .any(|(id, health)| *id == store_id && health.fresh(FEED_FRESH))
+            .any(|f| f.store_id == store_id && f.health.fresh(FEED_FRESH))
+    }
+
+    /// How each database behind the mount table is doing: a query (bounded by `within`)
+    /// says whether it answers, and its feed whether it hears changes.
+    pub async fn database_status(&self, within: std::time::Duration) -> Vec<DatabaseStatus> {
+        let mounts = self.table.mounts();
+        let mut out = Vec::new();
+        for (i, m) in mounts.iter().enumerate() {
+            if mounts[..i].iter().any(|o| o.store_id == m.store_id) {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let answer = match tokio::time::timeout(within, m.store.stat("/")).await {
+                Ok(Ok(_)) => Ok(started.elapsed()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {within:?}")),
+            };
+            let feed = self
+                .feeds
+                .lock()
+                .iter()
+                .find(|f| f.store_id == m.store_id)
+                .map(|f| FeedStatus {
+                    how: f.how.clone(),
+                    // A few of its confirmations late, not one.
+                    healthy: f.health.fresh(3 * FEED_FRESH),
+                });
+            out.push(DatabaseStatus {
+                name: m.store.name().to_string(),
+                mounted_at: mounts
+                    .iter()
+                    .filter(|o| o.store_id == m.store_id)
+                    .map(|o| o.path.clone())
+                    .collect(),
+                reachable: answer.is_ok(),
+                answer_ms: answer.as_ref().ok().map(|d| d.as_secs_f64() * 1000.0),
+                error: answer.err(),
+                feed,
+            });
+        }
+        out
     }
 
     /// Takes `health` as the feed of `p`'s database (tests without a server).
     #[cfg(test)]
     pub(crate) fn add_feed_health(&self, p: &str, health: FeedHealth) {
         let store_id = self.table.resolve(p).mount.store_id;
-        self.feeds.lock().push((store_id, health));
+        self.feeds.lock().push(Feed {
+            store_id,
+            how: "a test's".into(),
+            health,
+        });
     }
 
     /// Whether [`Registry::feed_vouches`] may ever be true: trusting is on and a feed started.
@@ -156,7 +232,11 @@ impl Registry {
             });
             let health = FeedHealth::default();
             if let Some(how) = m.store.start_feed(map, health.clone()).await? {
-                self.feeds.lock().push((store_id, health));
+                self.feeds.lock().push(Feed {
+                    store_id,
+                    how: how.clone(),
+                    health,
+                });
                 started.push((m.store.name().to_string(), how));
             }
         }

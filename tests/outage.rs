@@ -56,6 +56,15 @@ fn outage_on_a_mount(kind: Kind) {
         "{}",
         common::tail(&m.log(), 20)
     );
+    // `regfs status` says so, and fails.
+    let mnt = m.mnt.to_string_lossy().into_owned();
+    let out = common::run_regfs(["status", mnt.as_str()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&format!("{mnt}: NOT HEALTHY")), "{text}");
+    assert!(text.contains("NOT REACHABLE"), "{text}");
+    assert!(text.contains("problem: database shared ("), "{text}");
+    assert!(text.contains(") does not answer: "), "{text}");
     server.run();
     assert!(
         common::wait_until(Duration::from_secs(30), || std::fs::write(&f, "<c/>")
@@ -69,6 +78,17 @@ fn outage_on_a_mount(kind: Kind) {
         "read after the recovery: {r:?}\n{}",
         common::tail(&m.log(), 30)
     );
+    // Healthy again once the change feed has caught up too.
+    let mut text = String::new();
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            let out = common::run_regfs(["status", mnt.as_str()]);
+            text = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.status.success()
+        }),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{mnt}: healthy")), "{text}");
 }
 
 #[test]

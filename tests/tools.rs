@@ -1063,3 +1063,94 @@ fn the_systemd_service_example_runs_as_a_notify_service() {
     assert!(status.unwrap().success(), "{}", service_log());
     assert!(!common::is_mounted(&mnt));
 }
+
+/// `regfs status`: each mount answers for itself (its databases reachable, its open files and
+/// those not yet committed), as text and as JSON; exit status 0 while healthy. A mount point
+/// that is no regfs mount is refused.
+#[test]
+fn status_reports_each_mount_and_what_it_holds() {
+    let m = Mounted::new();
+    let mnt = m.mnt.to_string_lossy().into_owned();
+    let status = |args: &[&str]| {
+        let mut all = vec!["status"];
+        all.extend_from_slice(args);
+        common::run_regfs(all)
+    };
+    let out = status(&[&mnt]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with(&format!("{mnt}: healthy (pid {}", m.pid())),
+        "{text}"
+    );
+    assert!(text.contains("reachable ("), "{text}");
+    assert!(
+        text.contains("open files: 0 (0 with changes not yet committed)"),
+        "{text}"
+    );
+
+    // A file open with a write not yet committed (no close, no fsync), held by a shell of
+    // its own: a descriptor of this process would be closed (flushed, so committed) in every
+    // child it spawns, and a shell's redirections dup and close theirs.
+    use std::io::{BufRead, Write};
+    let hold = "import sys; f = open(sys.argv[1], 'w'); f.write('not yet'); f.flush(); \
+                print('ready', flush=True); sys.stdin.readline()";
+    let mut held = std::process::Command::new("python3")
+        .args(["-c", hold])
+        .arg(m.p("_system/local/held.txt"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(held.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let out = status(&["--json", &mnt]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let me = &json.as_array().expect("an array")[0];
+    assert_eq!(me["mountpoint"], mnt.as_str());
+    assert_eq!(me["pid"], m.pid().as_raw());
+    assert_eq!(me["healthy"], true);
+    assert_eq!(
+        (me["open_files"].as_u64(), me["pending_commit"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let dbs = me["databases"].as_array().unwrap();
+    assert!(
+        !dbs.is_empty() && dbs.iter().all(|d| d["reachable"] == true),
+        "{me}"
+    );
+    let shared = dbs
+        .iter()
+        .find(|d| {
+            d["mounted_at"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == "/_system/config")
+        })
+        .expect("the database of /_system/config");
+    if std::env::var_os("REGFS_TEST_BACKEND").is_some() {
+        assert!(
+            shared["feed"]["how"].is_string(),
+            "a server has a change feed: {me}"
+        );
+    }
+    held.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(held.wait().unwrap().success());
+
+    let out = status(&[m.scratch().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a regfs mount"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -180,6 +180,14 @@ fn nlink(kind: Kind) -> u32 {
     if kind == Kind::Directory { 2 } else { 1 }
 }
 
+/// See [`RegFs::holdings`].
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct Holdings {
+    pub open_files: usize,
+    pub pending_commit: usize,
+    pub inodes: usize,
+}
+
 impl RegFs {
     /// `spool` says where the content of large open files is kept (see [`crate::content`]).
     /// `watched`: the databases' change token ([`Registry::change_token`]) before the mount
@@ -214,6 +222,29 @@ impl RegFs {
             list_page: 512,
             spool,
         }
+    }
+
+    /// What this node holds now (`regfs status`): open files, those with changes not yet
+    /// committed (or created and not yet inserted), and inodes the kernel knows.
+    pub fn holdings(&self) -> Holdings {
+        let open: Vec<_> = self.open_files.lock().values().cloned().collect();
+        let pending = open
+            .iter()
+            .filter(|of| {
+                let st = of.state.lock();
+                st.dirty || st.pending.is_some()
+            })
+            .count();
+        Holdings {
+            open_files: open.len(),
+            pending_commit: pending,
+            inodes: self.inodes.lock().nodes.len(),
+        }
+    }
+
+    /// The registry service below.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     fn path(&self, ino: Ino) -> Result<String> {
