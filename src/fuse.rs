@@ -196,9 +196,24 @@ fn file_attr(a: &Attr) -> FileAttr {
 /// regfs or its database (warn), the rest are refusals worth an info line.
 fn log_error(op: &str, e: &Error) {
     match e.errno() {
-        libc::ENOENT => debug!(op, errno = e.errno(), "{}", e.message()),
+        libc::ENOENT | libc::ENODATA => debug!(op, errno = e.errno(), "{}", e.message()),
         libc::EIO => warn!(op, errno = e.errno(), "{}", e.message()),
         _ => info!(op, errno = e.errno(), "{}", e.message()),
+    }
+}
+
+/// The xattr protocol: size 0 asks for the size; a buffer too small is ERANGE.
+fn xattr_reply(reply: fuser::ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        debug!(
+            len = value.len(),
+            size, "xattr reply larger than the caller's buffer (ERANGE)"
+        );
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
     }
 }
 
@@ -704,58 +719,72 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    // Extended attributes are not mapped to registry properties yet. Answering ENOSYS makes the
-    // kernel remember that and answer EOPNOTSUPP itself from then on: `ls -l` asks for two
-    // attributes per file, and a round trip each would cost more than the listing itself.
+    // Extended attributes: registry properties as user.NAME, metadata as user.regfs.* (see
+    // fs/xattr.rs). Other namespaces are answered here, without a query: the kernel asks for
+    // security.capability at every write.
     fn getxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
-        _size: u32,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        debug!(
-            ino = ino.0,
-            ?name,
-            "getxattr: extended attributes are not supported (ENOSYS, cached by the kernel)"
-        );
-        reply.error(Errno::ENOSYS);
+        if !name.as_encoded_bytes().starts_with(b"user.") {
+            debug!(
+                ino = ino.0,
+                ?name,
+                "getxattr: only user.* attributes exist (ENODATA)"
+            );
+            reply.error(Errno::ENODATA);
+            return;
+        }
+        let (fs, c) = (&self.fs, caller(req));
+        self.run(request_span("getxattr", req, ino), async move {
+            match fs.getxattr(c, Ino(ino.0), name).await {
+                Ok(value) => xattr_reply(reply, size, &value),
+                Err(e) => reply.error(errno("getxattr", &e)),
+            }
+        });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        debug!(
-            ino = ino.0,
-            "listxattr: extended attributes are not supported"
-        );
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let (fs, c) = (&self.fs, caller(req));
+        self.run(request_span("listxattr", req, ino), async move {
+            match fs.listxattr(c, Ino(ino.0)).await {
+                Ok(names) => xattr_reply(reply, size, &names),
+                Err(e) => reply.error(errno("listxattr", &e)),
+            }
+        });
     }
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        info!(
-            ino = ino.0,
-            ?name,
-            "setxattr: extended attributes are not supported (EOPNOTSUPP)"
-        );
-        reply.error(Errno::ENOSYS);
+        let (fs, c) = (&self.fs, caller(req));
+        self.run(request_span("setxattr", req, ino), async move {
+            match fs.set_xattr(c, Ino(ino.0), name, Some(value), flags).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("setxattr", &e)),
+            }
+        });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        debug!(
-            ino = ino.0,
-            ?name,
-            "removexattr: extended attributes are not supported"
-        );
-        reply.error(Errno::ENOSYS);
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (fs, c) = (&self.fs, caller(req));
+        self.run(request_span("removexattr", req, ino), async move {
+            match fs.set_xattr(c, Ino(ino.0), name, None, 0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("removexattr", &e)),
+            }
+        });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::mount_table::MountTable;
 use crate::path::{self, TargetPath};
 use crate::store::{
-    AttrChange, DirEntry, Entry, FeedHealth, FeedSink, Heard, Kind, LINK_MEDIA_TYPE, NewEntry,
-    RenameMode, SpaceInfo, Store,
+    AttrChange, DirEntry, Entry, FeedHealth, FeedSink, Heard, Kind, LINK_MEDIA_TYPE, Metadata,
+    NewEntry, RenameMode, SetMode, SpaceInfo, Store,
 };
 
 /// Longest symlink text made into a Carbon link: `registry.linkrestoration` holds the link's
@@ -345,6 +345,41 @@ impl Registry {
             return Ok(text.into_bytes());
         }
         r.mount.store.read(r.target.as_str()).await
+    }
+
+    /// The registry metadata of `p` (properties, media type, UUID, ...): needs get.
+    pub async fn metadata(&self, user: &str, p: &str) -> Result<Metadata> {
+        self.authorize(user, p, Action::Get).await?;
+        if path::split_version(p).is_some() {
+            return Err(err!(
+                ENODATA,
+                "{p} is an archived version: its properties are not shown"
+            ));
+        }
+        let r = self.table.resolve(p);
+        r.mount
+            .store
+            .metadata(r.target.as_str())
+            .await?
+            .ok_or_else(|| err!(ENOENT, "{p} does not exist"))
+    }
+
+    /// Sets (`values`) or removes (`None`) the property `name` of `p`: needs add on `p`, as
+    /// Carbon's put does; refused on read-only mounts and archived versions.
+    pub async fn set_property(
+        &self,
+        user: &str,
+        p: &str,
+        name: &str,
+        values: Option<&[String]>,
+        mode: SetMode,
+    ) -> Result<()> {
+        let r = self.writable(p)?;
+        self.authorize(user, p, Action::Add).await?;
+        r.mount
+            .store
+            .set_property(r.target.as_str(), name, values, mode, user)
+            .await
     }
 
     /// [`Registry::stat`]'s permission rule for an entry already at hand (a recent read).

@@ -362,6 +362,32 @@ pub trait Store: Send + Sync + 'static {
         self.apply(change).await?.moved()
     }
 
+    /// The registry metadata of `path` (its properties, media type, description, UUID, ...),
+    /// or `None` when nothing is there.
+    async fn metadata(&self, path: &str) -> Result<Option<Metadata>>;
+
+    /// Sets the property `name` of `path` to `values` (removes it: `None`), as Carbon's put
+    /// of the resource with that property changed: its version and content stay, the row's
+    /// last updater and time move, UPDATE is logged. One transaction.
+    async fn set_property(
+        &self,
+        path: &str,
+        name: &str,
+        values: Option<&[String]>,
+        mode: SetMode,
+        user: &str,
+    ) -> Result<()> {
+        self.apply(Change::SetProperty {
+            path,
+            name,
+            values,
+            mode,
+            user,
+        })
+        .await?
+        .nothing()
+    }
+
     /// Changes POSIX attributes kept in `REGFS_ATTR`.
     async fn set_attr(&self, path: &str, change: AttrChange) -> Result<Entry> {
         self.apply(Change::SetAttr { path, change }).await?.entry()
@@ -522,6 +548,40 @@ pub enum Change<'a> {
     },
     /// [`Store::create_path`].
     CreatePath { path: &'a str, user: &'a str },
+    /// [`Store::set_property`].
+    SetProperty {
+        path: &'a str,
+        name: &'a str,
+        values: Option<&'a [String]>,
+        mode: SetMode,
+        user: &'a str,
+    },
+}
+
+/// How [`Store::set_property`] treats a property that is there, or not (`setxattr`'s flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetMode {
+    /// Set it either way.
+    Any,
+    /// Only if it is not there (EEXIST otherwise): `XATTR_CREATE`.
+    Create,
+    /// Only if it is there (ENODATA otherwise): `XATTR_REPLACE`.
+    Replace,
+}
+
+/// A resource's or collection's registry metadata ([`Store::metadata`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Carbon's properties, each with its values (several for a multi-valued one), in the
+    /// order they were added.
+    pub properties: Vec<(String, Vec<String>)>,
+    pub media_type: Option<String>,
+    pub description: Option<String>,
+    pub uuid: String,
+    pub creator: String,
+    pub created: chrono::NaiveDateTime,
+    pub last_updater: Option<String>,
+    pub version: i64,
 }
 
 impl Change<'_> {
@@ -539,6 +599,8 @@ impl Change<'_> {
             Change::MountRecord { .. } => "mount record",
             Change::MountLink { .. } => "mount link",
             Change::CreatePath { .. } => "create path",
+            Change::SetProperty { values: None, .. } => "removexattr",
+            Change::SetProperty { .. } => "setxattr",
         }
     }
 

@@ -300,6 +300,49 @@ fn carbon_case(kind: Kind, version: &str, charset: &str) {
         "a resource Carbon inserted reads through the mount"
     );
 
+    // Its properties, as Carbon's JDBC DAOs map them: one by version (Carbon 4.4.x's
+    // versioned resources) reads as an extended attribute; one set through the mount is
+    // written by path and name, as Carbon 4.12.x writes it, and its UPDATE is logged.
+    server.sql_in(
+        &db,
+        "INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) \
+         VALUES ('registry.lifecycle.state', 'Created', -1234)",
+    );
+    server.sql_in(
+        &db,
+        "INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_VERSION, REG_TENANT_ID) \
+         SELECT MAX(pr.REG_ID), MAX(r.REG_VERSION), -1234 FROM REG_PROPERTY pr, REG_RESOURCE r \
+         WHERE pr.REG_NAME = 'registry.lifecycle.state' AND r.REG_NAME = 'carbon.xml'",
+    );
+    assert_eq!(
+        m.sh(
+            &gov,
+            "getfattr --only-values -n user.registry.lifecycle.state carbon.xml && echo && \
+             setfattr -n user.owner -v ops carbon.xml && getfattr --only-values -n user.owner carbon.xml"
+        ),
+        "Created\nops"
+    );
+    assert_eq!(
+        count(
+            server,
+            &db,
+            "SELECT COUNT(*) FROM REG_RESOURCE_PROPERTY rp JOIN REG_PROPERTY pr \
+             ON pr.REG_ID = rp.REG_PROPERTY_ID JOIN REG_PATH p ON p.REG_PATH_ID = rp.REG_PATH_ID \
+             WHERE p.REG_PATH_VALUE = '/_system/governance' AND rp.REG_RESOURCE_NAME = 'carbon.xml' \
+             AND pr.REG_NAME = 'owner' AND pr.REG_VALUE = 'ops'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            server,
+            &db,
+            "SELECT COUNT(*) FROM REG_LOG WHERE REG_PATH = '/_system/governance/carbon.xml' \
+             AND REG_ACTION = 1"
+        ),
+        1
+    );
+
     // A symbolic link as Carbon's createLink stores it (a collection of the link media type
     // with registry.linkrestoration) reads as a symlink, and `ln -s` writes one.
     let link_sql = match kind {

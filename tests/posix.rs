@@ -1295,3 +1295,225 @@ fn a_save_by_rename_keeps_the_resources_registry_identity() {
     assert_eq!(identity("other.xml")[..4], before[..4]);
     assert_eq!(metadata("other.xml"), meta);
 }
+
+/// `getxattr`, `setxattr` as the C library calls them, for what the tools do not show:
+/// errno, the size query, `XATTR_CREATE`/`XATTR_REPLACE`.
+fn get_xattr(p: &Path, name: &str, size: usize) -> Result<Vec<u8>, i32> {
+    let (path, name) = (cstr(p), CString::new(name).unwrap());
+    let mut buf = vec![0u8; size];
+    let ptr = if size == 0 {
+        std::ptr::null_mut()
+    } else {
+        buf.as_mut_ptr().cast()
+    };
+    // SAFETY: the buffer is `size` bytes long (or null with size 0); both strings are NUL-ended.
+    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), ptr, size) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    buf.truncate(if size == 0 { 0 } else { n as usize });
+    if size == 0 {
+        buf = vec![0; n as usize];
+    }
+    Ok(buf)
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8], flags: i32) -> i32 {
+    let (path, name) = (cstr(p), CString::new(name).unwrap());
+    // SAFETY: the value is `value.len()` bytes long; both strings are NUL-ended.
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    };
+    if r == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+/// Registry properties are extended attributes: `setfattr`/`getfattr` round-trip one (and a
+/// multi-valued one, as lines) on a file and on a directory, the rows are Carbon's
+/// (REG_PROPERTY mapped by path in REG_RESOURCE_PROPERTY, an UPDATE in REG_LOG, content and
+/// version unchanged), a property Carbon's SQL wrote shows, the registry metadata reads under
+/// `user.regfs.` and is read-only, the xattr protocol's size query, ERANGE and flags hold, and
+/// Carbon's widths and the other namespaces are refused.
+#[test]
+fn registry_properties_are_extended_attributes() {
+    let m = Mounted::new();
+    let conf = m.p("_system/config");
+    std::fs::write(conf.join("app.xml"), "<a/>").unwrap();
+    std::fs::create_dir(conf.join("d")).unwrap();
+    let version = |m: &Mounted| {
+        m.query(
+            true,
+            "SELECT r.REG_VERSION, r.REG_UUID FROM REG_RESOURCE r JOIN REG_PATH p \
+             ON p.REG_PATH_ID = r.REG_PATH_ID WHERE p.REG_PATH_VALUE = '/_system/config' \
+             AND r.REG_NAME = 'app.xml'",
+        )
+    };
+    let before = version(&m);
+    assert_eq!(
+        m.sh(
+            &conf,
+            "setfattr -n user.lifecycle -v Development app.xml && \
+             setfattr -n user.endpoints -v \"$(printf 'http://a\\nhttp://b')\" app.xml && \
+             setfattr -n user.owner -v ops d && \
+             getfattr --only-values -n user.lifecycle app.xml"
+        ),
+        "Development"
+    );
+    let dump = m.sh(&conf, "getfattr -d app.xml");
+    assert!(dump.contains("user.lifecycle=\"Development\""), "{dump}");
+    assert!(
+        dump.contains("user.endpoints=\"http://a\\012http://b\""),
+        "{dump}"
+    );
+    assert!(
+        !dump.contains("user.regfs."),
+        "the metadata is read by name only: {dump}"
+    );
+    let meta = |key: &str| {
+        m.sh(
+            &conf,
+            &format!("getfattr --only-values -n user.regfs.{key} app.xml"),
+        )
+    };
+    assert_eq!(meta("media-type"), "application/xml");
+    assert_eq!(meta("uuid"), before[0][1]);
+    assert_eq!(meta("version"), before[0][0]);
+    assert_eq!(meta("creator"), "admin");
+    assert_eq!(m.sh(&conf, "getfattr --only-values -n user.owner d"), "ops");
+
+    // Carbon's rows: by path and name, one REG_PROPERTY row per value.
+    let rows = m.query(
+        true,
+        "SELECT pr.REG_NAME, pr.REG_VALUE FROM REG_PROPERTY pr JOIN REG_RESOURCE_PROPERTY rp \
+         ON rp.REG_PROPERTY_ID = pr.REG_ID AND rp.REG_TENANT_ID = pr.REG_TENANT_ID \
+         JOIN REG_PATH p ON p.REG_PATH_ID = rp.REG_PATH_ID AND p.REG_TENANT_ID = rp.REG_TENANT_ID \
+         WHERE p.REG_PATH_VALUE = '/_system/config' AND rp.REG_RESOURCE_NAME = 'app.xml' \
+         ORDER BY pr.REG_ID",
+    );
+    assert_eq!(
+        rows,
+        [
+            ["lifecycle", "Development"],
+            ["endpoints", "http://a"],
+            ["endpoints", "http://b"]
+        ]
+    );
+    let dir_rows = m.query(
+        true,
+        "SELECT pr.REG_NAME, pr.REG_VALUE FROM REG_PROPERTY pr JOIN REG_RESOURCE_PROPERTY rp \
+         ON rp.REG_PROPERTY_ID = pr.REG_ID JOIN REG_PATH p ON p.REG_PATH_ID = rp.REG_PATH_ID \
+         WHERE p.REG_PATH_VALUE = '/_system/config/d' AND rp.REG_RESOURCE_NAME IS NULL",
+    );
+    assert_eq!(dir_rows, [["owner", "ops"]]);
+    assert_eq!(
+        m.query(
+            true,
+            "SELECT COUNT(*) FROM REG_LOG WHERE REG_PATH = '/_system/config/app.xml' \
+             AND REG_ACTION = 1",
+        ),
+        [["2"]],
+        "one UPDATE per property change"
+    );
+    assert_eq!(version(&m), before, "the version stays");
+    assert_eq!(
+        std::fs::read_to_string(conf.join("app.xml")).unwrap(),
+        "<a/>"
+    );
+
+    // Replaced, then removed: no REG_PROPERTY row is left behind.
+    m.sh(
+        &conf,
+        "setfattr -n user.lifecycle -v Testing app.xml && setfattr -x user.lifecycle app.xml",
+    );
+    let out = common::sh_output(&conf, "getfattr -n user.lifecycle app.xml");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such attribute"));
+    assert_eq!(
+        m.query(
+            true,
+            "SELECT COUNT(*) FROM REG_PROPERTY WHERE REG_NAME = 'lifecycle'"
+        ),
+        [["0"]]
+    );
+
+    // A property Carbon's own SQL wrote (JDBCResourceDAO.addProperties).
+    m.execute(
+        true,
+        "INSERT INTO REG_PROPERTY (REG_NAME, REG_VALUE, REG_TENANT_ID) \
+         VALUES ('registry.carbon', 'from carbon', -1234)",
+    );
+    m.execute(
+        true,
+        "INSERT INTO REG_RESOURCE_PROPERTY (REG_PROPERTY_ID, REG_PATH_ID, REG_RESOURCE_NAME, \
+         REG_TENANT_ID) SELECT MAX(pr.REG_ID), MAX(p.REG_PATH_ID), 'app.xml', -1234 \
+         FROM REG_PROPERTY pr, REG_PATH p WHERE pr.REG_NAME = 'registry.carbon' \
+         AND p.REG_PATH_VALUE = '/_system/config'",
+    );
+    let f = conf.join("app.xml");
+    assert!(
+        common::wait_until(Duration::from_secs(5), || get_xattr(
+            &f,
+            "user.registry.carbon",
+            64
+        ) == Ok(b"from carbon".to_vec())),
+        "{:?}",
+        get_xattr(&f, "user.registry.carbon", 64)
+    );
+
+    // The xattr protocol.
+    assert_eq!(get_xattr(&f, "user.endpoints", 0).map(|v| v.len()), Ok(17));
+    assert_eq!(get_xattr(&f, "user.endpoints", 4), Err(libc::ERANGE));
+    assert_eq!(
+        set_xattr(&f, "user.endpoints", b"x", libc::XATTR_CREATE),
+        libc::EEXIST
+    );
+    assert_eq!(
+        set_xattr(&f, "user.nothing", b"x", libc::XATTR_REPLACE),
+        libc::ENODATA
+    );
+    assert_eq!(set_xattr(&f, "user.fresh", b"x", libc::XATTR_CREATE), 0);
+    assert_eq!(get_xattr(&f, "security.capability", 64), Err(libc::ENODATA));
+    assert_eq!(set_xattr(&f, "trusted.x", b"x", 0), libc::EOPNOTSUPP);
+    assert_eq!(set_xattr(&f, "user.regfs.uuid", b"x", 0), libc::EPERM);
+    assert_eq!(
+        set_xattr(&f, &format!("user.{}", "n".repeat(101)), b"x", 0),
+        libc::ERANGE
+    );
+    assert_eq!(
+        set_xattr(&f, "user.long", "v".repeat(1001).as_bytes(), 0),
+        libc::E2BIG
+    );
+    assert_eq!(
+        m.query(
+            true,
+            "SELECT COUNT(*) FROM REG_PROPERTY WHERE REG_NAME = 'long'"
+        ),
+        [["0"]],
+        "a refused value changes nothing"
+    );
+    let names = m.sh(&conf, "getfattr -m - app.xml");
+    for n in ["user.endpoints", "user.fresh", "user.registry.carbon"] {
+        assert!(names.lines().any(|l| l == n), "{n} in {names}");
+    }
+
+    // Copies carry the properties: `mv` between databases, `cp -a`.
+    m.sh(
+        &conf,
+        "cp -a app.xml copy.xml && mv copy.xml ../local/moved.xml",
+    );
+    let moved = m.p("_system/local/moved.xml");
+    assert_eq!(
+        get_xattr(&moved, "user.endpoints", 64),
+        Ok(b"http://a\nhttp://b".to_vec())
+    );
+    assert_eq!(std::fs::read_to_string(&moved).unwrap(), "<a/>");
+}

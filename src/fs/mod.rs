@@ -99,6 +99,7 @@ mod inodes;
 mod open;
 #[cfg(test)]
 mod tests;
+mod xattr;
 
 pub use coherence::{Dropped, KernelCache};
 use dirs::DirHandle;

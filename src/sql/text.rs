@@ -104,6 +104,10 @@ pub const NAME_COLUMNS: &[(&str, &str)] = &[
     ("REG_RESOURCE_RATING", "REG_RESOURCE_NAME"),
 ];
 
+/// The columns a registry property is stored in: its name and each value.
+pub const PROPERTY_COLUMNS: &[(&str, &str)] =
+    &[("REG_PROPERTY", "REG_NAME"), ("REG_PROPERTY", "REG_VALUE")];
+
 /// The association paths, compared when a version's associations are copied.
 const ASSOCIATION_COLUMNS: &[(&str, &str)] = &[
     ("REG_ASSOCIATION", "REG_SOURCEPATH"),
@@ -112,10 +116,15 @@ const ASSOCIATION_COLUMNS: &[(&str, &str)] = &[
 
 /// Whether regfs compares names or stores them in `table.column`.
 fn probed(table: &str, column: &str) -> bool {
-    [PATH_COLUMNS, NAME_COLUMNS, ASSOCIATION_COLUMNS]
-        .iter()
-        .flat_map(|cols| cols.iter())
-        .any(|(t, c)| *t == table && *c == column)
+    [
+        PATH_COLUMNS,
+        NAME_COLUMNS,
+        ASSOCIATION_COLUMNS,
+        PROPERTY_COLUMNS,
+    ]
+    .iter()
+    .flat_map(|cols| cols.iter())
+    .any(|(t, c)| *t == table && *c == column)
 }
 
 /// The text columns of one database.

@@ -901,6 +901,11 @@ impl Store for ServerStore {
         Ok(Some(how))
     }
 
+    async fn metadata(&self, p: &str) -> Result<Option<Metadata>> {
+        let t = self.t();
+        read!(self, "getxattr", |c| { ops::metadata(c, t, p).await })
+    }
+
     async fn link_restoration(&self, p: &str) -> Result<Option<String>> {
         let t = self.t();
         read!(self, "readlink", |c| {

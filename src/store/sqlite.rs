@@ -625,6 +625,12 @@ impl Store for SqliteStore {
         Ok((row.version, ops::version_content(c, self.t(), &row).await?))
     }
 
+    async fn metadata(&self, p: &str) -> Result<Option<Metadata>> {
+        let mut w = self.writer.lock().await;
+        lite_settle(&w.conn);
+        ops::metadata(&mut Exec::Rus(&mut w.conn), self.t(), p).await
+    }
+
     async fn link_restoration(&self, p: &str) -> Result<Option<String>> {
         let mut w = self.writer.lock().await;
         lite_settle(&w.conn);

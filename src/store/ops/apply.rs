@@ -185,6 +185,16 @@ pub(crate) async fn apply(
             ensure_collections(c, t, path, user).await?;
             Done::Nothing
         }
+        Change::SetProperty {
+            path,
+            name,
+            values,
+            mode,
+            user,
+        } => {
+            set_property(c, t, path, name, *values, *mode, user).await?;
+            Done::Nothing
+        }
     })
 }
 

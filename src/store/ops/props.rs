@@ -1,0 +1,141 @@
+//! Carbon's properties of a resource or collection (`REG_PROPERTY` rows, mapped to it by
+//! `REG_RESOURCE_PROPERTY`: by path and name as Carbon 4.12.x and regfs write them, or by
+//! version as Carbon 4.4.x writes some), and the row's own metadata: what regfs shows as
+//! extended attributes.
+
+use super::*;
+
+/// The properties of `row`, in the order they were added: (REG_PROPERTY id, name, value).
+async fn properties_of(
+    c: &mut Exec<'_>,
+    t: i64,
+    row: &ResourceRow,
+) -> Result<Vec<(i64, String, String)>> {
+    let sql = format!(
+        "SELECT pr.REG_ID, pr.REG_NAME, pr.REG_VALUE FROM REG_RESOURCE_PROPERTY rp \
+         JOIN REG_PROPERTY pr ON pr.REG_ID = rp.REG_PROPERTY_ID AND pr.REG_TENANT_ID = rp.REG_TENANT_ID \
+         WHERE rp.REG_TENANT_ID = ? AND ((rp.REG_PATH_ID = ? AND {}) OR rp.REG_VERSION = ?) \
+         ORDER BY pr.REG_ID",
+        mapped_name_eq(c.text(), "REG_RESOURCE_PROPERTY", "rp.REG_RESOURCE_NAME")
+    );
+    let rows = c
+        .fetch(
+            &sql,
+            &args![t, row.path_id, row.name.as_deref(), row.version],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id = r.req_int(0)?;
+        // Both mappings may name one property (a 4.4.x row copied by path): once is enough.
+        if out.iter().any(|(seen, _, _)| *seen == id) {
+            continue;
+        }
+        out.push((id, r.req_text(1)?, r.text(2)?.unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// The metadata of the resource or collection at `p`, `None` if nothing is there.
+pub(crate) async fn metadata(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<Metadata>> {
+    let Some(row) = any_row(c, t, p).await? else {
+        return Ok(None);
+    };
+    let last_updater = c
+        .fetch_opt(
+            "SELECT REG_LAST_UPDATOR FROM REG_RESOURCE WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",
+            &args![row.version, t],
+        )
+        .await?
+        .map(|r| r.text(0))
+        .transpose()?
+        .flatten();
+    let mut properties: Vec<(String, Vec<String>)> = Vec::new();
+    for (_, name, value) in properties_of(c, t, &row).await? {
+        match properties.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => values.push(value),
+            None => properties.push((name, vec![value])),
+        }
+    }
+    Ok(Some(Metadata {
+        properties,
+        media_type: row.media_type,
+        description: row.description,
+        uuid: row.uuid,
+        creator: row.creator,
+        created: row.created,
+        last_updater,
+        version: row.version,
+    }))
+}
+
+/// [`Change::SetProperty`]: sets (`values`) or removes (`None`) the property `name` of `p` as
+/// Carbon's put of a resource with changed properties does: its REG_PROPERTY rows are
+/// replaced, the row's last updater and time move, and an UPDATE is logged. The resource's
+/// version (and so its content) stays.
+pub(crate) async fn set_property(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    name: &str,
+    values: Option<&[String]>,
+    mode: SetMode,
+    user: &str,
+) -> Result<()> {
+    let text = c.text();
+    if let Some(col) = std::iter::once(name)
+        .chain(values.unwrap_or_default().iter().map(String::as_str))
+        .find_map(|s| text.unstorable(s, PROPERTY_COLUMNS))
+    {
+        return Err(err!(
+            EILSEQ,
+            "property {name} of {p}: {}.{} ({}) cannot hold its characters",
+            col.table,
+            col.column,
+            col.charset_name
+        ));
+    }
+    let Some(row) = any_row(c, t, p).await? else {
+        return Err(err!(ENOENT, "{p} does not exist"));
+    };
+    let ids: Vec<i64> = properties_of(c, t, &row)
+        .await?
+        .into_iter()
+        .filter(|(_, n, _)| n == name)
+        .map(|(id, _, _)| id)
+        .collect();
+    match (ids.is_empty(), values.is_some(), mode) {
+        (false, true, SetMode::Create) => {
+            return Err(err!(EEXIST, "{p} already has the property {name}"));
+        }
+        (true, true, SetMode::Replace) | (true, false, _) => {
+            return Err(err!(ENODATA, "{p} has no property {name}"));
+        }
+        _ => {}
+    }
+    for id in ids {
+        c.execute(
+            "DELETE FROM REG_RESOURCE_PROPERTY WHERE REG_PROPERTY_ID = ? AND REG_TENANT_ID = ?",
+            &args![id, t],
+        )
+        .await?;
+        c.execute(
+            "DELETE FROM REG_PROPERTY WHERE REG_ID = ? AND REG_TENANT_ID = ?",
+            &args![id, t],
+        )
+        .await?;
+    }
+    for value in values.unwrap_or_default() {
+        insert_property(c, t, row.path_id, row.name.as_deref(), name, value).await?;
+    }
+    let now = now_ns();
+    c.execute(
+        "UPDATE REG_RESOURCE SET REG_LAST_UPDATOR = ?, REG_LAST_UPDATED_TIME = ? \
+         WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",
+        &args![user, naive_from_ns(now), row.version, t],
+    )
+    .await?;
+    // An extended attribute's change moves the ctime, as on any filesystem.
+    touch_ctime(c, t, &row, now).await?;
+    insert_log(c, t, p, user, LogAction::Update, None).await
+}
