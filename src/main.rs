@@ -167,6 +167,13 @@ enum UserCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A user's roles (exit status 1 if there is no such user).
+    Show {
+        name: String,
+        /// One JSON object: {"user", "roles"}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -208,12 +215,16 @@ enum PermCmd {
     Deny(Rule),
     /// Remove the rule for GRANTEE at PATH.
     Revoke(Rule),
-    /// The rules stored at PATH.
+    /// The rules stored at PATH (with --recursive, at PATH and every path below it).
     Show {
         path: String,
-        /// One JSON object: path, target path, and the rules.
+        /// One JSON object: path, target path, and the rules (with --recursive, an array of
+        /// them, one per path that holds rules).
         #[arg(long)]
         json: bool,
+        /// Also every path below PATH that holds rules.
+        #[arg(long, short = 'r')]
+        recursive: bool,
     },
     /// Decide whether USER may do ACTION on PATH and explain how; exit status 0 if allowed, 1 if
     /// denied.
@@ -331,6 +342,39 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                     um.user_passwd(&name, &read_password(&name)?).await?;
                     println!("changed the password of {name}");
                 }
+                UserCmd::Show { name, json } => {
+                    let users = um.user_list().await?;
+                    let Some(name) = users.into_iter().find(|u| u.eq_ignore_ascii_case(&name))
+                    else {
+                        return Err(err!(
+                            ENOENT,
+                            "no user {name} in the user-management database (a caller without \
+                             one acts as the anonymous user)"
+                        ));
+                    };
+                    let mut roles: Vec<String> = um
+                        .role_list()
+                        .await?
+                        .into_iter()
+                        .filter(|(_, members)| {
+                            members.iter().any(|m| m.eq_ignore_ascii_case(&name))
+                        })
+                        .map(|(role, _)| role)
+                        .collect();
+                    if !roles
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(regfs::policy::EVERYONE_ROLE))
+                    {
+                        roles.push(regfs::policy::EVERYONE_ROLE.to_string());
+                    }
+                    roles.sort();
+                    if json {
+                        print_json(&serde_json::json!({ "user": name, "roles": roles }));
+                    } else {
+                        println!("user {name}");
+                        println!("  roles: {}", roles.join(", "));
+                    }
+                }
                 UserCmd::List { json } => {
                     let users = um.user_list().await?;
                     if json {
@@ -418,7 +462,52 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                     um.set_permission(&p, a, &g, None).await?;
                     println!("revoked the {a} rule on {} for {}", rule.path, rule.grantee);
                 }
-                PermCmd::Show { path, json } => {
+                PermCmd::Show {
+                    path,
+                    json,
+                    recursive: true,
+                } => {
+                    let at = target(&path);
+                    let mut all = Vec::new();
+                    for p in um.rule_paths_below(at.as_str()).await? {
+                        let rules = um.rules_at(&p).await?;
+                        if !rules.is_empty() {
+                            all.push((p, rules));
+                        }
+                    }
+                    if json {
+                        let all: Vec<_> = all
+                            .iter()
+                            .map(|(p, rules)| {
+                                serde_json::json!({
+                                    "target": p,
+                                    "rules": rules.iter().map(|r| serde_json::json!({
+                                        "action": r.action,
+                                        "allowed": r.allowed,
+                                        "grantee": r.grantee,
+                                    })).collect::<Vec<_>>(),
+                                })
+                            })
+                            .collect();
+                        print_json(&all);
+                        return Ok(Ok(()));
+                    }
+                    if all.is_empty() {
+                        println!("no rules at or below {path}");
+                    }
+                    for (p, rules) in all {
+                        println!("{p}:");
+                        for r in rules {
+                            println!(
+                                "  {:<9} {:<6} {}",
+                                r.action,
+                                if r.allowed { "allow" } else { "deny" },
+                                r.grantee
+                            );
+                        }
+                    }
+                }
+                PermCmd::Show { path, json, .. } => {
                     let at = target(&path);
                     let rules = um.rules_at(at.as_str()).await?;
                     if json {

@@ -972,6 +972,29 @@ impl UmDb {
         })
     }
 
+    /// The paths at or below `p` that hold rules (UM_PERMISSION resource ids), sorted.
+    pub async fn rule_paths_below(&self, p: &str) -> Result<Vec<String>> {
+        let p = path::normalize(p);
+        let t = self.tenant;
+        let rows = on_conn!(self, |c| async {
+            c.fetch(
+                "SELECT DISTINCT UM_RESOURCE_ID FROM UM_PERMISSION WHERE UM_TENANT_ID = ?",
+                &args![t],
+            )
+            .await
+        })?;
+        let mut out = Vec::new();
+        for r in &rows {
+            if let Some(id) = r.text(0)?
+                && path::is_within(&id, &p)
+            {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// The rules stored at exactly `p`.
     pub async fn rules_at(&self, p: &str) -> Result<Vec<Rule>> {
         let p = path::normalize(p);

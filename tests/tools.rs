@@ -1154,3 +1154,84 @@ fn status_reports_each_mount_and_what_it_holds() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `user show` names a user's roles (the everyone role included), and refuses a user that does
+/// not exist; `perm show --recursive` lists the rules at and below a path, path by path.
+#[test]
+fn user_show_and_recursive_perm_show() {
+    let dir = common::open_tempdir();
+    let d = dir.path().join("data");
+    let run = |args: &[&str], stdin: &str| {
+        let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        all.extend(["--data-dir".into(), d.clone().into_os_string()]);
+        common::run_regfs_with_stdin(all, stdin)
+    };
+    let ok = |args: &[&str], stdin: &str| {
+        let out = run(args, stdin);
+        assert!(
+            out.status.success(),
+            "regfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["init"], "");
+    ok(&["user", "add", "carol"], "carol-pw\n");
+    ok(&["role", "add", "ops"], "");
+    ok(&["role", "assign", "ops", "carol"], "");
+    ok(&["perm", "grant", "ops", "/_system/config/app", "get"], "");
+    ok(
+        &[
+            "perm",
+            "deny",
+            "--user",
+            "carol",
+            "/_system/config/app/secret",
+            "get",
+        ],
+        "",
+    );
+    ok(
+        &["perm", "grant", "ops", "/_system/governance/x", "add"],
+        "",
+    );
+
+    assert_eq!(
+        ok(&["user", "show", "carol"], ""),
+        "user carol\n  roles: Internal/everyone, PRIMARY/ops\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["user", "show", "carol", "--json"], "")).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"user": "carol", "roles": ["Internal/everyone", "PRIMARY/ops"]})
+    );
+    let out = run(&["user", "show", "nobody"], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user nobody"));
+
+    assert_eq!(
+        ok(&["perm", "show", "--recursive", "/_system/config"], ""),
+        "/_system/config/app:\n  get       allow  PRIMARY/ops\n\
+         /_system/config/app/secret:\n  get       deny   user carol\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        &["perm", "show", "-r", "/_system/config", "--json"],
+        "",
+    ))
+    .unwrap();
+    let targets: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        targets,
+        ["/_system/config/app", "/_system/config/app/secret"]
+    );
+    assert_eq!(
+        ok(&["perm", "show", "-r", "/_system/local"], ""),
+        "no rules at or below /_system/local\n"
+    );
+}
