@@ -465,6 +465,41 @@ pub fn check_log_level(level: &str) -> std::result::Result<String, String> {
     Ok(level.to_string())
 }
 
+/// The uid map of a mount: `--map` and the config's, and on the embedded default mounted by
+/// another user than root, that user as `admin`: the SQLite files are theirs, and they would
+/// otherwise be anonymous on their own fresh registry. `--map` for their uid or name wins.
+fn owner_map(opts: &MountOptions, configured: bool) -> HashMap<String, String> {
+    let uid = nix::unistd::geteuid();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let map = with_owner(&opts.user_map, configured, uid.as_raw(), name.as_deref());
+    if map.len() > opts.user_map.len() {
+        info!(
+            uid = uid.as_raw(),
+            "the embedded default is this user's own: they act as {} on this mount",
+            crate::um::ADMIN_USER
+        );
+    }
+    map
+}
+
+/// [`owner_map`] for the user `uid` (account `name`).
+fn with_owner(
+    map: &HashMap<String, String>,
+    configured: bool,
+    uid: u32,
+    name: Option<&str>,
+) -> HashMap<String, String> {
+    let mut map = map.clone();
+    let mapped = map.contains_key(&uid.to_string()) || name.is_some_and(|n| map.contains_key(n));
+    if !configured && uid != 0 && !mapped {
+        map.insert(uid.to_string(), crate::um::ADMIN_USER.to_string());
+    }
+    map
+}
+
 fn serve(
     opts: &MountOptions,
     config: Option<&crate::config::FileConfig>,
@@ -504,7 +539,7 @@ fn serve(
             "registry ready"
         ),
     }
-    let identity = Identity::new(crate::um::ADMIN_USER, opts.user_map.clone());
+    let identity = Identity::new(crate::um::ADMIN_USER, owner_map(opts, config.is_some()));
     let spool = config.map(|c| c.cache.spool_policy()).unwrap_or_default();
     // What the databases look like before the kernel can cache anything: a change made
     // elsewhere after this is one the watcher must push out. `None`: a database cannot tell
@@ -691,4 +726,27 @@ fn serve(
     info!(mountpoint = %mountpoint.display(), "unmounted");
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_of_an_embedded_default_is_its_admin_unless_mapped() {
+        let none = HashMap::new();
+        let admin = |m: &HashMap<String, String>| m.get("1000").cloned();
+        assert_eq!(
+            admin(&with_owner(&none, false, 1000, Some("alice"))).as_deref(),
+            Some("admin")
+        );
+        // A configuration names its own users; root is admin anyway.
+        assert!(with_owner(&none, true, 1000, Some("alice")).is_empty());
+        assert!(with_owner(&none, false, 0, Some("root")).is_empty());
+        // The operator's --map wins, by uid or by name.
+        let by_name = HashMap::from([("alice".to_string(), "ops".to_string())]);
+        assert_eq!(with_owner(&by_name, false, 1000, Some("alice")), by_name);
+        let by_uid = HashMap::from([("1000".to_string(), "ops".to_string())]);
+        assert_eq!(with_owner(&by_uid, false, 1000, Some("alice")), by_uid);
+    }
 }
