@@ -106,6 +106,11 @@ enum Command {
         #[arg(long, hide = true)]
         sloppy: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard
+    /// output: `regfs completions bash > /etc/bash_completion.d/regfs`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) to standard output: `regfs manpage > regfs.1`.
+    Manpage,
     /// How this node's regfs mounts are doing (or the one at MOUNTPOINT): databases reachable,
     /// change feeds, open files not yet committed. Exit status 0 if all are healthy, else 1.
     Status {
@@ -301,6 +306,17 @@ struct Denied;
 async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
     match command {
         Command::Mount { .. } => unreachable!("handled before"),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "regfs", &mut std::io::stdout());
+        }
+        Command::Manpage => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| err!(EIO, "cannot write the manual page: {e}"))?;
+        }
         Command::Status { mountpoint, json } => {
             let reports = regfs::status::reports(mountpoint.as_deref()).await?;
             if json {

@@ -1235,3 +1235,40 @@ fn user_show_and_recursive_perm_show() {
         "no rules at or below /_system/local\n"
     );
 }
+
+/// Shell completions and the manual page come from the command line's own definition.
+#[test]
+fn completions_and_manual_page_are_generated_from_the_cli() {
+    let bash = common::run_regfs(["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = String::from_utf8(bash.stdout).unwrap();
+    assert!(
+        script.contains("_regfs()") && script.contains("status"),
+        "{script}"
+    );
+    let dir = common::open_tempdir();
+    let file = dir.path().join("regfs.bash");
+    std::fs::write(&file, &script).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let zsh = common::run_regfs(["completions", "zsh"]);
+    assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef regfs"));
+    let bad = common::run_regfs(["completions", "tcsh"]);
+    assert!(!bad.status.success());
+
+    let man = common::run_regfs(["manpage"]);
+    assert!(man.status.success());
+    let page = String::from_utf8(man.stdout).unwrap();
+    assert!(page.contains(".TH regfs 1"), "{page}");
+    for sub in ["mount", "status", "init", "perm"] {
+        assert!(page.contains(sub), "{sub} in the manual page");
+    }
+}
