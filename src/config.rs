@@ -38,6 +38,10 @@ pub struct FileConfig {
     /// removed or replaced resource as a version, as Carbon does (default false, as Carbon's).
     #[serde(default)]
     pub version_resources_on_change: bool,
+    /// Registry properties as extended attributes (`-o xattr` does the same; default false:
+    /// see README, "Extended attributes").
+    #[serde(default)]
+    pub xattr: bool,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]

@@ -41,6 +41,8 @@ pub struct MountOptions {
     pub allow: Allow,
     /// Generic mount flags passed to the kernel (`-o nosuid,nodev,...`).
     pub kernel: Vec<MountOption>,
+    /// Registry properties as extended attributes (`-o xattr`).
+    pub xattr: bool,
 }
 
 /// Who may use a mount, besides the user who made it (`-o allow_other`, `-o allow_root`).
@@ -579,7 +581,12 @@ fn serve(
     let feed = (!feeds.is_empty()).then_some(feed_rx);
     let fs = Arc::new(RegFs::new(Arc::new(registry), identity, spool, first_token));
     let notifier = Arc::new(std::sync::OnceLock::new());
-    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), notifier.clone());
+    let xattr = opts.xattr || config.is_some_and(|c| c.xattr);
+    if xattr {
+        info!("registry properties are extended attributes on this mount (xattr)");
+    }
+    let adapter =
+        FuseAdapter::new(fs.clone(), runtime.handle().clone(), notifier.clone()).with_xattr(xattr);
     fs.set_kernel_cache(adapter.kernel_cache());
     let leftover = adapter.unmounter();
 

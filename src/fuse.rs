@@ -37,6 +37,10 @@ pub struct FuseAdapter {
     storing: parking_lot::Mutex<()>,
     /// The session's unmounter, set once the session exists (see [`FuseAdapter::destroy`]).
     unmounter: Arc<OnceLock<parking_lot::Mutex<fuser::SessionUnmounter>>>,
+    /// Registry properties as extended attributes (`-o xattr`). Without, every xattr request
+    /// is answered ENOSYS, which the kernel remembers: it answers EOPNOTSUPP itself from
+    /// then on, and `ls -l` costs no request for the attributes it asks of every file.
+    xattr: bool,
 }
 
 impl FuseAdapter {
@@ -58,7 +62,25 @@ impl FuseAdapter {
             notifier,
             storing: parking_lot::Mutex::new(()),
             unmounter: Arc::new(OnceLock::new()),
+            xattr: false,
         }
+    }
+
+    /// Serves extended attributes (see [`FuseAdapter::xattr`]'s field).
+    pub fn with_xattr(mut self, on: bool) -> Self {
+        self.xattr = on;
+        self
+    }
+
+    /// Whether xattr requests are served; if not, answers `reply` ENOSYS (see the field).
+    fn xattr_off(&self, op: &str, ino: INodeNo) -> bool {
+        if !self.xattr {
+            debug!(
+                ino = ino.0,
+                op, "extended attributes are off on this mount (-o xattr turns them on): ENOSYS"
+            );
+        }
+        !self.xattr
     }
 
     /// Makes the kernel drop its attributes of `ino`, not its pages: it asks for them at the
@@ -730,6 +752,10 @@ impl Filesystem for FuseAdapter {
         size: u32,
         reply: fuser::ReplyXattr,
     ) {
+        if self.xattr_off("getxattr", ino) {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         if !name.as_encoded_bytes().starts_with(b"user.") {
             debug!(
                 ino = ino.0,
@@ -749,6 +775,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if self.xattr_off("listxattr", ino) {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("listxattr", req, ino), async move {
             match fs.listxattr(c, Ino(ino.0)).await {
@@ -768,6 +798,10 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if self.xattr_off("setxattr", ino) {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("setxattr", req, ino), async move {
             match fs.set_xattr(c, Ino(ino.0), name, Some(value), flags).await {
@@ -778,6 +812,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.xattr_off("removexattr", ino) {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         let (fs, c) = (&self.fs, caller(req));
         self.run(request_span("removexattr", req, ino), async move {
             match fs.set_xattr(c, Ino(ino.0), name, None, 0).await {

@@ -635,6 +635,7 @@ fn main() -> ExitCode {
                 read_only: false,
                 allow: Default::default(),
                 kernel: Vec::new(),
+                xattr: false,
             };
             options
                 .iter()

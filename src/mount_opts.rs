@@ -67,7 +67,9 @@ pub fn apply(opts: &mut MountOptions, list: &str, sloppy: bool) -> Result<()> {
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| err!(EINVAL, "mount option {key} needs a value: {key}={what}"))
         };
-        const FLAGS: [&str; 7] = [
+        const FLAGS: [&str; 9] = [
+            "xattr",
+            "noxattr",
             "ro",
             "rw",
             "allow_other",
@@ -84,6 +86,8 @@ pub fn apply(opts: &mut MountOptions, list: &str, sloppy: bool) -> Result<()> {
         }
         match key {
             "ro" => opts.read_only = true,
+            "xattr" => opts.xattr = true,
+            "noxattr" => opts.xattr = false,
             "rw" => opts.read_only = false,
             "allow_other" => opts.allow = Allow::Other,
             "allow_root" => opts.allow = Allow::Root,
@@ -265,6 +269,7 @@ mod tests {
             read_only: false,
             allow: Allow::Owner,
             kernel: Vec::new(),
+            xattr: false,
         }
     }
 

@@ -405,6 +405,7 @@ pub fn load(conf: &Path) -> Result<FileConfig> {
         cache: CacheConfig::default(),
         log: LogConfig::default(),
         version_resources_on_change,
+        xattr: false,
     };
     cfg.check()
         .map_err(|e| err!(EINVAL, "{}: {}", conf.display(), e.message()))?;

@@ -226,7 +226,7 @@ fn carbon_case(kind: Kind, version: &str, charset: &str) {
         .prefix("regfs-test-")
         .tempdir()
         .unwrap();
-    let m = Mounted::with_data(d, app_cfg.clone(), &[]);
+    let m = Mounted::with_data(d, app_cfg.clone(), &["-o", "xattr"]);
     let gov = m.p("_system/governance");
     m.sh(
         &gov,

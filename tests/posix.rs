@@ -1345,7 +1345,20 @@ fn set_xattr(p: &Path, name: &str, value: &[u8], flags: i32) -> i32 {
 /// Carbon's widths and the other namespaces are refused.
 #[test]
 fn registry_properties_are_extended_attributes() {
-    let m = Mounted::new();
+    // Off by default: the kernel is told once and asks nothing more (ls -l stays fast).
+    let plain = Mounted::new();
+    std::fs::write(plain.p("_system/local/f"), "x").unwrap();
+    assert_eq!(
+        set_xattr(&plain.p("_system/local/f"), "user.a", b"v", 0),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(
+        get_xattr(&plain.p("_system/local/f"), "user.a", 16),
+        Err(libc::EOPNOTSUPP)
+    );
+    drop(plain);
+
+    let m = Mounted::with_args(&["-o", "xattr"]);
     let conf = m.p("_system/config");
     std::fs::write(conf.join("app.xml"), "<a/>").unwrap();
     std::fs::create_dir(conf.join("d")).unwrap();

@@ -38,7 +38,8 @@ fn semantics_examples_hold() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/SEMANTICS.md")).unwrap();
     let blocks = examples(&doc);
     assert!(blocks.len() >= 5, "SEMANTICS.md lost its examples");
-    let m = Mounted::new();
+    // With extended attributes, which one example shows.
+    let m = Mounted::with_args(&["-o", "xattr"]);
     for block in blocks {
         for step in block {
             let out = common::sh_output(&m.mnt, &step.command);
