@@ -106,6 +106,29 @@ enum Command {
         #[arg(long, hide = true)]
         sloppy: bool,
     },
+    /// The registry's activity log (REG_LOG: what Carbon and regfs logged) at and below PATH
+    /// (default /), newest first.
+    Log {
+        #[arg(default_value = "/")]
+        path: String,
+        /// Only entries since WHEN: 2026-12-04, "2026-12-04 10:00", RFC 3339, or 30s/15m/2h/7d ago.
+        #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+        since: Option<chrono::NaiveDateTime>,
+        /// Only entries by this registry user.
+        #[arg(long)]
+        user: Option<String>,
+        /// At most this many entries (with --follow: the last this many, then every new one).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line instead of aligned text.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new entries as they are logged, oldest first (Ctrl-C ends).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard
     /// output: `regfs completions bash > /etc/bash_completion.d/regfs`.
     Completions { shell: clap_complete::Shell },
@@ -243,6 +266,71 @@ enum PermCmd {
     },
 }
 
+/// `--since`: a date, a date and time (UTC), RFC 3339, or an age (30s, 15m, 2h, 7d).
+fn parse_since(s: &str) -> Result<chrono::NaiveDateTime, String> {
+    let now = chrono::Utc::now().naive_utc();
+    if let Some((n, unit)) = s
+        .char_indices()
+        .last()
+        .map(|(i, c)| (&s[..i], c))
+        .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        let n: i64 = n
+            .parse()
+            .map_err(|_| format!("{s:?}: a number too large"))?;
+        let secs = match unit {
+            's' => n,
+            'm' => n * 60,
+            'h' => n * 3600,
+            'd' => n * 86400,
+            _ => return Err(format!("{s:?}: an age ends in s, m, h or d")),
+        };
+        return Ok(now - chrono::TimeDelta::seconds(secs));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.naive_utc());
+    }
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t);
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists"));
+    }
+    Err(format!(
+        "{s:?}: use a date (2026-12-04), a date and time (\"2026-12-04 10:00\", UTC), RFC 3339, \
+         or an age (30s, 15m, 2h, 7d)"
+    ))
+}
+
+/// One activity-log entry, as text or as a JSON line.
+fn print_log_entry(at: &str, e: &regfs::store::LogEntry, json: bool) {
+    let action = regfs::store::log_action_name(e.action);
+    let time = e.time.format("%Y-%m-%d %H:%M:%S%.3f").to_string();
+    if json {
+        print_json(&serde_json::json!({
+            "id": e.id,
+            "time": time,
+            "user": e.user,
+            "action": action,
+            "code": e.action,
+            "path": at,
+            "data": e.data,
+        }));
+    } else {
+        match &e.data {
+            Some(d) => println!("{time}  {:<16} {:<20} {at}  {d}", e.user, action),
+            None => println!("{time}  {:<16} {:<20} {at}", e.user, action),
+        }
+    }
+}
+
 /// Prints `value` as one line of JSON (for scripts: `--json`).
 fn print_json(value: &impl serde::Serialize) {
     println!(
@@ -306,6 +394,65 @@ struct Denied;
 async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
     match command {
         Command::Mount { .. } => unreachable!("handled before"),
+        Command::Log {
+            path,
+            since,
+            user,
+            limit,
+            json,
+            follow,
+            data,
+        } => {
+            let registry = data.registry().await?;
+            let q = regfs::store::LogQuery {
+                since,
+                user,
+                limit,
+                ..Default::default()
+            };
+            let mut page = registry.activity(&path, &q, None).await?;
+            page.truncate(limit as usize);
+            if follow {
+                page.reverse();
+            }
+            let mut last: HashMap<usize, i64> = HashMap::new();
+            for (store, _, e) in &page {
+                let seen = last.entry(*store).or_insert(e.id);
+                *seen = (*seen).max(e.id);
+            }
+            for (_, at, e) in &page {
+                print_log_entry(at, e, json);
+            }
+            if follow {
+                // Where each database's log is now, so that only what comes next prints.
+                let newest = registry
+                    .activity(
+                        &path,
+                        &regfs::store::LogQuery {
+                            limit: 1,
+                            ..q.clone()
+                        },
+                        None,
+                    )
+                    .await?;
+                for (store, _, e) in newest {
+                    let seen = last.entry(store).or_insert(e.id);
+                    *seen = (*seen).max(e.id);
+                }
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    let q = regfs::store::LogQuery {
+                        limit: 500,
+                        ..q.clone()
+                    };
+                    for (store, at, e) in registry.activity(&path, &q, Some(&last)).await? {
+                        let seen = last.entry(store).or_insert(e.id);
+                        *seen = (*seen).max(e.id);
+                        print_log_entry(&at, &e, json);
+                    }
+                }
+            }
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::mount_table::MountTable;
 use crate::path::{self, TargetPath};
 use crate::store::{
-    AttrChange, DirEntry, Entry, FeedHealth, FeedSink, Heard, Kind, LINK_MEDIA_TYPE, Metadata,
-    NewEntry, RenameMode, SetMode, SpaceInfo, Store,
+    AttrChange, DirEntry, Entry, FeedHealth, FeedSink, Heard, Kind, LINK_MEDIA_TYPE, LogEntry,
+    LogQuery, Metadata, NewEntry, RenameMode, SetMode, SpaceInfo, Store,
 };
 
 /// Longest symlink text made into a Carbon link: `registry.linkrestoration` holds the link's
@@ -345,6 +345,62 @@ impl Registry {
             return Ok(text.into_bytes());
         }
         r.mount.store.read(r.target.as_str()).await
+    }
+
+    /// The activity log at and below the registry path `p`, from every database the mount
+    /// table puts there, newest first: each entry with its store id and the registry path it
+    /// shows at. `q.below` and `q.after` are worked out per database: with `after` (the last
+    /// id seen of each store id), only newer entries, oldest first.
+    pub async fn activity(
+        &self,
+        p: &str,
+        q: &LogQuery,
+        after: Option<&std::collections::HashMap<usize, i64>>,
+    ) -> Result<Vec<(usize, String, LogEntry)>> {
+        let p = path::normalize(p);
+        let resolved = self.table.resolve(&p);
+        let mut out = Vec::new();
+        let mounts = self.table.mounts();
+        for (i, m) in mounts.iter().enumerate() {
+            if mounts[..i].iter().any(|o| o.store_id == m.store_id) {
+                continue;
+            }
+            // Where in this database `p`'s subtree lies: the path `p` resolves to, and the
+            // targets of its mounts below `p`.
+            let mut prefixes: Vec<String> = Vec::new();
+            if resolved.mount.store_id == m.store_id {
+                prefixes.push(resolved.target.as_str().to_string());
+            }
+            for o in mounts.iter().filter(|o| o.store_id == m.store_id) {
+                if o.path != p && path::is_within(&o.path, &p) && !prefixes.contains(&o.target) {
+                    prefixes.push(o.target.clone());
+                }
+            }
+            for prefix in prefixes {
+                let q = LogQuery {
+                    below: Some(prefix),
+                    after: after.map(|a| a.get(&m.store_id).copied().unwrap_or(0)),
+                    ..q.clone()
+                };
+                for e in m.store.activity(&q).await? {
+                    let shown = self
+                        .table
+                        .registry_paths(m.store_id, &TargetPath::new(e.path.as_str()));
+                    for at in shown.into_iter().filter(|at| path::is_within(at, &p)) {
+                        if !out.iter().any(|(s, a, o): &(usize, String, LogEntry)| {
+                            *s == m.store_id && *a == at && o.id == e.id
+                        }) {
+                            out.push((m.store_id, at, e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| b.2.time.cmp(&a.2.time).then(b.2.id.cmp(&a.2.id)));
+        if after.is_some() {
+            out.reverse();
+        }
+        Ok(out)
     }
 
     /// The registry metadata of `p` (properties, media type, UUID, ...): needs get.

@@ -366,6 +366,9 @@ pub trait Store: Send + Sync + 'static {
     /// or `None` when nothing is there.
     async fn metadata(&self, path: &str) -> Result<Option<Metadata>>;
 
+    /// Entries of the activity log (`REG_LOG`), see [`LogQuery`].
+    async fn activity(&self, q: &LogQuery) -> Result<Vec<LogEntry>>;
+
     /// Sets the property `name` of `path` to `values` (removes it: `None`), as Carbon's put
     /// of the resource with that property changed: its version and content stay, the row's
     /// last updater and time move, UPDATE is logged. One transaction.
@@ -567,6 +570,58 @@ pub enum SetMode {
     Create,
     /// Only if it is there (ENODATA otherwise): `XATTR_REPLACE`.
     Replace,
+}
+
+/// Which `REG_LOG` entries [`Store::activity`] reads.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Only paths at or below this target path.
+    pub below: Option<String>,
+    pub since: Option<chrono::NaiveDateTime>,
+    pub user: Option<String>,
+    /// Only entries older than this id (the next page, newest first).
+    pub before: Option<i64>,
+    /// Only entries newer than this id, oldest first (following the log).
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// One `REG_LOG` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub id: i64,
+    /// A target path in the store's database.
+    pub path: String,
+    pub user: String,
+    pub time: chrono::NaiveDateTime,
+    /// Carbon's action code (see [`log_action_name`]).
+    pub action: i64,
+    pub data: Option<String>,
+}
+
+/// The name of Carbon's `REG_LOG` action `code` (`Activity.java`).
+pub fn log_action_name(code: i64) -> &'static str {
+    match code {
+        0 => "ADD",
+        1 => "UPDATE",
+        2 => "COMMENT",
+        3 => "DELETE_COMMENT",
+        4 => "TAG",
+        5 => "REMOVE_TAG",
+        6 => "RATING",
+        7 => "DELETE_RESOURCE",
+        8 => "RESTORE",
+        9 => "RENAME",
+        10 => "MOVE",
+        11 => "COPY",
+        12 => "CREATE_REMOTE_LINK",
+        13 => "CREATE_SYMBOLIC_LINK",
+        14 => "REMOVE_LINK",
+        15 => "ADD_ASSOCIATION",
+        16 => "REMOVE_ASSOCIATION",
+        17 => "ASSOCIATE_ASPECT",
+        _ => "UNKNOWN",
+    }
 }
 
 /// A resource's or collection's registry metadata ([`Store::metadata`]).

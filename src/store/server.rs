@@ -901,6 +901,11 @@ impl Store for ServerStore {
         Ok(Some(how))
     }
 
+    async fn activity(&self, q: &LogQuery) -> Result<Vec<LogEntry>> {
+        let t = self.t();
+        read!(self, "activity log", |c| { ops::activity(c, t, q).await })
+    }
+
     async fn metadata(&self, p: &str) -> Result<Option<Metadata>> {
         let t = self.t();
         read!(self, "getxattr", |c| { ops::metadata(c, t, p).await })

@@ -18,6 +18,7 @@ use crate::sql::text::{LOG_COLUMNS, NAME_COLUMNS, PATH_COLUMNS, PROPERTY_COLUMNS
 use crate::sql::{Dialect, Exec, Row, Val};
 use crate::{args, err, path};
 
+mod activity;
 mod apply;
 mod links;
 mod lookup;
@@ -27,6 +28,7 @@ mod rename;
 mod versions;
 mod write;
 
+pub(crate) use activity::*;
 pub(crate) use apply::*;
 pub(crate) use links::*;
 pub(crate) use lookup::*;
