@@ -129,6 +129,25 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
     },
+    /// A resource's archived versions (what `version_resources_on_change` keeps, as Carbon's
+    /// console lists them): snapshot id, time, author, size. Each reads as 'PATH;version:N'.
+    Versions {
+        path: String,
+        /// One JSON array of {"snapshot", "version", "time", "author", "size"}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Restore a resource to its version N, as Carbon's restoreVersion does: the content
+    /// becomes a new version (the current one archived when versioning is on); REG_LOG RESTORE.
+    Restore {
+        path: String,
+        /// The snapshot id, as `regfs versions` lists it.
+        version: i64,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard
     /// output: `regfs completions bash > /etc/bash_completion.d/regfs`.
     Completions { shell: clap_complete::Shell },
@@ -452,6 +471,54 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                     }
                 }
             }
+        }
+        Command::Versions { path, json, data } => {
+            let registry = data.registry().await?;
+            let versions = registry.versions(regfs::um::ADMIN_USER, &path).await?;
+            if json {
+                let all: Vec<_> = versions
+                    .iter()
+                    .map(|v| {
+                        serde_json::json!({
+                            "snapshot": v.snapshot,
+                            "version": v.version,
+                            "time": v.time.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                            "author": v.author,
+                            "size": v.size,
+                        })
+                    })
+                    .collect();
+                print_json(&all);
+            } else if versions.is_empty() {
+                println!(
+                    "{path} has no archived versions (version_resources_on_change keeps them)"
+                );
+            } else {
+                for v in versions {
+                    println!(
+                        "{:>6}  {}  {:<16} {:>10}  '{path};version:{}'",
+                        v.snapshot,
+                        v.time.format("%Y-%m-%d %H:%M:%S"),
+                        v.author.as_deref().unwrap_or("-"),
+                        v.size,
+                        v.snapshot
+                    );
+                }
+            }
+        }
+        Command::Restore {
+            path,
+            version,
+            data,
+        } => {
+            let registry = data.registry().await?;
+            let entry = registry
+                .restore(regfs::um::ADMIN_USER, &path, version)
+                .await?;
+            println!(
+                "restored {path} to version {version} ({} bytes; it is now REG_VERSION {})",
+                entry.size, entry.version
+            );
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;

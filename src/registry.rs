@@ -15,7 +15,7 @@ use crate::mount_table::MountTable;
 use crate::path::{self, TargetPath};
 use crate::store::{
     AttrChange, DirEntry, Entry, FeedHealth, FeedSink, Heard, Kind, LINK_MEDIA_TYPE, LogEntry,
-    LogQuery, Metadata, NewEntry, RenameMode, SetMode, SpaceInfo, Store,
+    LogQuery, Metadata, NewEntry, RenameMode, SetMode, SpaceInfo, Store, VersionInfo,
 };
 
 /// Longest symlink text made into a Carbon link: `registry.linkrestoration` holds the link's
@@ -401,6 +401,26 @@ impl Registry {
             out.reverse();
         }
         Ok(out)
+    }
+
+    /// The archived versions of the resource at `p`, oldest first: needs get.
+    pub async fn versions(&self, user: &str, p: &str) -> Result<Vec<VersionInfo>> {
+        self.authorize(user, p, Action::Get).await?;
+        let r = self.table.resolve(p);
+        if r.mount.store.stat(r.target.as_str()).await?.is_none() {
+            return Err(err!(ENOENT, "{p} does not exist"));
+        }
+        r.mount.store.versions(r.target.as_str()).await
+    }
+
+    /// Carbon's `restoreVersion` of `p` to its version `snapshot`: needs add, as a put does.
+    pub async fn restore(&self, user: &str, p: &str, snapshot: i64) -> Result<Entry> {
+        let r = self.writable(p)?;
+        self.authorize(user, p, Action::Add).await?;
+        r.mount
+            .store
+            .restore(r.target.as_str(), snapshot, user)
+            .await
     }
 
     /// The registry metadata of `p` (properties, media type, UUID, ...): needs get.

@@ -38,6 +38,7 @@ pub enum LogAction {
     Add = 0,
     Update = 1,
     DeleteResource = 7,
+    Restore = 8,
     Rename = 9,
     Move = 10,
     CreateRemoteLink = 12,
@@ -369,6 +370,22 @@ pub trait Store: Send + Sync + 'static {
     /// Entries of the activity log (`REG_LOG`), see [`LogQuery`].
     async fn activity(&self, q: &LogQuery) -> Result<Vec<LogEntry>>;
 
+    /// The archived versions of the resource at `path`, oldest first.
+    async fn versions(&self, path: &str) -> Result<Vec<VersionInfo>>;
+
+    /// Carbon's `restoreVersion`: the resource at `path` takes the content of its version
+    /// `snapshot` as a new version (the one it replaces archived when versioning is on), and
+    /// RESTORE is logged. One transaction.
+    async fn restore(&self, path: &str, snapshot: i64, user: &str) -> Result<Entry> {
+        self.apply(Change::Restore {
+            path,
+            snapshot,
+            user,
+        })
+        .await?
+        .entry()
+    }
+
     /// Sets the property `name` of `path` to `values` (removes it: `None`), as Carbon's put
     /// of the resource with that property changed: its version and content stay, the row's
     /// last updater and time move, UPDATE is logged. One transaction.
@@ -551,6 +568,12 @@ pub enum Change<'a> {
     },
     /// [`Store::create_path`].
     CreatePath { path: &'a str, user: &'a str },
+    /// [`Store::restore`].
+    Restore {
+        path: &'a str,
+        snapshot: i64,
+        user: &'a str,
+    },
     /// [`Store::set_property`].
     SetProperty {
         path: &'a str,
@@ -570,6 +593,19 @@ pub enum SetMode {
     Create,
     /// Only if it is there (ENODATA otherwise): `XATTR_REPLACE`.
     Replace,
+}
+
+/// One archived version of a resource ([`Store::versions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// Carbon's snapshot id: the N of `PATH;version:N`.
+    pub snapshot: i64,
+    /// The archived row's `REG_VERSION`.
+    pub version: i64,
+    /// When that version was written (its `REG_LAST_UPDATED_TIME`).
+    pub time: chrono::NaiveDateTime,
+    pub author: Option<String>,
+    pub size: u64,
 }
 
 /// Which `REG_LOG` entries [`Store::activity`] reads.
@@ -654,6 +690,7 @@ impl Change<'_> {
             Change::MountRecord { .. } => "mount record",
             Change::MountLink { .. } => "mount link",
             Change::CreatePath { .. } => "create path",
+            Change::Restore { .. } => "restore",
             Change::SetProperty { values: None, .. } => "removexattr",
             Change::SetProperty { .. } => "setxattr",
         }

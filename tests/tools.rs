@@ -1381,3 +1381,79 @@ fn the_activity_log_reads_and_follows() {
             .starts_with("/_system/config/followed-")
     );
 }
+
+/// `regfs versions` lists what versioning archived (each readable as `PATH;version:N`), and
+/// `regfs restore` brings one back as Carbon's restoreVersion does: its content as a new
+/// version, the replaced one archived, a RESTORE entry in REG_LOG.
+#[test]
+fn versions_are_listed_and_restored() {
+    let dir = common::open_tempdir();
+    let cfg = common::config_with(dir.path(), "version_resources_on_change = true");
+    let m = Mounted::with_data(dir, cfg.clone(), &[]);
+    let f = m.p("_system/governance/v.xml");
+    for text in ["one", "two", "three"] {
+        std::fs::write(&f, text).unwrap();
+    }
+    let cli = |args: &[&str]| {
+        let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        all.extend(common::source_args(&cfg));
+        let out = common::run_regfs(all);
+        assert!(
+            out.status.success(),
+            "regfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed: serde_json::Value =
+        serde_json::from_str(&cli(&["versions", "/_system/governance/v.xml", "--json"])).unwrap();
+    let versions = listed.as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{listed}");
+    let first = versions[0]["snapshot"].as_i64().unwrap();
+    assert_eq!(versions[0]["size"], 3);
+    assert_eq!(versions[0]["author"], "admin");
+    assert_eq!(
+        std::fs::read_to_string(m.p(&format!("_system/governance/v.xml;version:{first}"))).unwrap(),
+        "one"
+    );
+    let text = cli(&["versions", "/_system/governance/v.xml"]);
+    assert!(
+        text.contains(&format!("'/_system/governance/v.xml;version:{first}'")),
+        "{text}"
+    );
+
+    let said = cli(&["restore", "/_system/governance/v.xml", &first.to_string()]);
+    assert!(said.starts_with(&format!(
+        "restored /_system/governance/v.xml to version {first}"
+    )));
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(20), || {
+            std::fs::read_to_string(&f).is_ok_and(|s| s == "one")
+        }),
+        "the mount reads the restored content"
+    );
+    let after: serde_json::Value =
+        serde_json::from_str(&cli(&["versions", "/_system/governance/v.xml", "--json"])).unwrap();
+    assert_eq!(
+        after.as_array().unwrap().len(),
+        3,
+        "what the restore replaced is archived"
+    );
+    let log = cli(&["log", "/_system/governance/v.xml", "--json", "--limit", "1"]);
+    let entry: serde_json::Value = serde_json::from_str(log.trim()).unwrap();
+    assert_eq!(
+        (entry["action"].as_str(), entry["data"].as_str()),
+        (Some("RESTORE"), Some(first.to_string().as_str()))
+    );
+
+    // What does not exist is refused, and changes nothing.
+    let mut args: Vec<std::ffi::OsString> = ["restore", "/_system/governance/v.xml", "999999"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    args.extend(common::source_args(&cfg));
+    let out = common::run_regfs(args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no version 999999"));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "one");
+}

@@ -901,6 +901,11 @@ impl Store for ServerStore {
         Ok(Some(how))
     }
 
+    async fn versions(&self, p: &str) -> Result<Vec<VersionInfo>> {
+        let t = self.t();
+        read!(self, "versions", |c| { ops::versions(c, t, p).await })
+    }
+
     async fn activity(&self, q: &LogQuery) -> Result<Vec<LogEntry>> {
         let t = self.t();
         read!(self, "activity log", |c| { ops::activity(c, t, q).await })

@@ -625,6 +625,12 @@ impl Store for SqliteStore {
         Ok((row.version, ops::version_content(c, self.t(), &row).await?))
     }
 
+    async fn versions(&self, p: &str) -> Result<Vec<VersionInfo>> {
+        let mut w = self.writer.lock().await;
+        lite_settle(&w.conn);
+        ops::versions(&mut Exec::Rus(&mut w.conn), self.t(), p).await
+    }
+
     async fn activity(&self, q: &LogQuery) -> Result<Vec<LogEntry>> {
         let mut w = self.writer.lock().await;
         lite_settle(&w.conn);

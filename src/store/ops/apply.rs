@@ -185,6 +185,11 @@ pub(crate) async fn apply(
             ensure_collections(c, t, path, user).await?;
             Done::Nothing
         }
+        Change::Restore {
+            path,
+            snapshot,
+            user,
+        } => Done::Entry(restore(c, t, path, *snapshot, user, versioning, enc).await?),
         Change::SetProperty {
             path,
             name,
@@ -277,7 +282,7 @@ async fn create(
 /// [`Change::Write`]: Carbon's update; with `expected`, only over that version (ESTALE
 /// otherwise). With `versioning` the replaced version is archived first.
 #[allow(clippy::too_many_arguments)]
-async fn write(
+pub(super) async fn write(
     c: &mut Exec<'_>,
     t: i64,
     p: &str,

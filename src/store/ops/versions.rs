@@ -155,6 +155,84 @@ pub(crate) async fn version_row(
     Ok(None)
 }
 
+/// The archived versions of the resource at `p`, oldest first: each snapshot id with the
+/// archived row's version, time, last updater and content length.
+pub(crate) async fn versions(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Vec<VersionInfo>> {
+    let Some(parent) = path::parent(p) else {
+        return Ok(Vec::new());
+    };
+    if !storable(c.text(), parent) || !storable_name(c.text(), p) {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT s.REG_SNAPSHOT_ID FROM REG_SNAPSHOT s JOIN REG_PATH p \
+         ON p.REG_PATH_ID = s.REG_PATH_ID AND p.REG_TENANT_ID = s.REG_TENANT_ID \
+         WHERE s.REG_TENANT_ID = ? AND {} AND {} ORDER BY s.REG_SNAPSHOT_ID",
+        path_eq(c.text(), "p.REG_PATH_VALUE"),
+        c.text()
+            .eq("s.REG_RESOURCE_NAME", "REG_SNAPSHOT", "REG_RESOURCE_NAME")
+    );
+    let ids = c
+        .fetch(&sql, &args![t, parent, path::name(p)])
+        .await?
+        .iter()
+        .map(|r| r.req_int(0))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for snapshot in ids {
+        let Some((row, size)) = version_row(c, t, p, snapshot).await? else {
+            continue;
+        };
+        let author = c
+            .fetch_opt(
+                "SELECT REG_LAST_UPDATOR FROM REG_RESOURCE_HISTORY WHERE REG_VERSION = ? \
+                 AND REG_TENANT_ID = ?",
+                &args![row.version, t],
+            )
+            .await?
+            .map(|r| r.text(0))
+            .transpose()?
+            .flatten();
+        out.push(VersionInfo {
+            snapshot,
+            version: row.version,
+            time: row.updated,
+            author,
+            size,
+        });
+    }
+    Ok(out)
+}
+
+/// [`Change::Restore`]: Carbon's `restoreVersion`: the resource at `p` takes the content of
+/// its version `snapshot` by Carbon's update (archiving what it replaces when `versioning`),
+/// and RESTORE is logged with the snapshot id.
+pub(crate) async fn restore(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    snapshot: i64,
+    user: &str,
+    versioning: bool,
+    enc: &dyn Encoding,
+) -> Result<Entry> {
+    let Some((row, _)) = version_row(c, t, p, snapshot).await? else {
+        return Err(err!(ENOENT, "{p} has no version {snapshot}"));
+    };
+    let data = version_content(c, t, &row).await?;
+    let entry = write(c, t, p, &data, user, None, versioning, enc).await?;
+    insert_log(
+        c,
+        t,
+        p,
+        user,
+        LogAction::Restore,
+        Some(&snapshot.to_string()),
+    )
+    .await?;
+    Ok(entry)
+}
+
 /// [`version_row`] as the read-only regular file `p;version:N` shows: the archived row's
 /// times, mode 0444, owned by root.
 pub(crate) fn version_entry(row: &ResourceRow, size: u64) -> Entry {
