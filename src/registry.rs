@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::mount_table::MountTable;
 use crate::path::{self, TargetPath};
 use crate::store::{
-    AttrChange, DirEntry, Entry, FeedHealth, FeedSink, Heard, Kind, LINK_MEDIA_TYPE, LogEntry,
-    LogQuery, Metadata, NewEntry, RenameMode, SetMode, SpaceInfo, Store, VersionInfo,
+    AttrChange, DirEntry, Entry, FeedHealth, FeedSink, Field, Heard, Kind, LINK_MEDIA_TYPE,
+    LogEntry, LogQuery, Metadata, NewEntry, RenameMode, SetMode, SpaceInfo, Store, VersionInfo,
 };
 
 /// Longest symlink text made into a Carbon link: `registry.linkrestoration` holds the link's
@@ -455,6 +455,22 @@ impl Registry {
         r.mount
             .store
             .set_property(r.target.as_str(), name, values, mode, user)
+            .await
+    }
+
+    /// Sets (`None`: clears) the media type or description of `p`: needs add, as a put does.
+    pub async fn set_field(
+        &self,
+        user: &str,
+        p: &str,
+        field: Field,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let r = self.writable(p)?;
+        self.authorize(user, p, Action::Add).await?;
+        r.mount
+            .store
+            .set_field(r.target.as_str(), field, value, user)
             .await
     }
 

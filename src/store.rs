@@ -408,6 +408,25 @@ pub trait Store: Send + Sync + 'static {
         .nothing()
     }
 
+    /// Sets (`None`: clears) the media type or description of `path`, as Carbon's put with
+    /// that field changed: version and content stay, UPDATE is logged. One transaction.
+    async fn set_field(
+        &self,
+        path: &str,
+        field: Field,
+        value: Option<&str>,
+        user: &str,
+    ) -> Result<()> {
+        self.apply(Change::SetField {
+            path,
+            field,
+            value,
+            user,
+        })
+        .await?
+        .nothing()
+    }
+
     /// Changes POSIX attributes kept in `REGFS_ATTR`.
     async fn set_attr(&self, path: &str, change: AttrChange) -> Result<Entry> {
         self.apply(Change::SetAttr { path, change }).await?.entry()
@@ -568,6 +587,13 @@ pub enum Change<'a> {
     },
     /// [`Store::create_path`].
     CreatePath { path: &'a str, user: &'a str },
+    /// [`Store::set_field`].
+    SetField {
+        path: &'a str,
+        field: Field,
+        value: Option<&'a str>,
+        user: &'a str,
+    },
     /// [`Store::restore`].
     Restore {
         path: &'a str,
@@ -582,6 +608,13 @@ pub enum Change<'a> {
         mode: SetMode,
         user: &'a str,
     },
+}
+
+/// A field of a registry row that [`Store::set_field`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    MediaType,
+    Description,
 }
 
 /// How [`Store::set_property`] treats a property that is there, or not (`setxattr`'s flags).
@@ -673,6 +706,18 @@ pub struct Metadata {
     pub created: chrono::NaiveDateTime,
     pub last_updater: Option<String>,
     pub version: i64,
+    pub social: Social,
+}
+
+/// What users said of a resource in Carbon's console ([`Metadata`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Social {
+    /// Tag names, each once.
+    pub tags: Vec<String>,
+    /// (user, text), oldest first.
+    pub comments: Vec<(String, String)>,
+    /// Each user's rating (1 to 5).
+    pub ratings: Vec<i64>,
 }
 
 impl Change<'_> {
@@ -691,6 +736,7 @@ impl Change<'_> {
             Change::MountLink { .. } => "mount link",
             Change::CreatePath { .. } => "create path",
             Change::Restore { .. } => "restore",
+            Change::SetField { .. } => "setxattr",
             Change::SetProperty { values: None, .. } => "removexattr",
             Change::SetProperty { .. } => "setxattr",
         }

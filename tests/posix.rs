@@ -1482,6 +1482,71 @@ fn registry_properties_are_extended_attributes() {
         get_xattr(&f, "user.registry.carbon", 64)
     );
 
+    // The media type and description are writable fields of the row; tags, comments and
+    // ratings Carbon's console wrote read too.
+    m.sh(
+        &conf,
+        "setfattr -n user.regfs.description -v 'The app' app.xml && \
+         setfattr -n user.regfs.media-type -v text/plain app.xml",
+    );
+    assert_eq!(
+        m.query(
+            true,
+            "SELECT r.REG_DESCRIPTION, r.REG_MEDIA_TYPE FROM REG_RESOURCE r JOIN REG_PATH p \
+             ON p.REG_PATH_ID = r.REG_PATH_ID WHERE p.REG_PATH_VALUE = '/_system/config' \
+             AND r.REG_NAME = 'app.xml'",
+        ),
+        [["The app", "text/plain"]]
+    );
+    assert_eq!(meta("media-type"), "text/plain");
+    assert_eq!(version(&m), before, "fields change in place");
+    for (entity, mapping, fk, cols, values) in [
+        (
+            "REG_TAG",
+            "REG_RESOURCE_TAG",
+            "REG_TAG_ID",
+            "REG_TAG_NAME, REG_USER_ID, REG_TAGGED_TIME",
+            "'prod', 'alice'",
+        ),
+        (
+            "REG_COMMENT",
+            "REG_RESOURCE_COMMENT",
+            "REG_COMMENT_ID",
+            "REG_COMMENT_TEXT, REG_USER_ID, REG_COMMENTED_TIME",
+            "'looks good', 'bob'",
+        ),
+        (
+            "REG_RATING",
+            "REG_RESOURCE_RATING",
+            "REG_RATING_ID",
+            "REG_RATING, REG_USER_ID, REG_RATED_TIME",
+            "4, 'carol'",
+        ),
+    ] {
+        m.execute(
+            true,
+            &format!(
+                "INSERT INTO {entity} ({cols}, REG_TENANT_ID) VALUES ({values}, CURRENT_TIMESTAMP, -1234)"
+            ),
+        );
+        m.execute(
+            true,
+            &format!(
+                "INSERT INTO {mapping} ({fk}, REG_PATH_ID, REG_RESOURCE_NAME, REG_TENANT_ID) \
+                 SELECT MAX(x.REG_ID), MAX(p.REG_PATH_ID), 'app.xml', -1234 FROM {entity} x, REG_PATH p \
+                 WHERE p.REG_PATH_VALUE = '/_system/config'"
+            ),
+        );
+    }
+    assert_eq!(meta("tags"), "prod");
+    assert_eq!(meta("comments"), "bob: looks good");
+    assert_eq!(meta("rating"), "4.00 (1 ratings)");
+    assert_eq!(set_xattr(&f, "user.regfs.tags", b"x", 0), libc::EPERM);
+    assert_eq!(
+        set_xattr(&f, "user.regfs.media-type", b"application/vnd.wso2-link", 0),
+        libc::EPERM
+    );
+
     // The xattr protocol.
     assert_eq!(get_xattr(&f, "user.endpoints", 0).map(|v| v.len()), Ok(17));
     assert_eq!(get_xattr(&f, "user.endpoints", 4), Err(libc::ERANGE));

@@ -1,5 +1,6 @@
 //! Extended attributes: a resource's (or collection's) registry properties as `user.NAME`,
-//! and its registry metadata, read-only, as `user.regfs.*`. A multi-valued property reads as
+//! and its registry metadata as `user.regfs.*` (read-only but for the media type and the
+//! description). A multi-valued property reads as
 //! its values joined by newlines, and a value written with newlines is stored as several
 //! values. Other namespaces (`security.*`, `system.*`, `trusted.*`) hold nothing.
 //!
@@ -14,7 +15,7 @@ use super::{Ino, RegFs};
 use crate::err;
 use crate::error::Result;
 use crate::fs::Caller;
-use crate::store::{Metadata, SetMode};
+use crate::store::{Field, Metadata, SetMode};
 
 /// The namespace properties live in.
 const USER: &str = "user.";
@@ -30,7 +31,7 @@ pub const PROPERTY_VALUE_MAX: usize = 1000;
 type Getter = fn(&Metadata) -> Option<String>;
 
 /// The metadata shown under `user.regfs.`, each with how to read it.
-const META: [(&str, Getter); 7] = [
+const META: [(&str, Getter); 10] = [
     ("media-type", |m| m.media_type.clone()),
     ("description", |m| m.description.clone()),
     ("uuid", |m| Some(m.uuid.clone())),
@@ -44,7 +45,29 @@ const META: [(&str, Getter); 7] = [
     }),
     ("last-updater", |m| m.last_updater.clone()),
     ("version", |m| Some(m.version.to_string())),
+    ("tags", |m| lines(m.social.tags.iter().cloned())),
+    ("comments", |m| {
+        lines(
+            m.social
+                .comments
+                .iter()
+                .map(|(user, text)| format!("{user}: {}", text.replace('\n', " "))),
+        )
+    }),
+    ("rating", |m| {
+        let r = &m.social.ratings;
+        (!r.is_empty()).then(|| {
+            let avg = r.iter().sum::<i64>() as f64 / r.len() as f64;
+            format!("{avg:.2} ({} ratings)", r.len())
+        })
+    }),
 ];
+
+/// `values` one per line, `None` if there are none.
+fn lines(values: impl Iterator<Item = String>) -> Option<String> {
+    let all: Vec<String> = values.collect();
+    (!all.is_empty()).then(|| all.join("\n"))
+}
 
 /// What an attribute name stands for.
 #[derive(Debug, PartialEq, Eq)]
@@ -160,10 +183,34 @@ impl RegFs {
     ) -> Result<()> {
         let property = match named(name)? {
             Named::Property(p) => p,
+            Named::Meta(_, key @ ("media-type" | "description")) => {
+                let field = if key == "media-type" {
+                    Field::MediaType
+                } else {
+                    Field::Description
+                };
+                let text = value
+                    .map(|v| {
+                        std::str::from_utf8(v)
+                            .map_err(|_| err!(EILSEQ, "the value of {name:?} is not UTF-8"))
+                    })
+                    .transpose()?;
+                if flags & libc::XATTR_CREATE != 0 {
+                    return Err(err!(EEXIST, "{name:?} always exists"));
+                }
+                self.insert_pending(ino).await?;
+                let _ns = self.namespace.read().await;
+                let p = self.path(ino)?;
+                let user = self.identity.registry_user(c.uid);
+                self.registry.set_field(&user, &p, field, text).await?;
+                self.stale(ino);
+                return Ok(());
+            }
             Named::Meta(..) => {
                 return Err(err!(
                     EPERM,
-                    "{name:?}: user.{RESERVED}* is the registry's own metadata, read-only"
+                    "{name:?}: user.{RESERVED}* is the registry's own metadata, read-only \
+                     (but for media-type and description)"
                 ));
             }
             Named::Other => {

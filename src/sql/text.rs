@@ -108,6 +108,12 @@ pub const NAME_COLUMNS: &[(&str, &str)] = &[
 pub const PROPERTY_COLUMNS: &[(&str, &str)] =
     &[("REG_PROPERTY", "REG_NAME"), ("REG_PROPERTY", "REG_VALUE")];
 
+/// The row fields an extended attribute writes (`user.regfs.media-type`, `.description`).
+pub const FIELD_COLUMNS: &[(&str, &str)] = &[
+    ("REG_RESOURCE", "REG_MEDIA_TYPE"),
+    ("REG_RESOURCE", "REG_DESCRIPTION"),
+];
+
 /// The association paths, compared when a version's associations are copied.
 const ASSOCIATION_COLUMNS: &[(&str, &str)] = &[
     ("REG_ASSOCIATION", "REG_SOURCEPATH"),
@@ -121,6 +127,7 @@ fn probed(table: &str, column: &str) -> bool {
         NAME_COLUMNS,
         ASSOCIATION_COLUMNS,
         PROPERTY_COLUMNS,
+        FIELD_COLUMNS,
     ]
     .iter()
     .flat_map(|cols| cols.iter())

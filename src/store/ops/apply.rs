@@ -185,6 +185,15 @@ pub(crate) async fn apply(
             ensure_collections(c, t, path, user).await?;
             Done::Nothing
         }
+        Change::SetField {
+            path,
+            field,
+            value,
+            user,
+        } => {
+            set_field(c, t, path, *field, *value, user).await?;
+            Done::Nothing
+        }
         Change::Restore {
             path,
             snapshot,

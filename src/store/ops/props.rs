@@ -36,6 +36,72 @@ async fn properties_of(
     Ok(out)
 }
 
+/// The tags, comments and ratings of `row` (REG_TAG, REG_COMMENT, REG_RATING through their
+/// REG_RESOURCE_* mappings, by path and name or by version), in one query, oldest first.
+async fn social_of(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<Social> {
+    let sql = {
+        let part = |kind: &str, table: &str, mapping: &str, fk: &str, text: &str, rating: &str| {
+            format!(
+                "SELECT '{kind}', {text}, x.REG_USER_ID, x.REG_ID, {rating} FROM {mapping} m \
+             JOIN {table} x ON x.REG_ID = m.{fk} AND x.REG_TENANT_ID = m.REG_TENANT_ID \
+             WHERE m.REG_TENANT_ID = ? AND ((m.REG_PATH_ID = ? AND {}) OR m.REG_VERSION = ?)",
+                mapped_name_eq(c.text(), mapping, "m.REG_RESOURCE_NAME")
+            )
+        };
+        [
+            part(
+                "t",
+                "REG_TAG",
+                "REG_RESOURCE_TAG",
+                "REG_TAG_ID",
+                "x.REG_TAG_NAME",
+                "0",
+            ),
+            part(
+                "c",
+                "REG_COMMENT",
+                "REG_RESOURCE_COMMENT",
+                "REG_COMMENT_ID",
+                "x.REG_COMMENT_TEXT",
+                "0",
+            ),
+            part(
+                "r",
+                "REG_RATING",
+                "REG_RESOURCE_RATING",
+                "REG_RATING_ID",
+                "x.REG_USER_ID",
+                "x.REG_RATING",
+            ),
+        ]
+        .join(" UNION ALL ")
+    };
+    let key = args![t, row.path_id, row.name.as_deref(), row.version];
+    let rows = c
+        .fetch(&format!("{sql} ORDER BY 4"), &repeat_args(&key, 3))
+        .await?;
+    // A row mapped both by path and by version shows once.
+    let mut seen: std::collections::HashSet<(String, i64)> = std::collections::HashSet::new();
+    let mut social = Social::default();
+    for r in rows {
+        let (kind, text, user) = (
+            r.req_text(0)?,
+            r.text(1)?.unwrap_or_default(),
+            r.req_text(2)?,
+        );
+        if !seen.insert((kind.clone(), r.req_int(3)?)) {
+            continue;
+        }
+        match kind.as_str() {
+            "t" if !social.tags.contains(&text) => social.tags.push(text),
+            "c" => social.comments.push((user, text)),
+            "r" => social.ratings.push(r.req_int(4)?),
+            _ => {}
+        }
+    }
+    Ok(social)
+}
+
 /// The metadata of the resource or collection at `p`, `None` if nothing is there.
 pub(crate) async fn metadata(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option<Metadata>> {
     let Some(row) = any_row(c, t, p).await? else {
@@ -57,8 +123,10 @@ pub(crate) async fn metadata(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option
             None => properties.push((name, vec![value])),
         }
     }
+    let social = social_of(c, t, &row).await?;
     Ok(Some(Metadata {
         properties,
+        social,
         media_type: row.media_type,
         description: row.description,
         uuid: row.uuid,
@@ -67,6 +135,62 @@ pub(crate) async fn metadata(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option
         last_updater,
         version: row.version,
     }))
+}
+
+/// [`Change::SetField`]: sets (or clears) the media type or the description of `p` as a
+/// Carbon put with that field changed does: the row is updated in place (version and
+/// content stay), its last updater and time move, an UPDATE is logged.
+pub(crate) async fn set_field(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    field: Field,
+    value: Option<&str>,
+    user: &str,
+) -> Result<()> {
+    let (column, width) = match field {
+        Field::MediaType => ("REG_MEDIA_TYPE", 500),
+        Field::Description => ("REG_DESCRIPTION", 1000),
+    };
+    if let Some(v) = value {
+        if v.chars().count() > width {
+            return Err(err!(
+                E2BIG,
+                "{column} of {p}: {} characters; Carbon's column holds {width}",
+                v.chars().count()
+            ));
+        }
+        if let Some(col) = c.text().unstorable(v, &[("REG_RESOURCE", column)]) {
+            return Err(err!(
+                EILSEQ,
+                "{column} of {p}: {} ({}) cannot hold its characters",
+                col.column,
+                col.charset_name
+            ));
+        }
+    }
+    let Some(row) = any_row(c, t, p).await? else {
+        return Err(err!(ENOENT, "{p} does not exist"));
+    };
+    if field == Field::MediaType
+        && (row.media_type.as_deref() == Some(LINK_MEDIA_TYPE) || value == Some(LINK_MEDIA_TYPE))
+    {
+        return Err(err!(
+            EPERM,
+            "{p}: {LINK_MEDIA_TYPE} marks Carbon's links, which ln -s and rm make"
+        ));
+    }
+    let now = now_ns();
+    c.execute(
+        &format!(
+            "UPDATE REG_RESOURCE SET {column} = ?, REG_LAST_UPDATOR = ?, \
+             REG_LAST_UPDATED_TIME = ? WHERE REG_VERSION = ? AND REG_TENANT_ID = ?"
+        ),
+        &args![value, user, naive_from_ns(now), row.version, t],
+    )
+    .await?;
+    touch_ctime(c, t, &row, now).await?;
+    insert_log(c, t, p, user, LogAction::Update, None).await
 }
 
 /// [`Change::SetProperty`]: sets (`values`) or removes (`None`) the property `name` of `p` as
