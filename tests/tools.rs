@@ -835,6 +835,9 @@ struct MountHelper {
     saved: Option<std::path::PathBuf>,
 }
 
+/// The tests that change this machine's mount helper or packages, one at a time.
+static SYSTEM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl MountHelper {
     const PATH: &'static str = "/sbin/mount.fuse.regfs";
 
@@ -885,6 +888,7 @@ fn fstab_lines_and_mount_t_fuse_regfs_mount_through_the_helper() {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let log = dir.path().join("regfs.log");
+    let _system = SYSTEM.lock().unwrap_or_else(|e| e.into_inner());
     let _helper = MountHelper::install();
     let _unmounts = Unmounts(mnt.clone());
     let fstab = dir.path().join("fstab");
@@ -1456,4 +1460,116 @@ fn versions_are_listed_and_restored() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no version 999999"));
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "one");
+}
+
+/// Removes the regfs package when dropped, if the test installed it.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("dpkg")
+            .args(["-r", "regfs"])
+            .output();
+    }
+}
+
+/// `scripts/build-deb.sh` builds a Debian package that installs with `dpkg -i`: the binary,
+/// the mount helper (so `mount -t fuse.regfs` works at once), the manual page, completions
+/// and the service example; `dpkg -r` takes it all away again.
+#[test]
+fn the_debian_package_installs_mounts_and_removes() {
+    let _system = SYSTEM.lock().unwrap_or_else(|e| e.into_inner());
+    let installed = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "regfs"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&installed.stdout).contains("install ok installed"),
+        "the regfs package is installed on this machine; this test installs and removes its \
+         own: run `dpkg -r regfs` first"
+    );
+    let dir = common::open_tempdir();
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-deb.sh"))
+        .arg(common::regfs_bin())
+        .arg(dir.path())
+        .env("REGFS_DEB_COMPRESSION", "gzip")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let _installed = Installed;
+    let out = std::process::Command::new("dpkg")
+        .args(["-i", &deb])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dpkg -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = std::process::Command::new("/usr/bin/regfs")
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("regfs {}", env!("CARGO_PKG_VERSION"))
+    );
+    for f in [
+        "/usr/share/man/man1/regfs.1.gz",
+        "/usr/share/bash-completion/completions/regfs",
+        "/lib/systemd/system/regfs.service",
+        "/usr/share/doc/regfs/fstab.example",
+    ] {
+        assert!(std::path::Path::new(f).exists(), "{f} installed");
+    }
+    // The helper it installed mounts.
+    let data = dir.path().join("data");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _unmounts = Unmounts(mnt.clone());
+    let out = std::process::Command::new("mount")
+        .args(["-t", "fuse.regfs"])
+        .arg(&data)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mount -t fuse.regfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(mnt.join("_system/local/packaged.txt"), "deb").unwrap();
+    assert!(
+        std::process::Command::new("umount")
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || !common::is_mounted(&mnt)
+    ));
+
+    let out = std::process::Command::new("dpkg")
+        .args(["-r", "regfs"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dpkg -r: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!std::path::Path::new("/usr/bin/regfs").exists());
+    assert!(
+        std::path::Path::new("/sbin/mount.fuse.regfs")
+            .symlink_metadata()
+            .is_err()
+    );
 }
