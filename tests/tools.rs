@@ -863,6 +863,22 @@ impl Drop for MountHelper {
     }
 }
 
+/// `umount MNT`, which must succeed, then waits (bounded) until it is gone.
+fn umount_and_wait(mnt: &std::path::Path) {
+    let st = std::process::Command::new("umount")
+        .arg(mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "umount {}", mnt.display());
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(20), || !common::is_mounted(
+            mnt
+        )),
+        "{} still mounted",
+        mnt.display()
+    );
+}
+
 /// Unmounts `0` (lazily, if still mounted) when dropped: a failed assertion leaves no mount.
 struct Unmounts(std::path::PathBuf);
 
@@ -928,15 +944,7 @@ fn fstab_lines_and_mount_t_fuse_regfs_mount_through_the_helper() {
     );
     let f = mnt.join("_system/local/from-fstab.txt");
     std::fs::write(&f, "booted\n").unwrap();
-    let st = std::process::Command::new("umount")
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    assert!(common::wait_until(
-        std::time::Duration::from_secs(20),
-        || !common::is_mounted(&mnt)
-    ));
+    umount_and_wait(&mnt);
 
     // mount -t fuse.regfs, read-only: what the fstab mount wrote is there, changes are refused.
     let out = mount(&[
@@ -967,17 +975,7 @@ fn fstab_lines_and_mount_t_fuse_regfs_mount_through_the_helper() {
     for flag in ["ro", "nosuid", "nodev"] {
         assert!(flags.split(',').any(|f| f == flag), "{flag} in {line}");
     }
-    assert!(
-        std::process::Command::new("umount")
-            .arg(&mnt)
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(common::wait_until(
-        std::time::Duration::from_secs(20),
-        || !common::is_mounted(&mnt)
-    ));
+    umount_and_wait(&mnt);
 
     // An option regfs does not know: refused, with its name, and nothing is mounted.
     let out = mount(&[
@@ -1545,17 +1543,7 @@ fn the_debian_package_installs_mounts_and_removes() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(mnt.join("_system/local/packaged.txt"), "deb").unwrap();
-    assert!(
-        std::process::Command::new("umount")
-            .arg(&mnt)
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(common::wait_until(
-        std::time::Duration::from_secs(20),
-        || !common::is_mounted(&mnt)
-    ));
+    umount_and_wait(&mnt);
 
     let out = std::process::Command::new("dpkg")
         .args(["-r", "regfs"])
