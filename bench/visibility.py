@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """How long a change made on one node takes to show on another: two mounts of one shared
-database (regfs on PostgreSQL, regfs on MariaDB, JuiceFS on PostgreSQL as the peer), a change
+database (regfs on PostgreSQL, the same with `[cache] open_trusts_feed`, regfs on MariaDB,
+JuiceFS on PostgreSQL as the peer), a change
 on node A, then node B polled (every 0.5 ms) until it shows. Reported as p50/p99 in ms per
 change kind. A benchmark, not a test: nothing here passes or fails.
 
@@ -113,7 +114,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=100)
-    ap.add_argument("--systems", default="regfs-postgres,regfs-mariadb,juicefs-postgres")
+    ap.add_argument("--systems", default="regfs-postgres,regfs-postgres-trusting,regfs-mariadb,"
+                    "juicefs-postgres")
     ap.add_argument("--out", default=os.path.join(bench.ROOT, "bench", "visibility.md"))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -133,12 +135,13 @@ def main():
         for name in wanted:
             d = os.path.join(base, name)
             os.makedirs(d)
-            if name == "regfs-postgres":
+            if name in ("regfs-postgres", "regfs-postgres-trusting"):
                 if pg is None:
                     pg = bench.Postgres(base)
                     pg.start()
-                pg.createdb("regfs")
-                url, pw = f"postgres://postgres@127.0.0.1:{pg.port}/regfs", None
+                db = name.replace("-", "_")
+                pg.createdb(db)
+                url, pw = f"postgres://postgres@127.0.0.1:{pg.port}/{db}", None
             elif name == "regfs-mariadb":
                 if maria is None:
                     maria = bench.MariaDb(base)
@@ -167,7 +170,8 @@ def main():
                 os.makedirs(os.path.dirname(mnt))
                 if name.startswith("regfs"):
                     cfg = bench.regfs_server_config(os.path.join(d, f"{node}.toml"),
-                                                    os.path.join(d, node, "node.db"), url, pw)
+                                                    os.path.join(d, node, "node.db"), url, pw,
+                                                    trust_feed=name.endswith("-trusting"))
                     m = bench.Regfs(f"{name}-{node}", mnt, config=cfg)
                 else:
                     m = bench.Juicefs(f"{name}-{node}", mnt, meta)

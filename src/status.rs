@@ -206,7 +206,9 @@ async fn ask_all(dir: &Path) -> HashMap<PathBuf, MountStatus> {
         else {
             continue;
         };
-        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
+        {
             // Its process is gone (killed): nothing will answer there again.
             let _ = std::fs::remove_file(&path);
             continue;
