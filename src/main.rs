@@ -120,6 +120,10 @@ enum Command {
         /// At most this many entries (with --follow: the last this many, then every new one).
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only entries older than the entry with this id (the next page: the last id printed;
+        /// ids are per database, so page a PATH inside one).
+        #[arg(long, value_name = "ID", conflicts_with = "follow")]
+        before: Option<i64>,
         /// One JSON object per line instead of aligned text.
         #[arg(long)]
         json: bool,
@@ -418,6 +422,7 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
             since,
             user,
             limit,
+            before,
             json,
             follow,
             data,
@@ -427,6 +432,7 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                 since,
                 user,
                 limit,
+                before,
                 ..Default::default()
             };
             let mut page = registry.activity(&path, &q, None).await?;

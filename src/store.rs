@@ -718,6 +718,10 @@ pub struct Social {
     pub comments: Vec<(String, String)>,
     /// Each user's rating (1 to 5).
     pub ratings: Vec<i64>,
+    /// Associations from this resource: (type, target path in its database).
+    pub associations: Vec<(String, String)>,
+    /// Its archived versions' snapshot ids, oldest first (`PATH;version:N`).
+    pub versions: Vec<i64>,
 }
 
 impl Change<'_> {

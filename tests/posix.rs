@@ -1538,6 +1538,13 @@ fn registry_properties_are_extended_attributes() {
             ),
         );
     }
+    m.execute(
+        true,
+        "INSERT INTO REG_ASSOCIATION (REG_SOURCEPATH, REG_TARGETPATH, REG_ASSOCIATION_TYPE, \
+         REG_TENANT_ID) VALUES ('/_system/config/app.xml', '/_system/governance/svc.wsdl', \
+         'depends', -1234)",
+    );
+    assert_eq!(meta("associations"), "depends /_system/governance/svc.wsdl");
     assert_eq!(meta("tags"), "prod");
     assert_eq!(meta("comments"), "bob: looks good");
     assert_eq!(meta("rating"), "4.00 (1 ratings)");
@@ -1582,6 +1589,17 @@ fn registry_properties_are_extended_attributes() {
     for n in ["user.endpoints", "user.fresh", "user.registry.carbon"] {
         assert!(names.lines().any(|l| l == n), "{n} in {names}");
     }
+
+    // A save by rename (sed -i writes a new file and renames it over) keeps the resource,
+    // its UUID and its properties, as an overwrite would.
+    m.sh(&conf, "sed -i 's/a/b/' app.xml");
+    assert_eq!(
+        std::fs::read_to_string(conf.join("app.xml")).unwrap(),
+        "<b/>"
+    );
+    assert_eq!(meta("uuid"), before[0][1]);
+    assert_eq!(get_xattr(&f, "user.fresh", 16), Ok(b"x".to_vec()));
+    m.sh(&conf, "sed -i 's/b/a/' app.xml");
 
     // Copies carry the properties: `mv` between databases, `cp -a`.
     m.sh(

@@ -1318,6 +1318,21 @@ fn the_activity_log_reads_and_follows() {
         lines[2]["data"], "/_system/config/logged.xml",
         "a rename's old path"
     );
+    // The next page starts before the last id printed.
+    let last = lines[1]["id"].as_i64().unwrap().to_string();
+    let next: Vec<serde_json::Value> = log(&[
+        "/_system/config",
+        "--json",
+        "--limit",
+        "2",
+        "--before",
+        &last,
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    assert_eq!(next[0]["action"], "RENAME");
+    assert_eq!(next[1]["path"], "/_system/config/logged.xml");
     assert!(lines.iter().all(|l| l["user"] == "admin"));
     let text = log(&["/_system/config/logdir"]);
     assert_eq!(text.lines().count(), 1, "{text}");
@@ -1391,7 +1406,7 @@ fn the_activity_log_reads_and_follows() {
 fn versions_are_listed_and_restored() {
     let dir = common::open_tempdir();
     let cfg = common::config_with(dir.path(), "version_resources_on_change = true");
-    let m = Mounted::with_data(dir, cfg.clone(), &[]);
+    let m = Mounted::with_data(dir, cfg.clone(), &["-o", "xattr"]);
     let f = m.p("_system/governance/v.xml");
     for text in ["one", "two", "three"] {
         std::fs::write(&f, text).unwrap();
@@ -1417,6 +1432,17 @@ fn versions_are_listed_and_restored() {
     assert_eq!(
         std::fs::read_to_string(m.p(&format!("_system/governance/v.xml;version:{first}"))).unwrap(),
         "one"
+    );
+    let ids: Vec<String> = versions.iter().map(|v| v["snapshot"].to_string()).collect();
+    let out = std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", "user.regfs.versions"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        ids.join("\n"),
+        "the snapshot ids as an xattr"
     );
     let text = cli(&["versions", "/_system/governance/v.xml"]);
     assert!(

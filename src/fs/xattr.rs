@@ -31,7 +31,7 @@ pub const PROPERTY_VALUE_MAX: usize = 1000;
 type Getter = fn(&Metadata) -> Option<String>;
 
 /// The metadata shown under `user.regfs.`, each with how to read it.
-const META: [(&str, Getter); 10] = [
+const META: [(&str, Getter); 12] = [
     ("media-type", |m| m.media_type.clone()),
     ("description", |m| m.description.clone()),
     ("uuid", |m| Some(m.uuid.clone())),
@@ -53,6 +53,17 @@ const META: [(&str, Getter); 10] = [
                 .iter()
                 .map(|(user, text)| format!("{user}: {}", text.replace('\n', " "))),
         )
+    }),
+    ("associations", |m| {
+        lines(
+            m.social
+                .associations
+                .iter()
+                .map(|(kind, target)| format!("{kind} {target}")),
+        )
+    }),
+    ("versions", |m| {
+        lines(m.social.versions.iter().map(|v| v.to_string()))
     }),
     ("rating", |m| {
         let r = &m.social.ratings;

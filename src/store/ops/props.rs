@@ -123,7 +123,19 @@ pub(crate) async fn metadata(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Option
             None => properties.push((name, vec![value])),
         }
     }
-    let social = social_of(c, t, &row).await?;
+    let mut social = social_of(c, t, &row).await?;
+    let sql = format!(
+        "SELECT REG_ASSOCIATION_TYPE, REG_TARGETPATH FROM REG_ASSOCIATION \
+         WHERE REG_TENANT_ID = ? AND {} ORDER BY REG_ASSOCIATION_ID",
+        c.text()
+            .eq("REG_SOURCEPATH", "REG_ASSOCIATION", "REG_SOURCEPATH")
+    );
+    for r in c.fetch(&sql, &args![t, p]).await? {
+        social.associations.push((r.req_text(0)?, r.req_text(1)?));
+    }
+    if row.name.is_some() {
+        social.versions = snapshot_ids(c, t, p).await?;
+    }
     Ok(Some(Metadata {
         properties,
         social,

@@ -155,9 +155,8 @@ pub(crate) async fn version_row(
     Ok(None)
 }
 
-/// The archived versions of the resource at `p`, oldest first: each snapshot id with the
-/// archived row's version, time, last updater and content length.
-pub(crate) async fn versions(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Vec<VersionInfo>> {
+/// The snapshot ids of the resource at `p`, oldest first.
+pub(crate) async fn snapshot_ids(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Vec<i64>> {
     let Some(parent) = path::parent(p) else {
         return Ok(Vec::new());
     };
@@ -172,12 +171,17 @@ pub(crate) async fn versions(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Vec<Ve
         c.text()
             .eq("s.REG_RESOURCE_NAME", "REG_SNAPSHOT", "REG_RESOURCE_NAME")
     );
-    let ids = c
-        .fetch(&sql, &args![t, parent, path::name(p)])
+    c.fetch(&sql, &args![t, parent, path::name(p)])
         .await?
         .iter()
         .map(|r| r.req_int(0))
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
+
+/// The archived versions of the resource at `p`, oldest first: each snapshot id with the
+/// archived row's version, time, last updater and content length.
+pub(crate) async fn versions(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Vec<VersionInfo>> {
+    let ids = snapshot_ids(c, t, p).await?;
     let mut out = Vec::with_capacity(ids.len());
     for snapshot in ids {
         let Some((row, size)) = version_row(c, t, p, snapshot).await? else {
