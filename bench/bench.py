@@ -463,6 +463,69 @@ class MariaDb:
                 self.proc.wait()
 
 
+class SharedDatabases:
+    """The shared databases of the multi-node benchmarks (visibility.py, hammer.py): one per
+    system, on throwaway PostgreSQL and MariaDB servers started on first use."""
+
+    def __init__(self, base):
+        self.base = base
+        self.pg = None
+        self.maria = None
+
+    def _pg(self):
+        if self.pg is None:
+            self.pg = Postgres(self.base)
+            self.pg.start()
+        return self.pg
+
+    def regfs(self, name, d):
+        """(URL, password file or None) of a fresh database for the regfs system `name`
+        (regfs-postgres, regfs-postgres-trusting, regfs-mariadb); `d` is its directory."""
+        db = name.replace("-", "_")
+        if name.startswith("regfs-postgres"):
+            pg = self._pg()
+            pg.createdb(db)
+            return f"postgres://postgres@127.0.0.1:{pg.port}/{db}", None
+        if name == "regfs-mariadb":
+            if self.maria is None:
+                self.maria = MariaDb(self.base)
+                self.maria.start()
+            self.maria.createdb(db)
+            pw = os.path.join(d, "db.password")
+            with open(pw, "w") as f:
+                f.write("bench-pw\n")
+            return f"mysql://bench@127.0.0.1:{self.maria.port}/{db}", pw
+        sys.exit(f"bench: unknown regfs system {name}")
+
+    def juicefs(self):
+        """The metadata URL of a fresh JuiceFS volume on PostgreSQL (data in PostgreSQL too)."""
+        pg = self._pg()
+        pg.createdb("jfsmeta")
+        pg.createdb("jfsdata")
+        meta = f"postgres://postgres@127.0.0.1:{pg.port}/jfsmeta?sslmode=disable"
+        run([JUICEFS, "format", "--no-update", "--storage", "postgres", "--bucket",
+             f"127.0.0.1:{pg.port}/jfsdata?sslmode=disable", "--access-key", "postgres",
+             meta, "bench"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return meta
+
+    def node(self, name, d, node, url, pw, meta):
+        """A mount (not mounted yet) of system `name` as node `node`, in `d`."""
+        mnt = os.path.join(d, node, "mnt")
+        os.makedirs(os.path.dirname(mnt))
+        if name.startswith("regfs"):
+            cfg = regfs_server_config(os.path.join(d, f"{node}.toml"),
+                                      os.path.join(d, node, "node.db"), url, pw,
+                                      trust_feed=name.endswith("-trusting"))
+            return Regfs(f"{name}-{node}", mnt, config=cfg)
+        return Juicefs(f"{name}-{node}", mnt, meta)
+
+    def stop(self):
+        if self.pg is not None:
+            self.pg.stop()
+        if self.maria is not None:
+            self.maria.stop()
+
+
 def machine_description():
     cpu = "unknown CPU"
     try:

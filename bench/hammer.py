@@ -16,7 +16,6 @@ import collections
 import errno
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -103,51 +102,23 @@ def main():
 
     base = tempfile.mkdtemp(prefix="regfs-hammer-")
     os.chmod(base, 0o755)
-    pg = maria = None
+    dbs = bench.SharedDatabases(base)
     mounts = []
     results = {}
     try:
         for name in wanted:
             d = os.path.join(base, name)
             os.makedirs(d)
-            if name == "regfs-postgres":
-                if pg is None:
-                    pg = bench.Postgres(base)
-                    pg.start()
-                pg.createdb("regfs")
-                url, pw = f"postgres://postgres@127.0.0.1:{pg.port}/regfs", None
-            elif name == "regfs-mariadb":
-                if maria is None:
-                    maria = bench.MariaDb(base)
-                    maria.start()
-                maria.createdb("regfs")
-                pw = os.path.join(d, "db.password")
-                with open(pw, "w") as f:
-                    f.write("bench-pw\n")
-                url = f"mysql://bench@127.0.0.1:{maria.port}/regfs"
+            url = pw = meta = None
+            if name.startswith("regfs"):
+                url, pw = dbs.regfs(name, d)
             elif name == "juicefs-postgres":
-                if pg is None:
-                    pg = bench.Postgres(base)
-                    pg.start()
-                pg.createdb("jfsmeta")
-                pg.createdb("jfsdata")
-                meta = f"postgres://postgres@127.0.0.1:{pg.port}/jfsmeta?sslmode=disable"
-                bench.run([bench.JUICEFS, "format", "--no-update", "--storage", "postgres",
-                           "--bucket", f"127.0.0.1:{pg.port}/jfsdata?sslmode=disable",
-                           "--access-key", "postgres", meta, "bench"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                meta = dbs.juicefs()
             else:
                 sys.exit(f"hammer: unknown system {name}")
             nodes = []
             for k in range(NODES):
-                mnt = os.path.join(d, f"n{k}", "mnt")
-                os.makedirs(os.path.dirname(mnt))
-                if name.startswith("regfs"):
-                    cfg = bench.regfs_server_config(os.path.join(d, f"n{k}.toml"),
-                                                    os.path.join(d, f"n{k}", "node.db"), url, pw)
-                    m = bench.Regfs(f"{name}-n{k}", mnt, config=cfg)
-                else:
-                    m = bench.Juicefs(f"{name}-n{k}", mnt, meta)
+                m = dbs.node(name, d, f"n{k}", url, pw, meta)
                 m.mount()
                 mounts.append(m)
                 nodes.append(m)
@@ -162,10 +133,7 @@ def main():
                     m.unmount()
             except Exception as e:  # keep tearing down the rest
                 bench.log(f"teardown of {m.name}: {e}")
-        if pg is not None:
-            pg.stop()
-        if maria is not None:
-            maria.stop()
+        dbs.stop()
         shutil.rmtree(base, ignore_errors=True)
 
     lines = ["# Several nodes writing at once", "",
