@@ -649,7 +649,13 @@ fn a_full_disk_leaves_no_half_written_resource() {
         "--data-dir".as_ref(),
         data.as_os_str(),
     ]);
-    let mut m = Mounted::with_data(dir, data, &[]);
+    // The mount point in a temp dir of its own: `dir` holds the small disk, and goes only
+    // after the disk is unmounted (a mounted directory cannot be removed).
+    let mnt_dir = tempfile::Builder::new()
+        .prefix("regfs-test-")
+        .tempdir()
+        .unwrap();
+    let mut m = Mounted::with_data(mnt_dir, data, &[]);
     std::fs::write(m.p("_system/local/kept.txt"), "old").unwrap();
     // 6 MiB of content cannot fit: the commit at fsync fails with ENOSPC. Written by a child
     // process of its own: a descriptor in this (multi-threaded) test process would be
@@ -702,6 +708,7 @@ fn a_full_disk_leaves_no_half_written_resource() {
     drop(again);
     drop(m);
     drop(disk);
+    drop(dir);
 }
 
 /// How many of the pages `len` bytes of `file` span are in the page cache: mapped, never read.
