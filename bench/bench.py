@@ -508,6 +508,25 @@ class SharedDatabases:
              meta, "bench"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return meta
 
+    def mount_nodes(self, name, d, nodes, mounts):
+        """Mounts system `name` (regfs-postgres, regfs-postgres-trusting, regfs-mariadb,
+        juicefs-postgres) once per name in `nodes`, on one fresh shared database, in `d`;
+        each mount goes into `mounts` as soon as it is up (for the teardown). Returns them."""
+        url = pw = meta = None
+        if name.startswith("regfs-"):
+            url, pw = self.regfs(name, d)
+        elif name == "juicefs-postgres":
+            meta = self.juicefs()
+        else:
+            sys.exit(f"bench: unknown multi-node system {name}")
+        out = []
+        for node in nodes:
+            m = self.node(name, d, node, url, pw, meta)
+            m.mount()
+            mounts.append(m)
+            out.append(m)
+        return out
+
     def node(self, name, d, node, url, pw, meta):
         """A mount (not mounted yet) of system `name` as node `node`, in `d`."""
         mnt = os.path.join(d, node, "mnt")
@@ -577,8 +596,7 @@ def main():
 
     base = tempfile.mkdtemp(prefix="regfs-bench-")
     os.chmod(base, 0o755)
-    pg = None
-    maria = None
+    dbs = SharedDatabases(base)
     systems = []
     try:
         for name in wanted:
@@ -590,28 +608,11 @@ def main():
                 systems.append(Bindfs(mnt, os.path.join(base, name, "backing")))
             elif name == "regfs-sqlite":
                 systems.append(Regfs(name, mnt, os.path.join(base, name, "data")))
-            elif name in ("regfs-postgres", "regfs-postgres-trusting"):
-                if pg is None:
-                    pg = Postgres(base)
-                    pg.start()
-                db = name.replace("-", "_")
-                pg.createdb(db)
+            elif name.startswith("regfs-"):
                 d = os.path.join(base, name)
-                cfg = regfs_server_config(os.path.join(d, "regfs.toml"), f"{d}/node.db",
-                                          f"postgres://postgres@127.0.0.1:{pg.port}/{db}",
+                url, pw = dbs.regfs(name, d)
+                cfg = regfs_server_config(os.path.join(d, "regfs.toml"), f"{d}/node.db", url, pw,
                                           trust_feed=name.endswith("-trusting"))
-                systems.append(Regfs(name, mnt, config=cfg))
-            elif name == "regfs-mariadb":
-                if maria is None:
-                    maria = MariaDb(base)
-                    maria.start()
-                maria.createdb("regfs")
-                d = os.path.join(base, name)
-                pw = os.path.join(d, "db.password")
-                with open(pw, "w") as f:
-                    f.write("bench-pw\n")
-                cfg = regfs_server_config(os.path.join(d, "regfs.toml"), f"{d}/node.db",
-                                          f"mysql://bench@127.0.0.1:{maria.port}/regfs", pw)
                 systems.append(Regfs(name, mnt, config=cfg))
             elif name == "juicefs-sqlite":
                 d = os.path.join(base, name)
@@ -621,16 +622,7 @@ def main():
                     stderr=subprocess.DEVNULL)
                 systems.append(Juicefs(name, mnt, meta))
             elif name == "juicefs-postgres":
-                if pg is None:
-                    pg = Postgres(base)
-                    pg.start()
-                pg.createdb("jfsmeta")
-                pg.createdb("jfsdata")
-                meta = f"postgres://postgres@127.0.0.1:{pg.port}/jfsmeta?sslmode=disable"
-                run([JUICEFS, "format", "--no-update", "--storage", "postgres", "--bucket",
-                     f"127.0.0.1:{pg.port}/jfsdata?sslmode=disable", "--access-key", "postgres",
-                     meta, "bench"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                systems.append(Juicefs(name, mnt, meta))
+                systems.append(Juicefs(name, mnt, dbs.juicefs()))
             else:
                 sys.exit(f"bench: unknown system {name}")
 
@@ -651,10 +643,7 @@ def main():
                     s.unmount()
             except Exception as e:  # keep tearing down the rest
                 log(f"teardown of {s.name}: {e}")
-        if pg is not None:
-            pg.stop()
-        if maria is not None:
-            maria.stop()
+        dbs.stop()
         shutil.rmtree(base, ignore_errors=True)
 
     write_report(args, systems, results)

@@ -109,19 +109,7 @@ def main():
         for name in wanted:
             d = os.path.join(base, name)
             os.makedirs(d)
-            url = pw = meta = None
-            if name.startswith("regfs"):
-                url, pw = dbs.regfs(name, d)
-            elif name == "juicefs-postgres":
-                meta = dbs.juicefs()
-            else:
-                sys.exit(f"hammer: unknown system {name}")
-            nodes = []
-            for k in range(NODES):
-                m = dbs.node(name, d, f"n{k}", url, pw, meta)
-                m.mount()
-                mounts.append(m)
-                nodes.append(m)
+            nodes = dbs.mount_nodes(name, d, [f"n{k}" for k in range(NODES)], mounts)
             bench.log(f"{name}: {NODES} nodes for {args.seconds}s")
             results[name] = hammer(name, nodes, args.seconds)
             for m in nodes:

@@ -134,19 +134,7 @@ def main():
         for name in wanted:
             d = os.path.join(base, name)
             os.makedirs(d)
-            url = pw = meta = None
-            if name.startswith("regfs"):
-                url, pw = dbs.regfs(name, d)
-            elif name == "juicefs-postgres":
-                meta = dbs.juicefs()
-            else:
-                sys.exit(f"visibility: unknown system {name}")
-            pair = []
-            for node in ("a", "b"):
-                m = dbs.node(name, d, node, url, pw, meta)
-                m.mount()
-                mounts.append(m)
-                pair.append(m.workdir())
+            pair = [m.workdir() for m in dbs.mount_nodes(name, d, ("a", "b"), mounts)]
             bench.log(f"{name}: {args.trials} trials per change kind")
             results[name] = measure(name, pair[0], pair[1], args.trials)
             for m in mounts[-2:]:
