@@ -1275,6 +1275,18 @@ fn completions_and_manual_page_are_generated_from_the_cli() {
     }
 }
 
+/// `args` followed by the flags that name the databases of `data` (a data dir or a config).
+fn with_source(args: &[&str], data: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    all.extend(common::source_args(data));
+    all
+}
+
+/// What `regfs ARGS` on the databases of `data` prints; it must succeed.
+fn stdout_of(args: &[&str], data: &std::path::Path) -> String {
+    String::from_utf8(common::run_regfs_ok(with_source(args, data)).stdout).unwrap()
+}
+
 /// `regfs log`: the activity log below a path, newest first, as text and JSON lines, filtered
 /// by user and time; `--follow` prints what is logged next.
 #[test]
@@ -1285,18 +1297,7 @@ fn the_activity_log_reads_and_follows() {
         &conf,
         "echo a > logged.xml && mv logged.xml moved.xml && rm moved.xml && mkdir logdir",
     );
-    let log = |extra: &[&str]| {
-        let mut args: Vec<std::ffi::OsString> = vec!["log".into()];
-        args.extend(extra.iter().map(Into::into));
-        args.extend(common::source_args(&m.data));
-        let out = common::run_regfs(args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let log = |extra: &[&str]| stdout_of(&[&["log"], extra].concat(), &m.data);
     let lines: Vec<serde_json::Value> = log(&["/_system/config", "--json", "--limit", "4"])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -1349,18 +1350,17 @@ fn the_activity_log_reads_and_follows() {
 
     // --follow: what is logged after it started.
     use std::io::BufRead;
-    let mut args: Vec<std::ffi::OsString> = [
-        "log",
-        "/_system/config",
-        "--follow",
-        "--limit",
-        "0",
-        "--json",
-    ]
-    .iter()
-    .map(Into::into)
-    .collect();
-    args.extend(common::source_args(&m.data));
+    let args = with_source(
+        &[
+            "log",
+            "/_system/config",
+            "--follow",
+            "--limit",
+            "0",
+            "--json",
+        ],
+        &m.data,
+    );
     let mut follow = std::process::Command::new(common::regfs_bin())
         .args(&args)
         .stdout(std::process::Stdio::piped())
@@ -1411,17 +1411,7 @@ fn versions_are_listed_and_restored() {
     for text in ["one", "two", "three"] {
         std::fs::write(&f, text).unwrap();
     }
-    let cli = |args: &[&str]| {
-        let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-        all.extend(common::source_args(&cfg));
-        let out = common::run_regfs(all);
-        assert!(
-            out.status.success(),
-            "regfs {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| stdout_of(args, &cfg);
     let listed: serde_json::Value =
         serde_json::from_str(&cli(&["versions", "/_system/governance/v.xml", "--json"])).unwrap();
     let versions = listed.as_array().unwrap();
@@ -1475,12 +1465,10 @@ fn versions_are_listed_and_restored() {
     );
 
     // What does not exist is refused, and changes nothing.
-    let mut args: Vec<std::ffi::OsString> = ["restore", "/_system/governance/v.xml", "999999"]
-        .iter()
-        .map(Into::into)
-        .collect();
-    args.extend(common::source_args(&cfg));
-    let out = common::run_regfs(args);
+    let out = common::run_regfs(with_source(
+        &["restore", "/_system/governance/v.xml", "999999"],
+        &cfg,
+    ));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no version 999999"));
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "one");
