@@ -111,13 +111,18 @@ impl MountTable {
 
     /// Each database behind the table once (mounts on one database share its `store_id`).
     pub fn stores(&self) -> impl Iterator<Item = &Arc<dyn Store>> {
+        self.per_store().map(|m| &m.store)
+    }
+
+    /// One mount per database behind the table (the first of those on it).
+    pub fn per_store(&self) -> impl Iterator<Item = &Mount> {
         let first =
             |i: usize, m: &Mount| !self.mounts[..i].iter().any(|o| o.store_id == m.store_id);
         self.mounts
             .iter()
             .enumerate()
             .filter(move |&(i, m)| first(i, m))
-            .map(|(_, m)| &m.store)
+            .map(|(_, m)| m)
     }
 
     /// The root entry: the node's own database.

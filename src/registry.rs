@@ -124,10 +124,7 @@ impl Registry {
     pub async fn database_status(&self, within: std::time::Duration) -> Vec<DatabaseStatus> {
         let mounts = self.table.mounts();
         let mut out = Vec::new();
-        for (i, m) in mounts.iter().enumerate() {
-            if mounts[..i].iter().any(|o| o.store_id == m.store_id) {
-                continue;
-            }
+        for m in self.table.per_store() {
             let started = std::time::Instant::now();
             let answer = match tokio::time::timeout(within, m.store.stat("/")).await {
                 Ok(Ok(_)) => Ok(started.elapsed()),
@@ -214,11 +211,7 @@ impl Registry {
     /// feed hears changes; empty when no store has a feed.
     pub async fn start_feeds(&self, sink: FeedSink) -> Result<Vec<(String, String)>> {
         let mut started = Vec::new();
-        let mounts = self.table.mounts();
-        for (i, m) in mounts.iter().enumerate() {
-            if mounts[..i].iter().any(|o| o.store_id == m.store_id) {
-                continue;
-            }
+        for m in self.table.per_store() {
             let (table, store_id, sink) = (self.table.clone(), m.store_id, sink.clone());
             let map: FeedSink = Arc::new(move |heard| match heard {
                 Heard::Everything => sink(Heard::Everything),
@@ -361,10 +354,7 @@ impl Registry {
         let resolved = self.table.resolve(&p);
         let mut out = Vec::new();
         let mounts = self.table.mounts();
-        for (i, m) in mounts.iter().enumerate() {
-            if mounts[..i].iter().any(|o| o.store_id == m.store_id) {
-                continue;
-            }
+        for m in self.table.per_store() {
             // Where in this database `p`'s subtree lies: the path `p` resolves to, and the
             // targets of its mounts below `p`.
             let mut prefixes: Vec<String> = Vec::new();
