@@ -132,13 +132,22 @@ fn values(name: &str, value: &[u8]) -> Result<Vec<String>> {
 }
 
 impl RegFs {
-    async fn metadata_of(&self, c: Caller, ino: Ino) -> Result<Metadata> {
-        // The properties hang off the row: a file still pending gets it now. (Before the
-        // namespace lock: the commit takes it.)
+    /// `ino`'s registry path and the caller's registry user, with the namespace lock held
+    /// (the guard) so that the path stays what it is. The metadata hangs off the row: a file
+    /// still pending gets its row first (before the lock: the commit takes it).
+    async fn xattr_target(
+        &self,
+        c: Caller,
+        ino: Ino,
+    ) -> Result<(tokio::sync::RwLockReadGuard<'_, ()>, String, String)> {
         self.insert_pending(ino).await?;
-        let _ns = self.namespace.read().await;
+        let ns = self.namespace.read().await;
         let p = self.path(ino)?;
-        let user = self.identity.registry_user(c.uid);
+        Ok((ns, p, self.identity.registry_user(c.uid)))
+    }
+
+    async fn metadata_of(&self, c: Caller, ino: Ino) -> Result<Metadata> {
+        let (_ns, p, user) = self.xattr_target(c, ino).await?;
         self.registry.metadata(&user, &p).await
     }
 
@@ -209,10 +218,7 @@ impl RegFs {
                 if flags & libc::XATTR_CREATE != 0 {
                     return Err(err!(EEXIST, "{name:?} always exists"));
                 }
-                self.insert_pending(ino).await?;
-                let _ns = self.namespace.read().await;
-                let p = self.path(ino)?;
-                let user = self.identity.registry_user(c.uid);
+                let (_ns, p, user) = self.xattr_target(c, ino).await?;
                 self.registry.set_field(&user, &p, field, text).await?;
                 self.stale(ino);
                 return Ok(());
@@ -241,10 +247,7 @@ impl RegFs {
             (false, true) => SetMode::Replace,
             (false, false) => SetMode::Any,
         };
-        self.insert_pending(ino).await?;
-        let _ns = self.namespace.read().await;
-        let p = self.path(ino)?;
-        let user = self.identity.registry_user(c.uid);
+        let (_ns, p, user) = self.xattr_target(c, ino).await?;
         self.registry
             .set_property(&user, &p, property, values.as_deref(), mode)
             .await?;
