@@ -192,17 +192,7 @@ pub(crate) async fn set_field(
             "{p}: {LINK_MEDIA_TYPE} marks Carbon's links, which ln -s and rm make"
         ));
     }
-    let now = now_ns();
-    c.execute(
-        &format!(
-            "UPDATE REG_RESOURCE SET {column} = ?, REG_LAST_UPDATOR = ?, \
-             REG_LAST_UPDATED_TIME = ? WHERE REG_VERSION = ? AND REG_TENANT_ID = ?"
-        ),
-        &args![value, user, naive_from_ns(now), row.version, t],
-    )
-    .await?;
-    touch_ctime(c, t, &row, now).await?;
-    insert_log(c, t, p, user, LogAction::Update, None).await
+    updated_in_place(c, t, p, &row, user, Some((column, value))).await
 }
 
 /// [`Change::SetProperty`]: sets (`values`) or removes (`None`) the property `name` of `p` as
@@ -264,14 +254,35 @@ pub(crate) async fn set_property(
     for value in values.unwrap_or_default() {
         insert_property(c, t, row.path_id, row.name.as_deref(), name, value).await?;
     }
+    updated_in_place(c, t, p, &row, user, None).await
+}
+
+/// The rest of Carbon's put of `row` (at `p`) changed in place, by `user`: `field` (a column
+/// and its new value) if given, the last updater and time moved, the ctime moved (an
+/// extended attribute's change moves it, as on any filesystem), UPDATE logged.
+async fn updated_in_place(
+    c: &mut Exec<'_>,
+    t: i64,
+    p: &str,
+    row: &ResourceRow,
+    user: &str,
+    field: Option<(&str, Option<&str>)>,
+) -> Result<()> {
     let now = now_ns();
+    let set = field.map_or(String::new(), |(column, _)| format!("{column} = ?, "));
+    let mut values: Vec<Val<'_>> = Vec::new();
+    if let Some((_, value)) = field {
+        values.extend(args![value]);
+    }
+    values.extend(args![user, naive_from_ns(now), row.version, t]);
     c.execute(
-        "UPDATE REG_RESOURCE SET REG_LAST_UPDATOR = ?, REG_LAST_UPDATED_TIME = ? \
-         WHERE REG_VERSION = ? AND REG_TENANT_ID = ?",
-        &args![user, naive_from_ns(now), row.version, t],
+        &format!(
+            "UPDATE REG_RESOURCE SET {set}REG_LAST_UPDATOR = ?, REG_LAST_UPDATED_TIME = ? \
+             WHERE REG_VERSION = ? AND REG_TENANT_ID = ?"
+        ),
+        &values,
     )
     .await?;
-    // An extended attribute's change moves the ctime, as on any filesystem.
-    touch_ctime(c, t, &row, now).await?;
+    touch_ctime(c, t, row, now).await?;
     insert_log(c, t, p, user, LogAction::Update, None).await
 }
