@@ -13,6 +13,7 @@ pub mod config;
 pub mod conformance;
 pub mod content;
 pub mod daemon;
+pub mod dump;
 pub mod error;
 pub mod fs;
 pub mod fuse;
@@ -30,5 +31,6 @@ pub mod um;
 pub mod watch;
 pub mod wiring;
 pub mod wso2conf;
+pub mod xml;
 
 pub use error::{Error, Result};

@@ -152,6 +152,29 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Write the subtree at PATH to FILE ('-': standard output) in Carbon's registry dump
+    /// format (what Carbon's Registry.dump writes and restore reads): content, properties,
+    /// media types, descriptions, UUIDs, creators and times, tags, comments, ratings,
+    /// associations, and regfs's POSIX attributes. Archived versions are not dumped.
+    Dump {
+        path: String,
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Load a dump (from `regfs dump` or Carbon's Registry.dump; FILE '-': standard input) at
+    /// PATH: missing collections are made, collections already there are merged into, a
+    /// resource already there is refused unless --overwrite. The dump is checked whole before
+    /// anything is written; each database takes its part in one transaction.
+    Load {
+        file: PathBuf,
+        path: String,
+        /// Replace resources that exist (archived first when versioning is on).
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard
     /// output: `regfs completions bash > /etc/bash_completion.d/regfs`.
     Completions { shell: clap_complete::Shell },
@@ -405,6 +428,60 @@ fn read_password(user: &str) -> regfs::Result<String> {
     Ok(pw)
 }
 
+/// A progress line on standard error while a long command runs, when that is a terminal:
+/// entries done (of `total`), redrawn every 200 ms.
+struct Ticker {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(
+        what: &'static str,
+        progress: std::sync::Arc<regfs::store::Progress>,
+        total: Option<u64>,
+    ) -> Self {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Ticker {
+                stop: None,
+                thread: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let line = || {
+                let n = progress.now();
+                match total {
+                    Some(t) if t > 0 => format!(
+                        "\r{what}: {n}/{t} collections and resources ({}%)",
+                        n * 100 / t
+                    ),
+                    _ => format!("\r{what}: {n} collections and resources"),
+                }
+            };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(std::time::Duration::from_millis(200))
+            {
+                eprint!("{}", line());
+            }
+            // Clear the line for what is printed next.
+            eprint!("\r\x1b[K");
+        });
+        Ticker {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn runtime() -> regfs::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -511,6 +588,100 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                     );
                 }
             }
+        }
+        Command::Dump { path, file, data } => {
+            let registry = data.registry().await?;
+            let progress = std::sync::Arc::new(regfs::store::Progress::default());
+            let ticker = Ticker::start("dump", progress.clone(), None);
+            let (n, bytes) = if file.as_os_str() == "-" {
+                let out = std::io::BufWriter::new(std::io::stdout());
+                let (n, _) = registry
+                    .dump(regfs::um::ADMIN_USER, &path, out, &progress)
+                    .await?;
+                (n, None)
+            } else {
+                // Written beside FILE and renamed into place once complete: a dump that fails
+                // halfway leaves no half-written FILE (and an older FILE as it was).
+                let dir = file
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                let tmp = tempfile::NamedTempFile::new_in(dir)
+                    .map_err(|e| err!(EIO, "cannot write in {}: {e}", dir.display()))?;
+                let out = std::io::BufWriter::new(tmp);
+                let (n, out) = registry
+                    .dump(regfs::um::ADMIN_USER, &path, out, &progress)
+                    .await?;
+                let tmp = out
+                    .into_inner()
+                    .map_err(|e| err!(EIO, "cannot write {}: {e}", file.display()))?;
+                tmp.as_file().sync_all()?;
+                let len = tmp.as_file().metadata()?.len();
+                tmp.persist(&file)
+                    .map_err(|e| err!(EIO, "cannot write {}: {e}", file.display()))?;
+                (n, Some(len))
+            };
+            ticker.stop();
+            match bytes {
+                Some(len) => eprintln!(
+                    "regfs: dumped {path}: {n} collections and resources, {len} bytes, to {}",
+                    file.display()
+                ),
+                None => eprintln!("regfs: dumped {path}: {n} collections and resources"),
+            }
+        }
+        Command::Load {
+            file,
+            path,
+            overwrite,
+            data,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .map_err(|e| err!(EINVAL, "cannot read the dump from standard input: {e}"))?;
+                text
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| err!(ENOENT, "cannot read {}: {e}", file.display()))?
+            };
+            let node = regfs::dump::parse(&text, &file.display().to_string())?;
+            drop(text);
+            let total = node.count();
+            let registry = data.registry().await?;
+            let progress = std::sync::Arc::new(regfs::store::Progress::default());
+            let ticker = Ticker::start("load", progress.clone(), Some(total));
+            let done = registry
+                .load(regfs::um::ADMIN_USER, &path, node, overwrite, &progress)
+                .await;
+            ticker.stop();
+            let done = done?;
+            let mut also = Vec::new();
+            if done.replaced > 0 {
+                also.push(format!("{} replaced", done.replaced));
+            }
+            if done.merged > 0 {
+                also.push(format!(
+                    "{} collections already there, merged into",
+                    done.merged
+                ));
+            }
+            if done.new_uuids > 0 {
+                also.push(format!(
+                    "{} given new UUIDs, theirs being taken in this database",
+                    done.new_uuids
+                ));
+            }
+            eprintln!(
+                "regfs: loaded {} at {path}: {} collections and resources written{}",
+                file.display(),
+                done.created + done.replaced,
+                if also.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", also.join("; "))
+                }
+            );
         }
         Command::Restore {
             path,

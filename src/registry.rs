@@ -2,6 +2,8 @@
 //! mount table to a store and a target path, refuses what crosses databases (EXDEV) or writes to
 //! read-only mounts (EROFS), and shows mount points with the mounted collection's attributes.
 
+mod archive;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 

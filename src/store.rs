@@ -427,6 +427,30 @@ pub trait Store: Send + Sync + 'static {
         .nothing()
     }
 
+    /// Writes the dump `node` at `path` as Carbon's restore does (see `ops/load.rs`):
+    /// missing ancestors are made, collections already there are merged into, a resource
+    /// already there is EEXIST unless `overwrite` (then replaced, archived first when
+    /// versioning is on); one RESTORE is logged. Association paths in `node` are absolute
+    /// target paths of this database. One transaction.
+    async fn load(
+        &self,
+        path: &str,
+        node: &crate::dump::Node,
+        user: &str,
+        overwrite: bool,
+        progress: Option<&Progress>,
+    ) -> Result<Loaded> {
+        self.apply(Change::Load {
+            path,
+            node,
+            user,
+            overwrite,
+            progress,
+        })
+        .await?
+        .loaded()
+    }
+
     /// Changes POSIX attributes kept in `REGFS_ATTR`.
     async fn set_attr(&self, path: &str, change: AttrChange) -> Result<Entry> {
         self.apply(Change::SetAttr { path, change }).await?.entry()
@@ -600,6 +624,14 @@ pub enum Change<'a> {
         snapshot: i64,
         user: &'a str,
     },
+    /// [`Store::load`].
+    Load {
+        path: &'a str,
+        node: &'a crate::dump::Node,
+        user: &'a str,
+        overwrite: bool,
+        progress: Option<&'a Progress>,
+    },
     /// [`Store::set_property`].
     SetProperty {
         path: &'a str,
@@ -608,6 +640,36 @@ pub enum Change<'a> {
         mode: SetMode,
         user: &'a str,
     },
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Collections and resources written.
+    pub created: u64,
+    /// Resources that were there and were replaced (`overwrite`).
+    pub replaced: u64,
+    /// Collections that were there: kept as they are, the dump's children loaded into them.
+    pub merged: u64,
+    /// UUIDs of the dump already taken in the database, given new ones.
+    pub new_uuids: u64,
+}
+
+/// Where a load stands, read by whoever shows progress: entries done of the dump.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Entries done in the part (the transaction) being written, or of a dump.
+    pub done: std::sync::atomic::AtomicU64,
+    /// Entries of the parts already committed (a load that spans several databases).
+    pub before: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// Entries done so far.
+    pub fn now(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.before.load(Relaxed) + self.done.load(Relaxed)
+    }
 }
 
 /// A field of a registry row that [`Store::set_field`] changes.
@@ -709,15 +771,25 @@ pub struct Metadata {
     pub social: Social,
 }
 
+/// A comment, a tagging or a rating: who, when, and what (the text, tag name or rate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remark {
+    pub user: String,
+    pub time: chrono::NaiveDateTime,
+    pub text: String,
+}
+
 /// What users said of a resource in Carbon's console ([`Metadata`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Social {
     /// Tag names, each once.
     pub tags: Vec<String>,
-    /// (user, text), oldest first.
-    pub comments: Vec<(String, String)>,
-    /// Each user's rating (1 to 5).
-    pub ratings: Vec<i64>,
+    /// Every tagging (the tag name, who, when), oldest first: a tag two users gave is two.
+    pub taggings: Vec<Remark>,
+    /// Comments, oldest first.
+    pub comments: Vec<Remark>,
+    /// Each user's rating (1 to 5, as text), oldest first.
+    pub ratings: Vec<Remark>,
     /// Associations from this resource: (type, target path in its database).
     pub associations: Vec<(String, String)>,
     /// Its archived versions' snapshot ids, oldest first (`PATH;version:N`).
@@ -743,6 +815,7 @@ impl Change<'_> {
             Change::SetField { .. } => "setxattr",
             Change::SetProperty { values: None, .. } => "removexattr",
             Change::SetProperty { .. } => "setxattr",
+            Change::Load { .. } => "load",
         }
     }
 
@@ -752,6 +825,7 @@ impl Change<'_> {
         matches!(
             self,
             Change::Create { .. }
+                | Change::Load { .. }
                 | Change::Remove { .. }
                 | Change::CreateLink { .. }
                 | Change::RemoveLink { .. }
@@ -768,6 +842,8 @@ pub enum Done {
     Touched(SystemTime),
     /// Both collections' new times, `None` if nothing moved (rename).
     Moved(Option<SystemTime>),
+    /// What a load wrote.
+    Loaded(Loaded),
     Nothing,
 }
 
@@ -794,6 +870,13 @@ impl Done {
         match self {
             Done::Moved(t) => Ok(t),
             other => Err(other.mismatch("a rename's times")),
+        }
+    }
+
+    pub fn loaded(self) -> Result<Loaded> {
+        match self {
+            Done::Loaded(l) => Ok(l),
+            other => Err(other.mismatch("a load's counts")),
         }
     }
 

@@ -8,8 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use quick_xml::events::Event;
-
 use crate::config::{
     CacheConfig, DataSource, FileConfig, LogConfig, MountConfig, Overwrite, RemoteInstance,
     UserManagement,
@@ -17,110 +15,7 @@ use crate::config::{
 use crate::err;
 use crate::error::Result;
 use crate::store::SUPER_TENANT_ID;
-
-/// A parsed XML element: enough of a DOM to read Carbon's configuration files.
-#[derive(Debug, Default, Clone)]
-struct Element {
-    name: String,
-    attrs: BTreeMap<String, String>,
-    text: String,
-    children: Vec<Element>,
-}
-
-impl Element {
-    fn child(&self, name: &str) -> Option<&Element> {
-        self.children.iter().find(|c| c.name == name)
-    }
-
-    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
-    }
-
-    fn text_of(&self, name: &str) -> Option<String> {
-        self.child(name)
-            .map(|c| c.text.trim().to_string())
-            .filter(|t| !t.is_empty())
-    }
-
-    /// Descendants named `name`, depth first.
-    fn find_all<'a>(&'a self, name: &str, out: &mut Vec<&'a Element>) {
-        for c in &self.children {
-            if c.name == name {
-                out.push(c);
-            }
-            c.find_all(name, out);
-        }
-    }
-}
-
-fn parse(file: &Path) -> Result<Element> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| err!(ENOENT, "cannot read {}: {e}", file.display()))?;
-    let mut reader = quick_xml::Reader::from_str(&text);
-    reader.config_mut().trim_text(true);
-    let mut stack: Vec<Element> = vec![Element::default()];
-    let bad =
-        |e: &dyn std::fmt::Display| err!(EINVAL, "{}: not well-formed XML: {e}", file.display());
-    let local = |n: &[u8]| {
-        let n = String::from_utf8_lossy(n).into_owned();
-        // Namespaced names (svns:secretAlias) keep their local part.
-        n.rsplit(':').next().unwrap_or(&n).to_string()
-    };
-    let element = |s: &quick_xml::events::BytesStart| -> Result<Element> {
-        let mut el = Element {
-            name: local(s.name().as_ref()),
-            ..Element::default()
-        };
-        for a in s.attributes().flatten() {
-            let v = a.unescape_value().map_err(|e| bad(&e))?.into_owned();
-            el.attrs.insert(local(a.key.as_ref()), v);
-        }
-        Ok(el)
-    };
-    loop {
-        match reader.read_event().map_err(|e| bad(&e))? {
-            Event::Start(s) => stack.push(element(&s)?),
-            Event::Empty(s) => {
-                let el = element(&s)?;
-                stack
-                    .last_mut()
-                    .expect("the document element's parent")
-                    .children
-                    .push(el);
-            }
-            Event::Text(t) => {
-                let t = t.decode().map_err(|e| bad(&e))?;
-                let t = quick_xml::escape::unescape(&t).map_err(|e| bad(&e))?;
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&t);
-                }
-            }
-            Event::CData(t) => {
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&String::from_utf8_lossy(&t));
-                }
-            }
-            Event::End(_) => {
-                let el = stack.pop().ok_or_else(|| bad(&"unbalanced end tag"))?;
-                stack
-                    .last_mut()
-                    .ok_or_else(|| bad(&"unbalanced end tag"))?
-                    .children
-                    .push(el);
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    let root = stack.pop().ok_or_else(|| bad(&"empty document"))?;
-    if !stack.is_empty() {
-        return Err(bad(&"unclosed element"));
-    }
-    root.children
-        .into_iter()
-        .next()
-        .ok_or_else(|| bad(&"no document element"))
-}
+use crate::xml::parse_file as parse;
 
 /// A datasource from `datasources/*.xml`.
 #[derive(Debug, Clone)]

@@ -51,7 +51,7 @@ const META: [(&str, Getter); 12] = [
             m.social
                 .comments
                 .iter()
-                .map(|(user, text)| format!("{user}: {}", text.replace('\n', " "))),
+                .map(|c| format!("{}: {}", c.user, c.text.replace('\n', " "))),
         )
     }),
     ("associations", |m| {
@@ -68,7 +68,8 @@ const META: [(&str, Getter); 12] = [
     ("rating", |m| {
         let r = &m.social.ratings;
         (!r.is_empty()).then(|| {
-            let avg = r.iter().sum::<i64>() as f64 / r.len() as f64;
+            let sum: i64 = r.iter().filter_map(|r| r.text.parse::<i64>().ok()).sum();
+            let avg = sum as f64 / r.len() as f64;
             format!("{avg:.2} ({} ratings)", r.len())
         })
     }),

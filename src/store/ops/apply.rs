@@ -199,6 +199,13 @@ pub(crate) async fn apply(
             snapshot,
             user,
         } => Done::Entry(restore(c, t, path, *snapshot, user, versioning, enc).await?),
+        Change::Load {
+            path,
+            node,
+            user,
+            overwrite,
+            progress,
+        } => Done::Loaded(load(c, t, path, node, user, *overwrite, versioning, *progress).await?),
         Change::SetProperty {
             path,
             name,

@@ -40,9 +40,13 @@ async fn properties_of(
 /// REG_RESOURCE_* mappings, by path and name or by version), in one query, oldest first.
 async fn social_of(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<Social> {
     let sql = {
-        let part = |kind: &str, table: &str, mapping: &str, fk: &str, text: &str, rating: &str| {
+        let part = |kind: &str,
+                    table: &str,
+                    mapping: &str,
+                    fk: &str,
+                    (text, rating, time): (&str, &str, &str)| {
             format!(
-                "SELECT '{kind}', {text}, x.REG_USER_ID, x.REG_ID, {rating} FROM {mapping} m \
+                "SELECT '{kind}', {text}, x.REG_USER_ID, x.REG_ID, {rating}, {time} FROM {mapping} m \
              JOIN {table} x ON x.REG_ID = m.{fk} AND x.REG_TENANT_ID = m.REG_TENANT_ID \
              WHERE m.REG_TENANT_ID = ? AND ((m.REG_PATH_ID = ? AND {}) OR m.REG_VERSION = ?)",
                 mapped_name_eq(c.text(), mapping, "m.REG_RESOURCE_NAME")
@@ -54,24 +58,21 @@ async fn social_of(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<Social
                 "REG_TAG",
                 "REG_RESOURCE_TAG",
                 "REG_TAG_ID",
-                "x.REG_TAG_NAME",
-                "0",
+                ("x.REG_TAG_NAME", "0", "x.REG_TAGGED_TIME"),
             ),
             part(
                 "c",
                 "REG_COMMENT",
                 "REG_RESOURCE_COMMENT",
                 "REG_COMMENT_ID",
-                "x.REG_COMMENT_TEXT",
-                "0",
+                ("x.REG_COMMENT_TEXT", "0", "x.REG_COMMENTED_TIME"),
             ),
             part(
                 "r",
                 "REG_RATING",
                 "REG_RESOURCE_RATING",
                 "REG_RATING_ID",
-                "x.REG_USER_ID",
-                "x.REG_RATING",
+                ("x.REG_USER_ID", "x.REG_RATING", "x.REG_RATED_TIME"),
             ),
         ]
         .join(" UNION ALL ")
@@ -92,10 +93,20 @@ async fn social_of(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<Social
         if !seen.insert((kind.clone(), r.req_int(3)?)) {
             continue;
         }
+        let time = r.time(5)?;
         match kind.as_str() {
-            "t" if !social.tags.contains(&text) => social.tags.push(text),
-            "c" => social.comments.push((user, text)),
-            "r" => social.ratings.push(r.req_int(4)?),
+            "t" => {
+                if !social.tags.contains(&text) {
+                    social.tags.push(text.clone());
+                }
+                social.taggings.push(Remark { user, time, text });
+            }
+            "c" => social.comments.push(Remark { user, time, text }),
+            "r" => social.ratings.push(Remark {
+                user,
+                time,
+                text: r.req_int(4)?.to_string(),
+            }),
             _ => {}
         }
     }
