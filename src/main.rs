@@ -460,10 +460,14 @@ impl Ticker {
                     _ => format!("\r{what}: {n} collections and resources"),
                 }
             };
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                rx.recv_timeout(std::time::Duration::from_millis(200))
-            {
+            loop {
                 eprint!("{}", line());
+                if !matches!(
+                    rx.recv_timeout(std::time::Duration::from_millis(200)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    break;
+                }
             }
             // Clear the line for what is printed next.
             eprint!("\r\x1b[K");

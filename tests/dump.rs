@@ -342,4 +342,29 @@ fn carbon_s_own_dump_loads() {
         "getfattr --only-values -n user.regfs.creator svc.wsdl",
     );
     assert_eq!(creator, "carbon");
+    drop(m);
+
+    // On a terminal, a dump shows its progress; in a pipe it does not.
+    let out = lite.dir.path().join("tty.xml");
+    let cmd = format!(
+        "{} dump /_system/governance/trunk {} --data-dir {}",
+        common::regfs_bin(),
+        out.display(),
+        lite.data.display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("\rdump: ") && shown.contains("collections and resources"),
+        "{shown:?}"
+    );
+    let piped = run_regfs_ok(cli(
+        &["dump", "/_system/governance/trunk", out.to_str().unwrap()],
+        &lite.data,
+    ));
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains('\r'));
 }
