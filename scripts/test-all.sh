@@ -15,7 +15,7 @@ die() { printf 'test-all: %s\n' "$*" >&2; exit 1; }
 
 # Tools the real-tool scenarios drive.
 need=()
-for tool in git python3 tar sed find grep diff fusermount3 sqlite3 getfattr; do
+for tool in git python3 tar sed find grep diff fusermount3 sqlite3 getfattr setfacl script; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # Database servers: the tests run initdb/postgres and mariadb-install-db/mariadbd themselves.
@@ -31,6 +31,8 @@ if [ ${#need[@]} -gt 0 ]; then
             diff) pkgs+=(diffutils) ;;
             fusermount3) pkgs+=(fuse3) ;;
             getfattr) pkgs+=(attr) ;;
+            setfacl) pkgs+=(acl) ;;
+            script) pkgs+=(bsdutils) ;;
             *) pkgs+=("$t") ;;
         esac
     done

@@ -1575,3 +1575,104 @@ fn the_debian_package_installs_mounts_and_removes() {
             .is_err()
     );
 }
+
+/// Lets the local user `uid` open /dev/fuse while it lives (an ACL entry, removed on drop): a
+/// machine whose /dev/fuse is 0600 (this one; Debian's udev makes it 0666) lets only root
+/// mount otherwise.
+struct FuseAccess(u32);
+
+impl FuseAccess {
+    fn grant(uid: u32) -> Self {
+        let st = std::process::Command::new("setfacl")
+            .args(["-m", &format!("u:{uid}:rw"), "/dev/fuse"])
+            .status()
+            .expect("setfacl (Debian package acl) runs");
+        assert!(st.success(), "setfacl on /dev/fuse");
+        FuseAccess(uid)
+    }
+}
+
+impl Drop for FuseAccess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("setfacl")
+            .args(["-x", &format!("u:{}", self.0), "/dev/fuse"])
+            .status();
+    }
+}
+
+/// First use as a user other than root (#20 item 5): `regfs mount DIR` with nothing else
+/// creates the embedded default in the user's own data directory, mounts through fusermount3,
+/// and the user acts as admin there (writes, makes collections, owns what they make), then
+/// unmounts with `fusermount3 -u`.
+#[test]
+fn a_user_other_than_root_mounts_a_registry_of_their_own() {
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let dir = common::open_tempdir();
+    let (home, mnt) = (dir.path().join("home"), dir.path().join("mnt"));
+    let bin = dir.path().join("regfs");
+    std::fs::copy(common::regfs_bin(), &bin).unwrap();
+    for d in [&home, &mnt] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let as_nobody = |program: &std::path::Path, args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &home)
+            .env("XDG_RUNTIME_DIR", &home)
+            .current_dir(&home)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let _fuse = FuseAccess::grant(NOBODY);
+    let _unmounts = Unmounts(mnt.clone());
+    let out = as_nobody(&bin, &["mount".as_ref(), mnt.as_os_str()]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("mounted at"), "{said}");
+    assert!(common::is_mounted(&mnt));
+    let data = home.join(".local/share/regfs");
+    let script = "echo mine > _system/config/mine.txt && cat _system/config/mine.txt && \
+                  mkdir _system/governance/made && stat -c '%u %n' _system/config/mine.txt \
+                  _system/governance/made";
+    let out = as_nobody(
+        std::path::Path::new("/bin/sh"),
+        &[
+            "-c".as_ref(),
+            format!("cd {} && {script}", mnt.display()).as_ref(),
+        ],
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        shown,
+        format!("mine\n{NOBODY} _system/config/mine.txt\n{NOBODY} _system/governance/made\n")
+    );
+    let log = std::fs::read_to_string(data.join("regfs.log")).unwrap();
+    assert!(log.contains("act as admin"), "{log}");
+    let out = as_nobody(
+        std::path::Path::new("/usr/bin/fusermount3"),
+        &["-u".as_ref(), mnt.as_os_str()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || !common::is_mounted(&mnt)
+    ));
+    // The registry is the user's: its files are theirs.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(data.join("shared.db")).unwrap().uid(),
+        NOBODY
+    );
+}
