@@ -13,6 +13,7 @@ regfs in release mode. Results go to stdout and to bench/visibility.md (--out).
 import argparse
 import os
 import shutil
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -22,7 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (the peers, servers and mounts of the main benchmark)
 
 KINDS = ["overwrite, then read", "create, then list + open", "delete, then ENOENT",
-         "append, then stat size", "chmod, then stat"]
+         "append, then stat size", "chmod, then stat", "permission deny, then refused"]
+
+# The local account whose reads the permission kind watches (as the registry user of its name).
+NOBODY = 65534
 
 
 def wait_for(cond, limit=10.0):
@@ -83,14 +87,95 @@ def trial(kind, a, b, i):
     raise ValueError(kind)
 
 
+def regfs_cli(config, *args, stdin=None):
+    """`regfs ARGS --config CONFIG` (as an operator on node A), checked."""
+    subprocess.run([bench.REGFS, *args, "--config", config], input=stdin, text=True,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def as_nobody_until(path, refused, limit=10.0):
+    """Seconds until a read of `path` by the local account nobody is refused (`refused`) or
+    allowed (not `refused`), polled every 0.5 ms in a child process running as nobody; None
+    if that never happened within `limit`. The clock starts when this is called."""
+    start = time.monotonic()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            while time.monotonic() - start <= limit:
+                try:
+                    with open(path) as f:
+                        f.read()
+                    now_refused = False
+                except PermissionError:
+                    now_refused = True
+                except OSError:
+                    now_refused = None
+                if now_refused is refused:
+                    os.write(w, repr(time.monotonic() - start).encode())
+                    break
+                time.sleep(0.0005)
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = b""
+    while True:
+        chunk = os.read(r, 64)
+        if not chunk:
+            break
+        got += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return float(got) if got else None
+
+
+def permission_trials(name, a_config, b, trials):
+    """`regfs perm deny` on node A's config, then node B refusing a read by nobody (mapped to
+    the registry user nobody, in Internal/everyone): seconds per trial."""
+    regfs_cli(a_config, "user", "add", "nobody", stdin="nobody-secret\n")
+    d = os.path.join(b, "perm")
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    f = os.path.join(d, "f.txt")
+    with open(f, "w") as fh:
+        fh.write("secret\n")
+    os.chmod(f, 0o644)
+    target = "/_system/governance/perm"
+    times, lost = [], 0
+    if as_nobody_until(f, refused=False) is None:
+        sys.exit(f"visibility: {name}: nobody cannot read {f} to begin with")
+    for _ in range(trials):
+        regfs_cli(a_config, "perm", "deny", "Internal/everyone", target, "get")
+        t = as_nobody_until(f, refused=True)
+        if t is None:
+            lost += 1
+        else:
+            times.append(t * 1000)
+        regfs_cli(a_config, "perm", "revoke", "Internal/everyone", target, "get")
+        if as_nobody_until(f, refused=False) is None:
+            sys.exit(f"visibility: {name}: the revoke of the deny never showed on node B")
+    return times, lost
+
+
 def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def measure(name, a, b, trials):
+def measure(name, a, b, trials, a_config=None):
     out = {}
     for kind in KINDS:
+        if kind == "permission deny, then refused":
+            if a_config is None:
+                continue
+            out[kind] = permission_trials(name, a_config, b, trials)
+            times, lost = out[kind]
+            bench.log(f"{name}: {kind}: p50 {statistics.median(times):.1f} ms, "
+                      f"p99 {pct(times, 0.99):.1f} ms, {lost} not seen within 10 s")
+            continue
         times, lost = [], 0
         d = f"v{KINDS.index(kind)}"
         os.makedirs(os.path.join(a, d), exist_ok=True)
@@ -116,10 +201,16 @@ def main():
     ap.add_argument("--systems", default="regfs-postgres,regfs-postgres-trusting,regfs-mariadb,"
                     "juicefs-postgres")
     ap.add_argument("--out", default=os.path.join(bench.ROOT, "bench", "visibility.md"))
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help="which change kinds to measure (comma-separated, as in the table)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("visibility: run as root (it mounts filesystems)")
     wanted = args.systems.split(",")
+    kinds = [k for k in KINDS if k in args.kinds.split(",")]
+    if not kinds:
+        sys.exit(f"visibility: --kinds names none of: {', '.join(KINDS)}")
+    KINDS[:] = kinds
     bench.apt_install("postgresql", "mariadb-server", "mariadb-client")
     if any(s.startswith("juicefs") for s in wanted):
         bench.ensure_juicefs()
@@ -134,9 +225,11 @@ def main():
         for name in wanted:
             d = os.path.join(base, name)
             os.makedirs(d)
-            pair = [m.workdir() for m in dbs.mount_nodes(name, d, ("a", "b"), mounts)]
+            nodes = dbs.mount_nodes(name, d, ("a", "b"), mounts)
+            pair = [m.workdir() for m in nodes]
             bench.log(f"{name}: {args.trials} trials per change kind")
-            results[name] = measure(name, pair[0], pair[1], args.trials)
+            a_config = getattr(nodes[0], "config", None)
+            results[name] = measure(name, pair[0], pair[1], args.trials, a_config)
             for m in mounts[-2:]:
                 m.unmount()
     finally:
@@ -159,6 +252,9 @@ def main():
     for kind in KINDS:
         cells = []
         for name in results:
+            if kind not in results[name]:
+                cells.append("-")
+                continue
             times, lost = results[name][kind]
             cell = (f"{statistics.median(times):.1f} / {pct(times, 0.99):.1f}" if times else "-")
             if lost:

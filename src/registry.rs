@@ -187,6 +187,15 @@ impl Registry {
         authz.check(user, &target, p, action).await
     }
 
+    /// Checks the user-management tables now (not at the permission cache's next poll) and
+    /// drops the cache if they changed, moving [`Registry::permission_epoch`].
+    pub async fn refresh_permissions(&self) -> Result<()> {
+        match &self.authz {
+            Some(a) => a.refresh().await,
+            None => Ok(()),
+        }
+    }
+
     /// Moves each time a change of users, roles or permissions dropped the permission cache
     /// (0 without one).
     pub fn permission_epoch(&self) -> u64 {
@@ -217,6 +226,7 @@ impl Registry {
             let (table, store_id, sink) = (self.table.clone(), m.store_id, sink.clone());
             let map: FeedSink = Arc::new(move |heard| match heard {
                 Heard::Everything => sink(Heard::Everything),
+                Heard::Permissions => sink(Heard::Permissions),
                 Heard::Paths(targets) => {
                     let paths = targets
                         .iter()

@@ -896,6 +896,9 @@ pub enum Heard {
     Paths(Vec<String>),
     /// Anything may have changed: the feed lost track for a while.
     Everything,
+    /// The user-management tables changed (users, roles, grants): a regfs admin command
+    /// announced it in its transaction (PostgreSQL, when the UM tables share the database).
+    Permissions,
 }
 
 /// Where a change feed says what it heard; `false` when nobody listens any more (the feed

@@ -351,13 +351,34 @@ macro_rules! in_tx {
                 let value = {
                     let mut exec = tx.exec();
                     let $c: &mut Exec<'_> = &mut exec;
-                    $body
-                }?;
+                    let value = $body?;
+                    announce(&mut exec, $self.tenant).await?;
+                    value
+                };
                 tx.commit().await?;
                 Ok(value)
             }
         }
     }};
+}
+
+/// Tells the change feeds of the nodes on this database that the UM tables changed, in the
+/// transaction that changes them (delivered at its commit, not at all if it rolls back):
+/// PostgreSQL's `NOTIFY`, on the channel the feeds `LISTEN` to (see `store/server/feed.rs`).
+/// A node whose feed listens on another database, and MySQL, see the change at the
+/// permission cache's next poll (`permission_refresh_ms`).
+async fn announce(c: &mut Exec<'_>, tenant: i64) -> Result<()> {
+    if c.dialect() != crate::sql::Dialect::Postgres {
+        return Ok(());
+    }
+    let payload =
+        serde_json::json!({ "t": tenant, "n": crate::sql::node_name(), "um": true }).to_string();
+    c.execute(
+        "SELECT pg_notify(?, ?)",
+        &crate::args![crate::store::server::feed::CHANNEL, payload.as_str()],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Pins an async block's output to this crate's `Result`, so `?` and `return Ok(..)` inside it

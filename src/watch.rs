@@ -49,6 +49,8 @@ pub struct Sources {
 #[derive(Default)]
 struct Due {
     everything: bool,
+    /// The UM tables changed: the permission cache is brought up to date first.
+    permissions: bool,
     paths: Vec<String>,
 }
 
@@ -56,13 +58,14 @@ impl Due {
     fn take(&mut self, heard: Heard) {
         match heard {
             Heard::Everything => self.everything = true,
+            Heard::Permissions => self.permissions = true,
             Heard::Paths(p) if !self.everything => self.paths.extend(p),
             Heard::Paths(_) => {}
         }
     }
 
     fn is_empty(&self) -> bool {
-        !self.everything && self.paths.is_empty()
+        !self.everything && !self.permissions && self.paths.is_empty()
     }
 }
 
@@ -123,6 +126,15 @@ pub fn run(
                     failing = true;
                 }
             }
+        }
+        // Another process committed to the databases (maybe to the UM tables) or a feed said
+        // the UM tables changed: the permission cache is checked now rather than at its next
+        // poll, and, if it moved, every decision cached (here and in the kernel) goes below.
+        if due.permissions || due.everything {
+            if let Err(e) = rt.block_on(fs.refresh_permissions()) {
+                warn!("cannot check the user-management tables for changes: {e}");
+            }
+            due.permissions = false;
         }
         let now_epoch = fs.permission_epoch();
         if now_epoch != epoch {

@@ -569,11 +569,18 @@ fn mariadb_three_nodes_hammer_without_errors() {
 }
 
 /// A permission change made through node A's configuration (`regfs perm`, as an operator on
-/// node A would) is enforced on node B without a remount.
+/// node A would) is enforced on node B without a remount. On PostgreSQL node B's permission
+/// cache does not poll within the test (`permission_refresh_ms` is an hour): the change must
+/// come through its change feed, announced by the command's own transaction.
 fn permission_case(kind: Kind) {
     const ERIN: u32 = 3101;
     let dir = common::open_tempdir();
     let cfg = common::server_config(dir.path(), kind);
+    if kind == Kind::Postgres {
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str("\n[cache]\npermission_refresh_ms = 3600000\n");
+        std::fs::write(&cfg, text).unwrap();
+    }
     let map = format!("{ERIN}=erin");
     let b = mount(&cfg, &["--map", &map]);
     let cli = |args: &[&str]| {

@@ -43,6 +43,11 @@ impl RegFs {
         self.registry.permission_epoch()
     }
 
+    /// See [`Registry::refresh_permissions`].
+    pub async fn refresh_permissions(&self) -> Result<()> {
+        self.registry.refresh_permissions().await
+    }
+
     /// See [`Registry::change_token`].
     pub async fn change_token(&self) -> Result<Option<Vec<i64>>> {
         self.registry.change_token().await

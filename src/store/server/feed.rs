@@ -201,6 +201,9 @@ struct Payload {
     /// A heartbeat (see [`HEARTBEAT_EVERY`]): no change.
     #[serde(default)]
     hb: bool,
+    /// The user-management tables changed (see [`crate::um`]): no path.
+    #[serde(default)]
+    um: bool,
 }
 
 /// Whether PostgreSQL's triggers from `regfs init` are there to push changes.
@@ -309,6 +312,12 @@ async fn listen(
                     continue;
                 }
                 if payload.t != tenant || mine {
+                    continue;
+                }
+                if payload.um {
+                    if !sink(Heard::Permissions) {
+                        return;
+                    }
                     continue;
                 }
                 let paths: Vec<String> = payload
