@@ -15,7 +15,7 @@ die() { printf 'test-all: %s\n' "$*" >&2; exit 1; }
 
 # Tools the real-tool scenarios drive.
 need=()
-for tool in git python3 tar sed find grep diff fusermount3 sqlite3 getfattr setfacl script; do
+for tool in git python3 tar sed find grep diff fusermount3 sqlite3 getfattr setfacl script rsync; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # Database servers: the tests run initdb/postgres and mariadb-install-db/mariadbd themselves.

@@ -1619,4 +1619,25 @@ fn registry_properties_are_extended_attributes() {
         Ok(b"http://a\nhttp://b".to_vec())
     );
     assert_eq!(std::fs::read_to_string(&moved).unwrap(), "<a/>");
+
+    // rsync -X between two regfs paths, and across databases: the properties go along, a
+    // directory's too; rsync writes a temp file and renames it into place.
+    m.sh(
+        &conf,
+        "mkdir -p tree/sub && cp -a app.xml tree/sub/ && setfattr -n user.team -v ops tree && \
+         rsync -aX tree/ ../governance/synced/ && rsync -aX tree/ ../local/synced/",
+    );
+    for copy in ["_system/governance/synced", "_system/local/synced"] {
+        let root = m.p(copy);
+        assert_eq!(get_xattr(&root, "user.team", 16), Ok(b"ops".to_vec()), "{copy}");
+        assert_eq!(
+            get_xattr(&root.join("sub/app.xml"), "user.endpoints", 64),
+            Ok(b"http://a\nhttp://b".to_vec()),
+            "{copy}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("sub/app.xml")).unwrap(),
+            "<a/>"
+        );
+    }
 }
