@@ -572,23 +572,33 @@ async fn admin(command: Command) -> regfs::Result<Result<(), Denied>> {
                             "time": v.time.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
                             "author": v.author,
                             "size": v.size,
+                            "entries": v.entries,
                         })
                     })
                     .collect();
                 print_json(&all);
             } else if versions.is_empty() {
                 println!(
-                    "{path} has no archived versions (version_resources_on_change keeps them)"
+                    "{path} has no archived versions (version_resources_on_change keeps them; \
+                     a collection's are the checkpoints Carbon's createVersion makes)"
                 );
             } else {
                 for v in versions {
+                    // A resource's version reads as PATH;version:N; a collection's
+                    // checkpoint is listed only.
+                    let (size, what) = match v.entries {
+                        Some(n) => (format!("{n} entries"), "checkpoint".to_string()),
+                        None => (
+                            v.size.to_string(),
+                            format!("'{path};version:{}'", v.snapshot),
+                        ),
+                    };
                     println!(
-                        "{:>6}  {}  {:<16} {:>10}  '{path};version:{}'",
+                        "{:>6}  {}  {:<16} {:>10}  {what}",
                         v.snapshot,
                         v.time.format("%Y-%m-%d %H:%M:%S"),
                         v.author.as_deref().unwrap_or("-"),
-                        v.size,
-                        v.snapshot
+                        size,
                     );
                 }
             }

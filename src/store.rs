@@ -370,7 +370,8 @@ pub trait Store: Send + Sync + 'static {
     /// Entries of the activity log (`REG_LOG`), see [`LogQuery`].
     async fn activity(&self, q: &LogQuery) -> Result<Vec<LogEntry>>;
 
-    /// The archived versions of the resource at `path`, oldest first.
+    /// The archived versions of the resource at `path`, oldest first; of a collection, its
+    /// checkpoints.
     async fn versions(&self, path: &str) -> Result<Vec<VersionInfo>>;
 
     /// Carbon's `restoreVersion`: the resource at `path` takes the content of its version
@@ -700,7 +701,12 @@ pub struct VersionInfo {
     /// When that version was written (its `REG_LAST_UPDATED_TIME`).
     pub time: chrono::NaiveDateTime,
     pub author: Option<String>,
+    /// A resource version's content length; 0 for a collection checkpoint.
     pub size: u64,
+    /// A collection checkpoint (Carbon's `createVersion` of a collection): how many
+    /// collections and resources it archived, the collection included. `None` for a
+    /// resource's version.
+    pub entries: Option<u64>,
 }
 
 /// Which `REG_LOG` entries [`Store::activity`] reads.

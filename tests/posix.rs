@@ -1629,7 +1629,11 @@ fn registry_properties_are_extended_attributes() {
     );
     for copy in ["_system/governance/synced", "_system/local/synced"] {
         let root = m.p(copy);
-        assert_eq!(get_xattr(&root, "user.team", 16), Ok(b"ops".to_vec()), "{copy}");
+        assert_eq!(
+            get_xattr(&root, "user.team", 16),
+            Ok(b"ops".to_vec()),
+            "{copy}"
+        );
         assert_eq!(
             get_xattr(&root.join("sub/app.xml"), "user.endpoints", 64),
             Ok(b"http://a\nhttp://b".to_vec()),

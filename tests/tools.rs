@@ -1474,6 +1474,74 @@ fn versions_are_listed_and_restored() {
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "one");
 }
 
+/// A collection's checkpoints (Carbon's `createVersion` of a collection: the collection and
+/// every descendant archived, one REG_SNAPSHOT row without a resource name) are listed by
+/// `regfs versions DIR`, with how many entries each holds.
+#[test]
+fn collection_checkpoints_are_listed() {
+    let m = Mounted::new();
+    m.sh(
+        &m.p("_system/governance"),
+        "mkdir -p cp/sub && echo a > cp/a.txt && echo b > cp/sub/b.txt",
+    );
+    let cli = |args: &[&str]| stdout_of(args, &m.data);
+    let listed = cli(&["versions", "/_system/governance/cp"]);
+    assert!(listed.contains("has no archived versions"), "{listed}");
+    // What Carbon's VersionRepository writes for a checkpoint of cp: its rows archived in
+    // REG_RESOURCE_HISTORY, their versions in VIDS (8 bytes each, big-endian), the
+    // collection's first.
+    let rows = m.query(
+        true,
+        "SELECT r.REG_VERSION, r.REG_PATH_ID FROM REG_RESOURCE r JOIN REG_PATH p \
+         ON p.REG_PATH_ID = r.REG_PATH_ID WHERE p.REG_PATH_VALUE = '/_system/governance/cp' \
+         ORDER BY r.REG_NAME IS NOT NULL, r.REG_VERSION",
+    );
+    assert_eq!(rows.len(), 2, "the collection and a.txt: {rows:?}");
+    let path_id = &rows[0][1];
+    let hex: String = rows
+        .iter()
+        .map(|r| format!("{:016X}", r[0].parse::<i64>().unwrap()))
+        .collect();
+    let blob = match common::servers::backend() {
+        Some(common::servers::Kind::Postgres) => format!("decode('{hex}', 'hex')"),
+        _ => format!("X'{hex}'"),
+    };
+    let versions: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    m.execute(
+        true,
+        &format!(
+            "INSERT INTO REG_CONTENT_HISTORY (REG_CONTENT_ID, REG_CONTENT_DATA, REG_TENANT_ID) \
+             SELECT c.REG_CONTENT_ID, c.REG_CONTENT_DATA, c.REG_TENANT_ID FROM REG_CONTENT c \
+             JOIN REG_RESOURCE r ON r.REG_CONTENT_ID = c.REG_CONTENT_ID \
+             WHERE r.REG_VERSION IN ({0}); \
+             INSERT INTO REG_RESOURCE_HISTORY (REG_PATH_ID, REG_NAME, REG_VERSION, REG_MEDIA_TYPE, \
+             REG_CREATOR, REG_CREATED_TIME, REG_LAST_UPDATOR, REG_LAST_UPDATED_TIME, \
+             REG_DESCRIPTION, REG_CONTENT_ID, REG_TENANT_ID, REG_UUID) \
+             SELECT REG_PATH_ID, REG_NAME, REG_VERSION, REG_MEDIA_TYPE, REG_CREATOR, \
+             REG_CREATED_TIME, 'carol', REG_LAST_UPDATED_TIME, REG_DESCRIPTION, REG_CONTENT_ID, \
+             REG_TENANT_ID, REG_UUID FROM REG_RESOURCE WHERE REG_VERSION IN ({0}); \
+             INSERT INTO REG_SNAPSHOT (REG_PATH_ID, REG_RESOURCE_NAME, REG_RESOURCE_VIDS, \
+             REG_TENANT_ID) VALUES ({path_id}, NULL, {blob}, -1234)",
+            versions.join(", ")
+        ),
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&cli(&["versions", "/_system/governance/cp", "--json"])).unwrap();
+    let all = listed.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{listed}");
+    assert_eq!(all[0]["entries"], 2);
+    assert_eq!(all[0]["author"], "carol");
+    assert_eq!(all[0]["version"].to_string(), versions[0]);
+    let text = cli(&["versions", "/_system/governance/cp"]);
+    assert!(
+        text.contains("2 entries") && text.contains("checkpoint"),
+        "{text}"
+    );
+    // A file in it has no versions of its own from the checkpoint.
+    let file = cli(&["versions", "/_system/governance/cp/a.txt", "--json"]);
+    assert_eq!(file.trim(), "[]");
+}
+
 /// Removes the regfs package when dropped, if the test installed it.
 struct Installed;
 

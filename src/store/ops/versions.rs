@@ -178,9 +178,69 @@ pub(crate) async fn snapshot_ids(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Ve
         .collect()
 }
 
+/// The checkpoints of the collection at `p` (Carbon's `createVersion` of a collection: a
+/// REG_SNAPSHOT row with no resource name whose VIDS list the collection's archived version,
+/// then every descendant's), oldest first: each with the collection's archived row's
+/// version, time and last updater, and how many entries it holds.
+async fn checkpoints(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Vec<VersionInfo>> {
+    if !storable(c.text(), p) {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT s.REG_SNAPSHOT_ID, s.REG_PATH_ID, s.REG_RESOURCE_VIDS FROM REG_SNAPSHOT s \
+         JOIN REG_PATH p ON p.REG_PATH_ID = s.REG_PATH_ID AND p.REG_TENANT_ID = s.REG_TENANT_ID \
+         WHERE s.REG_TENANT_ID = ? AND {} AND s.REG_RESOURCE_NAME IS NULL \
+         ORDER BY s.REG_SNAPSHOT_ID",
+        path_eq(c.text(), "p.REG_PATH_VALUE")
+    );
+    let mut out = Vec::new();
+    for snap in c.fetch(&sql, &args![t, p]).await? {
+        let (snapshot, path_id) = (snap.req_int(0)?, snap.req_int(1)?);
+        let vids: Vec<i64> = snap
+            .blob(2)?
+            .unwrap_or_default()
+            .chunks_exact(8)
+            .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
+            .take_while(|v| *v != 0)
+            .collect();
+        // The collection's own archived row: the first of the list under its path id.
+        let mut found = None;
+        for v in &vids {
+            let row = c
+                .fetch_opt(
+                    "SELECT REG_VERSION, REG_LAST_UPDATED_TIME, REG_LAST_UPDATOR \
+                     FROM REG_RESOURCE_HISTORY WHERE REG_VERSION = ? AND REG_TENANT_ID = ? \
+                     AND REG_PATH_ID = ? AND REG_NAME IS NULL",
+                    &args![*v, t, path_id],
+                )
+                .await?;
+            if let Some(row) = row {
+                found = Some((row.req_int(0)?, row.time(1)?, row.text(2)?));
+                break;
+            }
+        }
+        let Some((version, time, author)) = found else {
+            continue;
+        };
+        out.push(VersionInfo {
+            snapshot,
+            version,
+            time,
+            author,
+            size: 0,
+            entries: Some(vids.len() as u64),
+        });
+    }
+    Ok(out)
+}
+
 /// The archived versions of the resource at `p`, oldest first: each snapshot id with the
-/// archived row's version, time, last updater and content length.
+/// archived row's version, time, last updater and content length. Of a collection: its
+/// checkpoints.
 pub(crate) async fn versions(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Vec<VersionInfo>> {
+    if collection_row(c, t, p).await?.is_some() {
+        return checkpoints(c, t, p).await;
+    }
     let ids = snapshot_ids(c, t, p).await?;
     let mut out = Vec::with_capacity(ids.len());
     for snapshot in ids {
@@ -203,6 +263,7 @@ pub(crate) async fn versions(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Vec<Ve
             time: row.updated,
             author,
             size,
+            entries: None,
         });
     }
     Ok(out)
