@@ -368,3 +368,49 @@ fn carbon_s_own_dump_loads() {
     ));
     assert!(!String::from_utf8_lossy(&piped.stderr).contains('\r'));
 }
+
+/// A load that replaces what other nodes cached reaches them through their change feeds, even
+/// where a healthy feed stands in for revalidating opens (`open_trusts_feed`): each replaced
+/// resource, and each new entry of a collection that was there, is announced.
+#[test]
+fn a_load_over_cached_files_reaches_trusting_nodes() {
+    let pg = Registry::new(Some(Kind::Postgres));
+    let mut text = std::fs::read_to_string(&pg.data).unwrap();
+    text.push_str("\n[cache]\nopen_trusts_feed = true\n");
+    std::fs::write(&pg.data, text).unwrap();
+    let dump = |content: &str, extra: &str| {
+        use base64::Engine;
+        format!(
+            "<resource name=\"app\" status=\"dump\" isCollection=\"true\"><children>\
+             <resource name=\"a.xml\" status=\"dump\" isCollection=\"false\">\
+             <content>{}</content></resource>{extra}</children></resource>",
+            base64::engine::general_purpose::STANDARD.encode(content)
+        )
+    };
+    let first = pg.dir.path().join("first.xml");
+    std::fs::write(&first, dump("old\n", "")).unwrap();
+    assert!(pg.load(&first, APP, &[]).status.success());
+    let b = pg.mount();
+    let f = b.p(&format!("{APP}/a.xml"));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "old\n");
+    assert!(!b.p(&format!("{APP}/new.xml")).exists());
+    let second = pg.dir.path().join("second.xml");
+    std::fs::write(
+        &second,
+        dump(
+            "new\n",
+            "<resource name=\"new.xml\" status=\"dump\" isCollection=\"false\"/>",
+        ),
+    )
+    .unwrap();
+    let out = pg.load(&second, APP, &["--overwrite"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(20), || {
+            std::fs::read_to_string(&f).is_ok_and(|s| s == "new\n")
+                && b.p(&format!("{APP}/new.xml")).exists()
+        }),
+        "node B still shows what it cached:\n{}",
+        common::tail(&b.log(), 20)
+    );
+}

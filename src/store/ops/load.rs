@@ -45,7 +45,7 @@ pub(crate) async fn load(
         Some(parent) => Some(ensure_collections(c, t, parent, user).await?),
         None => None,
     };
-    load_node(c, &mut l, p, parent_id, node).await?;
+    load_node(c, &mut l, p, parent_id, false, node).await?;
     insert_log(c, t, p, user, LogAction::Restore, None).await?;
     Ok(l.done)
 }
@@ -57,12 +57,16 @@ fn ms_naive(ms: Option<i64>) -> NaiveDateTime {
     }
 }
 
-/// `node` at `p`, whose collection has the path id `parent_id` (`None`: `p` is the root).
+/// `node` at `p`, whose collection has the path id `parent_id` (`None`: `p` is the root) and
+/// was there before the load (`into_existing`: what the other nodes may have cached of it
+/// changes, so they are told of `p`, as of every resource replaced; what is new under a new
+/// collection they cannot have cached).
 fn load_node<'a>(
     c: &'a mut Exec<'_>,
     l: &'a mut Loading<'_>,
     p: &'a str,
     parent_id: Option<i64>,
+    into_existing: bool,
     node: &'a Node,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
     Box::pin(async move {
@@ -85,6 +89,10 @@ fn load_node<'a>(
                      first"
                 ));
             }
+            let existed = collection.is_some();
+            if into_existing && !existed {
+                note_change(c, t, p).await?;
+            }
             let path_id = match collection {
                 Some(row) => {
                     l.done.merged += 1;
@@ -100,7 +108,7 @@ fn load_node<'a>(
             };
             for child in &node.children {
                 let child_path = path::join(p, &child.name);
-                load_node(c, l, &child_path, Some(path_id), child).await?;
+                load_node(c, l, &child_path, Some(path_id), existed, child).await?;
             }
             return Ok(());
         }
@@ -138,8 +146,12 @@ fn load_node<'a>(
             );
             c.execute(&sql, &args![p, t]).await?;
             l.done.replaced += 1;
+            note_change(c, t, p).await?;
         } else {
             l.done.created += 1;
+            if into_existing {
+                note_change(c, t, p).await?;
+            }
         }
         insert_row(c, l, parent_id, Some(name), node).await
     })
