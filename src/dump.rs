@@ -259,49 +259,35 @@ impl<W: Write> DumpWriter<W> {
             }
             self.event(Event::End(BytesEnd::new("properties")))?;
         }
-        if !n.comments.is_empty() {
-            self.event(Event::Start(BytesStart::new("comments")))?;
-            for c in &n.comments {
-                self.event(Event::Start(BytesStart::new("comment")))?;
-                self.text_element("user", &c.user, at)?;
-                self.text_element("text", &c.text, at)?;
-                self.event(Event::End(BytesEnd::new("comment")))?;
-            }
-            self.event(Event::End(BytesEnd::new("comments")))?;
-        }
-        if !n.taggings.is_empty() {
-            self.event(Event::Start(BytesStart::new("taggings")))?;
-            for t in &n.taggings {
-                self.event(Event::Start(BytesStart::new("tagging")))?;
-                self.text_element("user", &t.user, at)?;
-                self.text_element("date", &t.time_ms.unwrap_or(0).to_string(), at)?;
-                self.text_element("tagName", &t.text, at)?;
-                self.event(Event::End(BytesEnd::new("tagging")))?;
-            }
-            self.event(Event::End(BytesEnd::new("taggings")))?;
-        }
-        if !n.ratings.is_empty() {
-            self.event(Event::Start(BytesStart::new("ratings")))?;
-            for r in &n.ratings {
-                self.event(Event::Start(BytesStart::new("rating")))?;
-                self.text_element("user", &r.user, at)?;
-                self.text_element("date", &r.time_ms.unwrap_or(0).to_string(), at)?;
-                self.text_element("rate", &r.rate.to_string(), at)?;
-                self.event(Event::End(BytesEnd::new("rating")))?;
-            }
-            self.event(Event::End(BytesEnd::new("ratings")))?;
-        }
-        if !n.associations.is_empty() {
-            self.event(Event::Start(BytesStart::new("associations")))?;
-            for a in &n.associations {
-                self.event(Event::Start(BytesStart::new("association")))?;
-                self.text_element("source", &a.source, at)?;
-                self.text_element("destination", &a.destination, at)?;
-                self.text_element("type", &a.kind, at)?;
-                self.event(Event::End(BytesEnd::new("association")))?;
-            }
-            self.event(Event::End(BytesEnd::new("associations")))?;
-        }
+        let comments = n
+            .comments
+            .iter()
+            .map(|c| vec![("user", c.user.clone()), ("text", c.text.clone())]);
+        self.list("comments", "comment", comments, at)?;
+        let taggings = n.taggings.iter().map(|t| {
+            vec![
+                ("user", t.user.clone()),
+                ("date", t.time_ms.unwrap_or(0).to_string()),
+                ("tagName", t.text.clone()),
+            ]
+        });
+        self.list("taggings", "tagging", taggings, at)?;
+        let ratings = n.ratings.iter().map(|r| {
+            vec![
+                ("user", r.user.clone()),
+                ("date", r.time_ms.unwrap_or(0).to_string()),
+                ("rate", r.rate.to_string()),
+            ]
+        });
+        self.list("ratings", "rating", ratings, at)?;
+        let associations = n.associations.iter().map(|a| {
+            vec![
+                ("source", a.source.clone()),
+                ("destination", a.destination.clone()),
+                ("type", a.kind.clone()),
+            ]
+        });
+        self.list("associations", "association", associations, at)?;
         if let Some(p) = &n.posix {
             let fields = [
                 ("mode", format!("{:o}", p.mode)),
@@ -323,6 +309,30 @@ impl<W: Write> DumpWriter<W> {
             self.event(Event::Start(BytesStart::new("children")))?;
         }
         Ok(())
+    }
+
+    /// `<outer>` holding one `<inner>` per item, each item its fields as text elements;
+    /// nothing when there are no items (as Carbon writes it).
+    fn list(
+        &mut self,
+        outer: &str,
+        inner: &str,
+        items: impl Iterator<Item = Vec<(&'static str, String)>>,
+        at: &str,
+    ) -> Result<()> {
+        let mut items = items.peekable();
+        if items.peek().is_none() {
+            return Ok(());
+        }
+        self.event(Event::Start(BytesStart::new(outer)))?;
+        for fields in items {
+            self.event(Event::Start(BytesStart::new(inner)))?;
+            for (name, text) in fields {
+                self.text_element(name, &text, at)?;
+            }
+            self.event(Event::End(BytesEnd::new(inner)))?;
+        }
+        self.event(Event::End(BytesEnd::new(outer)))
     }
 
     /// Ends the node last opened (`collection`: its `<children>` too).
