@@ -352,12 +352,30 @@ fn trusted_feed_case(kind: Kind) {
                           WHERE REG_NAME = 'trusted.txt'"
         }
     };
-    servers::server_for(kind).sql_in(&db, bump);
-    assert!(wait_until(HEARD_WITHIN, || b.registry.feed_vouches(reg)));
-    assert!(
-        b.open_read(f).0,
-        "the warm open asked nothing: the new version went unseen"
-    );
+    // The warm open after the bump is answered from memory. What B may still hear of A's
+    // write (the feed and the watcher run on their own time; the watcher drops what it heard
+    // once more an interval later) can drop B's memory first, and a loaded machine can hold
+    // a poll past the feed's freshness: then the open asks, rightly. Such a round leaves a
+    // trace (the inode dropped, or the feed no longer vouching) and is tried again; an open
+    // that asks with neither is the failure.
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        b.kernel.clear();
+        servers::server_for(kind).sql_in(&db, bump);
+        assert!(wait_until(HEARD_WITHIN, || b.registry.feed_vouches(reg)));
+        if b.open_read(f).0 {
+            break;
+        }
+        let excused = b.kernel.dropped(f) || !b.registry.feed_vouches(reg);
+        assert!(
+            excused && rounds < 10,
+            "the warm open asked the database though nothing was heard and the feed vouched \
+             (round {rounds}): the new version was seen"
+        );
+        // Memory again for the next round: the version the open just read.
+        assert!(wait_until(HEARD_WITHIN, || b.open_read(f).0));
+    }
     let looked_up = b.lookup("_system/config/trusted.txt").unwrap();
     assert_eq!(looked_up, f, "the lookup is answered from memory too");
 
