@@ -381,6 +381,17 @@ async fn announce(c: &mut Exec<'_>, tenant: i64) -> Result<()> {
     Ok(())
 }
 
+/// Whether the realm of tenant `t` has been seeded (its domains are there).
+async fn seeded(c: &mut Exec<'_>, t: i64) -> Result<bool> {
+    let n = scalar(
+        c,
+        "SELECT COUNT(*) FROM UM_DOMAIN WHERE UM_TENANT_ID = ?",
+        &args![t],
+    )
+    .await?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
 /// Pins an async block's output to this crate's `Result`, so `?` and `return Ok(..)` inside it
 /// need no annotations.
 fn typed<T>(
@@ -475,15 +486,13 @@ impl UmDb {
     pub async fn seed(&self) -> Result<()> {
         let t = self.tenant;
         let flavor = self.flavor;
+        // Most starts find the realm seeded: asked outside a transaction, so that they write
+        // nothing (and announce no change to the other nodes, see `announce`).
+        if on_conn!(self, |c| async { seeded(c, t).await })? {
+            return Ok(());
+        }
         in_tx!(self, |c| async {
-            let seeded = scalar(
-                c,
-                "SELECT COUNT(*) FROM UM_DOMAIN WHERE UM_TENANT_ID = ?",
-                &args![t],
-            )
-            .await?
-            .unwrap_or(0);
-            if seeded > 0 {
+            if seeded(c, t).await? {
                 return Ok(());
             }
             for d in DOMAINS {
