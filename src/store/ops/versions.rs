@@ -96,6 +96,15 @@ pub(crate) async fn archive(c: &mut Exec<'_>, t: i64, row: &ResourceRow, p: &str
     Ok(snapshot)
 }
 
+/// The versions a snapshot's REG_RESOURCE_VIDS lists: 8 bytes each, big-endian, a 0 (or the
+/// end) ends the list (Carbon's `VersionRetriever`).
+fn decode_vids(blob: &[u8]) -> Vec<i64> {
+    blob.chunks_exact(8)
+        .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
+        .take_while(|v| *v != 0)
+        .collect()
+}
+
 /// The archived row of `p;version:N` and its content length, read as Carbon reads it
 /// (`JDBCResourceVersionDAO.get`): snapshot N of `p`'s path id and name lists versions in
 /// REG_RESOURCE_VIDS (8 bytes each, big-endian, a 0 ends the list), and the first of them
@@ -129,7 +138,7 @@ pub(crate) async fn version_row(
         return Ok(None);
     };
     let path_id = snap.req_int(0)?;
-    let vids = snap.blob(1)?.unwrap_or_default();
+    let vids = decode_vids(&snap.blob(1)?.unwrap_or_default());
     let sql = format!(
         "SELECT {RESOURCE_COLUMNS}, {} FROM REG_RESOURCE_HISTORY r LEFT JOIN \
          REG_CONTENT_HISTORY c ON c.REG_CONTENT_ID = r.REG_CONTENT_ID \
@@ -139,11 +148,7 @@ pub(crate) async fn version_row(
         c.text()
             .eq("r.REG_NAME", "REG_RESOURCE_HISTORY", "REG_NAME")
     );
-    for chunk in vids.chunks_exact(8) {
-        let version = i64::from_be_bytes(chunk.try_into().expect("8 bytes"));
-        if version == 0 {
-            break;
-        }
+    for version in vids {
         if let Some(row) = c
             .fetch_opt(&sql, &args![version, t, path_id, path::name(p)])
             .await?
@@ -196,13 +201,7 @@ async fn checkpoints(c: &mut Exec<'_>, t: i64, p: &str) -> Result<Vec<VersionInf
     let mut out = Vec::new();
     for snap in c.fetch(&sql, &args![t, p]).await? {
         let (snapshot, path_id) = (snap.req_int(0)?, snap.req_int(1)?);
-        let vids: Vec<i64> = snap
-            .blob(2)?
-            .unwrap_or_default()
-            .chunks_exact(8)
-            .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
-            .take_while(|v| *v != 0)
-            .collect();
+        let vids = decode_vids(&snap.blob(2)?.unwrap_or_default());
         // The collection's own archived row: the first of the list under its path id.
         let mut found = None;
         for v in &vids {
