@@ -171,23 +171,31 @@ impl<W: Write> DumpWriter<W> {
             .map_err(|e| err!(EIO, "cannot write the dump: {e}"))
     }
 
-    /// `text` as an element's content; characters XML cannot carry are refused (`at` names
-    /// the registry path), carriage returns escaped so that a reader keeps them.
-    fn text_element(&mut self, name: &str, text: &str, at: &str) -> Result<()> {
+    /// `text` as the content of an element `name` with `attrs`; characters XML cannot carry
+    /// are refused (`at` names the registry path), carriage returns escaped so that a reader
+    /// keeps them.
+    fn text_element(
+        &mut self,
+        name: &str,
+        attrs: &[(&str, &str)],
+        text: &str,
+        at: &str,
+    ) -> Result<()> {
+        let start = self.start_with(name, attrs, at)?;
         // An empty value is an empty element: an indenting writer would put a line break
         // between a start and an end tag with nothing in between.
         if text.is_empty() {
-            return self.event(Event::Empty(BytesStart::new(name)));
+            return self.event(Event::Empty(start));
         }
         check_text(text, name, at)?;
-        self.event(Event::Start(BytesStart::new(name)))?;
+        self.event(Event::Start(start))?;
         let escaped = quick_xml::escape::escape(text).replace('\r', "&#13;");
         self.event(Event::Text(BytesText::from_escaped(escaped)))?;
         self.event(Event::End(BytesEnd::new(name)))
     }
 
     fn optional(&mut self, name: &str, text: Option<&str>, at: &str) -> Result<()> {
-        self.text_element(name, text.unwrap_or(""), at)
+        self.text_element(name, &[], text.unwrap_or(""), at)
     }
 
     fn start_with(
@@ -246,16 +254,9 @@ impl<W: Write> DumpWriter<W> {
         if !n.properties.is_empty() {
             self.event(Event::Start(BytesStart::new("properties")))?;
             for (key, value) in &n.properties {
-                let start = self.start_with("property", &[("key", key)], at)?;
-                if value.is_empty() {
-                    self.event(Event::Empty(start))?;
-                    continue;
-                }
+                // Refused by the property's name, not as "property".
                 check_text(value, key, at)?;
-                self.event(Event::Start(start))?;
-                let escaped = quick_xml::escape::escape(value).replace('\r', "&#13;");
-                self.event(Event::Text(BytesText::from_escaped(escaped)))?;
-                self.event(Event::End(BytesEnd::new("property")))?;
+                self.text_element("property", &[("key", key)], value, at)?;
             }
             self.event(Event::End(BytesEnd::new("properties")))?;
         }
@@ -303,7 +304,7 @@ impl<W: Write> DumpWriter<W> {
         }
         if let Some(content) = &n.content {
             let b64 = base64::engine::general_purpose::STANDARD.encode(content);
-            self.text_element("content", &b64, at)?;
+            self.text_element("content", &[], &b64, at)?;
         }
         if n.collection {
             self.event(Event::Start(BytesStart::new("children")))?;
@@ -328,7 +329,7 @@ impl<W: Write> DumpWriter<W> {
         for fields in items {
             self.event(Event::Start(BytesStart::new(inner)))?;
             for (name, text) in fields {
-                self.text_element(name, &text, at)?;
+                self.text_element(name, &[], &text, at)?;
             }
             self.event(Event::End(BytesEnd::new(inner)))?;
         }
@@ -410,14 +411,16 @@ fn node_from(e: &Element, origin: &str, at: &str) -> Result<Node> {
     } else {
         crate::path::join(at, &name)
     };
-    let number = |field: &str| -> Result<Option<i64>> {
-        e.text_of(field)
+    // The number in the child `field` of `el`, if it has one.
+    let number_in = |el: &Element, field: &str| -> Result<Option<i64>> {
+        el.text_of(field)
             .map(|t| {
                 t.parse::<i64>()
                     .map_err(|_| bad(format!("<{field}> is {t:?}, not a number")))
             })
             .transpose()
     };
+    let number = |field: &str| number_in(e, field);
     // Text fields keep their text as it is, except that an empty element is no value.
     let text = |field: &str| -> Option<String> {
         e.child(field)
@@ -451,13 +454,7 @@ fn node_from(e: &Element, origin: &str, at: &str) -> Result<Node> {
     let said = |e: &Element, text_field: &str| -> Result<Said> {
         Ok(Said {
             user: e.text_of("user").unwrap_or_default(),
-            time_ms: match e.text_of("date") {
-                Some(t) => Some(
-                    t.parse()
-                        .map_err(|_| bad(format!("<date> is {t:?}, not a number")))?,
-                ),
-                None => None,
-            },
+            time_ms: number_in(e, "date")?,
             text: e
                 .child(text_field)
                 .map(|c| c.text.clone())
