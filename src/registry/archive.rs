@@ -338,30 +338,15 @@ impl Registry {
             let Some(entry) = r.mount.store.stat(r.target.as_str()).await? else {
                 return Ok(());
             };
-            match (entry.kind == Kind::Directory, node.collection) {
-                (true, true) => {
-                    for child in &node.children {
-                        self.check_conflicts(&path::join(p, &child.name), child, overwrite)
-                            .await?;
-                    }
-                    Ok(())
+            let collection = entry.kind == Kind::Directory;
+            crate::store::ops::check_conflict(p, Some(collection), node.collection, overwrite)?;
+            if collection && node.collection {
+                for child in &node.children {
+                    self.check_conflicts(&path::join(p, &child.name), child, overwrite)
+                        .await?;
                 }
-                (false, false) if overwrite => Ok(()),
-                (false, false) => Err(err!(
-                    EEXIST,
-                    "{p} exists: a load replaces resources only with --overwrite"
-                )),
-                (true, false) => Err(err!(
-                    EISDIR,
-                    "{p} is a collection in the registry but a resource in the dump: remove \
-                     it first"
-                )),
-                (false, true) => Err(err!(
-                    EEXIST,
-                    "{p} is a resource in the registry but a collection in the dump: remove \
-                     it first"
-                )),
             }
+            Ok(())
         })
     }
 }

@@ -81,14 +81,13 @@ fn load_node<'a>(
             Some(_) => file_row(c, t, p).await?,
             None => None,
         };
+        let existing = match (&collection, &file) {
+            (Some(_), _) => Some(true),
+            (None, Some(_)) => Some(false),
+            (None, None) => None,
+        };
+        check_conflict(p, existing, node.collection, l.overwrite)?;
         if node.collection {
-            if file.is_some() {
-                return Err(err!(
-                    EEXIST,
-                    "{p} is a resource in the registry but a collection in the dump: remove it \
-                     first"
-                ));
-            }
             let existed = collection.is_some();
             if into_existing && !existed {
                 note_change(c, t, p).await?;
@@ -118,22 +117,9 @@ fn load_node<'a>(
                 "/ is a collection: a resource cannot be loaded there"
             ));
         };
-        if collection.is_some() {
-            return Err(err!(
-                EISDIR,
-                "{p} is a collection in the registry but a resource in the dump: remove it \
-                 first"
-            ));
-        }
         check_storable(c.text(), p, false)?;
         refuse_confused(c, t, DirKey::Id(parent_id), p, None).await?;
         if let Some(old) = file {
-            if !l.overwrite {
-                return Err(err!(
-                    EEXIST,
-                    "{p} exists: a load replaces resources only with --overwrite"
-                ));
-            }
             if l.versioning {
                 archive(c, t, &old, p).await?;
             }
@@ -155,6 +141,35 @@ fn load_node<'a>(
         }
         insert_row(c, l, parent_id, Some(name), node).await
     })
+}
+
+/// Whether a load may put an entry of the dump (a collection when `dump_collection`) at `p`
+/// over what is there (`existing`: a collection `Some(true)`, a resource `Some(false)`):
+/// collections merge, a resource is replaced only with `overwrite`, kinds never change. The
+/// rule of a load's own transaction, which the registry also asks of every part first when a
+/// load spans several databases.
+pub(crate) fn check_conflict(
+    p: &str,
+    existing: Option<bool>,
+    dump_collection: bool,
+    overwrite: bool,
+) -> Result<()> {
+    match (existing, dump_collection) {
+        (None, _) | (Some(true), true) => Ok(()),
+        (Some(false), false) if overwrite => Ok(()),
+        (Some(false), false) => Err(err!(
+            EEXIST,
+            "{p} exists: a load replaces resources only with --overwrite"
+        )),
+        (Some(true), false) => Err(err!(
+            EISDIR,
+            "{p} is a collection in the registry but a resource in the dump: remove it first"
+        )),
+        (Some(false), true) => Err(err!(
+            EEXIST,
+            "{p} is a resource in the registry but a collection in the dump: remove it first"
+        )),
+    }
 }
 
 /// The row of `node` in the collection `path_id` (`name` for a resource; a collection's own
