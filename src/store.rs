@@ -777,12 +777,20 @@ pub struct Metadata {
     pub social: Social,
 }
 
-/// A comment, a tagging or a rating: who, when, and what (the text, tag name or rate).
+/// A comment or a tagging: who, when, and what (the text, or the tag name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remark {
     pub user: String,
     pub time: chrono::NaiveDateTime,
     pub text: String,
+}
+
+/// A user's rating of a resource (1 to 5), and when it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rating {
+    pub user: String,
+    pub time: chrono::NaiveDateTime,
+    pub rate: i64,
 }
 
 /// What users said of a resource in Carbon's console ([`Metadata`]).
@@ -794,8 +802,8 @@ pub struct Social {
     pub taggings: Vec<Remark>,
     /// Comments, oldest first.
     pub comments: Vec<Remark>,
-    /// Each user's rating (1 to 5, as text), oldest first.
-    pub ratings: Vec<Remark>,
+    /// Each user's rating, oldest first.
+    pub ratings: Vec<Rating>,
     /// Associations from this resource: (type, target path in its database).
     pub associations: Vec<(String, String)>,
     /// Its archived versions' snapshot ids, oldest first (`PATH;version:N`).

@@ -68,7 +68,7 @@ const META: [(&str, Getter); 12] = [
     ("rating", |m| {
         let r = &m.social.ratings;
         (!r.is_empty()).then(|| {
-            let sum: i64 = r.iter().filter_map(|r| r.text.parse::<i64>().ok()).sum();
+            let sum: i64 = r.iter().map(|r| r.rate).sum();
             let avg = sum as f64 / r.len() as f64;
             format!("{avg:.2} ({} ratings)", r.len())
         })

@@ -161,10 +161,10 @@ impl Registry {
             ratings: social
                 .ratings
                 .into_iter()
-                .map(|s| dump::Rated {
-                    rate: s.text.parse().unwrap_or(0),
-                    time_ms: Some(naive_ms(s.time)),
-                    user: s.user,
+                .map(|r| dump::Rated {
+                    user: r.user,
+                    time_ms: Some(naive_ms(r.time)),
+                    rate: r.rate,
                 })
                 .collect(),
             associations,

@@ -102,10 +102,10 @@ async fn social_of(c: &mut Exec<'_>, t: i64, row: &ResourceRow) -> Result<Social
                 social.taggings.push(Remark { user, time, text });
             }
             "c" => social.comments.push(Remark { user, time, text }),
-            "r" => social.ratings.push(Remark {
+            "r" => social.ratings.push(Rating {
                 user,
                 time,
-                text: r.req_int(4)?.to_string(),
+                rate: r.req_int(4)?,
             }),
             _ => {}
         }
