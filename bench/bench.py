@@ -545,6 +545,19 @@ class SharedDatabases:
             self.maria.stop()
 
 
+def tear_down(mounts, dbs, base):
+    """What the multi-mount benchmarks leave: unmounts what is still mounted (going on past a
+    failure), stops the servers and removes the scratch directory."""
+    for m in mounts:
+        try:
+            if is_mounted(m.mnt):
+                m.unmount()
+        except Exception as e:  # keep tearing down the rest
+            log(f"teardown of {m.name}: {e}")
+    dbs.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def machine_description():
     cpu = "unknown CPU"
     try:

@@ -96,14 +96,7 @@ def main():
             "regfs-postgres", pg, ["--config", pg.config], pg_dir, args)
         pg.unmount()
     finally:
-        for m in mounts:
-            try:
-                if bench.is_mounted(m.mnt):
-                    m.unmount()
-            except Exception as e:  # keep tearing down the rest
-                bench.log(f"teardown of {m.name}: {e}")
-        dbs.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        bench.tear_down(mounts, dbs, base)
 
     lines = ["# regfs dump / load beside tar through the mount", "",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "

@@ -15,7 +15,6 @@ import argparse
 import collections
 import errno
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -115,14 +114,7 @@ def main():
             for m in nodes:
                 m.unmount()
     finally:
-        for m in mounts:
-            try:
-                if bench.is_mounted(m.mnt):
-                    m.unmount()
-            except Exception as e:  # keep tearing down the rest
-                bench.log(f"teardown of {m.name}: {e}")
-        dbs.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        bench.tear_down(mounts, dbs, base)
 
     lines = ["# Several nodes writing at once", "",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {bench.machine_description()}; "

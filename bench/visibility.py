@@ -12,7 +12,6 @@ regfs in release mode. Results go to stdout and to bench/visibility.md (--out).
 
 import argparse
 import os
-import shutil
 import subprocess
 import statistics
 import sys
@@ -235,14 +234,7 @@ def main():
             for m in mounts[-2:]:
                 m.unmount()
     finally:
-        for m in mounts:
-            try:
-                if bench.is_mounted(m.mnt):
-                    m.unmount()
-            except Exception as e:  # keep tearing down the rest
-                bench.log(f"teardown of {m.name}: {e}")
-        dbs.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        bench.tear_down(mounts, dbs, base)
 
     lines = ["# Visibility of a change on another node", "",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {bench.machine_description()}, "
